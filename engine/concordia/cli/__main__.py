@@ -1,0 +1,5 @@
+"""``python -m concordia.cli``."""
+
+from concordia.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,73 @@
+"""Problem reports in the formats CI systems read: text, json, sarif (2.1.0), github."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from concordia.definitions.problems import Problem
+
+FORMATS = ("text", "json", "sarif", "github")
+_SARIF_LEVEL = {"error": "error", "warning": "warning", "note": "note"}
+
+
+def render(problems: Sequence[Problem], fmt: str, *, tool: str = "concordia",
+           version: str = "0") -> str:
+    if fmt == "text":
+        return render_text(problems)
+    if fmt == "json":
+        return json.dumps({"problems": [_as_dict(p) for p in problems],
+                           "count": len(problems)}, indent=2)
+    if fmt == "sarif":
+        return json.dumps(_sarif(problems, tool, version), indent=2)
+    if fmt == "github":
+        return "\n".join(_github(p) for p in problems)
+    raise ValueError(f"unknown format {fmt!r}")
+
+
+def render_text(problems: Sequence[Problem]) -> str:
+    lines = [p.format_text() for p in problems]
+    errors = sum(1 for p in problems if p.severity == "error")
+    warnings = len(problems) - errors
+    lines.append(f"{errors} error(s), {warnings} warning(s)" if problems else "no problems")
+    return "\n".join(lines)
+
+
+def _as_dict(p: Problem) -> dict[str, object]:
+    return {"file": p.file, "line": p.line, "column": p.column, "pointer": p.pointer,
+            "severity": p.severity, "code": p.code, "message": p.message, "hint": p.hint}
+
+
+def _github(p: Problem) -> str:
+    level = {"error": "error", "warning": "warning"}.get(p.severity, "notice")
+    msg = p.message + (f" ({p.hint})" if p.hint else "")
+    # GitHub workflow commands need %, CR and LF escaped in the message.
+    msg = msg.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    loc = f"file={p.file}"
+    if p.line:
+        loc += f",line={p.line},col={p.column}"
+    return f"::{level} {loc},title={p.code}::{msg}"
+
+
+def _sarif(problems: Sequence[Problem], tool: str, version: str) -> dict[str, object]:
+    rules = sorted({p.code for p in problems})
+    results = []
+    for p in problems:
+        region = {"startLine": max(p.line, 1), "startColumn": max(p.column, 1)}
+        result: dict[str, object] = {
+            "ruleId": p.code,
+            "level": _SARIF_LEVEL[p.severity],
+            "message": {"text": p.message + (f" ({p.hint})" if p.hint else "")},
+            "locations": [{"physicalLocation": {"artifactLocation": {"uri": p.file},
+                                                "region": region}}],
+        }
+        if p.pointer:
+            result["properties"] = {"pointer": p.pointer}
+        results.append(result)
+    return {
+        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+        "version": "2.1.0",
+        "runs": [{"tool": {"driver": {"name": tool, "version": version,
+                                      "rules": [{"id": r} for r in rules]}},
+                  "results": results}],
+    }

@@ -1,0 +1,124 @@
+"""The exception hierarchy every Concordia error belongs to.
+
+    ConcordiaError
+    ├── DefinitionError          a definition tree has problems (carries them all)
+    ├── BindingError             handlers named by definitions are not registered
+    ├── UnknownSagaError         no saga of that name (and version) is loaded
+    ├── UnknownRunError          no run with that id in the store
+    ├── StoreError               the journal could not be opened or written
+    ├── ExpressionError          a CEL expression failed to compile or evaluate
+    ├── EventError               an event envelope or payload is not valid
+    ├── PolicyError              a policy could not be evaluated (never an approval)
+    ├── HandlerError             raised by handlers to steer retries
+    │   ├── RetryableError       worth another attempt
+    │   └── PermanentError       retrying cannot help; fail the step now
+    └── IllegalTransitionError   the compiled machine forbids the requested move
+
+Each carries structured attributes so callers need not parse messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from concordia.definitions.problems import Problem
+
+
+class ConcordiaError(Exception):
+    """Base class of every error Concordia raises on purpose."""
+
+
+class DefinitionError(ConcordiaError):
+    """A definition tree failed validation; ``problems`` lists every finding."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = list(problems)
+        lines = [p.format_text() for p in self.problems[:20]]
+        more = len(self.problems) - 20
+        if more > 0:
+            lines.append(f"... and {more} more")
+        super().__init__(
+            f"{len(self.problems)} problem(s) in the definitions:\n" + "\n".join(lines)
+        )
+
+
+class BindingError(ConcordiaError):
+    """Handler names used by the definitions that the registry does not bind."""
+
+    def __init__(self, missing: Sequence[tuple[str, str, str]]) -> None:
+        # (kind, handler name, where it is used)
+        self.missing = list(missing)
+        lines = [f"  {kind} {name!r} (used by {where})" for kind, name, where in self.missing]
+        super().__init__(
+            f"{len(self.missing)} handler(s) not registered:\n"
+            + "\n".join(lines)
+            + "\nRegister them with @registry.action(name) / @registry.compensation(name)."
+        )
+
+
+class UnknownSagaError(ConcordiaError):
+    def __init__(self, name: str, known: Sequence[str], version: int | None = None) -> None:
+        self.name = name
+        self.version = version
+        what = name if version is None else f"{name} v{version}"
+        super().__init__(f"no saga {what!r} is loaded; known: {', '.join(sorted(known)) or 'none'}")
+
+
+class UnknownRunError(ConcordiaError):
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__(f"no run {run_id!r} in the store")
+
+
+class StoreError(ConcordiaError):
+    """The journal could not be opened, migrated or written."""
+
+
+class ExpressionError(ConcordiaError):
+    def __init__(self, expression: str, message: str) -> None:
+        self.expression = expression
+        super().__init__(f"expression {expression!r}: {message}")
+
+
+class EventError(ConcordiaError):
+    """An event (envelope or payload) does not match the taxonomy."""
+
+    def __init__(self, message: str, *, event_type: str | None = None,
+                 field: str | None = None) -> None:
+        self.event_type = event_type
+        self.field = field
+        super().__init__(message)
+
+
+class PolicyError(ConcordiaError):
+    """A policy could not be evaluated; this is never treated as an approval."""
+
+    def __init__(self, policy: str, message: str) -> None:
+        self.policy = policy
+        super().__init__(f"policy {policy!r}: {message}")
+
+
+class HandlerError(ConcordiaError):
+    """Raised by handlers to tell the engine how to treat a failure."""
+
+    def __init__(self, message: str = "", *, details: Any = None) -> None:
+        self.details = details
+        super().__init__(message)
+
+
+class RetryableError(HandlerError):
+    """A transient failure: the step's retry policy decides the next attempt."""
+
+
+class PermanentError(HandlerError):
+    """Retrying cannot help: the step fails now, whatever its retry policy says."""
+
+
+class IllegalTransitionError(ConcordiaError):
+    def __init__(self, saga: str, state: str, event: str) -> None:
+        self.saga = saga
+        self.state = state
+        self.event = event
+        super().__init__(f"saga {saga!r}: no transition {event!r} from state {state!r}")
