@@ -197,7 +197,10 @@ class Catalog:
         ok = True
         for i, step in enumerate(saga.steps):
             if step.depends_on is None:
-                deps[step.name] = {names[i - 1]} if i else set()
+                # A predecessor of the same name is a duplicate step (reported on its
+                # own); it must not also read as a step depending on itself.
+                prev = names[i - 1] if i else step.name
+                deps[step.name] = {prev} - {step.name}
                 continue
             for j, dep in enumerate(step.depends_on):
                 if dep not in names:

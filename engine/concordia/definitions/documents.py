@@ -85,7 +85,7 @@ def parse_bytes(raw: bytes, path: str) -> ParsedFile:
     if kind is None:
         if not isinstance(data, dict):
             parsed.problem("not-a-mapping",
-                           f"a definition must be a YAML mapping, not a {_type_name(data)}")
+                           f"a definition must be a YAML mapping, not {_type_name(data)}")
         else:
             parsed.problem("unknown-kind", "cannot tell what this document defines",
                            hint="a saga has `steps`, a policy `rules`, an event "
@@ -161,6 +161,12 @@ def _schema_problem(parsed: ParsedFile, err: ValidationError) -> None:
                        f"{', '.join(repr(o) for o in options)}", pointer,  # type: ignore[union-attr]
                        hint=f"did you mean {close[0]!r}?" if close else None)
         return
+    if v == "pattern" and "propertyNames" in err.schema_path:
+        # jsonschema reports a bad key at its parent mapping; point at the key itself.
+        parsed.problem("bad-name", f"key {err.instance!r} in {where} must be an identifier "
+                       "(letters, digits and _, not starting with a digit)",
+                       pointer_join(pointer, str(err.instance)))
+        return
     if v == "pattern":
         parsed.problem("bad-name", f"{where} {err.instance!r} does not match "
                        f"{_pattern_words(err.validator_value)}", pointer)
@@ -199,6 +205,8 @@ def _pattern_words(pattern: Any) -> str:
         return "domain.entity.action (lowercase, at least three dot-separated segments)"
     if pattern == r"^[a-z][a-z0-9_]*$":
         return "a lowercase identifier (a-z, 0-9, _)"
+    if pattern == r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$":
+        return "a handler name (lowercase identifiers joined by dots, e.g. billing.charge)"
     if pattern.startswith(r"^(\d+"):
         return "a duration such as 250ms, 30s, 5m, 2h or 1d"
     return f"the pattern {pattern}"

@@ -95,8 +95,14 @@ def _first_line(message: str) -> str:
     lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
     if not lines:
         return "invalid expression"
-    # The Rust parser repeats the source after its message; the first line is enough,
-    # except for syntax errors where the second line carries the position.
-    if len(lines) > 1 and lines[1].startswith("ERROR:"):
-        return lines[1]
-    return lines[0]
+    # The Rust parser says "Failed to parse expression '<src>': ERROR: <input>:1:4: ..."
+    # and then draws the source with a caret on further lines. ExpressionError already
+    # names the source, so keep only the position and the reason.
+    first = lines[0]
+    marker = ": ERROR: <input>:"
+    if first.startswith("Failed to parse expression") and marker in first:
+        position, _, reason = first.split(marker, 1)[1].partition(": ")
+        line, _, column = position.partition(":")
+        where = f"column {column}" if line == "1" else f"line {line}, column {column}"
+        return f"{reason} ({where} of the expression)"
+    return first

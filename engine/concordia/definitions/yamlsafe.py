@@ -31,6 +31,10 @@ _SCALAR_TAGS = {
     "tag:yaml.org,2002:int",
     "tag:yaml.org,2002:float",
 }
+_COLLECTION_TAGS: dict[type[yaml.Node], str] = {
+    yaml.MappingNode: "tag:yaml.org,2002:map",
+    yaml.SequenceNode: "tag:yaml.org,2002:seq",
+}
 _constructor = yaml.constructor.SafeConstructor()
 
 
@@ -94,9 +98,20 @@ def load_yaml_bytes(raw: bytes, path: str) -> Document:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
         msg = f"{exc.problem or 'invalid YAML'}"
+        if "maximum nesting depth" in msg:  # libyaml's own bound (1,000), far above ours
+            raise _fail(path, "too-deep", f"nesting deeper than {MAX_DEPTH} levels",
+                        line, col) from None
         if exc.context:
             msg = f"{exc.context}, {msg}"
+        # An unclosed quote or bracket is reported where the file ends; the place it was
+        # opened is what the author needs to find.
+        start = exc.context_mark
+        if (isinstance(exc, yaml.scanner.ScannerError | yaml.parser.ParserError)
+                and start is not None and mark is not None and start.line != mark.line):
+            msg += f" (it starts on line {start.line + 1})"
         hint = None
+        if isinstance(exc, yaml.composer.ComposerError) and "single document" in msg:
+            hint = "put one definition in each file"
         bad_line = text.splitlines()[line - 1] if 0 < line <= len(text.splitlines()) else ""
         if "\t" in bad_line[: max(col, 1) + 1] or "tab" in msg:
             msg = "a tab character where YAML expects indentation or a value"
@@ -134,6 +149,10 @@ def _construct(node: yaml.Node, pointer: str, depth: int,
     if depth > MAX_DEPTH:
         raise _fail(path, "too-deep", f"nesting deeper than {MAX_DEPTH} levels", line, col)
     marks.setdefault(pointer, (line, col))
+    # Tags on collections matter as much as on scalars: `!!python/object:x {..}` is a
+    # mapping node, and `!!set`/`!!omap` would otherwise pass as plain data.
+    if node.tag != _COLLECTION_TAGS.get(type(node), node.tag):
+        raise _fail(path, "bad-tag", f"YAML tag {node.tag!r} is not allowed", line, col)
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
