@@ -31,6 +31,10 @@ def register(sub: Any, env: EnvDefault) -> None:
     p.add_argument("paths", nargs="*", default=["definitions", "policies"])
     p.set_defaults(func=cmd_catalog)
 
+    from concordia.cli import events_cmds
+
+    events_cmds.register(sub, env)
+
 
 def _fail_usage(message: str) -> int:
     print(f"concordia: error: {message}", file=sys.stderr)

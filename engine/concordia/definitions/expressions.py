@@ -45,7 +45,7 @@ class Expression:
             return self._program.execute(dict(context))
         except KeyError as exc:
             raise ExpressionError(self.source, f"no such field {exc.args[0]!r}") from None
-        except (ValueError, TypeError, RuntimeError) as exc:
+        except (ValueError, TypeError, RuntimeError, ArithmeticError) as exc:
             raise ExpressionError(self.source, _first_line(str(exc))) from None
 
 

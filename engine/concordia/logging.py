@@ -1,0 +1,44 @@
+"""structlog set-up: JSON lines in production, readable console output on a terminal.
+
+Handlers get ``ctx.log`` already bound to run_id, saga, step, attempt, correlation_id and
+causation_id; the engine also binds those as structlog context variables while a handler
+runs, so ``structlog.get_logger().info(...)`` inside a handler carries them too.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import structlog
+
+_configured = False
+
+
+def configure_logging(json: bool | None = None, level: int = logging.INFO) -> None:
+    """Configure structlog once; ``json=None`` picks JSON unless stderr is a terminal."""
+    global _configured
+    if json is None:
+        json = not sys.stderr.isatty()
+    renderer: Any = (structlog.processors.JSONRenderer() if json
+                     else structlog.dev.ConsoleRenderer(colors=False))
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    _configured = True
+
+
+def ensure_configured() -> None:
+    """Configure with defaults unless the embedding service already configured structlog."""
+    if not _configured and not structlog.is_configured():
+        configure_logging()

@@ -1,0 +1,152 @@
+"""Compile a saga definition into a python-statemachine class and its transition table.
+
+The states: ``run_<i>`` for each forward stage (a stage is the set of steps whose
+dependencies are all in earlier stages; a sequential saga has one step per stage),
+``undo_<i>`` for compensating that stage, and the ends ``completed``, ``compensated``,
+``failed`` (nothing to undo), ``cancelled`` and ``compensation_failed`` (resumable).
+
+The class is built once per (saga, version) and cached. The runtime does not keep machine
+instances alive for suspended runs (each costs ~48 KB); it checks every move against the
+transition table exported from the compiled class, so the class stays the single truth of
+which moves are legal while a move costs one dict lookup.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from statemachine.io import create_machine_class_from_definition
+
+from concordia.definitions.models import AwaitStep, Saga
+from concordia.errors import IllegalTransitionError
+
+TERMINAL = ("completed", "compensated", "failed", "cancelled")
+COMPENSATION_FAILED = "compensation_failed"
+FINISH_EVENTS = {"finish_compensated": "compensated", "finish_failed": "failed",
+                 "finish_cancelled": "cancelled"}
+
+
+@dataclass(frozen=True, eq=False)
+class CompiledSaga:
+    """A saga with its stages, its state machine class and the exported move table."""
+
+    saga: Saga
+    stages: tuple[tuple[str, ...], ...]
+    stage_of: dict[str, int]
+    machine_class: type[Any]
+    transitions: dict[tuple[str, str], str]
+    labels: dict[str, str]
+    initial: str
+
+    def move(self, state: str, event: str) -> str:
+        """The state ``event`` leads to from ``state``; raise if the machine forbids it."""
+        try:
+            return self.transitions[(state, event)]
+        except KeyError:
+            raise IllegalTransitionError(self.saga.name, state, event) from None
+
+    def stage_of_state(self, state: str) -> int:
+        """The stage index of a ``run_<i>``/``undo_<i>`` state."""
+        return parse_state(state)[1]
+
+    def states(self) -> list[str]:
+        return [s.id for s in self.machine_class.states]
+
+
+def run_state(stage: int) -> str:
+    return f"run_{stage}"
+
+
+def undo_state(stage: int) -> str:
+    return f"undo_{stage}"
+
+
+def parse_state(state: str) -> tuple[str, int]:
+    """(``run``|``undo``|end name, stage index or -1)."""
+    if state.startswith(("run_", "undo_")):
+        kind, _, idx = state.partition("_")
+        return kind, int(idx)
+    return state, -1
+
+
+def stages_of(saga: Saga) -> tuple[tuple[str, ...], ...]:
+    """Group steps into stages by dependency depth (list order within a stage)."""
+    names = [s.name for s in saga.steps]
+    depth: dict[str, int] = {}
+    for i, step in enumerate(saga.steps):
+        deps = step.depends_on if step.depends_on is not None else (
+            (names[i - 1],) if i else ())
+        # The catalog has rejected unknown names and cycles; dependencies on later steps
+        # are resolved by iterating until stable.
+        depth[step.name] = 0 if not deps else -1
+    changed = True
+    while changed:
+        changed = False
+        for i, step in enumerate(saga.steps):
+            deps = step.depends_on if step.depends_on is not None else (
+                (names[i - 1],) if i else ())
+            if deps and all(depth[d] >= 0 for d in deps):
+                d = 1 + max(depth[x] for x in deps)
+                if depth[step.name] != d:
+                    depth[step.name] = d
+                    changed = True
+    count = max(depth.values()) + 1
+    return tuple(tuple(n for n in names if depth[n] == k) for k in range(count))
+
+
+def _compile(saga: Saga) -> CompiledSaga:
+    stages = stages_of(saga)
+    n = len(stages)
+    stage_of = {name: i for i, stage in enumerate(stages) for name in stage}
+    states: dict[str, Any] = {}
+    labels: dict[str, str] = {}
+    for i, stage in enumerate(stages):
+        on: dict[str, list[dict[str, str]]] = {
+            "done": [{"target": run_state(i + 1) if i + 1 < n else "completed"}],
+            "fail": [{"target": undo_state(i)}],
+            "cancel": [{"target": undo_state(i)}],
+        }
+        for name in stage:
+            step = saga.step(name)
+            if isinstance(step, AwaitStep) and step.on_timeout != "compensate":
+                target = stage_of[step.on_timeout]
+                on[f"goto_{target}"] = [{"target": run_state(target)}]
+        states[run_state(i)] = {"on": on, **({"initial": True} if i == 0 else {})}
+        undo_on: dict[str, list[dict[str, str]]] = {"stuck": [{"target": COMPENSATION_FAILED}]}
+        if i > 0:
+            undo_on["undone"] = [{"target": undo_state(i - 1)}]
+        else:
+            undo_on.update({ev: [{"target": end}] for ev, end in FINISH_EVENTS.items()})
+        states[undo_state(i)] = {"on": undo_on}
+        labels[run_state(i)] = " + ".join(stage)
+        labels[undo_state(i)] = "undo " + " + ".join(reversed(stage))
+    states[COMPENSATION_FAILED] = {
+        "on": {f"resume_{i}": [{"target": undo_state(i)}] for i in range(n)}}
+    for end in TERMINAL:
+        states[end] = {"final": True}
+    cls_name = "".join(p.title() for p in saga.name.split("_")) + f"V{saga.version}Machine"
+    machine_class = create_machine_class_from_definition(
+        cls_name, states=states, allow_event_without_transition=False,
+        catch_errors_as_events=False)
+    table: dict[tuple[str, str], str] = {}
+    for state in machine_class.states:
+        for transition in state.transitions:
+            for event in transition.events:
+                table[(transition.source.id, str(event))] = transition.target.id
+    return CompiledSaga(saga=saga, stages=stages, stage_of=stage_of,
+                        machine_class=machine_class, transitions=table, labels=labels,
+                        initial=run_state(0))
+
+
+# Keyed by object identity (pydantic models holding dicts are not hashable); the saga is
+# kept in the value so its id cannot be reused while the entry lives.
+_CACHE: dict[int, tuple[Saga, CompiledSaga]] = {}
+
+
+def compile_saga(saga: Saga) -> CompiledSaga:
+    """The compiled form of ``saga`` (built once per definition version, then cached)."""
+    hit = _CACHE.get(id(saga))
+    if hit is None:
+        hit = _CACHE[id(saga)] = (saga, _compile(saga))
+    return hit[1]

@@ -1,0 +1,106 @@
+"""Await matching: which suspended runs an event may resume, found by index, not by scan.
+
+A match expression such as ``event.data.run_id == results.create_run.run_id`` is split
+into top-level ``&&`` conjuncts; the first ``A == B`` whose one side reads only ``event``
+and whose other side reads only the run (``input``, ``results``, ``run``) becomes the
+index key: its run side is evaluated when the run suspends and stored with the await, its
+event side when an event arrives, so delivery looks up candidates by (type, key). The whole
+expression is still evaluated on every candidate before it resumes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from concordia.definitions.expressions import Expression, compile_expression
+from concordia.errors import ExpressionError
+
+RUN_VARS = frozenset({"input", "results", "run"})
+
+
+@dataclass(frozen=True, slots=True)
+class MatchSpec:
+    """A compiled match expression and its index key halves (None when not indexable)."""
+
+    full: Expression | None
+    event_side: Expression | None
+    run_side: Expression | None
+
+    def run_key(self, run_scope: dict[str, Any]) -> str | None:
+        if self.run_side is None:
+            return None
+        try:
+            return _key(self.run_side.evaluate(run_scope))
+        except ExpressionError:
+            return None
+
+    def event_key(self, event_scope: dict[str, Any]) -> str | None:
+        if self.event_side is None:
+            return None
+        try:
+            return _key(self.event_side.evaluate(event_scope))
+        except ExpressionError:
+            return None
+
+    def matches(self, scope: dict[str, Any]) -> bool:
+        if self.full is None:
+            return True
+        try:
+            return self.full.evaluate(scope) is True
+        except ExpressionError:
+            return False  # an event missing the field simply does not match
+
+
+def compile_match(source: str | None) -> MatchSpec:
+    if not source:
+        return MatchSpec(None, None, None)
+    full = compile_expression(source)
+    for conjunct in _split_top(source, "&&"):
+        sides = _split_top(conjunct, "==")
+        if len(sides) != 2:
+            continue
+        left, right = (compile_expression(s) for s in sides)
+        if left.variables == {"event"} and right.variables and right.variables <= RUN_VARS:
+            return MatchSpec(full, left, right)
+        if right.variables == {"event"} and left.variables and left.variables <= RUN_VARS:
+            return MatchSpec(full, right, left)
+    return MatchSpec(full, None, None)
+
+
+def _key(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _split_top(source: str, op: str) -> list[str]:
+    """Split on ``op`` outside brackets and string literals."""
+    parts: list[str] = []
+    depth = 0
+    quote: str | None = None
+    start = 0
+    i = 0
+    while i < len(source):
+        ch = source[i]
+        if quote:
+            if ch == "\\":
+                i += 2
+                continue
+            if ch == quote:
+                quote = None
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif depth == 0 and source.startswith(op, i) and not (
+                op == "==" and (source[i - 1:i] in ("!", "<", ">", "=")
+                                or source[i + 2:i + 3] == "=")):
+            parts.append(source[start:i].strip())
+            i += len(op)
+            start = i
+            continue
+        i += 1
+    parts.append(source[start:].strip())
+    return parts

@@ -1,0 +1,21 @@
+"""The journal behind one protocol, chosen by URL: ``memory://``, ``sqlite:///path``."""
+
+from __future__ import annotations
+
+from concordia.errors import StoreError
+from concordia.store.base import ConflictError, Store
+from concordia.store.memory import MemoryStore
+
+__all__ = ["ConflictError", "MemoryStore", "Store", "open_store"]
+
+
+def open_store(url: str) -> Store:
+    """Open the store a URL names (``sqlite:///runs.db``, ``sqlite:///:memory:``, ``memory://``)."""
+    if url.startswith("memory:"):
+        return MemoryStore(url)
+    if url.startswith("sqlite:"):
+        from concordia.store.sqlite import SqliteStore
+
+        store: Store = SqliteStore(url)
+        return store
+    raise StoreError(f"unknown store URL {url!r}; use sqlite:///path.db or memory://")

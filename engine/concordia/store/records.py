@@ -1,0 +1,110 @@
+"""The journal's records: runs, steps, history entries, awaits, and the commit unit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# Run statuses. `running`: has work now; `waiting`: a retry timer; `suspended`: awaiting
+# an event (maybe with a timeout timer). The rest are ends; `compensation_failed` can be
+# resumed by `engine.retry` after a fix.
+ACTIVE = ("running", "waiting", "suspended")
+ENDED = ("completed", "compensated", "failed", "cancelled", "compensation_failed")
+RUN_STATUSES = ACTIVE + ENDED
+
+
+@dataclass(slots=True)
+class RunRecord:
+    """One saga run, pinned to the definition version it started with."""
+
+    id: str
+    saga: str
+    version: int
+    status: str
+    state: str
+    input: dict[str, Any]
+    correlation_id: str
+    causation_id: str | None
+    cause: str  # the id the run's next emitted events name as their cause
+    created_at: float
+    updated_at: float
+    wake_at: float | None = None
+    error: str | None = None
+    cancel_reason: str | None = None
+    compensated_any: bool = False
+    rev: int = 0
+
+
+@dataclass(slots=True)
+class StepRecord:
+    """The journal of one step: its forward attempts and its compensation."""
+
+    name: str
+    status: str = "pending"  # pending running waiting_retry awaiting succeeded failed skipped
+    attempt: int = 0
+    result: Any = None
+    checkpoint: Any = None
+    error: str | None = None
+    wake_at: float | None = None
+    comp_status: str | None = None  # None running waiting_retry succeeded failed
+    comp_attempt: int = 0
+    comp_error: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    @property
+    def has_effect(self) -> bool:
+        """Whether the world may have changed: a result, or a checkpoint of a partial run."""
+        return self.status == "succeeded" or self.checkpoint is not None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """An append-only line of a run's history."""
+
+    run_id: str
+    at: float
+    kind: str
+    step: str | None = None
+    attempt: int | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AwaitRecord:
+    """A run suspended on an event type; ``key`` indexes the match expression's run side."""
+
+    run_id: str
+    step: str
+    event_type: str
+    key: str | None
+    saga: str
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class BufferedEvent:
+    """An event that arrived before any run awaited it, kept for a while (early callbacks)."""
+
+    event_id: str
+    event_type: str
+    key: str | None
+    envelope: dict[str, Any]
+    expires_at: float
+
+
+@dataclass(slots=True)
+class Commit:
+    """Everything one transition writes; a store applies it atomically or not at all."""
+
+    run: RunRecord
+    steps: list[StepRecord] = field(default_factory=list)
+    history: list[HistoryEntry] = field(default_factory=list)
+    # Emitted events: {"envelope": CloudEvents dict, "persistent": bool}. Persistent ones
+    # form the outbox that the relay publishes; all of them make the causation chain.
+    events: list[dict[str, Any]] = field(default_factory=list)
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+    awaits_add: list[AwaitRecord] = field(default_factory=list)
+    awaits_remove: list[tuple[str, str]] = field(default_factory=list)
+    consume_buffered: list[str] = field(default_factory=list)
+    expect_rev: int | None = None  # optimistic concurrency: the rev the writer read

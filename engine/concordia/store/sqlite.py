@@ -1,0 +1,363 @@
+"""The SQLite store, the embedded default: one file, WAL, ``synchronous=FULL``.
+
+Every SQL statement the SQLite backend runs is in this module. Each public method is one
+transaction (``BEGIN IMMEDIATE`` … ``COMMIT``), so a process killed at any point leaves
+either the whole transition or none of it. The schema is built by numbered migrations
+applied on open (``PRAGMA user_version`` records the last one).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from concordia.errors import StoreError
+from concordia.store.base import ConflictError
+from concordia.store.records import (
+    AwaitRecord,
+    BufferedEvent,
+    Commit,
+    HistoryEntry,
+    RunRecord,
+    StepRecord,
+)
+
+MAX_BUFFERED_PER_TYPE = 10_000
+
+MIGRATIONS: list[tuple[int, list[str]]] = [
+    (1, [
+        """CREATE TABLE runs (
+            id TEXT PRIMARY KEY, saga TEXT NOT NULL, version INTEGER NOT NULL,
+            status TEXT NOT NULL, state TEXT NOT NULL, input TEXT NOT NULL,
+            correlation_id TEXT NOT NULL, causation_id TEXT, cause TEXT NOT NULL,
+            created_at REAL NOT NULL, updated_at REAL NOT NULL, wake_at REAL,
+            error TEXT, cancel_reason TEXT, compensated_any INTEGER NOT NULL DEFAULT 0,
+            rev INTEGER NOT NULL)""",
+        "CREATE INDEX runs_status_wake ON runs (status, wake_at)",
+        "CREATE INDEX runs_created ON runs (created_at)",
+        """CREATE TABLE steps (
+            run_id TEXT NOT NULL, name TEXT NOT NULL, status TEXT NOT NULL,
+            attempt INTEGER NOT NULL, result TEXT, checkpoint TEXT, error TEXT,
+            wake_at REAL, comp_status TEXT, comp_attempt INTEGER NOT NULL, comp_error TEXT,
+            started_at REAL, finished_at REAL, PRIMARY KEY (run_id, name)) WITHOUT ROWID""",
+        """CREATE TABLE history (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, at REAL NOT NULL,
+            kind TEXT NOT NULL, step TEXT, attempt INTEGER, detail TEXT NOT NULL)""",
+        "CREATE INDEX history_run ON history (run_id, seq)",
+        """CREATE TABLE events (
+            id TEXT PRIMARY KEY, run_id TEXT, type TEXT NOT NULL, direction TEXT NOT NULL,
+            persistent INTEGER NOT NULL, envelope TEXT NOT NULL)""",
+        "CREATE INDEX events_run ON events (run_id)",
+        """CREATE TABLE outbox (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL,
+            published_at REAL)""",
+        "CREATE INDEX outbox_pending ON outbox (seq) WHERE published_at IS NULL",
+        "CREATE TABLE inbox (id TEXT PRIMARY KEY, received_at REAL NOT NULL) WITHOUT ROWID",
+        """CREATE TABLE awaits (
+            run_id TEXT NOT NULL, step TEXT NOT NULL, event_type TEXT NOT NULL, key TEXT,
+            saga TEXT NOT NULL, version INTEGER NOT NULL, PRIMARY KEY (run_id, step))
+            WITHOUT ROWID""",
+        "CREATE INDEX awaits_lookup ON awaits (event_type, key)",
+        """CREATE TABLE buffered (
+            event_id TEXT PRIMARY KEY, event_type TEXT NOT NULL, key TEXT,
+            envelope TEXT NOT NULL, expires_at REAL NOT NULL) WITHOUT ROWID""",
+        "CREATE INDEX buffered_lookup ON buffered (event_type, key, expires_at)",
+        """CREATE TABLE decisions (
+            decision_id TEXT PRIMARY KEY, run_id TEXT NOT NULL, step TEXT,
+            record TEXT NOT NULL)""",
+        "CREATE INDEX decisions_run ON decisions (run_id)",
+    ]),
+]
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+_RUN_COLS = ("id, saga, version, status, state, input, correlation_id, causation_id, cause, "
+             "created_at, updated_at, wake_at, error, cancel_reason, compensated_any, rev")
+_STEP_COLS = ("name, status, attempt, result, checkpoint, error, wake_at, comp_status, "
+              "comp_attempt, comp_error, started_at, finished_at")
+_INSERT_RUN = f"INSERT INTO runs ({_RUN_COLS}) VALUES ({', '.join('?' * 16)})"
+_UPDATE_RUN = ("UPDATE runs SET status=?, state=?, input=?, correlation_id=?, causation_id=?, "
+               "cause=?, updated_at=?, wake_at=?, error=?, cancel_reason=?, compensated_any=?, "
+               "rev=? WHERE id=? AND rev=?")
+_UPSERT_STEP = (f"INSERT OR REPLACE INTO steps (run_id, {_STEP_COLS}) "
+                f"VALUES ({', '.join('?' * 13)})")
+_INSERT_HISTORY = ("INSERT INTO history (run_id, at, kind, step, attempt, detail) "
+                   "VALUES (?, ?, ?, ?, ?, ?)")
+_INSERT_EVENT = ("INSERT OR IGNORE INTO events (id, run_id, type, direction, persistent, envelope)"
+                 " VALUES (?, ?, ?, ?, ?, ?)")
+
+
+def _dumps(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"))
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+class SqliteStore:
+    """A :class:`~concordia.store.base.Store` on one SQLite file."""
+
+    def __init__(self, url: str, *, synchronous: str = "FULL") -> None:
+        self.url = url
+        path = url.removeprefix("sqlite://")
+        path = path[1:] if path.startswith("/") else path  # sqlite:///rel or sqlite:////abs
+        if not path:
+            raise StoreError(f"store URL {url!r} names no file; use sqlite:///runs.db")
+        self.path = path
+        if path != ":memory:":
+            parent = os.path.dirname(os.path.abspath(path))
+            os.makedirs(parent, exist_ok=True)
+        try:
+            self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                                         timeout=30.0)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute(f"PRAGMA synchronous={synchronous}")
+            self._conn.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open SQLite store {path!r}: {exc}") from None
+        self._lock = threading.RLock()
+        self._migrate()
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        with self._tx() as conn:
+            current = conn.execute("PRAGMA user_version").fetchone()[0]
+            if current > SCHEMA_VERSION:
+                raise StoreError(f"store {self.path!r} has schema version {current}, newer than "
+                                 f"this Concordia ({SCHEMA_VERSION}); upgrade Concordia")
+            for version, statements in MIGRATIONS:
+                if version <= current:
+                    continue
+                for sql in statements:
+                    conn.execute(sql)
+                conn.execute(f"PRAGMA user_version = {version}")
+
+    def schema_version(self) -> int:
+        with self._lock:
+            return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def create_run(self, commit: Commit) -> None:
+        try:
+            with self._tx() as conn:
+                commit.run.rev = 1
+                conn.execute(_INSERT_RUN, _run_row(commit.run))
+                self._apply(conn, commit)
+        except sqlite3.IntegrityError:
+            raise ConflictError(commit.run.id) from None
+
+    def commit(self, commit: Commit) -> None:
+        run = commit.run
+        expected = run.rev if commit.expect_rev is None else commit.expect_rev
+        with self._tx() as conn:
+            cur = conn.execute(_UPDATE_RUN, (
+                run.status, run.state, _dumps(run.input), run.correlation_id, run.causation_id,
+                run.cause, run.updated_at, run.wake_at, run.error, run.cancel_reason,
+                int(run.compensated_any), expected + 1, run.id, expected))
+            if cur.rowcount != 1:
+                raise ConflictError(run.id)
+            self._apply(conn, commit)
+        run.rev = expected + 1
+
+    def _apply(self, conn: sqlite3.Connection, c: Commit) -> None:
+        rid = c.run.id
+        if c.steps:
+            conn.executemany(_UPSERT_STEP, [(
+                rid, s.name, s.status, s.attempt, _dumps(s.result), _dumps(s.checkpoint),
+                s.error, s.wake_at, s.comp_status, s.comp_attempt, s.comp_error, s.started_at,
+                s.finished_at) for s in c.steps])
+        if c.history:
+            conn.executemany(_INSERT_HISTORY, [
+                (h.run_id, h.at, h.kind, h.step, h.attempt, _dumps(h.detail) or "{}")
+                for h in c.history])
+        for e in c.events:
+            env = e["envelope"]
+            conn.execute(_INSERT_EVENT, (env["id"], rid, env["type"], "out",
+                                         int(e["persistent"]), _dumps(env)))
+            if e["persistent"]:
+                conn.execute("INSERT INTO outbox (event_id) VALUES (?)", (env["id"],))
+        for d in c.decisions:
+            conn.execute("INSERT INTO decisions (decision_id, run_id, step, record) "
+                         "VALUES (?, ?, ?, ?)", (d["decision_id"], rid, d.get("step"), _dumps(d)))
+        if c.awaits_remove:
+            conn.executemany("DELETE FROM awaits WHERE run_id=? AND step=?", c.awaits_remove)
+        if c.awaits_add:
+            conn.executemany(
+                "INSERT OR REPLACE INTO awaits (run_id, step, event_type, key, saga, version) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(a.run_id, a.step, a.event_type, a.key, a.saga, a.version)
+                 for a in c.awaits_add])
+        if c.consume_buffered:
+            conn.executemany("DELETE FROM buffered WHERE event_id=?",
+                             [(i,) for i in c.consume_buffered])
+
+    def save_checkpoint(self, run_id: str, step: str, data: Any, at: float) -> None:
+        with self._tx() as conn:
+            row = conn.execute("SELECT attempt FROM steps WHERE run_id=? AND name=?",
+                               (run_id, step)).fetchone()
+            conn.execute("UPDATE steps SET checkpoint=? WHERE run_id=? AND name=?",
+                         (_dumps(data), run_id, step))
+            conn.execute(_INSERT_HISTORY, (run_id, at, "step.checkpoint", step,
+                                           row[0] if row else None, _dumps({"data": data})))
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        with self._lock:
+            return self._conn.execute(sql, args).fetchall()
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        rows = self._query(f"SELECT {_RUN_COLS} FROM runs WHERE id=?", (run_id,))
+        return _run_from(rows[0]) if rows else None
+
+    def get_steps(self, run_id: str) -> dict[str, StepRecord]:
+        rows = self._query(f"SELECT {_STEP_COLS} FROM steps WHERE run_id=?", (run_id,))
+        return {r[0]: StepRecord(r[0], r[1], r[2], _loads(r[3]), _loads(r[4]), r[5], r[6], r[7],
+                                 r[8], r[9], r[10], r[11]) for r in rows}
+
+    def history(self, run_id: str) -> list[HistoryEntry]:
+        rows = self._query("SELECT run_id, at, kind, step, attempt, detail FROM history "
+                           "WHERE run_id=? ORDER BY seq", (run_id,))
+        return [HistoryEntry(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows]
+
+    def list_runs(self, status: str | None = None, saga: str | None = None,
+                  limit: int = 100) -> list[RunRecord]:
+        clauses, args = [], []
+        if status is not None:
+            clauses.append("status=?")
+            args.append(status)
+        if saga is not None:
+            clauses.append("saga=?")
+            args.append(saga)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._query(f"SELECT {_RUN_COLS} FROM runs {where} ORDER BY created_at, id "
+                           "LIMIT ?", (*args, limit))
+        return [_run_from(r) for r in rows]
+
+    def due_runs(self, now: float, limit: int) -> list[str]:
+        rows = self._query(
+            "SELECT id FROM (SELECT id, 0 AS w, created_at FROM runs WHERE status='running' "
+            "UNION ALL SELECT id, wake_at, created_at FROM runs WHERE status='waiting' "
+            "AND wake_at <= ? UNION ALL SELECT id, wake_at, created_at FROM runs "
+            "WHERE status='suspended' AND wake_at <= ?) ORDER BY w, created_at LIMIT ?",
+            (now, now, limit))
+        return [r[0] for r in rows]
+
+    def next_wake_at(self) -> float | None:
+        rows = self._query(
+            "SELECT MIN(w) FROM (SELECT MIN(wake_at) AS w FROM runs WHERE status='waiting' "
+            "UNION ALL SELECT MIN(wake_at) FROM runs WHERE status='suspended')")
+        value = rows[0][0] if rows else None
+        return float(value) if value is not None else None
+
+    # -- events ------------------------------------------------------------------------------
+
+    def record_inbox(self, envelope: dict[str, Any], at: float) -> bool:
+        with self._tx() as conn:
+            cur = conn.execute("INSERT OR IGNORE INTO inbox (id, received_at) VALUES (?, ?)",
+                               (envelope["id"], at))
+            if cur.rowcount == 0:
+                return False
+            conn.execute(_INSERT_EVENT, (envelope["id"], None, envelope["type"], "in", 1,
+                                         _dumps(envelope)))
+            return True
+
+    def find_awaits(self, event_type: str, key: str | None) -> list[AwaitRecord]:
+        cols = "run_id, step, event_type, key, saga, version"
+        if key is None:
+            rows = self._query(f"SELECT {cols} FROM awaits WHERE event_type=? AND key IS NULL",
+                               (event_type,))
+        else:
+            rows = self._query(f"SELECT {cols} FROM awaits WHERE event_type=? AND "
+                               "(key=? OR key IS NULL)", (event_type, key))
+        return sorted(AwaitRecord(*r) for r in rows)  # type: ignore[type-var]
+
+    def buffer_event(self, event: BufferedEvent) -> None:
+        with self._tx() as conn:
+            # Expired events are dropped lazily, when new ones arrive.
+            conn.execute("DELETE FROM buffered WHERE event_type=? AND expires_at <= ?",
+                         (event.event_type, event.expires_at - 2 * 86400.0 * 365))
+            count = conn.execute("SELECT COUNT(*) FROM buffered WHERE event_type=?",
+                                 (event.event_type,)).fetchone()[0]
+            if count >= MAX_BUFFERED_PER_TYPE:
+                conn.execute("DELETE FROM buffered WHERE event_id = (SELECT event_id FROM "
+                             "buffered WHERE event_type=? ORDER BY expires_at LIMIT 1)",
+                             (event.event_type,))
+            conn.execute("INSERT OR REPLACE INTO buffered (event_id, event_type, key, envelope, "
+                         "expires_at) VALUES (?, ?, ?, ?, ?)",
+                         (event.event_id, event.event_type, event.key, _dumps(event.envelope),
+                          event.expires_at))
+
+    def find_buffered(self, event_type: str, key: str | None,
+                      now: float) -> list[BufferedEvent]:
+        cols = "event_id, event_type, key, envelope, expires_at"
+        if key is None:
+            rows = self._query(f"SELECT {cols} FROM buffered WHERE event_type=? AND "
+                               "expires_at > ? ORDER BY event_id", (event_type, now))
+        else:
+            rows = self._query(f"SELECT {cols} FROM buffered WHERE event_type=? AND "
+                               "(key=? OR key IS NULL) AND expires_at > ? ORDER BY event_id",
+                               (event_type, key, now))
+        return [BufferedEvent(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in rows]
+
+    def outbox_pending(self, limit: int) -> list[tuple[int, dict[str, Any]]]:
+        rows = self._query("SELECT o.seq, e.envelope FROM outbox o JOIN events e "
+                           "ON e.id = o.event_id WHERE o.published_at IS NULL "
+                           "ORDER BY o.seq LIMIT ?", (limit,))
+        return [(r[0], json.loads(r[1])) for r in rows]
+
+    def mark_published(self, ids: Sequence[int], at: float) -> None:
+        if not ids:
+            return
+        with self._tx() as conn:
+            conn.executemany("UPDATE outbox SET published_at=? WHERE seq=?",
+                             [(at, i) for i in ids])
+
+    def get_event(self, event_id: str) -> dict[str, Any] | None:
+        rows = self._query("SELECT envelope FROM events WHERE id=?", (event_id,))
+        return json.loads(rows[0][0]) if rows else None
+
+    def run_events(self, run_id: str) -> list[dict[str, Any]]:
+        rows = self._query("SELECT envelope FROM events WHERE run_id=? ORDER BY rowid",
+                           (run_id,))
+        return [json.loads(r[0]) for r in rows]
+
+    def decisions(self, run_id: str) -> list[dict[str, Any]]:
+        rows = self._query("SELECT record FROM decisions WHERE run_id=? ORDER BY rowid",
+                           (run_id,))
+        return [json.loads(r[0]) for r in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+def _run_row(run: RunRecord) -> tuple[Any, ...]:
+    return (run.id, run.saga, run.version, run.status, run.state, _dumps(run.input),
+            run.correlation_id, run.causation_id, run.cause, run.created_at, run.updated_at,
+            run.wake_at, run.error, run.cancel_reason, int(run.compensated_any), run.rev)
+
+
+def _run_from(r: Sequence[Any]) -> RunRecord:
+    return RunRecord(id=r[0], saga=r[1], version=r[2], status=r[3], state=r[4],
+                     input=json.loads(r[5]), correlation_id=r[6], causation_id=r[7], cause=r[8],
+                     created_at=r[9], updated_at=r[10], wake_at=r[11], error=r[12],
+                     cancel_reason=r[13], compensated_any=bool(r[14]), rev=r[15])
