@@ -21,6 +21,8 @@ try:  # libyaml's composer is several times faster; the pure one is a fallback.
 except ImportError:  # pragma: no cover - depends on how PyYAML was built
     from yaml import SafeLoader as _Loader  # type: ignore[assignment]
 
+_POSITION_IN_BYTES = _Loader.__module__ == "yaml.cyaml"
+
 MAX_BYTES = 1_000_000
 MAX_DEPTH = 64
 MAX_NODES = 200_000  # counted with aliases expanded: bounds alias bombs
@@ -117,6 +119,16 @@ def load_yaml_bytes(raw: bytes, path: str) -> Document:
             msg = "a tab character where YAML expects indentation or a value"
             hint = "indent with spaces; YAML does not allow tabs for indentation"
         raise _fail(path, "yaml-syntax", msg, line, col, hint=hint) from None
+    except yaml.reader.ReaderError as exc:  # a control character: no mark, only a position
+        # libyaml counts bytes of the UTF-8 text; the pure-Python reader counts characters.
+        before = (text.encode("utf-8")[: exc.position].decode("utf-8", "replace")
+                  if _POSITION_IN_BYTES else text[: exc.position])
+        line = before.count("\n") + 1
+        col = len(before) - (before.rfind("\n") + 1) + 1
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        raise _fail(path, "yaml-syntax", f"character U+{code:04X} is not allowed: {exc.reason}",
+                    line, col, hint="remove it, or write it as an escape inside a "
+                                    "double-quoted string") from None
     except yaml.YAMLError as exc:  # e.g. several documents in one file
         raise _fail(path, "yaml-syntax", str(exc).splitlines()[0]) from None
     if node is None:
