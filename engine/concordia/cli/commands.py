@@ -35,6 +35,10 @@ def register(sub: Any, env: EnvDefault) -> None:
 
     events_cmds.register(sub, env)
 
+    from concordia.cli import run_cmds
+
+    run_cmds.register(sub, env)
+
 
 def _fail_usage(message: str) -> int:
     print(f"concordia: error: {message}", file=sys.stderr)
