@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
+from pathlib import Path
+from urllib.parse import quote
 
 from concordia.definitions.problems import Problem
 
@@ -40,13 +43,25 @@ def _as_dict(p: Problem) -> dict[str, object]:
 
 def _github(p: Problem) -> str:
     level = {"error": "error", "warning": "warning"}.get(p.severity, "notice")
-    msg = p.message + (f" ({p.hint})" if p.hint else "")
-    # GitHub workflow commands need %, CR and LF escaped in the message.
-    msg = msg.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-    loc = f"file={p.file}"
+    msg = _github_escape(p.message + (f" ({p.hint})" if p.hint else ""))
+    # Property values end at `,` and the message starts at `::`, so a file name holding
+    # either needs them escaped as well (as @actions/core's escapeProperty does).
+    loc = "file=" + _github_escape(p.file).replace(":", "%3A").replace(",", "%2C")
     if p.line:
         loc += f",line={p.line},col={p.column}"
     return f"::{level} {loc},title={p.code}::{msg}"
+
+
+def _github_escape(text: str) -> str:
+    # GitHub workflow commands need %, CR and LF escaped everywhere.
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _sarif_uri(path: str) -> str:
+    """A URI reference for SARIF: ``file://`` for absolute paths, else percent-encoded."""
+    if os.path.isabs(path):
+        return Path(path).as_uri()
+    return quote(path.replace(os.sep, "/"))
 
 
 def _sarif(problems: Sequence[Problem], tool: str, version: str) -> dict[str, object]:
@@ -58,7 +73,7 @@ def _sarif(problems: Sequence[Problem], tool: str, version: str) -> dict[str, ob
             "ruleId": p.code,
             "level": _SARIF_LEVEL[p.severity],
             "message": {"text": p.message + (f" ({p.hint})" if p.hint else "")},
-            "locations": [{"physicalLocation": {"artifactLocation": {"uri": p.file},
+            "locations": [{"physicalLocation": {"artifactLocation": {"uri": _sarif_uri(p.file)},
                                                 "region": region}}],
         }
         if p.pointer:
