@@ -95,7 +95,12 @@ def load_registry(module_name: str) -> Registry:
     This imports a module the *operator* names (``--handlers``), never a name from YAML.
     """
     import importlib
+    import os
+    import sys
 
+    # Like uvicorn's --app-dir default: modules of the project the command runs in import.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     module = importlib.import_module(module_name)
     registry = getattr(module, "registry", None)
     if not isinstance(registry, Registry):

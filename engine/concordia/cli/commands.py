@@ -23,6 +23,15 @@ def register(sub: Any, env: EnvDefault) -> None:
     p.add_argument("--format", choices=("text", "json", "sarif", "github"), default="text")
     p.set_defaults(func=cmd_validate)
 
+    p = sub.add_parser("lint", help="gap audit: find the seed's kinds of saga gap")
+    p.add_argument("paths", nargs="*", default=["definitions", "policies"])
+    p.add_argument("--handlers", default=env("handlers", None),
+                   help="module whose `registry` holds the handlers to inspect "
+                        "(env CONCORDIA_HANDLERS)")
+    p.add_argument("--format", choices=("text", "json", "markdown"), default="text")
+    p.add_argument("--strict", action="store_true", help="warnings fail too (exit 1)")
+    p.set_defaults(func=cmd_lint)
+
     p = sub.add_parser("schema", help="print the JSON Schema of a kind of document")
     p.add_argument("kind", choices=("saga", "event", "policy"))
     p.set_defaults(func=cmd_schema)
@@ -66,6 +75,30 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if out:
         print(out)
     return 1 if catalog.errors else 0
+
+
+def cmd_lint(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from concordia.definitions.catalog import Catalog
+    from concordia.lint.audit import audit, render_markdown
+
+    try:
+        registry = _registry(args.handlers)
+    except (ConcordiaError, ImportError) as exc:
+        return _fail_usage(f"--handlers {args.handlers}: {exc}")
+    catalog = Catalog.load(args.paths, registry)
+    findings = audit(catalog, registry)
+    if args.format == "json":
+        print(json.dumps({"findings": [asdict(f) for f in findings]}, indent=2))
+    elif args.format == "markdown":
+        print(render_markdown(findings), end="")
+    else:
+        for f in findings:
+            print(f.format_text())
+        print(f"{len(findings)} gap(s) found" if findings else "no gaps found")
+    failing = [f for f in findings if f.severity == "error" or args.strict]
+    return 1 if failing else 0
 
 
 def cmd_schema(args: argparse.Namespace) -> int:

@@ -1,0 +1,79 @@
+"""`concordia lint`: silent on the shipped tree, finds every seed gap reintroduced in fixtures."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from concordia.cli import main
+from concordia.definitions import Catalog
+from concordia.lint import Finding, audit
+from concordia.lint.audit import render_markdown
+from concordia.registry import load_registry
+from tests.conftest import DEFINITIONS, POLICIES, ROOT
+
+GAPS = os.path.join(ROOT, "tests", "fixtures", "gaps")
+GAP_PATHS = [os.path.join(GAPS, "definitions"), os.path.join(GAPS, "policies")]
+GAPPY = "tests.fixtures.gaps.gappy_handlers"
+
+
+def test_shipped_definitions_and_handlers_are_clean(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["lint", DEFINITIONS, POLICIES, "--handlers", "thunderline.handlers",
+                 "--strict"])
+    assert code == 0
+    assert capsys.readouterr().out.strip() == "no gaps found"
+
+
+@pytest.fixture(scope="module")
+def findings() -> list[Finding]:
+    registry = load_registry(GAPPY)
+    return audit(Catalog.load(GAP_PATHS, registry), registry)
+
+
+# (seed gap, rule, saga, step or event name found in the message)
+EXPECTED = [
+    ("GAP-001", "CG-STUB-COMPENSATION", "cerebros_nas", "dispatch_training"),
+    ("GAP-002", "CG-STUB-COMPENSATION", "upm_activation", "sync_adapters"),
+    ("GAP-003", "CG-STUB-COMPENSATION", "user_provisioning", "create_default_community"),
+    ("GAP-004", "TR-NO-CORRELATION", "user_provisioning", "send_magic_link"),
+    ("GAP-005", "CG-STUB-ACTION", "cerebros_nas", "persist_version"),
+    ("GAP-006", "PL-AUTO-APPROVE", None, None),
+    ("GAP-007", "AW-POLLING", "cerebros_nas", "await_completion"),
+    ("DRIFT-001", "TX-UNKNOWN-EVENT", "user_provisioning", "user.onboarding.complete"),
+    ("DRIFT-003", "TX-UNKNOWN-EVENT", "cerebros_nas", "ml.run.complete"),
+    ("silence", "CG-MISSING-COMPENSATION", "vault_rotation", "provision_vault"),
+    ("orphan", "TX-ORPHAN-EVENT", None, "ml.run.completed"),
+]
+
+
+@pytest.mark.parametrize(("gap", "rule", "saga", "what"), EXPECTED, ids=[e[0] + "-" + e[1]
+                                                                        for e in EXPECTED])
+def test_each_reintroduced_gap_is_found(findings: list[Finding], gap: str, rule: str,
+                                        saga: str | None, what: str | None) -> None:
+    hits = [f for f in findings if f.rule == rule and (saga is None or f.saga == saga)
+            and (what is None or f.step == what or what in f.message)]
+    assert hits, f"{gap}: no {rule} finding for {saga}/{what} in {findings}"
+    for f in hits:
+        assert f.line > 0
+        assert f.file
+
+
+def test_misnamed_event_gets_the_taxonomy_name(findings: list[Finding]) -> None:
+    [hit] = [f for f in findings if "ml.run.complete'" in f.message]
+    assert "did you mean 'ml.run.completed'?" in hit.message
+
+
+def test_markdown_tracker_has_an_entry_per_finding(findings: list[Finding]) -> None:
+    text = render_markdown(findings)
+    assert text.count("### GAP-") == len(findings)
+    for heading in ("**File**", "**Step**", "**Impact**", "**Recommendation**"):
+        assert text.count(heading) == len(findings)
+
+
+def test_cli_exit_code_and_json(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["lint", *GAP_PATHS, "--handlers", GAPPY, "--format", "json"])
+    assert code == 1
+    data = json.loads(capsys.readouterr().out)
+    assert {f["rule"] for f in data["findings"]} >= {r for _, r, _, _ in EXPECTED}
