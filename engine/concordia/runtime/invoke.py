@@ -4,17 +4,27 @@ What a timeout can stop: an async handler is cancelled at its next ``await``. A 
 handler runs in a worker thread that Python cannot interrupt: on timeout the engine stops
 waiting and records the attempt as failed, but the thread runs on until the function
 returns, so sync handlers with a timeout must be idempotent (use ``ctx.idempotency_key``).
+
+Every call runs in its own copy of the caller's ``contextvars`` context with the handler
+context's identity (run_id, saga, step, attempt, correlation_id, causation_id) bound for
+structlog, whether it runs inline, in a worker thread or as a task, so module-level loggers
+inside a handler carry them too, also for the concurrent steps of one stage.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
+
 from concordia.registry import Binding
+
+LOG_FIELDS = ("run_id", "saga", "step", "attempt", "correlation_id", "causation_id")
 
 
 class StepTimeoutError(TimeoutError):
@@ -43,11 +53,13 @@ class Invoker:
         return self._loop
 
     def call(self, binding: Binding, ctx: Any, timeout: float | None) -> Outcome:
+        context = _call_context(ctx)
         if binding.is_async:
-            return self.loop.run_until_complete(_call_async(binding.fn, ctx, timeout))
+            task = self.loop.create_task(_call_async(binding.fn, ctx, timeout), context=context)
+            return self.loop.run_until_complete(task)
         if timeout is None:
-            return _call_sync(binding.fn, ctx)
-        future = self._pool.submit(_call_sync, binding.fn, ctx)
+            return context.run(_call_sync, binding.fn, ctx)
+        future = self._pool.submit(context.run, _call_sync, binding.fn, ctx)
         try:
             return future.result(timeout=timeout)
         except concurrent.futures.TimeoutError:
@@ -62,13 +74,16 @@ class Invoker:
 
         async def gather() -> list[Outcome]:
             loop = asyncio.get_running_loop()
-            tasks = []
+            tasks: list[asyncio.Future[Outcome]] = []
             for binding, ctx, timeout in calls:
+                context = _call_context(ctx)
                 if binding.is_async:
-                    tasks.append(_call_async(binding.fn, ctx, timeout))
+                    tasks.append(loop.create_task(_call_async(binding.fn, ctx, timeout),
+                                                  context=context))
                 else:
-                    fut = loop.run_in_executor(self._pool, _call_sync, binding.fn, ctx)
-                    tasks.append(_bounded(fut, timeout))
+                    fut = loop.run_in_executor(self._pool, context.run, _call_sync,
+                                               binding.fn, ctx)
+                    tasks.append(loop.create_task(_bounded(fut, timeout)))
             return list(await asyncio.gather(*tasks))
 
         return self.loop.run_until_complete(gather())
@@ -78,6 +93,14 @@ class Invoker:
         if self._loop is not None:
             self._loop.close()
             self._loop = None
+
+
+def _call_context(ctx: Any) -> contextvars.Context:
+    """A copy of the caller's context with the handler context's identity bound."""
+    context = contextvars.copy_context()
+    fields = {k: getattr(ctx, k) for k in LOG_FIELDS if hasattr(ctx, k)}
+    context.run(structlog.contextvars.bind_contextvars, **fields)
+    return context
 
 
 def _call_sync(fn: Callable[[Any], Any], ctx: Any) -> Outcome:
