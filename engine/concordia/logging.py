@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
 _configured = False
 
 
-def configure_logging(json: bool | None = None, level: int = logging.INFO) -> None:
-    """Configure structlog once; ``json=None`` picks JSON unless stderr is a terminal."""
+def configure_logging(json: bool | None = None, level: int = logging.INFO,
+                      file: TextIO | None = None) -> None:
+    """Configure structlog; ``json=None`` picks JSON unless the output is a terminal."""
     global _configured
+    out = file or sys.stderr
     if json is None:
-        json = not sys.stderr.isatty()
+        json = not out.isatty()
     renderer: Any = (structlog.processors.JSONRenderer() if json
                      else structlog.dev.ConsoleRenderer(colors=False))
     structlog.configure(
@@ -32,7 +34,7 @@ def configure_logging(json: bool | None = None, level: int = logging.INFO) -> No
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=False,
     )
     _configured = True
