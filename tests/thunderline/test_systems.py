@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -374,6 +375,33 @@ def test_tokens_expire() -> None:
 
 
 # --- the world -----------------------------------------------------------------------
+
+
+def test_a_nested_transaction_rolls_back_alone(world: World) -> None:
+    insert = "INSERT INTO thunderlink_communities VALUES (?, ?, ?, 0, '')"
+
+    def failing(slug: str) -> None:
+        with world.db.transaction() as conn:
+            conn.execute(insert, (slug, slug, slug.title()))
+            raise RuntimeError(f"work after {slug} fails")
+
+    with world.db.transaction() as conn:
+        conn.execute(insert, ("one", "one", "One"))
+        with pytest.raises(RuntimeError):
+            failing("two")  # a savepoint inside the outer transaction
+    with pytest.raises(RuntimeError):
+        failing("three")
+    assert {c.slug for c in world.link.communities()} == {"commons", "one"}
+
+
+def test_the_world_can_be_used_from_several_threads(tmp_path: Path) -> None:
+    # An engine runs sync handlers of parallel steps in a thread pool.
+    with World(tmp_path / "world.db") as w, ThreadPoolExecutor(max_workers=8) as pool:
+        runs = [f"run-{i}" for i in range(16)]
+        list(pool.map(lambda run: w.cerebros.dispatch(run, 3, f"key-{run}"), runs))
+        list(pool.map(lambda run: w.cerebros.complete_run(run), runs[::2]))
+        assert len(w.running_jobs()) == 8 * 3
+        assert len(w.cerebros.jobs()) == 16 * 3
 
 
 def test_state_persists_in_the_file(tmp_path: Path) -> None:

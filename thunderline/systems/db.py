@@ -62,18 +62,18 @@ class Database:
         """A write transaction; nested uses become savepoints that roll back on their own."""
         with self._lock:
             if self._depth == 0:
-                begin, commit, rollback = "BEGIN IMMEDIATE", "COMMIT", "ROLLBACK"
+                begin, commit, rollback = "BEGIN IMMEDIATE", "COMMIT", ["ROLLBACK"]
             else:
                 name = f"sp{self._depth}"
                 begin, commit = f"SAVEPOINT {name}", f"RELEASE {name}"
-                rollback = f"ROLLBACK TO {name}; RELEASE {name}"
+                rollback = [f"ROLLBACK TO {name}", f"RELEASE {name}"]
             self._conn.execute(begin)
             self._depth += 1
             try:
                 yield self._conn
             except BaseException:
                 self._depth -= 1
-                for statement in rollback.split("; "):
+                for statement in rollback:
                     self._conn.execute(statement)
                 raise
             self._depth -= 1
