@@ -54,6 +54,7 @@ def register(sub: Any, env: EnvDefault) -> None:
     p.add_argument("--status")
     p.add_argument("--saga")
     p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--format", choices=("text", "json"), default="text")
     common(p)
     p.set_defaults(func=cmd_runs)
 
@@ -132,10 +133,17 @@ def cmd_runs(args: argparse.Namespace) -> int:
     except ConcordiaError as exc:
         return _usage(str(exc))
     with engine:
+        views = engine.list_runs(args.status, args.saga, args.limit)
+        if args.format == "json":
+            print(json.dumps([{"id": v.id, "saga": v.saga, "version": v.version,
+                               "status": v.status, "state": v.state, "error": v.error,
+                               "created_at": v.created_at} for v in views], indent=2))
+            return 0
         table = Table(title=f"Runs in {args.store}", title_justify="left")
-        for col in ("run", "saga", "v", "status", "state", "error"):
+        table.add_column("run", no_wrap=True, overflow="fold")
+        for col in ("saga", "v", "status", "state", "error"):
             table.add_column(col)
-        for view in engine.list_runs(args.status, args.saga, args.limit):
+        for view in views:
             table.add_row(view.id, view.saga, str(view.version), view.status, view.state,
                           (view.error or "")[:60])
         Console().print(table)
