@@ -140,3 +140,40 @@ def test_graph_highlights_a_runs_state(project: Path,
     graph = capsys.readouterr().out
     assert code == 0
     assert "class compensated current" in graph
+
+
+def test_worker_drives_runs_started_elsewhere_and_stops_on_sigterm(
+        project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from concordia import Engine
+    from concordia.definitions import Catalog
+    from concordia.registry import load_registry
+
+    store = f"sqlite:///{project / 'runs.db'}"
+    engine = Engine(Catalog.load_strict(["definitions"]), load_registry("cli_handlers_mod"),
+                    store)
+    run = engine.start("checkout", {"order_id": "o-9"})
+    engine.close()
+    env = {**os.environ, "PYTHONPATH": str(project)}
+    proc = subprocess.Popen([sys.executable, "-m", "concordia.cli", "worker", "--handlers",
+                             "cli_handlers_mod", "--store", store, "--definitions",
+                             "definitions", "--poll-interval", "0.05"], cwd=project, env=env)
+    try:
+        deadline = time.monotonic() + 30
+        status = "running"
+        while time.monotonic() < deadline:
+            check = Engine(Catalog.load_strict(["definitions"]),
+                           load_registry("cli_handlers_mod"), store)
+            status = check.get_run(run.id).status
+            check.close()
+            if status == "completed":
+                break
+            time.sleep(0.1)
+        assert status == "completed"
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0

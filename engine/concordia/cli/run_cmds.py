@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -43,6 +44,15 @@ def register(sub: Any, env: EnvDefault) -> None:
                    help="wait for retry timers due within this many seconds (default 60)")
     common(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("worker", help="drive runs and fire timers until interrupted")
+    p.add_argument("--handlers", default=env("handlers", None), required=env("handlers", None)
+                   is None, help="module whose `registry` binds the handlers "
+                                 "(env CONCORDIA_HANDLERS)")
+    p.add_argument("--poll-interval", type=float, default=0.5,
+                   help="seconds between looks for new work (timers wake it sooner)")
+    common(p)
+    p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("inspect", help="show a run: states, results, errors, compensations")
     p.add_argument("run_id")
@@ -104,6 +114,25 @@ def cmd_run(args: argparse.Namespace) -> int:
         view = engine.get_run(view.id)
         _print_run(view)
     return 0 if view.status in ("completed", "suspended", "waiting", "running") else 1
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from concordia.errors import ConcordiaError
+
+    try:
+        engine = _engine(args, args.handlers)
+    except (ConcordiaError, ImportError) as exc:
+        return _usage(str(exc))
+    stop = threading.Event()
+    # SIGTERM (a supervisor stopping us) finishes the current pass, then exits cleanly.
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    print(f"concordia worker on {args.store}; Ctrl-C to stop", file=sys.stderr)
+    with engine, contextlib.suppress(KeyboardInterrupt):
+        engine.work(stop, poll_interval=args.poll_interval)
+    return 0
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
