@@ -1,0 +1,70 @@
+"""A run is pinned to the definition version it started with."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from concordia import Catalog, Engine, Registry, VirtualClock, new_event
+
+EVENTS = """
+events:
+  - name: shop.order.paid
+    version: 1
+    payload_schema: {order_id: {type: string, required: true}}
+    reliability: persistent
+"""
+
+SAGA = """
+name: fulfil
+version: {version}
+steps:
+  - name: reserve
+    action: shop.reserve
+    compensate: shop.release
+  - name: paid
+    await: shop.order.paid
+    match: event.data.order_id == input.order_id
+    timeout: 1h
+  - name: {last}
+    action: shop.{last}
+    compensate: none
+    reason: last step
+"""
+
+
+def _registry(calls: list[str]) -> Registry:
+    registry = Registry()
+    registry.add_action("shop.reserve", lambda ctx: calls.append("reserve") or {"ok": True})
+    registry.add_compensation("shop.release", lambda ctx: calls.append("release"))
+    registry.add_action("shop.ship", lambda ctx: calls.append("ship") or {"v": 1})
+    registry.add_action("shop.deliver", lambda ctx: calls.append("deliver") or {"v": 2})
+    return registry
+
+
+def test_run_in_flight_finishes_on_its_own_version(tmp_path: Path) -> None:
+    (tmp_path / "events.yaml").write_text(EVENTS)
+    (tmp_path / "fulfil_v1.yaml").write_text(SAGA.format(version=1, last="ship"))
+    store = f"sqlite:///{tmp_path / 'runs.db'}"
+    calls: list[str] = []
+    clock = VirtualClock()
+    old = Engine(Catalog.load_strict([str(tmp_path)]), _registry(calls), store, clock=clock)
+    first = old.start("fulfil", {"order_id": "o-1"})
+    old.run_until_idle()
+    assert old.get_run(first.id).status == "suspended"
+    old.close()
+
+    # Version 2 is deployed while the first run waits.
+    (tmp_path / "fulfil_v2.yaml").write_text(SAGA.format(version=2, last="deliver"))
+    new = Engine(Catalog.load_strict([str(tmp_path)]), _registry(calls), store, clock=clock)
+    second = new.start("fulfil", {"order_id": "o-2"})
+    assert second.version == 2
+    for order in ("o-1", "o-2"):
+        new.deliver(new_event("shop.order.paid", {"order_id": order}, source="test",
+                              version=1))
+    new.run_until_idle()
+    one, two = new.get_run(first.id), new.get_run(second.id)
+    assert (one.version, one.status, [s.name for s in one.steps]) == (
+        1, "completed", ["reserve", "paid", "ship"])
+    assert (two.version, two.status, [s.name for s in two.steps]) == (
+        2, "completed", ["reserve", "paid", "deliver"])
+    assert calls == ["reserve", "ship", "reserve", "deliver"]
