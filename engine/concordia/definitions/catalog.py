@@ -60,6 +60,11 @@ class Catalog:
     policies: dict[tuple[str, int], Policy] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
     files: dict[str, ParsedFile] = field(default_factory=dict)
+    # Name -> versions for each kind, kept by _add_unique (the only writer of the tables):
+    # the checks look a name up for every emit and step, and scanning every key of a
+    # table for each lookup made validating a large tree quadratic.
+    _versions: dict[str, dict[str, list[int]]] = field(
+        default_factory=dict, repr=False, compare=False)
 
     # -- loading ---------------------------------------------------------------------------
 
@@ -118,26 +123,42 @@ class Catalog:
                           pointer_join(pointer, "name"))
             return
         table[key] = value
+        self._versions.setdefault(what, {}).setdefault(key[0], []).append(key[1])
 
     # -- lookups ---------------------------------------------------------------------------
 
     def saga(self, name: str, version: int | None = None) -> Saga:
-        return _latest(self.sagas, name, version)
+        return self.sagas[self._key("saga", name, version)]
 
     def event(self, name: str, version: int | None = None) -> EventDef:
-        return _latest(self.events, name, version)
+        return self.events[self._key("event", name, version)]
 
     def policy(self, name: str, version: int | None = None) -> Policy:
-        return _latest(self.policies, name, version)
+        return self.policies[self._key("policy", name, version)]
 
     def has_event(self, name: str, version: int | None = None) -> bool:
-        return _has(self.events, name, version)
+        return self._known("event", self.events, name, version)
 
     def event_names(self) -> set[str]:
-        return {name for name, _ in self.events}
+        return set(self._versions.get("event", {}))
 
     def policy_names(self) -> set[str]:
-        return {name for name, _ in self.policies}
+        return set(self._versions.get("policy", {}))
+
+    def _key(self, what: str, name: str, version: int | None) -> tuple[str, int]:
+        """The key of ``version`` of ``name``, or of its latest version."""
+        if version is not None:
+            return (name, version)
+        versions = self._versions.get(what, {}).get(name)
+        if not versions:
+            raise KeyError(name)
+        return (name, max(versions))
+
+    def _known(self, what: str, table: Mapping[tuple[str, int], object], name: str,
+               version: int | None) -> bool:
+        if version is not None:
+            return (name, version) in table
+        return name in self._versions.get(what, {})
 
     # -- whole-tree checks -----------------------------------------------------------------
 
@@ -238,7 +259,7 @@ class Catalog:
                               f"{base}/on_timeout",
                               hint=_did_you_mean(step.on_timeout, [*names, "compensate"]))
         elif isinstance(step, PolicyStep):
-            if not _has(self.policies, step.policy, step.version):
+            if not self._known("policy", self.policies, step.policy, step.version):
                 self._problem(path, "unknown-policy", f"unknown policy {step.policy!r}"
                               + (f" version {step.version}" if step.version else ""),
                               f"{base}/policy",
@@ -263,7 +284,7 @@ class Catalog:
                                  names)
 
     def _check_event_ref(self, path: str, name: str, version: int | None, pointer: str) -> bool:
-        if _has(self.events, name, version):
+        if self._known("event", self.events, name, version):
             return True
         if version is not None and name in self.event_names():
             self._problem(path, "unknown-event-version",
@@ -352,21 +373,6 @@ def _yaml_files(root: str) -> Iterable[str]:
         for name in filenames:
             if name.endswith(YAML_SUFFIXES) and not name.startswith("."):
                 yield os.path.join(dirpath, name)
-
-
-def _latest(table: dict[tuple[str, int], T], name: str, version: int | None) -> T:
-    if version is not None:
-        return table[(name, version)]
-    versions = [v for (n, v) in table if n == name]
-    if not versions:
-        raise KeyError(name)
-    return table[(name, max(versions))]
-
-
-def _has(table: Mapping[tuple[str, int], object], name: str, version: int | None) -> bool:
-    if version is not None:
-        return (name, version) in table
-    return any(n == name for n, _ in table)
 
 
 def _did_you_mean(name: str, options: Iterable[str]) -> str | None:

@@ -16,6 +16,7 @@ from jsonschema.exceptions import SchemaError
 from pydantic import ValidationError as PydanticValidationError
 
 from concordia.definitions.durations import parse_duration
+from concordia.definitions.fastcheck import fast_check
 from concordia.definitions.models import EventDef, Policy, Saga, step_from_document
 from concordia.definitions.payload import is_full_json_schema
 from concordia.definitions.problems import Problem, pointer_join
@@ -92,7 +93,10 @@ def parse_bytes(raw: bytes, path: str) -> ParsedFile:
                                 "`payload_schema`; or set `kind: saga|event|policy`")
         return parsed
     parsed.kind = kind
-    errors = sorted(validator(kind).iter_errors(data), key=lambda e: list(e.absolute_path))
+    # The compiled check accepts valid documents quickly; jsonschema explains the others.
+    check = fast_check(kind)
+    errors = [] if check is not None and check(data) else sorted(
+        validator(kind).iter_errors(data), key=lambda e: list(e.absolute_path))
     if errors:
         for err in errors:
             _schema_problem(parsed, err)
