@@ -13,7 +13,7 @@ import copy
 import json
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -39,6 +39,7 @@ from concordia.errors import (
     EventError,
     ExpressionError,
     PolicyError,
+    StoreError,
     UnknownRunError,
     UnknownSagaError,
 )
@@ -61,10 +62,14 @@ from concordia.store import open_store
 from concordia.store.base import ConflictError, Store
 from concordia.store.records import (
     ACTIVE,
+    APPLIED,
+    CONFLICT,
+    DUPLICATE,
     AwaitRecord,
     BufferedEvent,
     Commit,
     HistoryEntry,
+    Inbound,
     RunRecord,
     StepRecord,
 )
@@ -193,8 +198,15 @@ class Engine:
             raise UnknownSagaError(name, [n for n, _ in self.catalog.sagas], version) from None
 
     def _create_run(self, saga: Saga, data: dict[str, Any], correlation_id: str | None,
-                    causation_id: str | None, *, run_id: str | None = None,
-                    trigger: str | None = None) -> RunRecord:
+                    causation_id: str | None, *, run_id: str | None = None) -> RunRecord:
+        commit = self._new_run(saga, data, correlation_id, causation_id, run_id=run_id)
+        self.store.create_run(commit)
+        return commit.run
+
+    def _new_run(self, saga: Saga, data: dict[str, Any], correlation_id: str | None,
+                 causation_id: str | None, *, run_id: str | None = None,
+                 trigger: str | None = None) -> Commit:
+        """The commit that creates a run (its input checked against the saga's schema)."""
         errors = check(saga.input_schema, data)
         if errors:
             raise InputError(saga.name, summarise(errors), errors[0].field or None)
@@ -210,9 +222,8 @@ class Engine:
         detail: dict[str, Any] = {"input": data, "correlation_id": run.correlation_id}
         if trigger:
             detail["trigger"] = trigger
-        self.store.create_run(Commit(run=run, steps=steps, history=[
-            HistoryEntry(rid, now, "run.started", None, None, detail)]))
-        return run
+        return Commit(run=run, steps=steps, history=[
+            HistoryEntry(rid, now, "run.started", None, None, detail)])
 
     # -- driving ---------------------------------------------------------------------------
 
@@ -298,24 +309,33 @@ class Engine:
     def _flush(self, pending: _Pending) -> None:
         if not pending.dirty:
             return
+        commit, transient = self._take_commit(pending)
+        self.store.commit(commit)
+        self._publish(transient)
+
+    def _take_commit(self, pending: _Pending) -> tuple[Commit, list[dict[str, Any]]]:
+        """The pending transition as a commit (and its transient events); resets ``pending``."""
         run = pending.run
         run.updated_at = self.clock.now()
         commit = Commit(run=run, steps=list(pending.steps.values()), history=pending.history,
                         events=pending.events, decisions=pending.decisions,
                         awaits_add=pending.awaits_add, awaits_remove=pending.awaits_remove,
                         consume_buffered=pending.consume, expect_rev=run.rev)
-        self.store.commit(commit)
         transient = [e["envelope"] for e in pending.events if not e["persistent"]]
         pending.steps, pending.history, pending.events, pending.decisions = {}, [], [], []
         pending.awaits_add, pending.awaits_remove, pending.consume = [], [], []
         pending.dirty = False
-        if self.bus is not None:
-            for envelope in transient:  # best effort by definition
-                try:
-                    self.bus.publish(envelope)
-                except Exception as exc:
-                    _log.warning("event.publish_failed", event_id=envelope["id"],
-                                 error=str(exc))
+        return commit, transient
+
+    def _publish(self, transient: list[dict[str, Any]]) -> None:
+        """Publish transient events, after their commit: best effort by definition."""
+        if self.bus is None:
+            return
+        for envelope in transient:
+            try:
+                self.bus.publish(envelope)
+            except Exception as exc:
+                _log.warning("event.publish_failed", event_id=envelope["id"], error=str(exc))
 
     # -- machine moves ---------------------------------------------------------------------
 
@@ -585,36 +605,111 @@ class Engine:
 
         The same event id delivered twice has one effect. An event nothing awaits yet is
         kept for ``early_event_ttl`` seconds, so a callback faster than its saga is not lost.
+        Everything a delivery writes (the inbox entry, the runs it starts, the resumptions,
+        the buffered copy) is one atomic unit: a crash leaves all of it or none, so a
+        redelivery after a crash is never mistaken for a duplicate of a lost delivery.
         """
-        envelope = event if isinstance(event, Envelope) else Envelope.from_dict(event)
+        return self.deliver_many([event])[0]
+
+    def deliver_many(self, events: Iterable[Envelope | Mapping[str, Any]], *,
+                     batch_size: int = 256) -> list[Delivery]:
+        """Deliver events in order, up to ``batch_size`` of them per store transaction.
+
+        Each event is applied atomically and exactly as :meth:`deliver` would. An event that
+        fails validation (or whose trigger mapping fails) raises; the events before it are
+        delivered, it and those after it are not.
+        """
+        pending = [e if isinstance(e, Envelope) else Envelope.from_dict(e) for e in events]
+        results: list[Delivery] = []
+        pos = 0
+        while pos < len(pending):
+            batch: list[tuple[Inbound, list[dict[str, Any]]]] = []
+            claimed: set[str] = set()
+            try:
+                while pos < len(pending) and len(batch) < batch_size:
+                    planned = self._plan_delivery(pending[pos], claimed)
+                    if planned is None:  # touches a run this batch already resumes
+                        break
+                    batch.append(planned)
+                    pos += 1
+            finally:
+                results.extend(self._apply_deliveries(batch))
+        return results
+
+    def _apply_deliveries(self, batch: list[tuple[Inbound, list[dict[str, Any]]]]
+                          ) -> list[Delivery]:
+        if not batch:
+            return []
+        statuses = self.store.apply_delivery([inbound for inbound, _ in batch])
+        results: list[Delivery] = []
+        for (inbound, transient), status in zip(batch, statuses, strict=True):
+            envelope = inbound.envelope
+            if status == CONFLICT:  # a run moved since it was read: read again, alone
+                results.append(self._deliver_again(Envelope.from_dict(envelope)))
+                continue
+            result = Delivery(envelope["id"], duplicate=status == DUPLICATE)
+            if status == APPLIED:
+                result.started = [c.run.id for c in inbound.creates]
+                result.resumed = [c.run.id for c in inbound.resumes]
+                result.buffered = bool(inbound.buffer)
+                self._publish(transient)
+            results.append(result)
+        return results
+
+    def _deliver_again(self, envelope: Envelope) -> Delivery:
+        for _ in range(5):
+            planned = self._plan_delivery(envelope, set())
+            assert planned is not None
+            inbound, transient = planned
+            status = self.store.apply_delivery([inbound])[0]
+            if status == CONFLICT:
+                continue
+            result = Delivery(envelope.id, duplicate=status == DUPLICATE)
+            if status == APPLIED:
+                result.started = [c.run.id for c in inbound.creates]
+                result.resumed = [c.run.id for c in inbound.resumes]
+                result.buffered = bool(inbound.buffer)
+                self._publish(transient)
+            return result
+        raise StoreError(f"event {envelope.id}: the runs it resumes kept changing under it; "
+                         "nothing was delivered, deliver it again")
+
+    def _plan_delivery(self, envelope: Envelope, claimed: set[str]
+                       ) -> tuple[Inbound, list[dict[str, Any]]] | None:
+        """What delivering ``envelope`` writes (and the transient events to publish after),
+        or None if it would resume a run in ``claimed``; adds the runs it resumes there."""
         validate_event(self.catalog, envelope)
         data = envelope.to_dict()
         now = self.clock.now()
-        result = Delivery(envelope.id)
-        if not self.store.record_inbox(data, now):
-            result.duplicate = True
-            return result
+        inbound = Inbound(data, now)
         for saga in self._triggers.get(envelope.type, []):
-            result.started.append(self._start_triggered(saga, envelope, data).id)
+            inbound.creates.append(self._triggered_run(saga, envelope, data))
+        resumed: dict[str, tuple[_Pending, dict[str, StepRecord]]] = {}
         for saga_name, version, step_name in self._awaiters.get(envelope.type, []):
             spec = self._matches[(saga_name, version, step_name)]
             key = spec.event_key({"event": data})
             for rec in self.store.find_awaits(envelope.type, key):
                 if (rec.saga, rec.version, rec.step) != (saga_name, version, step_name):
                     continue
-                if self._try_resume(rec, spec, data):
-                    result.resumed.append(rec.run_id)
-        if not result.resumed and envelope.type in self._awaiters:
+                if rec.run_id in claimed:
+                    return None
+                self._plan_resume(rec, spec, data, resumed, now)
+        claimed.update(resumed)
+        transient: list[dict[str, Any]] = []
+        for pending, _ in resumed.values():
+            commit, events = self._take_commit(pending)
+            inbound.resumes.append(commit)
+            transient.extend(events)
+        if not resumed and envelope.type in self._awaiters:
             keys = {self._matches[a].event_key({"event": data})
                     for a in self._awaiters[envelope.type]}
             for key in keys:
-                self.store.buffer_event(BufferedEvent(
+                inbound.buffer.append(BufferedEvent(
                     f"{envelope.id}" if len(keys) == 1 else f"{envelope.id}:{key}",
                     envelope.type, key, data, now + self.early_event_ttl))
-            result.buffered = True
-        return result
+        return inbound, transient
 
-    def _start_triggered(self, saga: Saga, envelope: Envelope, data: dict[str, Any]) -> RunRecord:
+    def _triggered_run(self, saga: Saga, envelope: Envelope, data: dict[str, Any]) -> Commit:
         assert saga.trigger is not None
         if saga.trigger.input:
             scope = {"event": data}
@@ -622,35 +717,38 @@ class Engine:
                          for k, v in saga.trigger.input.items()}
         else:
             run_input = dict(envelope.data or {})
-        return self._create_run(saga, run_input, envelope.correlationid, envelope.id,
-                                trigger=envelope.id)
+        return self._new_run(saga, run_input, envelope.correlationid, envelope.id,
+                             trigger=envelope.id)
 
-    def _try_resume(self, rec: AwaitRecord, spec: MatchSpec, envelope: dict[str, Any]) -> bool:
-        for _ in range(3):  # optimistic concurrency: reload on conflict
-            run = self.store.get_run(rec.run_id)
-            if run is None:
-                return False
-            steps = self.store.get_steps(rec.run_id)
-            srec = steps.get(rec.step)
-            if srec is None or srec.status != "awaiting":
-                return False
-            if not spec.matches({**self._scope(run, steps), "event": envelope}):
-                return False
-            step = self._saga(run.saga, run.version).step(rec.step)
-            assert isinstance(step, AwaitStep)
+    def _plan_resume(self, rec: AwaitRecord, spec: MatchSpec, envelope: dict[str, Any],
+                     resumed: dict[str, tuple[_Pending, dict[str, StepRecord]]],
+                     now: float) -> None:
+        """Resume ``rec``'s run into its pending transition, if it still awaits and matches.
+
+        Several awaits of one run (parallel steps) resumed by one event share one commit.
+        """
+        if rec.run_id in resumed:
+            pending, steps = resumed[rec.run_id]
+            run = pending.run
+        else:
+            loaded = self.store.get_run(rec.run_id)
+            if loaded is None:
+                return
+            run, steps = loaded, self.store.get_steps(rec.run_id)
             pending = _Pending(run)
-            now = self.clock.now()
-            pending.awaits_remove.append((run.id, rec.step))
-            self._resume_with(run, steps, step, srec, envelope, pending, now)
-            run.status = "running"
-            run.wake_at = None
-            pending.dirty = True
-            try:
-                self._flush(pending)
-            except ConflictError:
-                continue
-            return True
-        return False
+        srec = steps.get(rec.step)
+        if srec is None or srec.status != "awaiting":
+            return
+        if not spec.matches({**self._scope(run, steps), "event": envelope}):
+            return
+        step = self._saga(run.saga, run.version).step(rec.step)
+        assert isinstance(step, AwaitStep)
+        pending.awaits_remove.append((run.id, rec.step))
+        self._resume_with(run, steps, step, srec, envelope, pending, now)
+        run.status = "running"
+        run.wake_at = None
+        pending.dirty = True
+        resumed[run.id] = (pending, steps)
 
     # -- compensation ----------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from concordia.store.records import (
     BufferedEvent,
     Commit,
     HistoryEntry,
+    Inbound,
     RunRecord,
     StepRecord,
 )
@@ -43,6 +44,10 @@ class Store(Protocol):
 
     # events
     def record_inbox(self, envelope: dict[str, Any], at: float) -> bool: ...
+    # Each item atomically, in order (the batch in one transaction where the backend
+    # allows); per item "duplicate" (its event id is in the inbox already) or "conflict"
+    # (a run it resumes changed since it was read), both writing nothing, or "applied".
+    def apply_delivery(self, items: Sequence[Inbound]) -> list[str]: ...
     def find_awaits(self, event_type: str, key: str | None) -> list[AwaitRecord]: ...
     def buffer_event(self, event: BufferedEvent) -> None: ...
     def find_buffered(self, event_type: str, key: str | None,

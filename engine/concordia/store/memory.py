@@ -10,10 +10,14 @@ from typing import Any
 from concordia.store.base import ConflictError
 from concordia.store.records import (
     ACTIVE,
+    APPLIED,
+    CONFLICT,
+    DUPLICATE,
     AwaitRecord,
     BufferedEvent,
     Commit,
     HistoryEntry,
+    Inbound,
     RunRecord,
     StepRecord,
 )
@@ -136,6 +140,29 @@ class MemoryStore:
                                                      "persistent": True, "run_id": None,
                                                      "direction": "in"})
             return True
+
+    def apply_delivery(self, items: Sequence[Inbound]) -> list[str]:
+        statuses: list[str] = []
+        with self._lock:
+            for item in items:
+                if item.envelope["id"] in self._inbox:
+                    statuses.append(DUPLICATE)
+                    continue
+                if any(c.run.id in self._runs for c in item.creates) or any(
+                        (current := self._runs.get(c.run.id)) is None
+                        or (c.expect_rev is not None and current.rev != c.expect_rev)
+                        for c in item.resumes):
+                    statuses.append(CONFLICT)
+                    continue
+                self.record_inbox(item.envelope, item.received_at)
+                for c in item.resumes:
+                    self._apply(c, self._runs[c.run.id].rev + 1)
+                for c in item.creates:
+                    self._apply(c, 1)
+                for event in item.buffer:
+                    self.buffer_event(event)
+                statuses.append(APPLIED)
+        return statuses
 
     def find_awaits(self, event_type: str, key: str | None) -> list[AwaitRecord]:
         with self._lock:

@@ -108,3 +108,25 @@ class Commit:
     awaits_remove: list[tuple[str, str]] = field(default_factory=list)
     consume_buffered: list[str] = field(default_factory=list)
     expect_rev: int | None = None  # optimistic concurrency: the rev the writer read
+
+
+# What a store did with one Inbound.
+APPLIED, DUPLICATE, CONFLICT = "applied", "duplicate", "conflict"
+
+
+@dataclass(slots=True)
+class Inbound:
+    """One inbound event and everything delivering it writes, applied as one unit.
+
+    Its inbox row (the id that makes a redelivery a duplicate), the runs it starts, the
+    runs it resumes (each a commit with ``expect_rev``) and its early-event buffer entries
+    are written together or not at all, so a crash mid-delivery cannot leave the event
+    marked as seen without its effects.
+    """
+
+    envelope: dict[str, Any]
+    received_at: float
+    creates: list[Commit] = field(default_factory=list)
+    resumes: list[Commit] = field(default_factory=list)
+    buffer: list[BufferedEvent] = field(default_factory=list)
+

@@ -19,10 +19,14 @@ from typing import Any
 from concordia.errors import StoreError
 from concordia.store.base import ConflictError
 from concordia.store.records import (
+    APPLIED,
+    CONFLICT,
+    DUPLICATE,
     AwaitRecord,
     BufferedEvent,
     Commit,
     HistoryEntry,
+    Inbound,
     RunRecord,
     StepRecord,
 )
@@ -165,17 +169,22 @@ class SqliteStore:
             raise ConflictError(commit.run.id) from None
 
     def commit(self, commit: Commit) -> None:
+        with self._tx() as conn:
+            rev = self._update(conn, commit)
+        commit.run.rev = rev
+
+    def _update(self, conn: sqlite3.Connection, commit: Commit) -> int:
+        """Write a transition of an existing run; return its new rev."""
         run = commit.run
         expected = run.rev if commit.expect_rev is None else commit.expect_rev
-        with self._tx() as conn:
-            cur = conn.execute(_UPDATE_RUN, (
-                run.status, run.state, _dumps(run.input), run.correlation_id, run.causation_id,
-                run.cause, run.updated_at, run.wake_at, run.error, run.cancel_reason,
-                int(run.compensated_any), expected + 1, run.id, expected))
-            if cur.rowcount != 1:
-                raise ConflictError(run.id)
-            self._apply(conn, commit)
-        run.rev = expected + 1
+        cur = conn.execute(_UPDATE_RUN, (
+            run.status, run.state, _dumps(run.input), run.correlation_id, run.causation_id,
+            run.cause, run.updated_at, run.wake_at, run.error, run.cancel_reason,
+            int(run.compensated_any), expected + 1, run.id, expected))
+        if cur.rowcount != 1:
+            raise ConflictError(run.id)
+        self._apply(conn, commit)
+        return expected + 1
 
     def _apply(self, conn: sqlite3.Connection, c: Commit) -> None:
         rid = c.run.id
@@ -272,13 +281,52 @@ class SqliteStore:
 
     def record_inbox(self, envelope: dict[str, Any], at: float) -> bool:
         with self._tx() as conn:
-            cur = conn.execute("INSERT OR IGNORE INTO inbox (id, received_at) VALUES (?, ?)",
-                               (envelope["id"], at))
-            if cur.rowcount == 0:
-                return False
-            conn.execute(_INSERT_EVENT, (envelope["id"], None, envelope["type"], "in", 1,
-                                         _dumps(envelope)))
-            return True
+            return self._inbox(conn, envelope, at)
+
+    @staticmethod
+    def _inbox(conn: sqlite3.Connection, envelope: dict[str, Any], at: float) -> bool:
+        cur = conn.execute("INSERT OR IGNORE INTO inbox (id, received_at) VALUES (?, ?)",
+                           (envelope["id"], at))
+        if cur.rowcount == 0:
+            return False
+        conn.execute(_INSERT_EVENT, (envelope["id"], None, envelope["type"], "in", 1,
+                                     _dumps(envelope)))
+        return True
+
+    def apply_delivery(self, items: Sequence[Inbound]) -> list[str]:
+        statuses: list[str] = []
+        revs: list[list[int]] = []
+        with self._tx() as conn:
+            for item in items:
+                conn.execute("SAVEPOINT delivery")
+                status, new_revs = self._deliver(conn, item)
+                if status != APPLIED:
+                    conn.execute("ROLLBACK TO delivery")
+                conn.execute("RELEASE delivery")
+                statuses.append(status)
+                revs.append(new_revs)
+        for item, status, new_revs in zip(items, statuses, revs, strict=True):
+            if status == APPLIED:
+                for c, rev in zip(item.resumes, new_revs, strict=True):
+                    c.run.rev = rev
+        return statuses
+
+    def _deliver(self, conn: sqlite3.Connection, item: Inbound) -> tuple[str, list[int]]:
+        if not self._inbox(conn, item.envelope, item.received_at):
+            return DUPLICATE, []
+        revs: list[int] = []
+        try:
+            for c in item.resumes:
+                revs.append(self._update(conn, c))
+            for c in item.creates:
+                c.run.rev = 1
+                conn.execute(_INSERT_RUN, _run_row(c.run))
+                self._apply(conn, c)
+        except (ConflictError, sqlite3.IntegrityError):
+            return CONFLICT, []
+        for event in item.buffer:
+            self._buffer(conn, event)
+        return APPLIED, revs
 
     def find_awaits(self, event_type: str, key: str | None) -> list[AwaitRecord]:
         cols = "run_id, step, event_type, key, saga, version"
@@ -292,19 +340,23 @@ class SqliteStore:
 
     def buffer_event(self, event: BufferedEvent) -> None:
         with self._tx() as conn:
-            # Expired events are dropped lazily, when new ones arrive.
-            conn.execute("DELETE FROM buffered WHERE event_type=? AND expires_at <= ?",
-                         (event.event_type, event.expires_at - 2 * 86400.0 * 365))
-            count = conn.execute("SELECT COUNT(*) FROM buffered WHERE event_type=?",
-                                 (event.event_type,)).fetchone()[0]
-            if count >= MAX_BUFFERED_PER_TYPE:
-                conn.execute("DELETE FROM buffered WHERE event_id = (SELECT event_id FROM "
-                             "buffered WHERE event_type=? ORDER BY expires_at LIMIT 1)",
-                             (event.event_type,))
-            conn.execute("INSERT OR REPLACE INTO buffered (event_id, event_type, key, envelope, "
-                         "expires_at) VALUES (?, ?, ?, ?, ?)",
-                         (event.event_id, event.event_type, event.key, _dumps(event.envelope),
-                          event.expires_at))
+            self._buffer(conn, event)
+
+    @staticmethod
+    def _buffer(conn: sqlite3.Connection, event: BufferedEvent) -> None:
+        # Expired events are dropped lazily, when new ones arrive.
+        conn.execute("DELETE FROM buffered WHERE event_type=? AND expires_at <= ?",
+                     (event.event_type, event.expires_at - 2 * 86400.0 * 365))
+        count = conn.execute("SELECT COUNT(*) FROM buffered WHERE event_type=?",
+                             (event.event_type,)).fetchone()[0]
+        if count >= MAX_BUFFERED_PER_TYPE:
+            conn.execute("DELETE FROM buffered WHERE event_id = (SELECT event_id FROM "
+                         "buffered WHERE event_type=? ORDER BY expires_at LIMIT 1)",
+                         (event.event_type,))
+        conn.execute("INSERT OR REPLACE INTO buffered (event_id, event_type, key, envelope, "
+                     "expires_at) VALUES (?, ?, ?, ?, ?)",
+                     (event.event_id, event.event_type, event.key, _dumps(event.envelope),
+                      event.expires_at))
 
     def find_buffered(self, event_type: str, key: str | None,
                       now: float) -> list[BufferedEvent]:
