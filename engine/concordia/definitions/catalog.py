@@ -11,8 +11,10 @@ in one pass; nothing stops at the first.
 from __future__ import annotations
 
 import difflib
+import gc
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
@@ -84,9 +86,10 @@ class Catalog:
                 files.append(path)
             else:
                 catalog.problems.append(Problem("not-found", "no such file or directory", path))
-        for path in dict.fromkeys(files):
-            catalog._add(parse_file(path))
-        catalog._check(handlers)
+        with _gc_paused():
+            for path in dict.fromkeys(files):
+                catalog._add(parse_file(path))
+            catalog._check(handlers)
         catalog.problems.sort(key=Problem.sort_key)
         return catalog
 
@@ -365,6 +368,25 @@ class Catalog:
                                   f"compensation handler {step.compensate!r} is not registered",
                                   f"/steps/{i}/compensate",
                                   hint=_did_you_mean(step.compensate, compensations))
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a tree loads.
+
+    Loading allocates hundreds of thousands of small containers (YAML nodes, dicts, marks)
+    that reference counting alone frees. With the collector on, every few hundred
+    allocations start a pass, and the older generations re-scan the growing catalog:
+    about 40% of the time of loading a 1,200-file tree. Any cycle made meanwhile is
+    collected once the collector resumes.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _yaml_files(root: str) -> Iterable[str]:

@@ -9,35 +9,76 @@ anything but JSON-like data (no tags, no objects, dates stay strings).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
-from concordia.definitions.problems import Problem, pointer_join
+from concordia.definitions.problems import Problem
 
 try:  # libyaml's composer is several times faster; the pure one is a fallback.
-    from yaml import CSafeLoader as _Loader
+    from yaml import CSafeLoader as _BaseLoader
 except ImportError:  # pragma: no cover - depends on how PyYAML was built
-    from yaml import SafeLoader as _Loader  # type: ignore[assignment]
+    from yaml import SafeLoader as _BaseLoader  # type: ignore[assignment]
 
-_POSITION_IN_BYTES = _Loader.__module__ == "yaml.cyaml"
+_POSITION_IN_BYTES = _BaseLoader.__module__ == "yaml.cyaml"
+_RESOLVED: dict[tuple[str, bool], str] = {}
+_RESOLVED_MAX = 50_000
+
+
+class _Loader(_BaseLoader):
+    """The safe loader with tag resolution cut to a dictionary lookup.
+
+    The composer calls back into Python for the tag of every node (a regex scan per
+    scalar, two path-resolver hooks per node). The safe loader has no path resolvers, so
+    the hooks do nothing and a scalar's tag depends only on its text and on whether it
+    was written plain; keys and common values repeat, so the answers are remembered.
+    """
+
+    def descend_resolver(self, current_node: Any, current_index: Any) -> None:
+        return None
+
+    def ascend_resolver(self) -> None:
+        return None
+
+    def resolve(self, kind: type[yaml.Node], value: Any, implicit: Any) -> Any:
+        # Typed here because PyYAML's stubs leave BaseResolver.resolve untyped.
+        resolve: Callable[[type[yaml.Node], Any, Any], str] = super().resolve
+        if kind is not yaml.ScalarNode:
+            return resolve(kind, value, implicit)
+        key = (value, bool(implicit[0]))
+        tag = _RESOLVED.get(key)
+        if tag is None:
+            if len(_RESOLVED) >= _RESOLVED_MAX:  # bounded: a long-lived process loads much
+                _RESOLVED.clear()
+            tag = _RESOLVED[key] = resolve(kind, value, implicit)
+        return tag
+
+
+assert not _BaseLoader.yaml_path_resolvers, "path resolvers would make resolve() contextual"
 
 MAX_BYTES = 1_000_000
 MAX_DEPTH = 64
 MAX_NODES = 200_000  # counted with aliases expanded: bounds alias bombs
 
-_SCALAR_TAGS = {
-    "tag:yaml.org,2002:null",
-    "tag:yaml.org,2002:bool",
-    "tag:yaml.org,2002:int",
-    "tag:yaml.org,2002:float",
-}
 _COLLECTION_TAGS: dict[type[yaml.Node], str] = {
     yaml.MappingNode: "tag:yaml.org,2002:map",
     yaml.SequenceNode: "tag:yaml.org,2002:seq",
 }
+# Timestamps stay the string that was written: definitions hold no datetimes.
+_STRING_TAGS = frozenset({"tag:yaml.org,2002:str", "tag:yaml.org,2002:timestamp"})
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+# The per-tag builders, called directly: SafeConstructor.construct_object would also
+# remember every node it built (constructed_objects), which in a shared constructor keeps
+# each document's nodes alive for the life of the process.
 _constructor = yaml.constructor.SafeConstructor()
+_SCALAR_BUILDERS: dict[str, Callable[[Any], Any]] = {
+    "tag:yaml.org,2002:null": _constructor.construct_yaml_null,
+    "tag:yaml.org,2002:bool": _constructor.construct_yaml_bool,
+    "tag:yaml.org,2002:int": _constructor.construct_yaml_int,
+    "tag:yaml.org,2002:float": _constructor.construct_yaml_float,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +192,10 @@ def load_yaml_file(path: str) -> Document:
 
 def _construct(node: yaml.Node, pointer: str, depth: int,
                marks: dict[str, tuple[int, int]], budget: list[int], path: str) -> Any:
-    line, col = node.start_mark.line + 1, node.start_mark.column + 1
+    # Hot path (every value of every file): plain attribute access and inlined pointer
+    # building rather than helpers (problems.pointer_join's escaping only when needed).
+    mark = node.start_mark
+    line, col = mark.line + 1, mark.column + 1
     budget[0] -= 1
     if budget[0] < 0:
         raise _fail(path, "too-many-nodes",
@@ -160,39 +204,45 @@ def _construct(node: yaml.Node, pointer: str, depth: int,
                     hint="remove YAML anchors/aliases that repeat large structures")
     if depth > MAX_DEPTH:
         raise _fail(path, "too-deep", f"nesting deeper than {MAX_DEPTH} levels", line, col)
-    marks.setdefault(pointer, (line, col))
+    if pointer not in marks:
+        marks[pointer] = (line, col)
+    tag = node.tag
+    cls = type(node)
+    if cls is yaml.ScalarNode:
+        if tag in _STRING_TAGS:
+            return str(node.value)
+        build = _SCALAR_BUILDERS.get(tag)
+        if build is None:
+            raise _fail(path, "bad-tag", f"YAML tag {tag!r} is not allowed", line, col)
+        return build(node)
     # Tags on collections matter as much as on scalars: `!!python/object:x {..}` is a
     # mapping node, and `!!set`/`!!omap` would otherwise pass as plain data.
-    if node.tag != _COLLECTION_TAGS.get(type(node), node.tag):
-        raise _fail(path, "bad-tag", f"YAML tag {node.tag!r} is not allowed", line, col)
-    if isinstance(node, yaml.MappingNode):
+    if tag != _COLLECTION_TAGS.get(cls, tag):
+        raise _fail(path, "bad-tag", f"YAML tag {tag!r} is not allowed", line, col)
+    depth += 1
+    if cls is yaml.MappingNode:
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
+            kmark = key_node.start_mark
+            if key_node.tag == _MERGE_TAG:
                 raise _fail(path, "merge-key", "YAML merge keys (<<) are not supported",
-                            key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            if not isinstance(key_node, yaml.ScalarNode):
+                            kmark.line + 1, kmark.column + 1)
+            if type(key_node) is not yaml.ScalarNode:
                 raise _fail(path, "bad-key", "mapping keys must be plain strings",
-                            key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+                            kmark.line + 1, kmark.column + 1)
             key = str(key_node.value)
-            kline, kcol = key_node.start_mark.line + 1, key_node.start_mark.column + 1
+            child = pointer + "/" + (
+                key.replace("~", "~0").replace("/", "~1") if "~" in key or "/" in key else key)
             if key in out:
-                first = marks.get(pointer_join(pointer, key), (0, 0))
+                first = marks.get(child, (0, 0))
                 raise _fail(path, "duplicate-key",
                             f"duplicate key {key!r} (first defined on line {first[0]})",
-                            kline, kcol, hint="YAML would silently keep only the last one")
-            child = pointer_join(pointer, key)
-            marks[child] = (kline, kcol)
-            out[key] = _construct(value_node, child, depth + 1, marks, budget, path)
+                            kmark.line + 1, kmark.column + 1,
+                            hint="YAML would silently keep only the last one")
+            marks[child] = (kmark.line + 1, kmark.column + 1)
+            out[key] = _construct(value_node, child, depth, marks, budget, path)
         return out
-    if isinstance(node, yaml.SequenceNode):
-        return [
-            _construct(item, pointer_join(pointer, i), depth + 1, marks, budget, path)
-            for i, item in enumerate(node.value)
-        ]
-    assert isinstance(node, yaml.ScalarNode)
-    if node.tag in _SCALAR_TAGS:
-        return _constructor.construct_object(node, deep=False)
-    if node.tag in ("tag:yaml.org,2002:str", "tag:yaml.org,2002:timestamp"):
-        return str(node.value)
-    raise _fail(path, "bad-tag", f"YAML tag {node.tag!r} is not allowed", line, col)
+    if cls is yaml.SequenceNode:
+        return [_construct(item, f"{pointer}/{i}", depth, marks, budget, path)
+                for i, item in enumerate(node.value)]
+    raise _fail(path, "bad-tag", f"YAML node {cls.__name__} is not allowed", line, col)
