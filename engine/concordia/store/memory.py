@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import threading
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from operator import attrgetter
+from typing import Any, TypeVar
 
 from concordia.store.base import ConflictError
 from concordia.store.records import (
@@ -23,6 +25,23 @@ from concordia.store.records import (
 )
 
 MAX_BUFFERED_PER_TYPE = 10_000
+
+R = TypeVar("R")
+
+
+def _cloner(cls: type[R]) -> Callable[[R], R]:
+    """A shallow copy for a record dataclass, several times faster than ``copy.copy``
+    (which goes through ``__reduce_ex__``); records are copied on every read and write."""
+    get = attrgetter(*(f.name for f in dataclasses.fields(cls)))  # type: ignore[arg-type]
+
+    def clone(rec: R) -> R:
+        return cls(*get(rec))
+
+    return clone
+
+
+_copy_run = _cloner(RunRecord)
+_copy_step = _cloner(StepRecord)
 
 
 class MemoryStore:
@@ -61,11 +80,11 @@ class MemoryStore:
 
     def _apply(self, c: Commit, rev: int) -> None:
         c.run.rev = rev
-        run = copy.copy(c.run)
+        run = _copy_run(c.run)
         self._runs[run.id] = run
         steps = self._steps.setdefault(run.id, {})
         for s in c.steps:
-            steps[s.name] = copy.copy(s)
+            steps[s.name] = _copy_step(s)
         self._history.setdefault(run.id, []).extend(c.history)
         for e in c.events:
             env = e["envelope"]
@@ -98,11 +117,11 @@ class MemoryStore:
     def get_run(self, run_id: str) -> RunRecord | None:
         with self._lock:
             run = self._runs.get(run_id)
-            return copy.copy(run) if run else None
+            return _copy_run(run) if run else None
 
     def get_steps(self, run_id: str) -> dict[str, StepRecord]:
         with self._lock:
-            return {k: copy.copy(v) for k, v in self._steps.get(run_id, {}).items()}
+            return {k: _copy_step(v) for k, v in self._steps.get(run_id, {}).items()}
 
     def history(self, run_id: str) -> list[HistoryEntry]:
         with self._lock:
@@ -114,7 +133,7 @@ class MemoryStore:
             runs = [r for r in self._runs.values()
                     if (status is None or r.status == status) and (saga is None or r.saga == saga)]
             runs.sort(key=lambda r: (r.created_at, r.id))
-            return [copy.copy(r) for r in runs[:limit]]
+            return [_copy_run(r) for r in runs[:limit]]
 
     def due_runs(self, now: float, limit: int) -> list[str]:
         with self._lock:
