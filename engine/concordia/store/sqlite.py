@@ -334,8 +334,10 @@ class SqliteStore:
             rows = self._query(f"SELECT {cols} FROM awaits WHERE event_type=? AND key IS NULL",
                                (event_type,))
         else:
-            rows = self._query(f"SELECT {cols} FROM awaits WHERE event_type=? AND "
-                               "(key=? OR key IS NULL)", (event_type, key))
+            # Two index searches: `key=? OR key IS NULL` would scan every await of the type.
+            rows = self._query(f"SELECT {cols} FROM awaits WHERE event_type=? AND key=? "
+                               f"UNION ALL SELECT {cols} FROM awaits WHERE event_type=? AND "
+                               "key IS NULL", (event_type, key, event_type))
         return sorted(AwaitRecord(*r) for r in rows)  # type: ignore[type-var]
 
     def buffer_event(self, event: BufferedEvent) -> None:
@@ -365,9 +367,10 @@ class SqliteStore:
             rows = self._query(f"SELECT {cols} FROM buffered WHERE event_type=? AND "
                                "expires_at > ? ORDER BY event_id", (event_type, now))
         else:
-            rows = self._query(f"SELECT {cols} FROM buffered WHERE event_type=? AND "
-                               "(key=? OR key IS NULL) AND expires_at > ? ORDER BY event_id",
-                               (event_type, key, now))
+            rows = self._query(f"SELECT {cols} FROM buffered WHERE event_type=? AND key=? "
+                               f"AND expires_at > ? UNION ALL SELECT {cols} FROM buffered "
+                               "WHERE event_type=? AND key IS NULL AND expires_at > ? "
+                               "ORDER BY event_id", (event_type, key, now, event_type, now))
         return [BufferedEvent(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in rows]
 
     def outbox_pending(self, limit: int) -> list[tuple[int, dict[str, Any]]]:
