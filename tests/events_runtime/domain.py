@@ -133,10 +133,30 @@ steps:
     reason: bookkeeping only
 """
 
+# The await is the last step: the delivery itself completes the run.
+LAST_WAIT = """
+name: last_wait
+version: 1
+input_schema:
+  order_id: {type: string, required: true}
+steps:
+  - name: reserve
+    action: stock.reserve
+    compensate: stock.release
+  - name: wait_payment
+    await: shop.payment.settled
+    match: event.data.order_id == input.order_id
+    timeout: 1h
+on_complete:
+  - event: shop.order.completed
+    payload: {order_id: input.order_id}
+"""
+
 
 def write_domain(root: Path) -> Path:
     return write_tree(root, {"events.yaml": TAXONOMY, "checkout.yaml": CHECKOUT,
-                             "correlated.yaml": CORRELATED, "fallback.yaml": FALLBACK})
+                             "correlated.yaml": CORRELATED, "fallback.yaml": FALLBACK,
+                             "last_wait.yaml": LAST_WAIT})
 
 
 def registry(calls: Calls | None = None, effects: Path | None = None) -> Registry:

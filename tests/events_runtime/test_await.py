@@ -78,6 +78,29 @@ def test_matching_event_resumes_the_suspended_run(
     assert calls.names() == ["reserve", "confirm"]
 
 
+def test_delivery_that_ends_the_saga_completes_the_run_in_its_commit(
+        engines: list[Engine], tmp_path: Path, store_kind: str) -> None:
+    calls = Calls()
+    engine = _engine(engines, tmp_path, store_kind, calls)
+    run = engine.start("last_wait", {"order_id": "o-1"})
+    engine.run_until_idle()
+    assert engine.get_run(run.id).status == "suspended"
+    payment = _settled("o-1")
+    assert engine.deliver(payment).resumed == [run.id]
+    view = engine.get_run(run.id)  # no worker pass needed: nothing is left to call
+    assert view.status == "completed"
+    kinds = [h.kind for h in view.history]
+    tail = kinds[kinds.index("await.resumed"):]
+    assert [k for k in tail if k != "state"] == [
+        "await.resumed", "step.succeeded", "event.emitted", "run.completed"]
+    [completed] = view.events
+    assert (completed["type"], completed["causationid"]) == ("shop.order.completed",
+                                                             payment["id"])
+    assert [e["id"] for _, e in engine.store.outbox_pending(10)] == [completed["id"]]
+    assert engine.run_until_idle() == 0
+    assert engine.store.outbox_pending(10) == []  # relayed
+
+
 def test_event_for_another_key_is_ignored(
         engines: list[Engine], tmp_path: Path, store_kind: str) -> None:
     calls = Calls()

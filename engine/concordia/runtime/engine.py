@@ -749,6 +749,12 @@ class Engine:
         run.wake_at = None
         pending.dirty = True
         resumed[run.id] = (pending, steps)
+        # The machine moves that follow are pure (no handler runs): take them in the same
+        # commit, so an await that ends its stage, or the saga, costs no extra write.
+        compiled = self._compiled_for(run)
+        while (next_step := plan(compiled, run, steps, now)).kind == "move":
+            assert next_step.event is not None
+            self._move(compiled, run, steps, next_step.event, pending, now)
 
     # -- compensation ----------------------------------------------------------------------
 
