@@ -429,16 +429,9 @@ class Engine:
             self._record_attempt(run, steps, step, rec, outcome, pending, now)
 
     def _invoke(self, run: RunRecord, calls: list[tuple[Any, Any, float | None]]) -> list[Outcome]:
-        ctx = calls[0][1]
-        structlog.contextvars.bind_contextvars(
-            run_id=run.id, saga=run.saga, correlation_id=run.correlation_id,
-            causation_id=run.cause, step=ctx.step if len(calls) == 1 else None,
-            attempt=ctx.attempt if len(calls) == 1 else None)
-        try:
-            return self._invoker.call_many(calls)
-        finally:
-            structlog.contextvars.unbind_contextvars(
-                "run_id", "saga", "correlation_id", "causation_id", "step", "attempt")
+        # The invoker binds each call's run_id, saga, step, attempt, correlation_id and
+        # causation_id as structlog context variables, in that call's own context.
+        return self._invoker.call_many(calls)
 
     def _step_context(self, run: RunRecord, step: ActionStep, rec: StepRecord,
                       results: dict[str, Any]) -> StepContext:
@@ -452,7 +445,7 @@ class Engine:
         log = _log.bind(run_id=run.id, saga=run.saga, step=step.name, attempt=rec.attempt,
                         correlation_id=run.correlation_id, causation_id=run.cause)
         return StepContext(run_id=run.id, saga=run.saga, step=step.name, attempt=rec.attempt,
-                           input=copy.deepcopy(run.input), results=copy.deepcopy(results),
+                           input=_json_clone(run.input), results=_json_clone(results),
                            correlation_id=run.correlation_id, causation_id=run.cause,
                            idempotency_key=f"{run.id}:{step.name}", log=log, _checkpoint=save,
                            checkpoint_data=rec.checkpoint)
@@ -774,8 +767,8 @@ class Engine:
         completed = rec.status == "succeeded"
         ctx = CompensationContext(
             run_id=run.id, saga=run.saga, step=name, attempt=rec.comp_attempt,
-            input=copy.deepcopy(run.input), results=copy.deepcopy(self._results(steps)),
-            result=copy.deepcopy(rec.result if completed else rec.checkpoint),
+            input=_json_clone(run.input), results=_json_clone(self._results(steps)),
+            result=_json_clone(rec.result if completed else rec.checkpoint),
             completed=completed, correlation_id=run.correlation_id, causation_id=run.cause,
             idempotency_key=f"{run.id}:{name}:compensate",
             log=_log.bind(run_id=run.id, saga=run.saga, step=name, compensation=True,
@@ -976,6 +969,23 @@ def _utc(moment: float) -> datetime:
 def _json_copy(value: Any) -> Any:
     """A JSON round trip: proves the value is serialisable and detaches it from the caller."""
     return json.loads(json.dumps(value, allow_nan=False))
+
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _json_clone(value: Any) -> Any:
+    """A deep copy of a journaled (JSON) value for a handler, so it cannot change the
+    journal; several times faster than ``copy.deepcopy`` on dicts, lists and scalars,
+    which is all the journal holds (anything else still goes to ``copy.deepcopy``)."""
+    kind = type(value)
+    if kind is dict:
+        return {k: _json_clone(v) for k, v in value.items()}
+    if kind is list:
+        return [_json_clone(v) for v in value]
+    if kind in _SCALARS:
+        return value
+    return copy.deepcopy(value)
 
 
 def _describe(error: BaseException) -> str:
