@@ -9,6 +9,7 @@ then times:
   readiness, CEL compilation). Best of ``--repeat`` runs, CEL cache cleared before each.
 * ``concordia`` CLI: ``python -m concordia.cli validate DIR --format json`` in a fresh
   process, start-up and imports included (what a CI job or pre-commit hook pays).
+* ``concordia`` CLI start-up alone (one small file), the fixed cost in the figure above.
 * ``check-jsonschema`` on the same saga files against ``saga.v1.json``, as a reference:
   schema validation only, no cross references.
 
@@ -168,6 +169,15 @@ def concordia_cli(root: Path, files: int, repeat: int) -> Figure:
                   "concordia", files, best_of(repeat, run))
 
 
+def concordia_cli_start(root: Path, repeat: int) -> Figure:
+    """The fixed cost inside the CLI figure: start-up, imports, one small file."""
+    one = next(iter(sorted((root / "events").glob("*.yaml"))))
+    command = [sys.executable, "-m", "concordia.cli", "validate", str(one), "--format", "json"]
+    return Figure(f"CLI start-up, one event file (best of {repeat})", "concordia", 1,
+                  best_of(repeat, lambda: subprocess.run(command, capture_output=True,
+                                                         check=True)))
+
+
 def check_jsonschema(saga_files: list[Path], repeat: int) -> Figure | None:
     exe = shutil.which("check-jsonschema", path=str(Path(sys.executable).parent)) or (
         shutil.which("check-jsonschema"))
@@ -222,7 +232,8 @@ def main() -> None:
         print(f"generated {len(saga_files)} sagas ({STEPS} steps each) and "
               f"{len(event_files)} events in {root}; {os.cpu_count()} CPU(s)\n")
         figures = [concordia_in_process(root, files, args.repeat),
-                   concordia_cli(root, files, args.repeat)]
+                   concordia_cli(root, files, args.repeat),
+                   concordia_cli_start(root, args.repeat)]
         reference = check_jsonschema(saga_files, args.repeat)
         if reference is not None:
             figures.append(reference)
