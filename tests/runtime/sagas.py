@@ -5,6 +5,7 @@ The sagas emit no events, so no event taxonomy is needed next to them.
 
 from __future__ import annotations
 
+import copy
 import os
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -86,8 +87,9 @@ class Recorder:
     def _action(self, name: str) -> Any:
         def handler(ctx: Any) -> Any:
             self.calls.append({"phase": "action", "step": name, "attempt": ctx.attempt,
-                               "key": ctx.idempotency_key, "results": dict(ctx.results),
-                               "checkpoint": ctx.checkpoint_data})
+                               "key": ctx.idempotency_key,
+                               "results": copy.deepcopy(ctx.results),
+                               "checkpoint": copy.deepcopy(ctx.checkpoint_data)})
             behaviour = self._behaviours.get(name)
             if behaviour is not None:
                 return behaviour(ctx)
@@ -97,7 +99,8 @@ class Recorder:
     def _compensation(self, name: str) -> Any:
         def handler(ctx: Any) -> Any:
             self.calls.append({"phase": "compensation", "step": name, "attempt": ctx.attempt,
-                               "key": ctx.idempotency_key, "result": ctx.result,
+                               "key": ctx.idempotency_key,
+                               "result": copy.deepcopy(ctx.result),
                                "completed": ctx.completed})
             behaviour = self._compensations.get(name)
             if behaviour is not None:

@@ -661,6 +661,38 @@ def test_results_are_detached_from_the_handlers_objects(
     assert engine.get_run(run.id).step("reserve").result == {"items": [1, 2]}
 
 
+def test_handlers_mutating_their_context_cannot_change_the_journal(
+        catalog_of: CatalogOf, engine_for: EngineFor) -> None:
+    def scribble(ctx: Any) -> Any:
+        ctx.input["order"]["lines"].append("forged")
+        for value in ctx.results.values():
+            value["items"].clear()
+        return {"items": [ctx.step]}
+
+    def ship(ctx: Any) -> Any:
+        scribble(ctx)
+        raise PermanentError("no truck")
+
+    def undo(ctx: Any) -> None:
+        ctx.result["items"].append("forged")
+        ctx.input["order"]["lines"].clear()
+
+    rec = Recorder(FOUR, behaviours=dict.fromkeys(FOUR[:3], scribble) | {"ship": ship},
+                   compensations=dict.fromkeys(FOUR, undo))
+    engine = engine_for(four_step(catalog_of), rec.registry)
+    run = engine.start("order", {"order": {"lines": ["a", "b"]}})
+    engine.run_until_idle()
+    view = engine.get_run(run.id)
+    assert view.status == "compensated"
+    assert view.input == {"order": {"lines": ["a", "b"]}}
+    assert view.results == {n: {"items": [n]} for n in FOUR[:3]}
+    # Each handler saw the journal as it was, not as an earlier handler left its copy.
+    assert [c["results"] for c in rec.calls if c["phase"] == "action"][2] == {
+        "reserve": {"items": ["reserve"]}, "charge": {"items": ["charge"]}}
+    assert [c["result"] for c in rec.calls if c["phase"] == "compensation"] == [
+        {"items": ["pack"]}, {"items": ["charge"]}, {"items": ["reserve"]}]
+
+
 # -- logging -----------------------------------------------------------------------------------
 
 LOG_KEYS = ("run_id", "saga", "step", "attempt", "correlation_id", "causation_id")
