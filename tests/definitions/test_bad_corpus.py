@@ -128,3 +128,17 @@ def test_whole_corpus_in_one_pass() -> None:
     assert {p.file for p in catalog.problems} == set(files)
     for problem in catalog.problems:
         assert problem.line >= 1 or problem.code in WHOLE_FILE_CODES, problem.format_text()
+
+
+def test_a_file_named_twice_is_read_once(tmp_path: Path) -> None:
+    """`definitions` and `./definitions` (or a directory and a file in it) are one tree,
+    not a tree that duplicates every name."""
+    saga = Path(DEFINITIONS, "sagas", "cerebros_nas.yaml")
+    link = tmp_path / "linked.yaml"
+    link.symlink_to(saga)
+    catalog = Catalog.load([str(saga), DEFINITIONS, DEFINITIONS + "/./", POLICIES,
+                            str(link)])
+    assert catalog.problems == []
+    assert next(iter(catalog.files)) == str(saga)  # under the first spelling given
+    every = [*Path(DEFINITIONS).rglob("*.yaml"), *Path(POLICIES).rglob("*.yaml")]
+    assert len(catalog.files) == len(every)

@@ -86,8 +86,14 @@ class Catalog:
                 files.append(path)
             else:
                 catalog.problems.append(Problem("not-found", "no such file or directory", path))
+        # One file named twice (`definitions` and `./definitions`, or a directory and a
+        # file in it) is read once, under the first spelling, rather than reported as a
+        # duplicate of itself.
+        unique: dict[str, str] = {}
+        for path in files:
+            unique.setdefault(os.path.realpath(path), path)
         with _gc_paused():
-            for path in dict.fromkeys(files):
+            for path in unique.values():
                 catalog._add(parse_file(path))
             catalog._check(handlers)
         catalog.problems.sort(key=Problem.sort_key)
