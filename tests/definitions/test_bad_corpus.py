@@ -142,3 +142,12 @@ def test_a_file_named_twice_is_read_once(tmp_path: Path) -> None:
     assert next(iter(catalog.files)) == str(saga)  # under the first spelling given
     every = [*Path(DEFINITIONS).rglob("*.yaml"), *Path(POLICIES).rglob("*.yaml")]
     assert len(catalog.files) == len(every)
+
+
+def test_each_missing_key_is_reported_once(tmp_path: Path) -> None:
+    path = tmp_path / "thin.yaml"
+    path.write_text("kind: events\nevents:\n  - name: shop.order.created\n")
+    catalog = Catalog.load([str(path)])
+    assert [(p.code, p.line, p.message) for p in catalog.problems] == [
+        ("missing-key", 3, f"`events.0` is missing required key {key!r}")
+        for key in ("version", "payload_schema", "reliability")]

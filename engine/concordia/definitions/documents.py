@@ -143,15 +143,23 @@ def _schema_problem(parsed: ParsedFile, err: ValidationError) -> None:
     if v == "required":
         missing = [k for k in err.validator_value if isinstance(err.instance, dict)  # type: ignore[union-attr]
                    and k not in err.instance]
+        # jsonschema raises one error per missing key, each carrying the whole list.
+        reported = {p.message for p in parsed.problems
+                    if p.code == "missing-key" and p.pointer == pointer}
         for key in missing:
-            parsed.problem("missing-key", f"{where} is missing required key {key!r}", pointer)
+            message = f"{where} is missing required key {key!r}"
+            if message not in reported:
+                parsed.problem("missing-key", message, pointer)
         return
-    if v == "oneOf" and isinstance(err.instance, dict) and "name" in err.instance and (
-            err.absolute_path and len(err.absolute_path) == 2):
+    if v == "oneOf" and list(err.absolute_path)[:1] == ["steps"] and len(
+            err.absolute_path) == 2:
+        if not isinstance(err.instance, dict):
+            return  # reported as a wrong type; no kind of step can be told apart
+        name = err.instance.get("name", f"#{int(err.absolute_path[1]) + 1}")
         kinds = [k for k in ("action", "await", "policy") if k in err.instance]
-        msg = (f"step {err.instance.get('name')!r} has {' and '.join(kinds)}; a step is exactly "
+        msg = (f"step {name!r} has {' and '.join(kinds)}; a step is exactly "
                "one of action, await or policy") if kinds else (
-            f"step {err.instance.get('name')!r} needs one of action, await or policy")
+            f"step {name!r} needs one of action, await or policy")
         parsed.problem("bad-step-kind", msg, pointer)
         return
     if v == "type":
