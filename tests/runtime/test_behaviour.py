@@ -744,7 +744,7 @@ def test_structlog_loggers_inside_handlers_see_the_run_context(
         registry.add_action(f"{name}.do", look_async if mode == "async" else look)
         registry.add_compensation(f"{name}.undo", lambda ctx: None)
     extra: dict[str, Any] = {"timeout": "30s"} if mode == "sync_timeout" else {}
-    deps = {"depends_on": ["reserve"]} if mode == "parallel" else {}
+    deps: dict[str, Any] = {"depends_on": ["reserve"]} if mode == "parallel" else {}
     catalog = catalog_of(saga("logged", [
         action("reserve", **extra), action("charge", **extra, **deps),
         action("notify", **extra, **deps)]))

@@ -106,7 +106,7 @@ def build(spec: SagaSpec) -> tuple[Registry, Faults, list[dict[str, Any]]]:
             # Permanent: retrying cannot help. "after" lets the handler run (and maybe
             # checkpoint) first; "before" fails it before it does anything.
             faults.fail(step.name, when="after" if spec.fail_after_checkpoint else "before",
-                        error=lambda name=step.name: PermanentError(f"{name} refused"))
+                        error=functools.partial(PermanentError, f"{step.name} refused"))
         elif step.flaky:
             faults.fail(step.name, attempts=range(1, step.flaky + 1))
         if step.flaky_compensation:
@@ -163,7 +163,7 @@ def check(spec: SagaSpec, store_url: str) -> None:
 
     # -- actions: each step up to the failing one, retried exactly as often as it flaked ---
     last = len(names) if spec.failing is None else spec.failing + 1
-    expected_calls = []
+    expected_calls: list[tuple[str, str, int]] = []
     for s in spec.steps[:last]:
         tries = 1 if spec.failing is not None and s.name == names[spec.failing] else (
             s.flaky + 1)
