@@ -625,6 +625,62 @@ def test_failing_branch_compensates_its_succeeded_sibling(
     assert rec.compensations() == ["charge", "reserve"]
 
 
+def test_branch_waiting_on_a_retry_is_abandoned_and_undone_from_its_checkpoint(
+        catalog_of: CatalogOf, engine_for: EngineFor) -> None:
+    def charge(ctx: Any) -> Any:
+        ctx.checkpoint({"hold": "h-1"})
+        raise ConnectionError("gateway reset")  # retryable: waits for attempt 2
+
+    def notify(ctx: Any) -> Any:
+        raise PermanentError("mail bounced")
+
+    rec = Recorder(["reserve", "charge", "notify", "ship"],
+                   behaviours={"charge": charge, "notify": notify})
+    catalog = catalog_of(saga("fanout", [
+        action("reserve"),
+        action("charge", depends_on=["reserve"], retry={"attempts": 3}),
+        action("notify", depends_on=["reserve"]),
+        action("ship", depends_on=["charge", "notify"]),
+    ]))
+    engine = engine_for(catalog, rec.registry)
+    run = engine.start("fanout", {})
+    engine.drain()
+    view = engine.get_run(run.id)
+    assert view.status == "compensated"
+    assert len(rec.of("action", "charge")) == 1  # its retry never ran
+    assert view.step("charge").status == "abandoned"
+    assert view.step("charge").wake_at is None
+    assert rec.compensations() == ["charge", "reserve"]
+    [undo] = rec.of("compensation", "charge")
+    assert (undo["result"], undo["completed"]) == ({"hold": "h-1"}, False)
+
+
+def test_sync_handler_timeout_stops_waiting_but_not_the_thread(
+        catalog_of: CatalogOf, engine_for: EngineFor) -> None:
+    release = threading.Event()
+    finished = threading.Event()
+
+    def stuck(ctx: Any) -> Any:
+        release.wait(10)
+        finished.set()
+        return {"late": True}
+
+    rec = Recorder(["charge"], behaviours={"charge": stuck})
+    catalog = catalog_of(saga("timed", [action("charge", timeout="20ms")]))
+    engine = engine_for(catalog, rec.registry)
+    run = engine.start("timed", {})
+    engine.run_until_idle()
+    view = engine.get_run(run.id)
+    assert view.status == "failed"
+    assert view.error == "step charge: StepTimeoutError: attempt exceeded its timeout of 0.02s"
+    assert not finished.is_set()  # Python cannot interrupt the worker thread
+    release.set()
+    assert finished.wait(10)
+    view = engine.get_run(run.id)  # the late result is not journaled
+    assert view.step("charge").status == "failed"
+    assert view.step("charge").result is None
+
+
 # -- results -----------------------------------------------------------------------------------
 
 
