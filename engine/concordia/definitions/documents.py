@@ -16,11 +16,10 @@ from jsonschema.exceptions import SchemaError
 from pydantic import ValidationError as PydanticValidationError
 
 from concordia.definitions.durations import parse_duration
-from concordia.definitions.fastcheck import fast_check
 from concordia.definitions.models import EventDef, Policy, Saga, step_from_document
 from concordia.definitions.payload import is_full_json_schema
 from concordia.definitions.problems import Problem, pointer_join
-from concordia.definitions.schema import Kind, validator
+from concordia.definitions.schema import Kind, fast_validator, validator
 from concordia.definitions.yamlsafe import Document, YamlLoadError, load_yaml_bytes
 
 # Keys that only make sense on one kind of step.
@@ -93,9 +92,8 @@ def parse_bytes(raw: bytes, path: str) -> ParsedFile:
                                 "`payload_schema`; or set `kind: saga|event|policy`")
         return parsed
     parsed.kind = kind
-    # The compiled check accepts valid documents quickly; jsonschema explains the others.
-    check = fast_check(kind)
-    errors = [] if check is not None and check(data) else sorted(
+    # The compiled validator accepts valid documents quickly; jsonschema explains the others.
+    errors = [] if fast_validator(kind).is_valid(data) else sorted(
         validator(kind).iter_errors(data), key=lambda e: list(e.absolute_path))
     if errors:
         for err in errors:
