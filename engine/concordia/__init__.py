@@ -5,33 +5,68 @@ interpreter compiles each saga into a state machine and runs it on a durable jou
 calling the handlers a service registers.
 """
 
-from concordia.clock import SystemClock, VirtualClock
-from concordia.definitions.catalog import Catalog
-from concordia.errors import (
-    BindingError,
-    ConcordiaError,
-    DefinitionError,
-    EventError,
-    ExpressionError,
-    PermanentError,
-    PolicyError,
-    RetryableError,
-    StoreError,
-    UnknownRunError,
-    UnknownSagaError,
-)
-from concordia.events.bus import Bus, InMemoryBus
-from concordia.events.envelope import Envelope, new_event
-from concordia.registry import Registry
-from concordia.runtime import (
-    CompensationContext,
-    Delivery,
-    Engine,
-    InputError,
-    RunView,
-    StepContext,
-)
-from concordia.store import open_store
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from concordia.clock import SystemClock, VirtualClock
+    from concordia.definitions.catalog import Catalog
+    from concordia.errors import (
+        BindingError,
+        ConcordiaError,
+        DefinitionError,
+        EventError,
+        ExpressionError,
+        PermanentError,
+        PolicyError,
+        RetryableError,
+        StoreError,
+        UnknownRunError,
+        UnknownSagaError,
+    )
+    from concordia.events.bus import Bus, InMemoryBus
+    from concordia.events.envelope import Envelope, new_event
+    from concordia.registry import Registry
+    from concordia.runtime import (
+        CompensationContext,
+        Delivery,
+        Engine,
+        InputError,
+        RunView,
+        StepContext,
+    )
+    from concordia.store import open_store
+
+# Public names and the module each lives in. They are imported on first use (PEP 562),
+# so `concordia validate` does not pay for the runtime, structlog or the CEL library.
+_EXPORTS = {
+    "SystemClock": "concordia.clock", "VirtualClock": "concordia.clock",
+    "Catalog": "concordia.definitions.catalog",
+    "BindingError": "concordia.errors", "ConcordiaError": "concordia.errors",
+    "DefinitionError": "concordia.errors", "EventError": "concordia.errors",
+    "ExpressionError": "concordia.errors", "PermanentError": "concordia.errors",
+    "PolicyError": "concordia.errors", "RetryableError": "concordia.errors",
+    "StoreError": "concordia.errors", "UnknownRunError": "concordia.errors",
+    "UnknownSagaError": "concordia.errors",
+    "Bus": "concordia.events.bus", "InMemoryBus": "concordia.events.bus",
+    "Envelope": "concordia.events.envelope", "new_event": "concordia.events.envelope",
+    "Registry": "concordia.registry",
+    "CompensationContext": "concordia.runtime", "Delivery": "concordia.runtime",
+    "Engine": "concordia.runtime", "InputError": "concordia.runtime",
+    "RunView": "concordia.runtime", "StepContext": "concordia.runtime",
+    "open_store": "concordia.store",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'concordia' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
 
 __version__ = "0.1.0"
 
