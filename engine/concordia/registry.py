@@ -101,7 +101,13 @@ def load_registry(module_name: str) -> Registry:
     # Like uvicorn's --app-dir default: modules of the project the command runs in import.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    module = importlib.import_module(module_name)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        raise
+    except Exception as exc:  # a broken module must not end the CLI in a traceback
+        raise ConcordiaError(f"importing handlers module {module_name!r} failed: "
+                             f"{type(exc).__name__}: {exc}") from exc
     registry = getattr(module, "registry", None)
     if not isinstance(registry, Registry):
         raise ConcordiaError(
