@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -76,15 +77,20 @@ def test_two_events_for_one_run_in_a_batch_resume_it_once(
     assert len(calls.of("confirm")) == 1
 
 
+@pytest.mark.parametrize(("spoil", "field"), [
+    pytest.param(lambda e: e["data"].update(order_id=42), "order_id", id="payload"),
+    pytest.param(lambda e: e.pop("source"), "source", id="envelope"),
+])
 def test_an_invalid_event_stops_the_batch_where_it_is(
-        engines: list[Engine], tmp_path: Path, store_kind: str) -> None:
+        engines: list[Engine], tmp_path: Path, store_kind: str,
+        spoil: Callable[[dict[str, Any]], object], field: str) -> None:
     calls = Calls()
     engine = _engine(engines, tmp_path, store_kind, calls)
-    good, after = _placed("o-1"), _placed("o-2")
-    bad = new_event("shop.order.placed", {"order_id": 42}, source="urn:shop").to_dict()
+    good, bad, after = _placed("o-1"), _placed("o-x"), _placed("o-2")
+    spoil(bad)
     with pytest.raises(EventError) as info:
         engine.deliver_many([good, bad, after])
-    assert info.value.field == "order_id"
+    assert info.value.field == field
     assert engine.store.get_event(good["id"]) is not None
     assert engine.store.get_event(bad["id"]) is None
     assert engine.store.get_event(after["id"]) is None

@@ -609,10 +609,10 @@ class Engine:
         """Deliver events in order, up to ``batch_size`` of them per store transaction.
 
         Each event is applied atomically and exactly as :meth:`deliver` would. An event that
-        fails validation (or whose trigger mapping fails) raises; the events before it are
-        delivered, it and those after it are not.
+        is malformed or fails validation (or whose trigger mapping fails) raises; the events
+        before it are delivered, it and those after it are not.
         """
-        pending = [e if isinstance(e, Envelope) else Envelope.from_dict(e) for e in events]
+        pending = list(events)
         results: list[Delivery] = []
         pos = 0
         while pos < len(pending):
@@ -620,7 +620,10 @@ class Engine:
             claimed: set[str] = set()
             try:
                 while pos < len(pending) and len(batch) < batch_size:
-                    planned = self._plan_delivery(pending[pos], claimed)
+                    item = pending[pos]
+                    if not isinstance(item, Envelope):
+                        item = pending[pos] = Envelope.from_dict(item)
+                    planned = self._plan_delivery(item, claimed)
                     if planned is None:  # touches a run this batch already resumes
                         break
                     batch.append(planned)
