@@ -109,6 +109,7 @@ class _Pending:
     awaits_add: list[AwaitRecord] = field(default_factory=list)
     awaits_remove: list[tuple[str, str]] = field(default_factory=list)
     consume: list[str] = field(default_factory=list)
+    buffered_seen: list[str] = field(default_factory=list)
     dirty: bool = False
 
     def touch(self, rec: StepRecord) -> None:
@@ -320,10 +321,12 @@ class Engine:
         commit = Commit(run=run, steps=list(pending.steps.values()), history=pending.history,
                         events=pending.events, decisions=pending.decisions,
                         awaits_add=pending.awaits_add, awaits_remove=pending.awaits_remove,
-                        consume_buffered=pending.consume, expect_rev=run.rev)
+                        consume_buffered=pending.consume,
+                        buffered_seen=pending.buffered_seen, expect_rev=run.rev)
         transient = [e["envelope"] for e in pending.events if not e["persistent"]]
         pending.steps, pending.history, pending.events, pending.decisions = {}, [], [], []
         pending.awaits_add, pending.awaits_remove, pending.consume = [], [], []
+        pending.buffered_seen = []
         pending.dirty = False
         return commit, transient
 
@@ -567,6 +570,7 @@ class Engine:
         rec.attempt += 1
         rec.started_at = now
         for buffered in self.store.find_buffered(step.event, key, now):
+            pending.buffered_seen.append(buffered.event_id)
             if spec.matches({**scope, "event": buffered.envelope}):
                 pending.consume.append(buffered.event_id)
                 self._resume_with(run, steps, step, rec, buffered.envelope, pending, now,
@@ -685,6 +689,7 @@ class Engine:
             spec = self._matches[(saga_name, version, step_name)]
             key = spec.event_key({"event": data})
             for rec in self.store.find_awaits(envelope.type, key):
+                inbound.awaits_seen.append((rec.run_id, rec.step))
                 if (rec.saga, rec.version, rec.step) != (saga_name, version, step_name):
                     continue
                 if rec.run_id in claimed:

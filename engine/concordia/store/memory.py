@@ -76,6 +76,10 @@ class MemoryStore:
             if current is None or (commit.expect_rev is not None
                                    and current.rev != commit.expect_rev):
                 raise ConflictError(commit.run.id)
+            seen = set(commit.buffered_seen)
+            if any(b.event_id not in seen for a in commit.awaits_add
+                   for b in self.find_buffered(a.event_type, a.key, commit.run.updated_at)):
+                raise ConflictError(commit.run.id)  # an early event it has not looked at
             self._apply(commit, current.rev + 1)
 
     def _apply(self, c: Commit, rev: int) -> None:
@@ -172,6 +176,11 @@ class MemoryStore:
                         or (c.expect_rev is not None and current.rev != c.expect_rev)
                         for c in item.resumes):
                     statuses.append(CONFLICT)
+                    continue
+                seen = set(item.awaits_seen)
+                if any((a.run_id, a.step) not in seen for b in item.buffer
+                       for a in self.find_awaits(b.event_type, b.key)):
+                    statuses.append(CONFLICT)  # an await registered since it was planned
                     continue
                 self.record_inbox(item.envelope, item.received_at)
                 for c in item.resumes:

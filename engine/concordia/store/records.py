@@ -107,6 +107,10 @@ class Commit:
     awaits_add: list[AwaitRecord] = field(default_factory=list)
     awaits_remove: list[tuple[str, str]] = field(default_factory=list)
     consume_buffered: list[str] = field(default_factory=list)
+    # The early events the writer examined for the awaits it adds: a store refuses the
+    # commit (ConflictError) if another one for them was buffered since, so that an
+    # event racing the run to its await is never left in the buffer while the run waits.
+    buffered_seen: list[str] = field(default_factory=list)
     expect_rev: int | None = None  # optimistic concurrency: the rev the writer read
 
 
@@ -129,4 +133,7 @@ class Inbound:
     creates: list[Commit] = field(default_factory=list)
     resumes: list[Commit] = field(default_factory=list)
     buffer: list[BufferedEvent] = field(default_factory=list)
+    # The awaits (run id, step) the writer examined: a store refuses to buffer the event
+    # (conflict) if another await for it was registered since; the event is planned again.
+    awaits_seen: list[tuple[str, str]] = field(default_factory=list)
 

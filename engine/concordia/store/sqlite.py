@@ -209,6 +209,8 @@ class SqliteStore:
         if c.awaits_remove:
             conn.executemany("DELETE FROM awaits WHERE run_id=? AND step=?", c.awaits_remove)
         if c.awaits_add:
+            if self._unseen_buffered(conn, c):
+                raise ConflictError(rid)
             conn.executemany(
                 "INSERT OR REPLACE INTO awaits (run_id, step, event_type, key, saga, version) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
@@ -324,21 +326,40 @@ class SqliteStore:
                 self._apply(conn, c)
         except (ConflictError, sqlite3.IntegrityError):
             return CONFLICT, []
+        seen = set(item.awaits_seen)
         for event in item.buffer:
+            if any((r[0], r[1]) not in seen for r in self._awaits(conn, event.event_type,
+                                                                   event.key)):
+                return CONFLICT, []
             self._buffer(conn, event)
         return APPLIED, revs
 
+    @staticmethod
+    def _unseen_buffered(conn: sqlite3.Connection, c: Commit) -> bool:
+        """Whether an early event for one of the commit's new awaits was buffered unseen."""
+        seen = set(c.buffered_seen)
+        for a in c.awaits_add:
+            rows = SqliteStore._buffered(conn, "event_id", a.event_type, a.key,
+                                         c.run.updated_at)
+            if any(r[0] not in seen for r in rows):
+                return True
+        return False
+
     def find_awaits(self, event_type: str, key: str | None) -> list[AwaitRecord]:
+        with self._lock:
+            rows = self._awaits(self._conn, event_type, key)
+        return sorted(AwaitRecord(*r) for r in rows)  # type: ignore[type-var]
+
+    @staticmethod
+    def _awaits(conn: sqlite3.Connection, event_type: str, key: str | None) -> list[Any]:
         cols = "run_id, step, event_type, key, saga, version"
         if key is None:
-            rows = self._query(f"SELECT {cols} FROM awaits WHERE event_type=? AND key IS NULL",
-                               (event_type,))
-        else:
-            # Two index searches: `key=? OR key IS NULL` would scan every await of the type.
-            rows = self._query(f"SELECT {cols} FROM awaits WHERE event_type=? AND key=? "
-                               f"UNION ALL SELECT {cols} FROM awaits WHERE event_type=? AND "
-                               "key IS NULL", (event_type, key, event_type))
-        return sorted(AwaitRecord(*r) for r in rows)  # type: ignore[type-var]
+            return conn.execute(f"SELECT {cols} FROM awaits WHERE event_type=? AND "
+                                "key IS NULL", (event_type,)).fetchall()
+        # Two index searches: `key=? OR key IS NULL` would scan every await of the type.
+        return conn.execute(f"SELECT {cols} FROM awaits WHERE event_type=? AND key=? "
+                            f"UNION ALL SELECT {cols} FROM awaits WHERE event_type=? AND "
+                            "key IS NULL", (event_type, key, event_type)).fetchall()
 
     def buffer_event(self, event: BufferedEvent) -> None:
         with self._tx() as conn:
@@ -362,16 +383,22 @@ class SqliteStore:
 
     def find_buffered(self, event_type: str, key: str | None,
                       now: float) -> list[BufferedEvent]:
-        cols = "event_id, event_type, key, envelope, expires_at"
-        if key is None:
-            rows = self._query(f"SELECT {cols} FROM buffered WHERE event_type=? AND "
-                               "expires_at > ? ORDER BY event_id", (event_type, now))
-        else:
-            rows = self._query(f"SELECT {cols} FROM buffered WHERE event_type=? AND key=? "
-                               f"AND expires_at > ? UNION ALL SELECT {cols} FROM buffered "
-                               "WHERE event_type=? AND key IS NULL AND expires_at > ? "
-                               "ORDER BY event_id", (event_type, key, now, event_type, now))
+        with self._lock:
+            rows = self._buffered(self._conn, "event_id, event_type, key, envelope, expires_at",
+                                  event_type, key, now)
         return [BufferedEvent(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in rows]
+
+    @staticmethod
+    def _buffered(conn: sqlite3.Connection, cols: str, event_type: str, key: str | None,
+                  now: float) -> list[Any]:
+        if key is None:
+            return conn.execute(f"SELECT {cols} FROM buffered WHERE event_type=? AND "
+                                "expires_at > ? ORDER BY event_id", (event_type, now)).fetchall()
+        return conn.execute(f"SELECT {cols} FROM buffered WHERE event_type=? AND key=? "
+                            f"AND expires_at > ? UNION ALL SELECT {cols} FROM buffered "
+                            "WHERE event_type=? AND key IS NULL AND expires_at > ? "
+                            "ORDER BY event_id", (event_type, key, now, event_type, now)
+                            ).fetchall()
 
     def outbox_pending(self, limit: int) -> list[tuple[int, dict[str, Any]]]:
         rows = self._query("SELECT o.seq, e.envelope FROM outbox o JOIN events e "
