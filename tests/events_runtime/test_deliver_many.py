@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from concordia import Engine, EventError, VirtualClock, new_event
+from concordia import Engine, EventError, InputError, VirtualClock, new_event
 from concordia.store.records import Commit
 from tests.events_runtime import domain
-from tests.events_runtime.conftest import Calls, load, make_engine, store_url
+from tests.events_runtime.conftest import Calls, load, make_engine, store_url, write_tree
 
 SETTLED = "shop.payment.settled"
 
@@ -165,3 +165,42 @@ def test_a_timeout_that_wins_the_race_is_respected(
     assert "TimeoutError" in (view.error or "")
     assert calls.of("confirm") == []
     assert len(calls.of("release")) == 1
+
+
+def test_a_trigger_whose_input_does_not_fit_delivers_nothing(
+        engines: list[Engine], tmp_path: Path, store_kind: str) -> None:
+    root = domain.write_domain(tmp_path / "defs")
+    write_tree(root, {"imports.yaml": """
+        events:
+          - name: shop.order.imported
+            version: 1
+            reliability: persistent
+            payload_schema:
+              order_id: {type: string, required: true}
+              lines: {type: integer, required: true}
+    """, "importer.yaml": """
+        name: importer
+        version: 1
+        trigger:
+          event: shop.order.imported
+          input:
+            order_id: event.data.lines
+        input_schema:
+          order_id: {type: string, required: true}
+        steps:
+          - name: reserve
+            action: stock.reserve
+            compensate: stock.release
+    """})
+    calls = Calls()
+    engine = make_engine(engines, load(root), domain.registry(calls),
+                         store_url(store_kind, tmp_path))
+    before = _placed("o-1")
+    imported = new_event("shop.order.imported", {"order_id": "o-2", "lines": 3},
+                         source="urn:shop").to_dict()
+    with pytest.raises(InputError) as info:
+        engine.deliver_many([before, imported])
+    assert info.value.field == "order_id"
+    assert engine.store.get_event(before["id"]) is not None
+    assert engine.store.get_event(imported["id"]) is None  # not even marked as seen
+    assert [r.saga for r in engine.store.list_runs()] == ["checkout"]

@@ -66,6 +66,26 @@ steps:
     reason: reads only
 """
 
+# Valid statically; the mapped values only turn out wrong at run time.
+ENDINGS = """
+name: endings
+version: 1
+steps:
+  - name: open_account
+    action: acct.open
+    compensate: acct.close
+    emit_on_compensate:
+      - event: crm.account.closed
+        payload: {account_id: results.open_account.owner.email}
+  - name: finish
+    action: acct.finish
+    compensate: none
+    reason: reads only
+on_complete:
+  - event: crm.account.noted
+    payload: {account_id: results.open_account.owner.name}
+"""
+
 # Sagas the static check refuses; loaded leniently to prove the emit-time check is the
 # backstop (a catalog built by hand, or a taxonomy changed under a deployed saga).
 LENIENT = {
@@ -134,7 +154,7 @@ def _registry(calls: Calls, result: dict[str, Any]) -> Registry:
 
 def _engine(engines: list[Engine], tmp_path: Path, store_kind: str, calls: Calls,
             result: dict[str, Any], *, lenient: bool = False) -> Engine:
-    files = {"events.yaml": TAXONOMY, "provision.yaml": SAGA}
+    files = {"events.yaml": TAXONOMY, "provision.yaml": SAGA, "endings.yaml": ENDINGS}
     if lenient:
         files.update(LENIENT)
     catalog = load(write_tree(tmp_path / "defs", files), strict=not lenient)
@@ -235,3 +255,27 @@ def test_statically_refused_emits_are_refused_at_emit_time_too(
     run = engine.start(saga, {})
     engine.run_until_idle()
     _assert_refused(engine, run.id, calls, GOOD_RESULT, field)
+
+
+def test_invalid_on_complete_event_fails_the_run_and_compensates(
+        engines: list[Engine], tmp_path: Path, store_kind: str) -> None:
+    calls = Calls()
+    engine = _engine(engines, tmp_path, store_kind, calls, GOOD_RESULT)
+    run = engine.start("endings", {})
+    engine.run_until_idle()
+    view = engine.get_run(run.id)
+    assert view.status == "compensated"
+    assert view.error is not None
+    assert view.error.startswith("on_complete: event 'crm.account.noted' v1: payload has 1 "
+                                 "problem: field 'account_id': 'Ada' is not a 'uuid'")
+    assert [h.kind for h in view.history].count("run.emit_failed") == 1
+    # Both steps had succeeded; the compensable one is undone, and its own compensation
+    # event is refused in turn (an email is not an account id): noted, not published.
+    assert calls.names() == ["open", "finish", "close"]
+    emit_failed = [h for h in view.history if h.kind == "compensation.emit_failed"]
+    assert [h.step for h in emit_failed] == ["open_account"]
+    assert "field 'account_id'" in emit_failed[0].detail["error"]
+    assert view.events == []
+    assert engine.store.outbox_pending(100) == []
+    assert engine.bus is not None
+    assert engine.bus.published == []  # type: ignore[attr-defined]
