@@ -12,7 +12,8 @@ Then, for each configuration, on a fresh copy of that file:
   suspended runs cost a process that serves them (nothing in memory waits for them);
 * the same worker then delivers the N matching events (shuffled; as dicts, as a broker
   consumer would) — batched with ``Engine.deliver_many`` or one ``deliver`` each — with a
-  ``run_until_idle`` pass every batch, until every run has completed: ``resumes_per_s``.
+  ``run_until_idle`` pass every batch, until every run has completed: ``resumes_per_s``
+  (the time spent in the engine; envelopes are built a batch at a time, outside it).
 
 The run creation rate and the creating process's own RSS growth are reported too.
 Every run is checked to have completed, once, when the worker is done.
@@ -134,13 +135,17 @@ def create_runs(engine: Any, n: int, chunk: int = 1000) -> float:
     return time.perf_counter() - t0
 
 
-def matching_events(n: int, seed: int = 7) -> list[dict[str, Any]]:
-    from concordia import new_event
-
+def matching_order(n: int, seed: int = 7) -> list[int]:
     order = list(range(n))
     random.Random(seed).shuffle(order)
+    return order
+
+
+def matching_events(numbers: list[int]) -> list[dict[str, Any]]:
+    from concordia import new_event
+
     return [new_event("bench.job.finished", {"job_id": job_id(i), "score": 0.5},
-                      source="urn:bench", version=1).to_dict() for i in order]
+                      source="urn:bench", version=1).to_dict() for i in numbers]
 
 
 def warm_up(engine: Any) -> None:
@@ -153,20 +158,24 @@ def warm_up(engine: Any) -> None:
     engine.run_until_idle()
 
 
-def resume_all(engine: Any, events: list[dict[str, Any]], mode: str, batch: int) -> float:
-    t0 = time.perf_counter()
+def resume_all(engine: Any, order: list[int], mode: str, batch: int) -> float:
+    """Deliver the events matching ``order``, a batch at a time, then a worker pass per
+    batch; return the seconds spent in the engine (building a batch of envelopes is the
+    producer's work, and is kept out both of the time and of the process's peak RSS)."""
+    seconds = 0.0
     resumed = 0
-    for start in range(0, len(events), batch):
-        chunk = events[start:start + batch]
+    for start in range(0, len(order), batch):
+        chunk = matching_events(order[start:start + batch])
+        t0 = time.perf_counter()
         if mode == "batched":
             deliveries = engine.deliver_many(chunk, batch_size=batch)
         else:
             deliveries = [engine.deliver(e) for e in chunk]
-        resumed += sum(len(d.resumed) for d in deliveries)
         engine.run_until_idle()
-    seconds = time.perf_counter() - t0
-    if resumed != len(events):
-        raise SystemExit(f"resumed {resumed} runs for {len(events)} events")
+        seconds += time.perf_counter() - t0
+        resumed += sum(len(d.resumed) for d in deliveries)
+    if resumed != len(order):
+        raise SystemExit(f"resumed {resumed} runs for {len(order)} events")
     return seconds
 
 
@@ -176,17 +185,22 @@ def worker(args: argparse.Namespace) -> None:
     rss0, _ = rss_mb()
     engine = make_engine(Path(args.defs), args.url)
     out["rss_open_mb"] = rss_mb()[0]
-    if args.role == "create":
+    if args.role in ("create", "memory"):
+        if args.role == "memory":
+            warm_up(engine)
         out["rss_before_mb"] = rss_mb()[0]
         out["create_s"] = create_runs(engine, args.n)
         out["rss_after_mb"], out["peak_mb"] = rss_mb()
+        if args.role == "memory":
+            out["resume_s"] = resume_all(engine, matching_order(args.n), args.mode, args.batch)
+            done = len(engine.store.list_runs(status="completed", limit=args.n + 1))
+            if done != args.n:
+                raise SystemExit(f"memory: {done} of {args.n} runs completed")
     else:
         warm_up(engine)
         out["rss_mb"], out["peak_mb"] = rss_mb()
         if args.role == "resume":
-            events = matching_events(args.n)  # built before timing: a broker's input
-            out["resume_s"] = resume_all(engine, events, args.mode, args.batch)
-            del events
+            out["resume_s"] = resume_all(engine, matching_order(args.n), args.mode, args.batch)
             out["rss_after_mb"], out["peak_after_mb"] = rss_mb()
     out["rss_start_mb"] = rss0
     engine.close()
@@ -273,27 +287,21 @@ def bench_sqlite(args: argparse.Namespace, work: Path, defs: Path) -> list[dict[
 
 
 def bench_memory(args: argparse.Namespace, defs: Path) -> list[dict[str, Any]]:
-    """The in-memory store holds everything in the process: its RSS is the journal's."""
+    """The in-memory store holds everything in the process: its RSS is the journal's.
+    Each configuration is one fresh process that creates the runs, then resumes them."""
     rows = []
     for mode in args.modes:
-        engine = make_engine(defs, "memory://")
-        warm_up(engine)
-        before, _ = rss_mb()
-        create_s = create_runs(engine, args.n)
-        after, peak = rss_mb()
-        events = matching_events(args.n)
-        resume_s = resume_all(engine, events, mode, args.batch)
-        done = len(engine.store.list_runs(status="completed", limit=args.n + 1))
-        if done != args.n:
-            raise SystemExit(f"memory/{mode}: {done} of {args.n} runs completed")
+        got = spawn("--role", "memory", "--defs", str(defs), "--url", "memory://",
+                    "--n", str(args.n), "--mode", mode, "--batch", str(args.batch))
         rows.append({"bench": "events", "store": "memory", "mode": mode, "batch": args.batch,
-                     "suspended_runs": args.n, "added_rss_mb": round(after - before, 1),
-                     "resumes_per_s": round(args.n / resume_s, 1),
-                     "baseline_rss_mb": round(before, 1), "worker_rss_mb": round(after, 1),
-                     "worker_peak_mb": round(peak, 1), "resume_s": round(resume_s, 2),
-                     "create_runs_per_s": round(args.n / create_s, 1)})
-        engine.close()
-        del engine, events
+                     "suspended_runs": args.n,
+                     "added_rss_mb": round(got["rss_after_mb"] - got["rss_before_mb"], 1),
+                     "resumes_per_s": round(args.n / got["resume_s"], 1),
+                     "baseline_rss_mb": round(got["rss_before_mb"], 1),
+                     "worker_rss_mb": round(got["rss_after_mb"], 1),
+                     "worker_peak_mb": round(got["peak_mb"], 1),
+                     "resume_s": round(got["resume_s"], 2),
+                     "create_runs_per_s": round(args.n / got["create_s"], 1)})
     return rows
 
 
@@ -334,7 +342,7 @@ def main() -> None:
                                      "holds exactly --n suspended runs, kept afterwards")
     # Internal: the measured processes.
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--role", choices=("create", "baseline", "resume"),
+    parser.add_argument("--role", choices=("create", "baseline", "resume", "memory"),
                         help=argparse.SUPPRESS)
     parser.add_argument("--defs", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
