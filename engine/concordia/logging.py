@@ -34,10 +34,22 @@ def configure_logging(json: bool | None = None, level: int = logging.INFO,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(out),
+        logger_factory=_factory(file),
         cache_logger_on_first_use=False,
     )
     _configured = True
+
+
+def _factory(file: TextIO | None) -> Any:
+    if file is not None:
+        return structlog.PrintLoggerFactory(file)
+
+    # Look sys.stderr up whenever a logger is made, not once: test runners and daemons
+    # swap it, and a logger bound to a closed stream would fail on every line.
+    def make(*args: Any) -> structlog.PrintLogger:
+        return structlog.PrintLogger(sys.stderr)
+
+    return make
 
 
 def ensure_configured() -> None:
