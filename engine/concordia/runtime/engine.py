@@ -13,6 +13,7 @@ import copy
 import json
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -142,6 +143,9 @@ class Engine:
         self._matches: dict[tuple[str, int, str], MatchSpec] = {}
         self._awaiters: dict[str, list[tuple[str, int, str]]] = {}
         self._triggers: dict[str, list[Saga]] = {}
+        # Runs this engine created whose first steps' start is already in the creating
+        # commit (see _new_run); bounded, since another worker may advance them instead.
+        self._fresh: OrderedDict[str, None] = OrderedDict()
         for saga in catalog.sagas.values():
             self._compiled[saga.key] = compile_saga(saga)
             for step in saga.steps:
@@ -223,8 +227,18 @@ class Engine:
         detail: dict[str, Any] = {"input": data, "correlation_id": run.correlation_id}
         if trigger:
             detail["trigger"] = trigger
-        return Commit(run=run, steps=steps, history=[
-            HistoryEntry(rid, now, "run.started", None, None, detail)])
+        history = [HistoryEntry(rid, now, "run.started", None, None, detail)]
+        # The first stage's actions are marked started in the creating commit, so their
+        # start is durable before their side effects without a commit of its own.
+        first = set(compiled.stages[0])
+        for rec in steps:
+            if rec.name in first and isinstance(saga.step(rec.name), ActionStep):
+                rec.status, rec.attempt, rec.started_at = "running", 1, now
+                history.append(HistoryEntry(rid, now, "step.started", rec.name, 1, {}))
+        self._fresh[rid] = None
+        while len(self._fresh) > 10_000:
+            self._fresh.popitem(last=False)
+        return Commit(run=run, steps=steps, history=history)
 
     # -- driving ---------------------------------------------------------------------------
 
@@ -409,6 +423,9 @@ class Engine:
                 self._run_policy(run, steps, step, rec, pending, now)
             else:
                 assert isinstance(step, ActionStep)
+                actions.append((step, rec))
+                if rec.status == "running" and run.id in self._fresh:
+                    continue  # started durably by the commit that created the run
                 if rec.status != "running":  # a crash-interrupted attempt re-runs as is
                     rec.attempt += 1
                 rec.status = "running"
@@ -416,7 +433,7 @@ class Engine:
                 rec.started_at = now
                 pending.touch(rec)
                 pending.note(now, "step.started", name, rec.attempt)
-                actions.append((step, rec))
+        self._fresh.pop(run.id, None)
         if not actions:
             return
         self._flush(pending)  # "started" is durable before any side effect

@@ -50,7 +50,7 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             wake_at REAL, comp_status TEXT, comp_attempt INTEGER NOT NULL, comp_error TEXT,
             started_at REAL, finished_at REAL, PRIMARY KEY (run_id, name)) WITHOUT ROWID""",
         """CREATE TABLE history (
-            seq INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, at REAL NOT NULL,
+            seq INTEGER PRIMARY KEY, run_id TEXT NOT NULL, at REAL NOT NULL,
             kind TEXT NOT NULL, step TEXT, attempt INTEGER, detail TEXT NOT NULL)""",
         "CREATE INDEX history_run ON history (run_id, seq)",
         """CREATE TABLE events (
@@ -58,7 +58,7 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             persistent INTEGER NOT NULL, envelope TEXT NOT NULL)""",
         "CREATE INDEX events_run ON events (run_id)",
         """CREATE TABLE outbox (
-            seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL,
+            seq INTEGER PRIMARY KEY, event_id TEXT NOT NULL,
             published_at REAL)""",
         "CREATE INDEX outbox_pending ON outbox (seq) WHERE published_at IS NULL",
         "CREATE TABLE inbox (id TEXT PRIMARY KEY, received_at REAL NOT NULL) WITHOUT ROWID",
@@ -84,11 +84,15 @@ _RUN_COLS = ("id, saga, version, status, state, input, correlation_id, causation
 _STEP_COLS = ("name, status, attempt, result, checkpoint, error, wake_at, comp_status, "
               "comp_attempt, comp_error, started_at, finished_at")
 _INSERT_RUN = f"INSERT INTO runs ({_RUN_COLS}) VALUES ({', '.join('?' * 16)})"
-_UPDATE_RUN = ("UPDATE runs SET status=?, state=?, input=?, correlation_id=?, causation_id=?, "
-               "cause=?, updated_at=?, wake_at=?, error=?, cancel_reason=?, compensated_any=?, "
-               "rev=? WHERE id=? AND rev=?")
+# A run's input, correlation and causation never change after it is created: not rewritten.
+_UPDATE_RUN = ("UPDATE runs SET status=?, state=?, cause=?, updated_at=?, wake_at=?, error=?, "
+               "cancel_reason=?, compensated_any=?, rev=? WHERE id=? AND rev=?")
 _UPSERT_STEP = (f"INSERT OR REPLACE INTO steps (run_id, {_STEP_COLS}) "
                 f"VALUES ({', '.join('?' * 13)})")
+# Every step row is inserted with its run, so later writes are plain updates.
+_UPDATE_STEP = ("UPDATE steps SET status=?, attempt=?, result=?, checkpoint=?, error=?, "
+                "wake_at=?, comp_status=?, comp_attempt=?, comp_error=?, started_at=?, "
+                "finished_at=? WHERE run_id=? AND name=?")
 _INSERT_HISTORY = ("INSERT INTO history (run_id, at, kind, step, attempt, detail) "
                    "VALUES (?, ?, ?, ?, ?, ?)")
 _INSERT_EVENT = ("INSERT OR IGNORE INTO events (id, run_id, type, direction, persistent, envelope)"
@@ -178,25 +182,29 @@ class SqliteStore:
         run = commit.run
         expected = run.rev if commit.expect_rev is None else commit.expect_rev
         cur = conn.execute(_UPDATE_RUN, (
-            run.status, run.state, _dumps(run.input), run.correlation_id, run.causation_id,
-            run.cause, run.updated_at, run.wake_at, run.error, run.cancel_reason,
-            int(run.compensated_any), expected + 1, run.id, expected))
+            run.status, run.state, run.cause, run.updated_at, run.wake_at, run.error,
+            run.cancel_reason, int(run.compensated_any), expected + 1, run.id, expected))
         if cur.rowcount != 1:
             raise ConflictError(run.id)
-        self._apply(conn, commit)
+        self._apply(conn, commit, new_run=False)
         return expected + 1
 
-    def _apply(self, conn: sqlite3.Connection, c: Commit) -> None:
+    def _apply(self, conn: sqlite3.Connection, c: Commit, *, new_run: bool = True) -> None:
         rid = c.run.id
-        if c.steps:
+        if c.steps and new_run:
             conn.executemany(_UPSERT_STEP, [(
                 rid, s.name, s.status, s.attempt, _dumps(s.result), _dumps(s.checkpoint),
                 s.error, s.wake_at, s.comp_status, s.comp_attempt, s.comp_error, s.started_at,
                 s.finished_at) for s in c.steps])
+        elif c.steps:
+            conn.executemany(_UPDATE_STEP, [(
+                s.status, s.attempt, _dumps(s.result), _dumps(s.checkpoint), s.error,
+                s.wake_at, s.comp_status, s.comp_attempt, s.comp_error, s.started_at,
+                s.finished_at, rid, s.name) for s in c.steps])
         if c.history:
             conn.executemany(_INSERT_HISTORY, [
-                (h.run_id, h.at, h.kind, h.step, h.attempt, _dumps(h.detail) or "{}")
-                for h in c.history])
+                (h.run_id, h.at, h.kind, h.step, h.attempt,
+                 _dumps(h.detail) if h.detail else "{}") for h in c.history])
         for e in c.events:
             env = e["envelope"]
             conn.execute(_INSERT_EVENT, (env["id"], rid, env["type"], "out",
