@@ -8,6 +8,7 @@
     ├── StoreError               the journal could not be opened or written
     ├── ExpressionError          a CEL expression failed to compile or evaluate
     ├── EventError               an event envelope or payload is not valid
+    ├── InputError               a run's input does not fit the saga's input schema
     ├── PolicyError              a policy could not be evaluated (never an approval)
     ├── HandlerError             raised by handlers to steer retries
     │   ├── RetryableError       worth another attempt
@@ -122,3 +123,13 @@ class IllegalTransitionError(ConcordiaError):
         self.state = state
         self.event = event
         super().__init__(f"saga {saga!r}: no transition {event!r} from state {state!r}")
+
+
+class InputError(ConcordiaError):
+    """A run's input does not fit the saga's input schema."""
+
+    def __init__(self, saga: str, message: str, field: str | None) -> None:
+        self.saga = saga
+        self.field = field
+        super().__init__(f"saga {saga!r}: input {message}")
+

@@ -1,0 +1,69 @@
+"""The commit a pass over a run accumulates, and the JSON helpers it relies on."""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from concordia.store.records import AwaitRecord, HistoryEntry, RunRecord, StepRecord
+
+
+@dataclass
+class Pending:
+    """The commit being accumulated for one run."""
+
+    run: RunRecord
+    steps: dict[str, StepRecord] = field(default_factory=dict)
+    history: list[HistoryEntry] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+    awaits_add: list[AwaitRecord] = field(default_factory=list)
+    awaits_remove: list[tuple[str, str]] = field(default_factory=list)
+    consume: list[str] = field(default_factory=list)
+    buffered_seen: list[str] = field(default_factory=list)
+    dirty: bool = False
+
+    def touch(self, rec: StepRecord) -> None:
+        self.steps[rec.name] = rec
+        self.dirty = True
+
+    def note(self, at: float, kind: str, step: str | None = None, attempt: int | None = None,
+             **detail: Any) -> None:
+        self.history.append(HistoryEntry(self.run.id, at, kind, step, attempt, detail))
+        self.dirty = True
+
+
+def utc(moment: float) -> datetime:
+    return datetime.fromtimestamp(moment, UTC)
+
+
+def json_copy(value: Any) -> Any:
+    """A JSON round trip: proves the value is serialisable and detaches it from the caller."""
+    return json.loads(json.dumps(value, allow_nan=False))
+
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def json_clone(value: Any) -> Any:
+    """A deep copy of a journaled (JSON) value for a handler, so it cannot change the
+    journal; several times faster than ``copy.deepcopy`` on dicts, lists and scalars,
+    which is all the journal holds (anything else still goes to ``copy.deepcopy``)."""
+    kind = type(value)
+    if kind is dict:
+        return {k: json_clone(v) for k, v in value.items()}
+    if kind is list:
+        return [json_clone(v) for v in value]
+    if kind in _SCALARS:
+        return value
+    return copy.deepcopy(value)
+
+
+def describe(error: BaseException) -> str:
+    text = str(error)
+    name = type(error).__name__
+    return f"{name}: {text}" if text else name
+
