@@ -160,6 +160,17 @@ def _record(ctx: CompensationContext) -> dict[str, Any]:
     return merged
 
 
+def _created(record: Mapping[str, Any], field: str, by_key: Callable[[str], Any],
+             attr: str) -> Any:
+    """The id of what a step created: from its result or, when the step failed after its
+    effect but before returning, looked up by the idempotency key it checkpointed first."""
+    value = record.get(field)
+    if value is None and record.get("idempotency_key"):
+        found = by_key(record["idempotency_key"])
+        value = None if found is None else getattr(found, attr)
+    return value
+
+
 def _awaited_data(value: Any) -> Mapping[str, Any]:
     """The awaited event's data. Accepts the data itself or a whole CloudEvents
     envelope, so the handler does not depend on which of the two is journaled."""
@@ -200,11 +211,7 @@ class ThunderlineHandlers:
         return {"user_id": user_id, "email": ctx.input["email"]}
 
     def delete_user(self, ctx: CompensationContext) -> dict[str, Any]:
-        record = _record(ctx)
-        user_id = record.get("user_id")
-        if user_id is None and record.get("idempotency_key"):
-            found = self.world.link.user_for_key(record["idempotency_key"])
-            user_id = None if found is None else found.user_id
+        user_id = _created(_record(ctx), "user_id", self.world.link.user_for_key, "user_id")
         if user_id is None:
             return {"user_id": None, "deleted": False}
         with _external("thunderlink.delete_user"):
@@ -222,11 +229,7 @@ class ThunderlineHandlers:
         return {"token_id": token.token_id, "expires_at": token.expires_at}
 
     def revoke_magic_token(self, ctx: CompensationContext) -> dict[str, Any]:
-        record = _record(ctx)
-        token_id = record.get("token_id")
-        if token_id is None and record.get("idempotency_key"):
-            found = self.world.gate.token_for_key(record["idempotency_key"])
-            token_id = None if found is None else found.token_id
+        token_id = _created(_record(ctx), "token_id", self.world.gate.token_for_key, "token_id")
         if token_id is None:
             return {"token_id": None, "revoked": False}
         with _external("thundergate.revoke_magic_token"):
@@ -253,11 +256,7 @@ class ThunderlineHandlers:
         return {"vault_id": vault_id, "user_id": user_id}
 
     def delete_vault(self, ctx: CompensationContext) -> dict[str, Any]:
-        record = _record(ctx)
-        vault_id = record.get("vault_id")
-        if vault_id is None and record.get("idempotency_key"):
-            found = self.world.block.vault_for_key(record["idempotency_key"])
-            vault_id = None if found is None else found.vault_id
+        vault_id = _created(_record(ctx), "vault_id", self.world.block.vault_for_key, "vault_id")
         if vault_id is None:
             return {"vault_id": None, "deleted": False}
         with _external("thunderblock.delete_vault"):
@@ -276,11 +275,8 @@ class ThunderlineHandlers:
                 "user_id": user_id}
 
     def remove_community_membership(self, ctx: CompensationContext) -> dict[str, Any]:
-        record = _record(ctx)
-        membership_id = record.get("membership_id")
-        if membership_id is None and record.get("idempotency_key"):
-            found = self.world.link.membership_for_key(record["idempotency_key"])
-            membership_id = None if found is None else found.membership_id
+        membership_id = _created(_record(ctx), "membership_id",
+                                 self.world.link.membership_for_key, "membership_id")
         if membership_id is None:
             return {"membership_id": None, "removed": False}
         with _external("thunderlink.remove_community_membership"):
@@ -373,11 +369,7 @@ class ThunderlineHandlers:
         return {"run_id": run_id}
 
     def fail_model_run(self, ctx: CompensationContext) -> dict[str, Any]:
-        record = _record(ctx)
-        run_id = record.get("run_id")
-        if run_id is None and record.get("idempotency_key"):
-            found = self.world.models.run_for_key(record["idempotency_key"])
-            run_id = None if found is None else found.run_id
+        run_id = _created(_record(ctx), "run_id", self.world.models.run_for_key, "run_id")
         if run_id is None:
             return {"run_id": None, "failed": False}
         with _external("thunderbolt.fail_model_run"):
