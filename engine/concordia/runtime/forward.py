@@ -24,7 +24,7 @@ from concordia.machine.compile import CompiledSaga
 from concordia.policies import evaluate_policy
 from concordia.runtime.context import StepContext
 from concordia.runtime.core import plan
-from concordia.runtime.invoke import Outcome
+from concordia.runtime.invoke import Outcome, StepAbandonedError
 from concordia.runtime.pending import Pending, describe, json_clone, json_copy, utc
 from concordia.runtime.retry import backoff_delay, is_retryable
 from concordia.runtime.undo import Compensating
@@ -110,8 +110,14 @@ class Forward(Compensating):
     def _step_context(self, run: RunRecord, step: ActionStep, rec: StepRecord,
                       results: dict[str, Any]) -> StepContext:
         store, clock = self.store, self.clock
+        attempt = rec.attempt
 
         def save(data: Any) -> None:
+            if rec.status != "running" or rec.attempt != attempt:
+                # A sync handler abandoned by its timeout runs on in its thread; what it
+                # checkpoints now would overwrite a later attempt's progress.
+                raise StepAbandonedError(
+                    f"attempt {attempt} of {step.name} is over (timed out); not checkpointed")
             data = json_copy(data)
             store.save_checkpoint(run.id, step.name, data, clock.now())
             rec.checkpoint = data

@@ -31,6 +31,10 @@ class StepTimeoutError(TimeoutError):
     """An attempt ran longer than its ``timeout``."""
 
 
+class StepAbandonedError(RuntimeError):
+    """Raised in a handler still running after the engine gave up on its attempt."""
+
+
 @dataclass(slots=True)
 class Outcome:
     ok: bool
