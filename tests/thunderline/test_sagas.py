@@ -163,6 +163,15 @@ def test_upm_policy_rejection_changes_nothing(
     assert world.adapters_not_on(before) == {}
     assert world.upm.snapshot(new).status == "shadow"
     assert world.upm.active_snapshot() == world.upm.snapshot(base)
+    # GAP-006: a real decision by policies/upm_activation.yaml, recorded with its reason.
+    [decision] = view.decisions
+    assert decision["policy"] == "upm_activation"
+    assert decision["decision"] == "reject"
+    assert decision["rule"] == ("drift_too_high" if drift > 0.3 else "shadow_not_validated")
+    assert decision["inputs"]["drift_score"] == drift
+    if drift > 0.3:
+        assert decision["reason"] == f"drift {drift} exceeds the 0.3 threshold"
+    assert decision["reason"] in (view.error or "")
 
 
 # --- cerebros_nas --------------------------------------------------------------------
@@ -220,3 +229,32 @@ def test_nas_await_timeout_cancels_the_jobs(harness: Harness) -> None:
     assert world.models.run(run_id).status == "failed"
     assert event(view, "ml.run.failed")["data"]["run_id"] == run_id
     assert world.check_invariants() == []
+
+
+# --- causation (DRIFT-004) -------------------------------------------------------------
+
+
+def test_every_saga_event_carries_the_causation_of_what_triggered_it(
+        harness: Harness) -> None:
+    world = harness.world
+    trigger = new_event("ml.nas.requested", dict(NAS), source="urn:thunderline:console",
+                        version=1, correlation_id="req-42")
+    [run_id] = harness.engine.deliver(trigger).started
+    harness.engine.drain(max_wait=60)
+    view = harness.engine.get_run(run_id)
+    dispatched = event(view, "ml.training.dispatched")
+    assert view.correlation_id == "req-42"
+    assert dispatched["causationid"] == trigger.id
+    payload = world.cerebros.complete_run(view.results["create_run"]["run_id"])
+    callback = new_event("ml.training.completed", payload, source="urn:thunderline:cerebros",
+                         version=1, correlation_id="req-42")
+    harness.engine.deliver(callback)
+    harness.engine.drain(max_wait=60)
+    view = harness.engine.get_run(run_id)
+    completed = event(view, "ml.run.completed")
+    # After the await, the bridge's callback is the cause; the chain leads back to it.
+    assert completed["causationid"] == callback.id
+    chain = harness.engine.causation_chain(completed["id"])
+    assert [e["id"] for e in chain] == [callback.id, completed["id"]]
+    assert [e["id"] for e in harness.engine.causation_chain(dispatched["id"])] == [
+        trigger.id, dispatched["id"]]
