@@ -46,3 +46,20 @@ def test_validate_names_all_three_gaps(tmp_path: Path, capsys: object) -> None:
 
 def test_validate_clean_exit_zero() -> None:
     assert main(["validate", DEFINITIONS, POLICIES]) == 0
+
+
+def test_on_failure_reading_a_result_unguarded_is_a_warning(tmp_path: Path) -> None:
+    root = tmp_path / "tree"
+    shutil.copytree(DEFINITIONS, root / "definitions")
+    shutil.copytree(POLICIES, root / "policies")
+    nas = root / "definitions/sagas/cerebros_nas.yaml"
+    nas.write_text(nas.read_text().replace(
+        '      run_id: "has(results.create_run) ? results.create_run.run_id : null"',
+        "      run_id: results.create_run.run_id"))
+    catalog = Catalog.load([str(root / "definitions"), str(root / "policies")])
+    [problem] = catalog.problems
+    assert problem.code == "unguarded-result"
+    assert problem.severity == "warning"
+    assert problem.pointer == "/on_failure/0/payload/run_id"
+    assert problem.line > 0
+    assert catalog.errors == []

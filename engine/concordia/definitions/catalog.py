@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import gc
 import os
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -219,6 +220,22 @@ class Catalog:
         every = set(names)
         self._check_emits(path, saga.on_complete, "/on_complete", every, names, STEP_VARS)
         self._check_emits(path, saga.on_failure, "/on_failure", every, names, STEP_VARS)
+        self._check_failure_reads(saga)
+
+    def _check_failure_reads(self, saga: Saga) -> None:
+        """``on_failure`` runs after any step may have failed: an unguarded read of a step's
+        result fails the emission exactly when that step is the one that failed."""
+        for k, emit in enumerate(saga.on_failure):
+            for key, expr in emit.payload.items():
+                for ref in dict.fromkeys(result_references(expr)):
+                    guarded = re.search(rf"has\(\s*results\s*\.\s*{re.escape(ref)}\s*\)", expr)
+                    if not guarded:
+                        self._problem(
+                            saga.source, "unguarded-result",
+                            f"on_failure reads results.{ref}, which is missing when "
+                            f"{ref!r} (or a step before it) is what failed",
+                            f"/on_failure/{k}/payload/{key}", severity="warning",
+                            hint=f"guard it: has(results.{ref}) ? results.{ref}.… : null")
 
     def _dependencies(self, saga: Saga) -> dict[str, set[str]] | None:
         """Each step's direct predecessors; None (with problems) on unknown names or cycles."""
