@@ -26,10 +26,11 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, Protocol
+from typing import Any
 
 from concordia.errors import HandlerError, PermanentError, RetryableError
 from concordia.registry import Registry
+from concordia.runtime.context import CompensationContext, StepContext
 from thunderline.systems.errors import ExternalSystemError, Rejected, Unavailable
 from thunderline.systems.models import parse_candidates
 from thunderline.world import World
@@ -38,54 +39,6 @@ DB_ENV = "THUNDERLINE_DB"
 DEFAULT_DB = "thunderline.db"
 DEFAULT_REDIRECT = "https://thunderline.example/welcome"
 _VERSION_NAMESPACE = uuid.UUID("3d0f6f0e-5a8c-4f57-8b0e-6a1d2c9e4b21")
-
-
-class StepContext(Protocol):
-    """What the engine hands an action (only what these handlers use)."""
-
-    @property
-    def run_id(self) -> str: ...
-    @property
-    def saga(self) -> str: ...
-    @property
-    def step(self) -> str: ...
-    @property
-    def attempt(self) -> int: ...
-    @property
-    def input(self) -> Mapping[str, Any]: ...
-    @property
-    def results(self) -> Mapping[str, Any]: ...
-    @property
-    def correlation_id(self) -> str: ...
-    @property
-    def causation_id(self) -> str | None: ...
-    @property
-    def idempotency_key(self) -> str: ...
-    @property
-    def log(self) -> Any: ...
-    def checkpoint(self, data: dict[str, Any]) -> None: ...
-
-
-class CompensationContext(Protocol):
-    """What the engine hands a compensation: ``result`` is the step's journaled result,
-    or its last checkpoint if it failed midway; ``checkpoint_data`` the last checkpoint."""
-
-    @property
-    def run_id(self) -> str: ...
-    @property
-    def saga(self) -> str: ...
-    @property
-    def step(self) -> str: ...
-    @property
-    def input(self) -> Mapping[str, Any]: ...
-    @property
-    def results(self) -> Mapping[str, Any]: ...
-    @property
-    def result(self) -> Any: ...
-    @property
-    def checkpoint_data(self) -> Any: ...
-    @property
-    def log(self) -> Any: ...
 
 
 # Each handler and the world operation its external call goes through, so a test or the
