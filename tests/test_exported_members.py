@@ -9,10 +9,11 @@ import concordia
 
 PUBLIC = {
     "BindingError", "Bus", "Catalog", "CompensationContext", "ConcordiaError",
-    "DefinitionError", "Delivery", "Engine", "Envelope", "EventError", "ExpressionError",
-    "InMemoryBus", "InputError", "PermanentError", "PolicyError", "Registry", "RetryableError",
-    "RunView", "StepContext", "StoreError", "SystemClock", "UnknownRunError",
-    "UnknownSagaError", "VirtualClock", "__version__", "new_event", "open_store",
+    "DefinitionChangedError", "DefinitionError", "Delivery", "Engine", "Envelope",
+    "EventError", "ExpressionError", "InMemoryBus", "InputError", "PermanentError",
+    "PolicyError", "Registry", "RetryableError", "RunView", "StepContext", "StoreError",
+    "SystemClock", "UnknownRunError", "UnknownSagaError", "VirtualClock", "__version__",
+    "new_event", "open_store",
 }
 
 

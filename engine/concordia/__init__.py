@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from concordia.errors import (
         BindingError,
         ConcordiaError,
+        DefinitionChangedError,
         DefinitionError,
         EventError,
         ExpressionError,
@@ -42,6 +43,7 @@ _EXPORTS = {
     "SystemClock": "concordia.clock", "VirtualClock": "concordia.clock",
     "Catalog": "concordia.definitions.catalog",
     "BindingError": "concordia.errors", "ConcordiaError": "concordia.errors",
+    "DefinitionChangedError": "concordia.errors",
     "DefinitionError": "concordia.errors", "EventError": "concordia.errors",
     "ExpressionError": "concordia.errors", "PermanentError": "concordia.errors",
     "PolicyError": "concordia.errors", "RetryableError": "concordia.errors",
@@ -76,6 +78,7 @@ __all__ = [
     "Catalog",
     "CompensationContext",
     "ConcordiaError",
+    "DefinitionChangedError",
     "DefinitionError",
     "Delivery",
     "Engine",

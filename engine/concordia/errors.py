@@ -2,6 +2,7 @@
 
     ConcordiaError
     ├── DefinitionError          a definition tree has problems (carries them all)
+    ├── DefinitionChangedError   a saga version was edited in place after runs used it
     ├── BindingError             handlers named by definitions are not registered
     ├── UnknownSagaError         no saga of that name (and version) is loaded
     ├── UnknownRunError          no run with that id in the store
@@ -133,3 +134,15 @@ class InputError(ConcordiaError):
         self.field = field
         super().__init__(f"saga {saga!r}: input {message}")
 
+
+
+class DefinitionChangedError(ConcordiaError):
+    """Saga versions whose definition differs from the one runs in the store started with."""
+
+    def __init__(self, changed: Sequence[tuple[str, int]]) -> None:
+        self.changed = list(changed)
+        names = ", ".join(f"{n!r} version {v}" for n, v in self.changed)
+        super().__init__(
+            f"saga {names} changed since runs in this store started with it; runs in "
+            "flight would switch definitions between steps. Give the changed saga a new "
+            "`version:` (runs in flight keep the old one) or restore the old text.")

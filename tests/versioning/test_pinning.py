@@ -68,3 +68,60 @@ def test_run_in_flight_finishes_on_its_own_version(tmp_path: Path) -> None:
     assert (two.version, two.status, [s.name for s in two.steps]) == (
         2, "completed", ["reserve", "paid", "deliver"])
     assert calls == ["reserve", "ship", "reserve", "deliver"]
+
+
+def test_a_version_edited_in_place_is_refused(tmp_path: Path) -> None:
+    import pytest
+
+    from concordia import DefinitionChangedError
+
+    (tmp_path / "events.yaml").write_text(EVENTS)
+    saga_file = tmp_path / "fulfil_v1.yaml"
+    saga_file.write_text(SAGA.format(version=1, last="ship"))
+    store = f"sqlite:///{tmp_path / 'runs.db'}"
+    calls: list[str] = []
+    Engine(Catalog.load_strict([str(tmp_path)]), _registry(calls), store).close()
+    saga_file.write_text(SAGA.format(version=1, last="deliver"))  # same version, new step
+    with pytest.raises(DefinitionChangedError, match="'fulfil' version 1") as info:
+        Engine(Catalog.load_strict([str(tmp_path)]), _registry(calls), store)
+    assert info.value.changed == [("fulfil", 1)]
+
+
+def test_a_run_outlives_the_yaml_of_its_version(tmp_path: Path) -> None:
+    (tmp_path / "events.yaml").write_text(EVENTS)
+    v1 = tmp_path / "fulfil_v1.yaml"
+    v1.write_text(SAGA.format(version=1, last="ship"))
+    store = f"sqlite:///{tmp_path / 'runs.db'}"
+    calls: list[str] = []
+    clock = VirtualClock()
+    old = Engine(Catalog.load_strict([str(tmp_path)]), _registry(calls), store, clock=clock)
+    run = old.start("fulfil", {"order_id": "o-7"})
+    old.run_until_idle()
+    old.close()
+    v1.unlink()  # version 2 replaces the file; version 1 is only in the store now
+    (tmp_path / "fulfil_v2.yaml").write_text(SAGA.format(version=2, last="deliver"))
+    new = Engine(Catalog.load_strict([str(tmp_path)]), _registry(calls), store, clock=clock)
+    new.deliver(new_event("shop.order.paid", {"order_id": "o-7"}, source="test", version=1))
+    new.run_until_idle()
+    view = new.get_run(run.id)
+    assert (view.version, view.status) == (1, "completed")
+    assert [s.name for s in view.steps] == ["reserve", "paid", "ship"]
+    assert calls == ["reserve", "ship"]
+
+
+def test_a_schema_version_1_store_is_migrated_on_open(tmp_path: Path) -> None:
+    import sqlite3
+
+    from concordia.store.sqlite import MIGRATIONS, SCHEMA_VERSION, SqliteStore
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    for sql in MIGRATIONS[0][1]:
+        conn.execute(sql)
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    store = SqliteStore(f"sqlite:///{path}")
+    assert store.schema_version() == SCHEMA_VERSION == 2
+    assert store.pinned_definition("nothing", 1) is None
+    store.close()

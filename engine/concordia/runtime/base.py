@@ -63,6 +63,9 @@ class EngineBase:
     _fresh: OrderedDict[str, None]
 
     def _saga(self, name: str, version: int | None) -> Saga:
+        if version is not None and (name, version) in self._compiled:
+            # also versions known only from the store (runs outlive their YAML)
+            return self._compiled[(name, version)].saga
         try:
             return self.catalog.saga(name, version)
         except KeyError:

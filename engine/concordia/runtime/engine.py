@@ -31,6 +31,7 @@ from concordia.definitions.models import (
 from concordia.errors import (
     BindingError,
     ConcordiaError,
+    DefinitionChangedError,
 )
 from concordia.events.bus import Bus
 from concordia.logging import ensure_configured
@@ -40,6 +41,7 @@ from concordia.runtime.delivery import Delivering
 from concordia.runtime.invoke import Invoker
 from concordia.runtime.matching import MatchSpec, compile_match
 from concordia.runtime.pending import Pending
+from concordia.runtime.pinning import definition_document, fingerprint
 from concordia.runtime.views import RunView
 from concordia.store import open_store
 from concordia.store.base import ConflictError, Store
@@ -73,7 +75,7 @@ class Engine(Delivering):
         # Runs this engine created whose first steps' start is already in the creating
         # commit (see _new_run); bounded, since another worker may advance them instead.
         self._fresh: OrderedDict[str, None] = OrderedDict()
-        for saga in catalog.sagas.values():
+        for saga in [*catalog.sagas.values(), *self._pin_definitions()]:
             self._compiled[saga.key] = compile_saga(saga)
             for step in saga.steps:
                 if isinstance(step, AwaitStep):
@@ -86,6 +88,25 @@ class Engine(Delivering):
                 self._triggers.setdefault(latest.trigger.event, []).append(latest)
         if check_bindings:
             self._check_bindings()
+
+    def _pin_definitions(self) -> list[Saga]:
+        """Record every saga version in the store; refuse versions changed in place.
+
+        Returns the versions the store knows that the catalog no longer holds: runs that
+        started on them finish on them, even after their YAML is gone.
+        """
+        pins = [(s.name, s.version, fingerprint(s), definition_document(s))
+                for s in self.catalog.sagas.values()]
+        recorded = self.store.pin_definitions(pins)
+        changed = [(n, v) for n, v, fp, _ in pins if recorded.get((n, v)) != fp]
+        if changed:
+            raise DefinitionChangedError(changed)
+        extra = []
+        for name, version in sorted(set(recorded) - set(self.catalog.sagas)):
+            document = self.store.pinned_definition(name, version)
+            if document is not None:
+                extra.append(Saga.model_validate(document))
+        return extra
 
     @classmethod
     def from_directory(cls, path: str, registry: Registry,

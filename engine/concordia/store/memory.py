@@ -61,6 +61,7 @@ class MemoryStore:
         self._seq = 0
         self._inbox: set[str] = set()
         self._decisions: dict[str, list[dict[str, Any]]] = {}
+        self._definitions: dict[tuple[str, int], tuple[str, dict[str, Any]]] = {}
 
     # -- writes ------------------------------------------------------------------------------
 
@@ -238,6 +239,19 @@ class MemoryStore:
     def decisions(self, run_id: str) -> list[dict[str, Any]]:
         with self._lock:
             return copy.deepcopy(self._decisions.get(run_id, []))
+
+    def pin_definitions(self, definitions: Sequence[tuple[str, int, str, dict[str, Any]]]
+                        ) -> dict[tuple[str, int], str]:
+        with self._lock:
+            for name, version, fingerprint, document in definitions:
+                self._definitions.setdefault((name, version),
+                                             (fingerprint, copy.deepcopy(document)))
+            return {k: v[0] for k, v in self._definitions.items()}
+
+    def pinned_definition(self, saga: str, version: int) -> dict[str, Any] | None:
+        with self._lock:
+            pinned = self._definitions.get((saga, version))
+            return copy.deepcopy(pinned[1]) if pinned else None
 
     def close(self) -> None:
         pass

@@ -76,6 +76,13 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             record TEXT NOT NULL)""",
         "CREATE INDEX decisions_run ON decisions (run_id)",
     ]),
+    # 2: each saga version runs have used, so runs outlive their YAML and an in-place
+    # edit of a version in use is caught.
+    (2, [
+        """CREATE TABLE definitions (
+            saga TEXT NOT NULL, version INTEGER NOT NULL, fingerprint TEXT NOT NULL,
+            document TEXT NOT NULL, PRIMARY KEY (saga, version)) WITHOUT ROWID""",
+    ]),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -434,6 +441,20 @@ class SqliteStore:
         rows = self._query("SELECT record FROM decisions WHERE run_id=? ORDER BY rowid",
                            (run_id,))
         return [json.loads(r[0]) for r in rows]
+
+    def pin_definitions(self, definitions: Sequence[tuple[str, int, str, dict[str, Any]]]
+                        ) -> dict[tuple[str, int], str]:
+        with self._tx() as conn:
+            conn.executemany("INSERT OR IGNORE INTO definitions (saga, version, fingerprint, "
+                             "document) VALUES (?, ?, ?, ?)",
+                             [(n, v, f, _dumps(d)) for n, v, f, d in definitions])
+            rows = conn.execute("SELECT saga, version, fingerprint FROM definitions").fetchall()
+        return {(r[0], r[1]): r[2] for r in rows}
+
+    def pinned_definition(self, saga: str, version: int) -> dict[str, Any] | None:
+        rows = self._query("SELECT document FROM definitions WHERE saga=? AND version=?",
+                           (saga, version))
+        return json.loads(rows[0][0]) if rows else None
 
     def close(self) -> None:
         with self._lock:

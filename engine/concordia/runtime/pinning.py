@@ -1,0 +1,26 @@
+"""A saga version's identity: its canonical JSON document and that document's fingerprint.
+
+The store keeps both for every version runs have used. An edit made in place to a version
+with runs (same name and version, different steps) would change what runs in flight do
+between one step and the next, so the engine refuses to start on it; a definition whose
+YAML is gone keeps running from the stored document.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from concordia.definitions.models import Saga
+
+
+def definition_document(saga: Saga) -> dict[str, Any]:
+    """The saga as JSON, without where it was read from."""
+    document: dict[str, Any] = saga.model_dump(mode="json", exclude={"source"})
+    return document
+
+
+def fingerprint(saga: Saga) -> str:
+    text = json.dumps(definition_document(saga), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
