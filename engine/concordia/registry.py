@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from concordia.errors import ConcordiaError
+from concordia.errors import ConcordiaError, PermanentError
 
 Handler = Callable[[Any], Any] | Callable[[Any], Awaitable[Any]]
 F = TypeVar("F", bound=Callable[..., Any])
@@ -70,10 +70,10 @@ class Registry:
         return decorator
 
     def get_action(self, name: str) -> Binding:
-        return self._actions[name]
+        return self._actions.get(name) or _unbound("action", name)
 
     def get_compensation(self, name: str) -> Binding:
-        return self._compensations[name]
+        return self._compensations.get(name) or _unbound("compensation", name)
 
     def action_names(self) -> list[str]:
         return sorted(self._actions)
@@ -87,6 +87,16 @@ class Registry:
             self.add_action(name, b.fn)
         for name, b in other._compensations.items():
             self.add_compensation(name, b.fn)
+
+
+def _unbound(kind: str, name: str) -> Binding:
+    """A binding that fails for good: reached only by a run on a definition version whose
+    handlers this service no longer registers (the engine checks the current ones)."""
+
+    def missing(ctx: Any) -> Any:
+        raise PermanentError(f"no {kind} handler {name!r} is registered in this service")
+
+    return Binding(name, missing, False)
 
 
 def load_registry(module_name: str) -> Registry:

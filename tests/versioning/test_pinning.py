@@ -125,3 +125,29 @@ def test_a_schema_version_1_store_is_migrated_on_open(tmp_path: Path) -> None:
     assert store.schema_version() == SCHEMA_VERSION == 2
     assert store.pinned_definition("nothing", 1) is None
     store.close()
+
+
+def test_an_old_version_whose_handler_is_gone_fails_and_compensates(tmp_path: Path) -> None:
+    (tmp_path / "events.yaml").write_text(EVENTS)
+    v1 = tmp_path / "fulfil_v1.yaml"
+    v1.write_text(SAGA.format(version=1, last="ship"))
+    store = f"sqlite:///{tmp_path / 'runs.db'}"
+    calls: list[str] = []
+    clock = VirtualClock()
+    old = Engine(Catalog.load_strict([str(tmp_path)]), _registry(calls), store, clock=clock)
+    run = old.start("fulfil", {"order_id": "o-8"})
+    old.run_until_idle()
+    old.close()
+    v1.unlink()
+    (tmp_path / "fulfil_v2.yaml").write_text(SAGA.format(version=2, last="deliver"))
+    registry = Registry()  # this service no longer binds shop.ship
+    registry.add_action("shop.reserve", lambda ctx: {"ok": True})
+    registry.add_compensation("shop.release", lambda ctx: calls.append("release"))
+    registry.add_action("shop.deliver", lambda ctx: {"v": 2})
+    new = Engine(Catalog.load_strict([str(tmp_path)]), registry, store, clock=clock)
+    new.deliver(new_event("shop.order.paid", {"order_id": "o-8"}, source="test", version=1))
+    new.drain(max_wait=3600)
+    view = new.get_run(run.id)
+    assert view.status == "compensated"
+    assert "no action handler 'shop.ship' is registered" in (view.error or "")
+    assert calls == ["reserve", "release"]
