@@ -83,7 +83,8 @@ class Forward(Compensating):
             else:
                 assert isinstance(step, ActionStep)
                 actions.append((step, rec))
-                if rec.status == "running" and run.id in self._fresh:
+                if (rec.status == "running" and rec.attempt == 1 and run.id in self._fresh
+                        and compiled.stage_of[name] == 0):
                     continue  # started durably by the commit that created the run
                 if rec.status != "running":  # a crash-interrupted attempt re-runs as is
                     rec.attempt += 1
