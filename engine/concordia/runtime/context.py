@@ -6,6 +6,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
+
+_logger = structlog.get_logger("concordia.handler")
+
+
+def _bound(fields: dict[str, Any]) -> Any:
+    return _logger.bind(**fields)
+
 
 @dataclass(slots=True)
 class StepContext:
@@ -24,9 +32,18 @@ class StepContext:
     correlation_id: str
     causation_id: str | None
     idempotency_key: str
-    log: Any
+    _log_fields: dict[str, Any] = field(repr=False, default_factory=dict)
     _checkpoint: Callable[[Any], None] = field(repr=False, default=lambda data: None)
     checkpoint_data: Any = None
+    _log: Any = field(repr=False, default=None)
+
+    @property
+    def log(self) -> Any:
+        """A structlog logger bound to run_id, saga, step, attempt, correlation_id and
+        causation_id (bound on first use: most handlers never log)."""
+        if self._log is None:
+            self._log = _bound(self._log_fields)
+        return self._log
 
     def checkpoint(self, data: Any) -> None:
         """Durably record progress *before* a side effect.
@@ -57,5 +74,13 @@ class CompensationContext:
     correlation_id: str
     causation_id: str | None
     idempotency_key: str
-    log: Any
+    _log_fields: dict[str, Any] = field(repr=False, default_factory=dict)
     checkpoint_data: Any = None
+    _log: Any = field(repr=False, default=None)
+
+    @property
+    def log(self) -> Any:
+        """A structlog logger bound to the run's fields and ``compensation=True``."""
+        if self._log is None:
+            self._log = _bound(self._log_fields)
+        return self._log

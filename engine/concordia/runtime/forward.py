@@ -123,13 +123,14 @@ class Forward(Compensating):
             store.save_checkpoint(run.id, step.name, data, clock.now())
             rec.checkpoint = data
 
-        log = _log.bind(run_id=run.id, saga=run.saga, step=step.name, attempt=rec.attempt,
-                        correlation_id=run.correlation_id, causation_id=run.cause)
+        fields = {"run_id": run.id, "saga": run.saga, "step": step.name,
+                  "attempt": rec.attempt, "correlation_id": run.correlation_id,
+                  "causation_id": run.cause}
         return StepContext(run_id=run.id, saga=run.saga, step=step.name, attempt=rec.attempt,
                            input=json_clone(run.input), results=json_clone(results),
                            correlation_id=run.correlation_id, causation_id=run.cause,
-                           idempotency_key=f"{run.id}:{step.name}", log=log, _checkpoint=save,
-                           checkpoint_data=rec.checkpoint)
+                           idempotency_key=f"{run.id}:{step.name}", _log_fields=fields,
+                           _checkpoint=save, checkpoint_data=rec.checkpoint)
 
     def _record_attempt(self, run: RunRecord, steps: dict[str, StepRecord], step: ActionStep,
                         rec: StepRecord, outcome: Outcome, pending: Pending,

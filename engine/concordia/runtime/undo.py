@@ -100,9 +100,9 @@ class Compensating(EngineBase):
             result=json_clone(rec.result if completed else rec.checkpoint),
             completed=completed, correlation_id=run.correlation_id, causation_id=run.cause,
             idempotency_key=f"{run.id}:{name}:compensate",
-            log=_log.bind(run_id=run.id, saga=run.saga, step=name, compensation=True,
-                          attempt=rec.comp_attempt, correlation_id=run.correlation_id,
-                          causation_id=run.cause),
+            _log_fields={"run_id": run.id, "saga": run.saga, "step": name,
+                         "compensation": True, "attempt": rec.comp_attempt,
+                         "correlation_id": run.correlation_id, "causation_id": run.cause},
             checkpoint_data=rec.checkpoint)
         saga = compiled.saga
         outcome = self._invoke(run, [(self.registry.get_compensation(step.compensate), ctx,
