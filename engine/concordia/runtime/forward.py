@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import structlog
-
 from concordia.definitions.expressions import compile_expression
 from concordia.definitions.models import (
     DEFAULT_RETRY,
@@ -34,8 +32,6 @@ from concordia.store.records import (
     RunRecord,
     StepRecord,
 )
-
-_log = structlog.get_logger("concordia.engine")
 
 
 class Forward(Compensating):

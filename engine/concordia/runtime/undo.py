@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import structlog
-
 from concordia.definitions.models import (
     DEFAULT_COMPENSATION_RETRY,
     ActionStep,
@@ -22,8 +20,6 @@ from concordia.store.records import (
     RunRecord,
     StepRecord,
 )
-
-_log = structlog.get_logger("concordia.engine")
 
 
 class Compensating(EngineBase):
