@@ -41,6 +41,25 @@ def _registry(calls: list[str]) -> Registry:
     return registry
 
 
+def _suspend_on_v1_then_ship_v2(tmp_path: Path, calls: list[str], clock: VirtualClock,
+                                order: str) -> tuple[str, str]:
+    """A run of version 1 waits for payment; then version 2 replaces version 1's file.
+
+    Returns (run id, store URL): version 1 is now known only to the store.
+    """
+    (tmp_path / "events.yaml").write_text(EVENTS)
+    v1 = tmp_path / "fulfil_v1.yaml"
+    v1.write_text(SAGA.format(version=1, last="ship"))
+    store = f"sqlite:///{tmp_path / 'runs.db'}"
+    old = Engine(Catalog.load_strict([str(tmp_path)]), _registry(calls), store, clock=clock)
+    run = old.start("fulfil", {"order_id": order})
+    old.run_until_idle()
+    old.close()
+    v1.unlink()
+    (tmp_path / "fulfil_v2.yaml").write_text(SAGA.format(version=2, last="deliver"))
+    return run.id, store
+
+
 def test_run_in_flight_finishes_on_its_own_version(tmp_path: Path) -> None:
     (tmp_path / "events.yaml").write_text(EVENTS)
     (tmp_path / "fulfil_v1.yaml").write_text(SAGA.format(version=1, last="ship"))
@@ -88,22 +107,13 @@ def test_a_version_edited_in_place_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_run_outlives_the_yaml_of_its_version(tmp_path: Path) -> None:
-    (tmp_path / "events.yaml").write_text(EVENTS)
-    v1 = tmp_path / "fulfil_v1.yaml"
-    v1.write_text(SAGA.format(version=1, last="ship"))
-    store = f"sqlite:///{tmp_path / 'runs.db'}"
     calls: list[str] = []
     clock = VirtualClock()
-    old = Engine(Catalog.load_strict([str(tmp_path)]), _registry(calls), store, clock=clock)
-    run = old.start("fulfil", {"order_id": "o-7"})
-    old.run_until_idle()
-    old.close()
-    v1.unlink()  # version 2 replaces the file; version 1 is only in the store now
-    (tmp_path / "fulfil_v2.yaml").write_text(SAGA.format(version=2, last="deliver"))
+    run_id, store = _suspend_on_v1_then_ship_v2(tmp_path, calls, clock, "o-7")
     new = Engine(Catalog.load_strict([str(tmp_path)]), _registry(calls), store, clock=clock)
     new.deliver(new_event("shop.order.paid", {"order_id": "o-7"}, source="test", version=1))
     new.run_until_idle()
-    view = new.get_run(run.id)
+    view = new.get_run(run_id)
     assert (view.version, view.status) == (1, "completed")
     assert [s.name for s in view.steps] == ["reserve", "paid", "ship"]
     assert calls == ["reserve", "ship"]
@@ -128,18 +138,9 @@ def test_a_schema_version_1_store_is_migrated_on_open(tmp_path: Path) -> None:
 
 
 def test_an_old_version_whose_handler_is_gone_fails_and_compensates(tmp_path: Path) -> None:
-    (tmp_path / "events.yaml").write_text(EVENTS)
-    v1 = tmp_path / "fulfil_v1.yaml"
-    v1.write_text(SAGA.format(version=1, last="ship"))
-    store = f"sqlite:///{tmp_path / 'runs.db'}"
     calls: list[str] = []
     clock = VirtualClock()
-    old = Engine(Catalog.load_strict([str(tmp_path)]), _registry(calls), store, clock=clock)
-    run = old.start("fulfil", {"order_id": "o-8"})
-    old.run_until_idle()
-    old.close()
-    v1.unlink()
-    (tmp_path / "fulfil_v2.yaml").write_text(SAGA.format(version=2, last="deliver"))
+    run_id, store = _suspend_on_v1_then_ship_v2(tmp_path, calls, clock, "o-8")
     registry = Registry()  # this service no longer binds shop.ship
     registry.add_action("shop.reserve", lambda ctx: {"ok": True})
     registry.add_compensation("shop.release", lambda ctx: calls.append("release"))
@@ -147,7 +148,7 @@ def test_an_old_version_whose_handler_is_gone_fails_and_compensates(tmp_path: Pa
     new = Engine(Catalog.load_strict([str(tmp_path)]), registry, store, clock=clock)
     new.deliver(new_event("shop.order.paid", {"order_id": "o-8"}, source="test", version=1))
     new.drain(max_wait=3600)
-    view = new.get_run(run.id)
+    view = new.get_run(run_id)
     assert view.status == "compensated"
     assert "no action handler 'shop.ship' is registered" in (view.error or "")
     assert calls == ["reserve", "release"]
