@@ -375,23 +375,25 @@ class Catalog:
                           "can reject", "/rules",
                           hint="add a rule with `decision: reject` for what must not pass")
 
-    def _check_handlers(self, handlers: HandlerNames) -> None:
-        actions = set(handlers.action_names())
-        compensations = set(handlers.compensation_names())
+    def handler_uses(self) -> Iterator[tuple[str, str, Saga, int]]:
+        """Every handler name the sagas use: (``action``|``compensation``, name, saga,
+        step index)."""
         for saga in self.sagas.values():
             for i, step in enumerate(saga.steps):
-                if not isinstance(step, ActionStep):
-                    continue
-                if step.action not in actions:
-                    self._problem(saga.source, "unbound-handler",
-                                  f"action handler {step.action!r} is not registered",
-                                  f"/steps/{i}/action", hint=_did_you_mean(step.action, actions))
-                if step.compensate and step.compensate not in compensations:
-                    self._problem(saga.source, "unbound-handler",
-                                  f"compensation handler {step.compensate!r} is not registered",
-                                  f"/steps/{i}/compensate",
-                                  hint=_did_you_mean(step.compensate, compensations))
+                if isinstance(step, ActionStep):
+                    yield "action", step.action, saga, i
+                    if step.compensate:
+                        yield "compensation", step.compensate, saga, i
 
+    def _check_handlers(self, handlers: HandlerNames) -> None:
+        bound = {"action": set(handlers.action_names()),
+                 "compensation": set(handlers.compensation_names())}
+        for kind, name, saga, i in self.handler_uses():
+            if name not in bound[kind]:
+                key = "action" if kind == "action" else "compensate"
+                self._problem(saga.source, "unbound-handler",
+                              f"{kind} handler {name!r} is not registered",
+                              f"/steps/{i}/{key}", hint=_did_you_mean(name, bound[kind]))
 
 @contextmanager
 def _gc_paused() -> Iterator[None]:

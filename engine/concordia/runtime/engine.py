@@ -24,7 +24,6 @@ import structlog
 from concordia.clock import Clock, SystemClock
 from concordia.definitions.catalog import Catalog
 from concordia.definitions.models import (
-    ActionStep,
     AwaitStep,
     Saga,
 )
@@ -118,18 +117,11 @@ class Engine(Delivering):
         return cls(catalog, registry, store, **kwargs)
 
     def _check_bindings(self) -> None:
-        missing: list[tuple[str, str, str]] = []
-        actions = set(self.registry.action_names())
-        comps = set(self.registry.compensation_names())
-        for saga in self.catalog.sagas.values():
-            for step in saga.steps:
-                if not isinstance(step, ActionStep):
-                    continue
-                where = f"{saga.name} v{saga.version} step {step.name}"
-                if step.action not in actions:
-                    missing.append(("action", step.action, where))
-                if step.compensate and step.compensate not in comps:
-                    missing.append(("compensation", step.compensate, where))
+        bound = {"action": set(self.registry.action_names()),
+                 "compensation": set(self.registry.compensation_names())}
+        missing = [(kind, name, f"{saga.name} v{saga.version} step {saga.steps[i].name}")
+                   for kind, name, saga, i in self.catalog.handler_uses()
+                   if name not in bound[kind]]
         if missing:
             raise BindingError(missing)
 
