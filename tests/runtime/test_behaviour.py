@@ -1040,7 +1040,7 @@ def test_sqlite_migrations_build_the_schema_once(tmp_path: Path) -> None:
 
     built = schema()
     assert {name for kind, name, _ in built if kind == "table"} >= {
-        "runs", "steps", "history", "events", "outbox", "inbox", "awaits", "buffered",
+        "runs", "history", "events", "outbox", "inbox", "awaits", "buffered",
         "decisions"}
     reopened = open_store(f"sqlite:///{path}")
     assert isinstance(reopened, SqliteStore)

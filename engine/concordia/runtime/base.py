@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import structlog
@@ -30,7 +31,7 @@ from concordia.machine.compile import CompiledSaga
 from concordia.registry import Registry
 from concordia.runtime.invoke import Invoker, Outcome
 from concordia.runtime.matching import MatchSpec
-from concordia.runtime.pending import Pending, json_copy, utc
+from concordia.runtime.pending import Pending, json_clone, json_copy, utc
 from concordia.runtime.views import RunView
 from concordia.store.base import Store
 from concordia.store.records import (
@@ -104,10 +105,10 @@ class EngineBase:
         return Commit(run=run, steps=steps, history=history)
 
     def _create_run(self, saga: Saga, data: dict[str, Any], correlation_id: str | None,
-                    causation_id: str | None, *, run_id: str | None = None) -> RunRecord:
+                    causation_id: str | None, *, run_id: str | None = None) -> Commit:
         commit = self._new_run(saga, data, correlation_id, causation_id, run_id=run_id)
         self.store.create_run(commit)
-        return commit.run
+        return commit
 
     def _compiled_for(self, run: RunRecord) -> CompiledSaga:
         try:
@@ -186,19 +187,28 @@ class EngineBase:
         return run
 
     def _view(self, run: RunRecord, steps: dict[str, StepRecord] | None) -> RunView:
-        ordered: list[StepRecord] = []
-        history: list[HistoryEntry] = []
-        events: list[dict[str, Any]] = []
-        decisions: list[dict[str, Any]] = []
-        if steps is not None:
-            saga = self._saga(run.saga, run.version)
-            ordered = [steps[s.name] for s in saga.steps if s.name in steps]
-            history = self.store.history(run.id)
-            events = self.store.run_events(run.id)
-            decisions = self.store.decisions(run.id)
+        """A run as the store has it (without its steps and history if ``steps`` is None)."""
+        if steps is None:
+            return self._make_view(run, [], [], [], [])
+        return self._make_view(run, steps.values(), self.store.history(run.id),
+                               self.store.run_events(run.id), self.store.decisions(run.id))
+
+    def _created_view(self, commit: Commit) -> RunView:
+        """The view of a run just created: exactly what its creating commit wrote."""
+        return self._make_view(commit.run, [copy.copy(s) for s in commit.steps],
+                               list(commit.history), [e["envelope"] for e in commit.events],
+                               list(commit.decisions))
+
+    def _make_view(self, run: RunRecord, steps: Iterable[StepRecord],
+                   history: list[HistoryEntry], events: list[dict[str, Any]],
+                   decisions: list[dict[str, Any]]) -> RunView:
+        by_name = {s.name: s for s in steps}
+        ordered = [by_name[s.name] for s in self._saga(run.saga, run.version).steps
+                   if s.name in by_name] if by_name else []
         return RunView(id=run.id, saga=run.saga, version=run.version, status=run.status,
-                       state=run.state, input=run.input, correlation_id=run.correlation_id,
-                       causation_id=run.causation_id, error=run.error,
+                       state=run.state, input=json_clone(run.input),
+                       correlation_id=run.correlation_id, causation_id=run.causation_id,
+                       error=run.error,
                        created_at=run.created_at, updated_at=run.updated_at,
                        wake_at=run.wake_at, steps=ordered, history=history, events=events,
                        decisions=decisions)

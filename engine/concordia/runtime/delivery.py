@@ -181,10 +181,10 @@ class Delivering(Forward):
             pending, steps = resumed[rec.run_id]
             run = pending.run
         else:
-            loaded = self.store.get_run(rec.run_id)
+            loaded = self.store.load(rec.run_id)
             if loaded is None:
                 return
-            run, steps = loaded, self.store.get_steps(rec.run_id)
+            run, steps = loaded
             pending = Pending(run)
         srec = steps.get(rec.step)
         if srec is None or srec.status != "awaiting":

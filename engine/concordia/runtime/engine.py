@@ -130,9 +130,9 @@ class Engine(Delivering):
               version: int | None = None, run_id: str | None = None) -> RunView:
         """Create a run (durably) and return it; a worker or ``run_until_idle`` drives it."""
         definition = self._saga(saga, version)
-        run = self._create_run(definition, dict(input or {}), correlation_id, causation_id,
-                               run_id=run_id)
-        return self._view(run, self.store.get_steps(run.id))
+        commit = self._create_run(definition, dict(input or {}), correlation_id,
+                                  causation_id, run_id=run_id)
+        return self._created_view(commit)
 
     def run_until_idle(self, max_passes: int | None = None) -> int:
         """Advance every run that has work now, until none has; return passes made."""

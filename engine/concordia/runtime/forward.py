@@ -38,10 +38,10 @@ class Forward(Compensating):
     """Drives runs forward; see :mod:`concordia.runtime.core` for the decisions."""
 
     def _advance(self, run_id: str) -> None:
-        run = self.store.get_run(run_id)
-        if run is None or run.status not in ACTIVE:
+        loaded = self.store.load(run_id)
+        if loaded is None or loaded[0].status not in ACTIVE:
             return
-        steps = self.store.get_steps(run_id)
+        run, steps = loaded
         compiled = self._compiled_for(run)
         pending = Pending(run)
         while True:

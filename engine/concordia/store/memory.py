@@ -124,6 +124,11 @@ class MemoryStore:
             run = self._runs.get(run_id)
             return _copy_run(run) if run else None
 
+    def load(self, run_id: str) -> tuple[RunRecord, dict[str, StepRecord]] | None:
+        with self._lock:
+            run = self.get_run(run_id)
+            return None if run is None else (run, self.get_steps(run_id))
+
     def get_steps(self, run_id: str) -> dict[str, StepRecord]:
         with self._lock:
             return {k: _copy_step(v) for k, v in self._steps.get(run_id, {}).items()}
@@ -135,16 +140,16 @@ class MemoryStore:
     def list_runs(self, status: str | None = None, saga: str | None = None,
                   limit: int = 100) -> list[RunRecord]:
         with self._lock:
+            # in the order they were recorded, like the SQLite store's row keys
             runs = [r for r in self._runs.values()
                     if (status is None or r.status == status) and (saga is None or r.saga == saga)]
-            runs.sort(key=lambda r: (r.created_at, r.id))
             return [_copy_run(r) for r in runs[:limit]]
 
     def due_runs(self, now: float, limit: int) -> list[str]:
         with self._lock:
             due = [r for r in self._runs.values() if r.status in ACTIVE and (
                 r.status == "running" or (r.wake_at is not None and r.wake_at <= now))]
-            due.sort(key=lambda r: (r.wake_at or 0.0, r.created_at))
+            due.sort(key=lambda r: r.wake_at or 0.0)  # stable: ties in recorded order
             return [r.id for r in due[:limit]]
 
     def next_wake_at(self) -> float | None:

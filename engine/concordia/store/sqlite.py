@@ -4,6 +4,13 @@ Every SQL statement the SQLite backend runs is in this module. Each public metho
 transaction (``BEGIN IMMEDIATE`` … ``COMMIT``), so a process killed at any point leaves
 either the whole transition or none of it. The schema is built by numbered migrations
 applied on open (``PRAGMA user_version`` records the last one).
+
+Layout, shaped by what a durable commit costs: every page a transaction dirties is
+written to the WAL and synced, so a step's commit should touch as few pages as possible.
+A run's step records live in its ``runs`` row (a JSON object, changed in place with
+``json_set``), and a commit's history lines are one ``history`` row keyed by
+(run, revision, part) in a clustered table: a step's commit then dirties about two
+pages (the run's row and the end of the history) instead of six or seven.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from concordia.store.records import (
     APPLIED,
     CONFLICT,
     DUPLICATE,
+    ENDED,
     AwaitRecord,
     BufferedEvent,
     Commit,
@@ -83,35 +91,99 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             saga TEXT NOT NULL, version INTEGER NOT NULL, fingerprint TEXT NOT NULL,
             document TEXT NOT NULL, PRIMARY KEY (saga, version)) WITHOUT ROWID""",
     ]),
+    # 3: fewer pages per commit. Runs get an explicit integer key (VACUUM keeps it, and it
+    # orders runs as they were recorded, so ``created_at`` needs no index); a run carries its
+    # step records and, while it is active, the tail of its history. Settled history is one
+    # row per flush whose key is the run's key in its high 32 bits: a run's lines are
+    # clustered without an index.
+    (3, [
+        """CREATE TABLE runs_v3 (
+            num INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, saga TEXT NOT NULL,
+            version INTEGER NOT NULL, status TEXT NOT NULL, state TEXT NOT NULL,
+            input TEXT NOT NULL, correlation_id TEXT NOT NULL, causation_id TEXT,
+            cause TEXT NOT NULL, created_at REAL NOT NULL, updated_at REAL NOT NULL,
+            wake_at REAL, error TEXT, cancel_reason TEXT,
+            compensated_any INTEGER NOT NULL DEFAULT 0, rev INTEGER NOT NULL,
+            steps TEXT NOT NULL, tail TEXT NOT NULL DEFAULT '[]')""",
+        """INSERT INTO runs_v3 SELECT r.rowid, r.id, r.saga, r.version, r.status, r.state,
+            r.input, r.correlation_id, r.causation_id, r.cause, r.created_at, r.updated_at,
+            r.wake_at, r.error, r.cancel_reason, r.compensated_any, r.rev,
+            COALESCE((SELECT json_group_object(s.name, json_array(s.status, s.attempt,
+                json(s.result), json(s.checkpoint), s.error, s.wake_at, s.comp_status,
+                s.comp_attempt, s.comp_error, s.started_at, s.finished_at))
+                FROM steps s WHERE s.run_id = r.id), '{}'),
+            '[]' FROM runs r ORDER BY r.rowid""",
+        """CREATE TABLE history_v3 (key INTEGER PRIMARY KEY, entries TEXT NOT NULL)""",
+        """INSERT INTO history_v3 (key, entries) SELECT (r.num << 32) + ROW_NUMBER() OVER (
+                PARTITION BY h.run_id ORDER BY h.seq) - 1,
+            json_array(json_array(h.at, h.kind, h.step, h.attempt, json(h.detail)))
+            FROM history h JOIN runs_v3 r ON r.id = h.run_id""",
+        "DROP TABLE history",
+        "DROP TABLE steps",
+        "DROP TABLE runs",
+        "ALTER TABLE runs_v3 RENAME TO runs",
+        "ALTER TABLE history_v3 RENAME TO history",
+        "CREATE INDEX runs_status_wake ON runs (status, wake_at)",
+    ]),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 _RUN_COLS = ("id, saga, version, status, state, input, correlation_id, causation_id, cause, "
              "created_at, updated_at, wake_at, error, cancel_reason, compensated_any, rev")
-_STEP_COLS = ("name, status, attempt, result, checkpoint, error, wake_at, comp_status, "
-              "comp_attempt, comp_error, started_at, finished_at")
-_INSERT_RUN = f"INSERT INTO runs ({_RUN_COLS}) VALUES ({', '.join('?' * 16)})"
+# ``tail`` with the JSON array {arg} appended, by text (both are arrays of history lines).
+_APPEND_TAIL = ("CASE WHEN tail = '[]' THEN {arg} WHEN {arg} = '[]' THEN tail "
+                "ELSE substr(tail, 1, length(tail) - 1) || ',' || substr({arg}, 2) END")
+_INSERT_RUN = (f"INSERT INTO runs ({_RUN_COLS}, steps, tail) VALUES ({', '.join('?' * 18)})")
 # A run's input, correlation and causation never change after it is created: not rewritten.
-_UPDATE_RUN = ("UPDATE runs SET status=?, state=?, cause=?, updated_at=?, wake_at=?, error=?, "
-               "cancel_reason=?, compensated_any=?, rev=? WHERE id=? AND rev=?")
-_UPSERT_STEP = (f"INSERT OR REPLACE INTO steps (run_id, {_STEP_COLS}) "
-                f"VALUES ({', '.join('?' * 13)})")
-# Every step row is inserted with its run, so later writes are plain updates.
-_UPDATE_STEP = ("UPDATE steps SET status=?, attempt=?, result=?, checkpoint=?, error=?, "
-                "wake_at=?, comp_status=?, comp_attempt=?, comp_error=?, started_at=?, "
-                "finished_at=? WHERE run_id=? AND name=?")
-_INSERT_HISTORY = ("INSERT INTO history (run_id, at, kind, step, attempt, detail) "
-                   "VALUES (?, ?, ?, ?, ?, ?)")
+# Status and wake time are set only when they change: SQLite rewrites an index entry for
+# every indexed column an UPDATE assigns, even to the same value. Changed step records are
+# merged into ``steps`` (RFC 7396: a record, a JSON array, replaces the old one whole), and
+# the commit's history lines are appended to ``tail`` as text (no JSON parse).
+_UPDATE_RUN = ("UPDATE runs SET {queue}state=:state, cause=:cause, updated_at=:updated_at, "
+               "error=:error, cancel_reason=:cancel_reason, compensated_any=:compensated_any, "
+               "rev=:rev, steps=json_patch(steps, :steps), tail="
+               + _APPEND_TAIL.format(arg=":lines")
+               + " WHERE id=:id AND rev=:expected RETURNING num, length(tail)")
+_UPDATE_RUN_SQL = {queue: _UPDATE_RUN.format(
+    queue="status=:status, wake_at=:wake_at, " if queue else "") for queue in (False, True)}
+# A step record in the run's ``steps`` object: a JSON array in this field order (compact,
+# and the cheapest shape to write and read).
+_STEP_FIELDS = ("status", "attempt", "result", "checkpoint", "error", "wake_at", "comp_status",
+                "comp_attempt", "comp_error", "started_at", "finished_at")
+_CHECKPOINT = _STEP_FIELDS.index("checkpoint")
+_ATTEMPT = _STEP_FIELDS.index("attempt")
+# A run's history keys run from ``num << 32`` up; the next one follows the largest.
+_RUN_SPAN = 1 << 32
+_MAX_RUN_NUM = (1 << 31) - 1
+# The tail moves to ``history`` when the run ends or outgrows this (it then stays within
+# one page with the rest of the row, so a commit rewrites a single page).
+_TAIL_LIMIT = 2048
+_SETTLE_TAIL = ("INSERT INTO history (key, entries) SELECT COALESCE((SELECT MAX(key) "
+                "FROM history WHERE key BETWEEN ?1 AND ?2), ?1 - 1) + 1, tail FROM runs "
+                "WHERE num=?3 AND tail != '[]'")
 _INSERT_EVENT = ("INSERT OR IGNORE INTO events (id, run_id, type, direction, persistent, envelope)"
                  " VALUES (?, ?, ?, ?, ?, ?)")
+# How many runs' last written (rev, status, wake_at) a store remembers.
+_QUEUE_MEMORY = 10_000
+_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
+def _step_path(name: str) -> str:
+    # Step names are identifiers (``^[a-z][a-z0-9_]*$``), so quoting cannot be broken.
+    return f'$."{name}"'
+
+
+def _step_row(s: StepRecord) -> list[Any]:
+    return [s.status, s.attempt, s.result, s.checkpoint, s.error, s.wake_at, s.comp_status,
+            s.comp_attempt, s.comp_error, s.started_at, s.finished_at]
+
+
+def _history_rows(history: Sequence[HistoryEntry]) -> list[list[Any]]:
+    return [[h.at, h.kind, h.step, h.attempt, h.detail] for h in history]
 
 
 def _dumps(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, separators=(",", ":"))
-
-
-def _loads(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
+    return None if value is None else _encode(value)
 
 
 class SqliteStore:
@@ -136,6 +208,7 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open SQLite store {path!r}: {exc}") from None
         self._lock = threading.RLock()
+        self._queue: dict[str, tuple[int, str, float | None]] = {}
         self._migrate()
 
     # -- plumbing ----------------------------------------------------------------------------
@@ -173,45 +246,72 @@ class SqliteStore:
     def create_run(self, commit: Commit) -> None:
         try:
             with self._tx() as conn:
-                commit.run.rev = 1
-                conn.execute(_INSERT_RUN, _run_row(commit.run))
-                self._apply(conn, commit)
+                self._insert(conn, commit)
         except sqlite3.IntegrityError:
             raise ConflictError(commit.run.id) from None
+        self._remember(commit.run)
 
     def commit(self, commit: Commit) -> None:
         with self._tx() as conn:
             rev = self._update(conn, commit)
         commit.run.rev = rev
+        self._remember(commit.run)
+
+    def _insert(self, conn: sqlite3.Connection, commit: Commit) -> None:
+        """Write a new run with its step records (at revision 1)."""
+        run = commit.run
+        run.rev = 1
+        steps = _encode({s.name: _step_row(s) for s in commit.steps})
+        num = conn.execute(_INSERT_RUN, (*_run_row(run), steps,
+                                         _encode(_history_rows(commit.history)))).lastrowid
+        assert num is not None
+        if run.status in ENDED:
+            self._settle(conn, num)
+        self._apply(conn, commit)
 
     def _update(self, conn: sqlite3.Connection, commit: Commit) -> int:
         """Write a transition of an existing run; return its new rev."""
         run = commit.run
         expected = run.rev if commit.expect_rev is None else commit.expect_rev
-        cur = conn.execute(_UPDATE_RUN, (
-            run.status, run.state, run.cause, run.updated_at, run.wake_at, run.error,
-            run.cancel_reason, int(run.compensated_any), expected + 1, run.id, expected))
-        if cur.rowcount != 1:
+        # The row's status and wake time are known when this store wrote the revision the
+        # writer read (any other writer would have moved the revision on).
+        queue = self._queue.get(run.id) != (expected, run.status, run.wake_at)
+        row = conn.execute(_UPDATE_RUN_SQL[queue], {
+            "status": run.status, "wake_at": run.wake_at, "state": run.state,
+            "cause": run.cause, "updated_at": run.updated_at, "error": run.error,
+            "cancel_reason": run.cancel_reason, "compensated_any": int(run.compensated_any),
+            "rev": expected + 1, "steps": _encode({s.name: _step_row(s) for s in commit.steps}),
+            "lines": _encode(_history_rows(commit.history)), "id": run.id,
+            "expected": expected}).fetchall()
+        if not row:
             raise ConflictError(run.id)
-        self._apply(conn, commit, new_run=False)
+        num, tail = row[0]
+        if tail > _TAIL_LIMIT or run.status in ENDED:
+            self._settle(conn, num)
+        self._apply(conn, commit)
         return expected + 1
 
-    def _apply(self, conn: sqlite3.Connection, c: Commit, *, new_run: bool = True) -> None:
+    @staticmethod
+    def _settle(conn: sqlite3.Connection, num: int) -> None:
+        """Move a run's history tail to ``history``."""
+        if num > _MAX_RUN_NUM:  # would overflow the 64-bit history key
+            raise StoreError(f"the store holds more than {_MAX_RUN_NUM} runs; archive it")
+        low = num * _RUN_SPAN
+        if conn.execute(_SETTLE_TAIL, (low, low + _RUN_SPAN - 1, num)).rowcount:
+            conn.execute("UPDATE runs SET tail='[]' WHERE num=?", (num,))
+
+    def _remember(self, run: RunRecord) -> None:
+        """Note the queue columns of a revision this store wrote (after its commit)."""
+        with self._lock:
+            queue = self._queue
+            queue.pop(run.id, None)
+            queue[run.id] = (run.rev, run.status, run.wake_at)
+            if len(queue) > _QUEUE_MEMORY:
+                del queue[next(iter(queue))]
+
+    def _apply(self, conn: sqlite3.Connection, c: Commit) -> None:
+        """Write what a commit adds besides the run's row: events, decisions, awaits."""
         rid = c.run.id
-        if c.steps and new_run:
-            conn.executemany(_UPSERT_STEP, [(
-                rid, s.name, s.status, s.attempt, _dumps(s.result), _dumps(s.checkpoint),
-                s.error, s.wake_at, s.comp_status, s.comp_attempt, s.comp_error, s.started_at,
-                s.finished_at) for s in c.steps])
-        elif c.steps:
-            conn.executemany(_UPDATE_STEP, [(
-                s.status, s.attempt, _dumps(s.result), _dumps(s.checkpoint), s.error,
-                s.wake_at, s.comp_status, s.comp_attempt, s.comp_error, s.started_at,
-                s.finished_at, rid, s.name) for s in c.steps])
-        if c.history:
-            conn.executemany(_INSERT_HISTORY, [
-                (h.run_id, h.at, h.kind, h.step, h.attempt,
-                 _dumps(h.detail) if h.detail else "{}") for h in c.history])
         for e in c.events:
             env = e["envelope"]
             conn.execute(_INSERT_EVENT, (env["id"], rid, env["type"], "out",
@@ -236,13 +336,21 @@ class SqliteStore:
                              [(i,) for i in c.consume_buffered])
 
     def save_checkpoint(self, run_id: str, step: str, data: Any, at: float) -> None:
+        path = _step_path(step)
         with self._tx() as conn:
-            row = conn.execute("SELECT attempt FROM steps WHERE run_id=? AND name=?",
-                               (run_id, step)).fetchone()
-            conn.execute("UPDATE steps SET checkpoint=? WHERE run_id=? AND name=?",
-                         (_dumps(data), run_id, step))
-            conn.execute(_INSERT_HISTORY, (run_id, at, "step.checkpoint", step,
-                                           row[0] if row else None, _dumps({"data": data})))
+            row = conn.execute("SELECT num, json_extract(steps, ?) FROM runs WHERE id=?",
+                               (f"{path}[{_ATTEMPT}]", run_id)).fetchone()
+            if row is None:
+                return
+            num, attempt = row
+            line = _encode(_history_rows([HistoryEntry(run_id, at, "step.checkpoint", step,
+                                                       attempt, {"data": data})]))
+            tail = conn.execute(
+                "UPDATE runs SET steps=json_set(steps, ?, json(?)), tail="
+                + _APPEND_TAIL.format(arg="?3") + " WHERE num=? RETURNING length(tail)",
+                (f"{path}[{_CHECKPOINT}]", _dumps(data), line, num)).fetchall()[0][0]
+            if tail > _TAIL_LIMIT:
+                self._settle(conn, num)
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -254,15 +362,25 @@ class SqliteStore:
         rows = self._query(f"SELECT {_RUN_COLS} FROM runs WHERE id=?", (run_id,))
         return _run_from(rows[0]) if rows else None
 
+    def load(self, run_id: str) -> tuple[RunRecord, dict[str, StepRecord]] | None:
+        rows = self._query(f"SELECT {_RUN_COLS}, steps FROM runs WHERE id=?", (run_id,))
+        return (_run_from(rows[0]), _steps_from(rows[0][-1])) if rows else None
+
     def get_steps(self, run_id: str) -> dict[str, StepRecord]:
-        rows = self._query(f"SELECT {_STEP_COLS} FROM steps WHERE run_id=?", (run_id,))
-        return {r[0]: StepRecord(r[0], r[1], r[2], _loads(r[3]), _loads(r[4]), r[5], r[6], r[7],
-                                 r[8], r[9], r[10], r[11]) for r in rows}
+        rows = self._query("SELECT steps FROM runs WHERE id=?", (run_id,))
+        return _steps_from(rows[0][0]) if rows else {}
 
     def history(self, run_id: str) -> list[HistoryEntry]:
-        rows = self._query("SELECT run_id, at, kind, step, attempt, detail FROM history "
-                           "WHERE run_id=? ORDER BY seq", (run_id,))
-        return [HistoryEntry(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows]
+        with self._lock:
+            row = self._conn.execute("SELECT num, tail FROM runs WHERE id=?",
+                                     (run_id,)).fetchone()
+            if row is None:
+                return []
+            low = row[0] * _RUN_SPAN
+            rows = self._conn.execute("SELECT entries FROM history WHERE key BETWEEN ? AND ? "
+                                      "ORDER BY key", (low, low + _RUN_SPAN - 1)).fetchall()
+        return [HistoryEntry(run_id, *entry)
+                for text in (*(r[0] for r in rows), row[1]) for entry in json.loads(text)]
 
     def list_runs(self, status: str | None = None, saga: str | None = None,
                   limit: int = 100) -> list[RunRecord]:
@@ -274,16 +392,16 @@ class SqliteStore:
             clauses.append("saga=?")
             args.append(saga)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        rows = self._query(f"SELECT {_RUN_COLS} FROM runs {where} ORDER BY created_at, id "
+        rows = self._query(f"SELECT {_RUN_COLS} FROM runs {where} ORDER BY num "
                            "LIMIT ?", (*args, limit))
         return [_run_from(r) for r in rows]
 
     def due_runs(self, now: float, limit: int) -> list[str]:
         rows = self._query(
-            "SELECT id FROM (SELECT id, 0 AS w, created_at FROM runs WHERE status='running' "
-            "UNION ALL SELECT id, wake_at, created_at FROM runs WHERE status='waiting' "
-            "AND wake_at <= ? UNION ALL SELECT id, wake_at, created_at FROM runs "
-            "WHERE status='suspended' AND wake_at <= ?) ORDER BY w, created_at LIMIT ?",
+            "SELECT id FROM (SELECT id, 0 AS w, num FROM runs WHERE status='running' "
+            "UNION ALL SELECT id, wake_at, num FROM runs WHERE status='waiting' "
+            "AND wake_at <= ? UNION ALL SELECT id, wake_at, num FROM runs "
+            "WHERE status='suspended' AND wake_at <= ?) ORDER BY w, num LIMIT ?",
             (now, now, limit))
         return [r[0] for r in rows]
 
@@ -326,6 +444,9 @@ class SqliteStore:
             if status == APPLIED:
                 for c, rev in zip(item.resumes, new_revs, strict=True):
                     c.run.rev = rev
+                    self._remember(c.run)
+                for c in item.creates:
+                    self._remember(c.run)
         return statuses
 
     def _deliver(self, conn: sqlite3.Connection, item: Inbound) -> tuple[str, list[int]]:
@@ -336,9 +457,7 @@ class SqliteStore:
             for c in item.resumes:
                 revs.append(self._update(conn, c))
             for c in item.creates:
-                c.run.rev = 1
-                conn.execute(_INSERT_RUN, _run_row(c.run))
-                self._apply(conn, c)
+                self._insert(conn, c)
         except (ConflictError, sqlite3.IntegrityError):
             return CONFLICT, []
         seen = set(item.awaits_seen)
@@ -465,6 +584,10 @@ def _run_row(run: RunRecord) -> tuple[Any, ...]:
     return (run.id, run.saga, run.version, run.status, run.state, _dumps(run.input),
             run.correlation_id, run.causation_id, run.cause, run.created_at, run.updated_at,
             run.wake_at, run.error, run.cancel_reason, int(run.compensated_any), run.rev)
+
+
+def _steps_from(text: str) -> dict[str, StepRecord]:
+    return {name: StepRecord(name, *fields) for name, fields in json.loads(text).items()}
 
 
 def _run_from(r: Sequence[Any]) -> RunRecord:
