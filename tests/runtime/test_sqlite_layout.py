@@ -1,0 +1,129 @@
+"""The SQLite store's layout: what a commit writes, and stores of older schemas migrated."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+from concordia.store.records import Commit, HistoryEntry, RunRecord, StepRecord
+from concordia.store.sqlite import _TAIL_LIMIT, MIGRATIONS, SCHEMA_VERSION, SqliteStore
+
+
+def _run(run_id: str, status: str = "running", rev: int = 0) -> RunRecord:
+    return RunRecord(id=run_id, saga="shop", version=1, status=status, state="run_0",
+                     input={"order": 7}, correlation_id="c-1", causation_id=None,
+                     cause=run_id, created_at=1.0, updated_at=1.0, rev=rev)
+
+
+def _v2_store(path: Path) -> None:
+    """A store as schema version 2 left it, holding one run with steps and history."""
+    conn = sqlite3.connect(path)
+    for _, statements in MIGRATIONS[:2]:
+        for sql in statements:
+            conn.execute(sql)
+    conn.execute("PRAGMA user_version = 2")
+    conn.execute("INSERT INTO runs (id, saga, version, status, state, input, correlation_id, "
+                 "causation_id, cause, created_at, updated_at, wake_at, error, cancel_reason, "
+                 "compensated_any, rev) VALUES ('r-1', 'shop', 1, 'running', 'run_1', "
+                 "'{\"order\":7}', 'c-1', NULL, 'r-1', 1.0, 2.0, NULL, NULL, NULL, 0, 3)")
+    conn.executemany(
+        "INSERT INTO steps (run_id, name, status, attempt, result, checkpoint, error, wake_at, "
+        "comp_status, comp_attempt, comp_error, started_at, finished_at) "
+        "VALUES ('r-1', ?, ?, ?, ?, ?, NULL, NULL, NULL, 0, NULL, ?, ?)",
+        [("reserve", "succeeded", 1, '{"hold":"h-1"}', None, 1.0, 1.5),
+         ("charge", "running", 2, None, '{"page":3}', 1.6, None)])
+    conn.executemany(
+        "INSERT INTO history (run_id, at, kind, step, attempt, detail) VALUES (?, ?, ?, ?, ?, ?)",
+        [("r-1", 1.0, "run.started", None, None, '{"input":{"order":7}}'),
+         ("r-1", 1.5, "step.succeeded", "reserve", 1, '{"result":{"hold":"h-1"}}'),
+         ("r-1", 1.7, "step.checkpoint", "charge", 2, '{"data":{"page":3}}')])
+    conn.commit()
+    conn.close()
+
+
+def test_a_schema_version_2_store_keeps_its_runs_steps_and_history(tmp_path: Path) -> None:
+    path = tmp_path / "v2.db"
+    _v2_store(path)
+    store = SqliteStore(f"sqlite:///{path}")
+    try:
+        assert store.schema_version() == SCHEMA_VERSION == 3
+        loaded = store.load("r-1")
+        assert loaded is not None
+        run, steps = loaded
+        assert (run.status, run.state, run.rev, run.input) == ("running", "run_1", 3,
+                                                               {"order": 7})
+        assert steps == {
+            "reserve": StepRecord("reserve", "succeeded", 1, {"hold": "h-1"}, None,
+                                  started_at=1.0, finished_at=1.5),
+            "charge": StepRecord("charge", "running", 2, None, {"page": 3}, started_at=1.6)}
+        assert [(h.kind, h.step, h.detail) for h in store.history("r-1")] == [
+            ("run.started", None, {"input": {"order": 7}}),
+            ("step.succeeded", "reserve", {"result": {"hold": "h-1"}}),
+            ("step.checkpoint", "charge", {"data": {"page": 3}})]
+        # the migrated run goes on: its next lines follow the old ones
+        run.state = "run_2"
+        steps["charge"].status, steps["charge"].result = "succeeded", {"paid": True}
+        store.commit(Commit(run=run, steps=[steps["charge"]], history=[
+            HistoryEntry("r-1", 3.0, "step.succeeded", "charge", 2, {"result": {"paid": True}})]))
+        assert [h.kind for h in store.history("r-1")][-2:] == ["step.checkpoint",
+                                                              "step.succeeded"]
+        assert store.get_steps("r-1")["charge"].result == {"paid": True}
+        assert store.get_steps("r-1")["reserve"].result == {"hold": "h-1"}
+    finally:
+        store.close()
+
+
+def test_a_long_run_moves_its_history_tail_out_of_the_row_in_order(tmp_path: Path) -> None:
+    store = SqliteStore(f"sqlite:///{tmp_path / 'runs.db'}")
+    try:
+        run = _run("r-2")
+        store.create_run(Commit(run=run, steps=[StepRecord("poll")],
+                                history=[HistoryEntry("r-2", 0.0, "run.started")]))
+        lines = 0
+        for i in range(1, 60):  # far past the tail limit: several moves to `history`
+            run.updated_at = float(i)
+            store.commit(Commit(run=run, steps=[StepRecord("poll", "running", i)], history=[
+                HistoryEntry("r-2", float(i), "step.retry", "poll", i, {"pad": "x" * 80})]))
+            store.save_checkpoint("r-2", "poll", {"i": i}, float(i) + 0.5)
+            lines += 2
+        conn = store._conn
+        settled = conn.execute("SELECT COUNT(*) FROM history").fetchone()[0]
+        tail = conn.execute("SELECT length(tail) FROM runs WHERE id='r-2'").fetchone()[0]
+        assert settled > 1
+        assert tail <= _TAIL_LIMIT + 400
+        history = store.history("r-2")
+        assert len(history) == lines + 1
+        assert [h.at for h in history] == sorted(h.at for h in history)
+        assert store.get_steps("r-2")["poll"].checkpoint == {"i": 59}
+        # a run that ends leaves nothing in its row: the whole history is settled
+        run.status = "completed"
+        store.commit(Commit(run=run, history=[HistoryEntry("r-2", 99.0, "run.completed")]))
+        assert conn.execute("SELECT tail FROM runs WHERE id='r-2'").fetchone()[0] == "[]"
+        assert [h.kind for h in store.history("r-2")][-1] == "run.completed"
+        assert len(store.history("r-2")) == lines + 2
+    finally:
+        store.close()
+
+
+def test_a_step_commit_rewrites_the_run_row_and_little_else(tmp_path: Path) -> None:
+    """The layout's point: a step's commit dirties about one page, not one per table."""
+    path = tmp_path / "pages.db"
+    store = SqliteStore(f"sqlite:///{path}")
+    try:
+        store._conn.execute("PRAGMA wal_autocheckpoint=0")
+        run = _run("r-3")
+        names = [f"s{i}" for i in range(5)]
+        store.create_run(Commit(run=run, steps=[StepRecord(n) for n in names]))
+        store._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        for i, name in enumerate(names):
+            run.state = f"run_{i + 1}"
+            store.commit(Commit(run=run, steps=[StepRecord(name, "succeeded", 1, {"ref": i})],
+                                history=[HistoryEntry("r-3", float(i), "step.succeeded", name,
+                                                      1, {"result": {"ref": i}})]))
+        frames = (path.with_name("pages.db-wal").stat().st_size - 32) // (4096 + 24)
+        assert frames <= len(names) + 1, frames
+        assert json.loads(store._conn.execute("SELECT steps FROM runs").fetchone()[0])[
+            "s4"][2] == {"ref": 4}
+    finally:
+        store.close()
