@@ -127,3 +127,25 @@ def test_a_step_commit_rewrites_the_run_row_and_little_else(tmp_path: Path) -> N
             "s4"][2] == {"ref": 4}
     finally:
         store.close()
+
+
+def test_results_keep_their_exact_json_through_the_row_merge(tmp_path: Path) -> None:
+    """Step records are merged into the row by SQLite's JSON functions: values come back
+    exactly as the handler returned them (text, big integers, float precision, order)."""
+    store = SqliteStore(f"sqlite:///{tmp_path / 'exact.db'}")
+    try:
+        value = {"zeta": "ünïcødé ✓ \"quoted\" \\ back", "big": 2**62 + 1, "pi": 3.141592653589793,
+                 "tiny": 1e-300, "neg": -0.5, "list": [None, True, False, {"a": []}]}
+        run = _run("r-4")
+        store.create_run(Commit(run=run, steps=[StepRecord("a"), StepRecord("b")]))
+        store.commit(Commit(run=run, steps=[StepRecord("a", "succeeded", 1, value)],
+                            history=[HistoryEntry("r-4", 1.0, "step.succeeded", "a", 1,
+                                                  {"result": value})]))
+        store.save_checkpoint("r-4", "b", {"cursor": "ü-7"}, 2.0)
+        steps = store.get_steps("r-4")
+        assert steps["a"].result == value
+        assert list(steps["a"].result) == list(value)
+        assert steps["b"].checkpoint == {"cursor": "ü-7"}
+        assert store.history("r-4")[0].detail == {"result": value}
+    finally:
+        store.close()

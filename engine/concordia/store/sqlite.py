@@ -371,14 +371,21 @@ class SqliteStore:
         return _steps_from(rows[0][0]) if rows else {}
 
     def history(self, run_id: str) -> list[HistoryEntry]:
+        # One read transaction: another process may move the tail to `history` between
+        # the two reads, and the snapshot sees the lines exactly once.
         with self._lock:
-            row = self._conn.execute("SELECT num, tail FROM runs WHERE id=?",
-                                     (run_id,)).fetchone()
-            if row is None:
-                return []
-            low = row[0] * _RUN_SPAN
-            rows = self._conn.execute("SELECT entries FROM history WHERE key BETWEEN ? AND ? "
-                                      "ORDER BY key", (low, low + _RUN_SPAN - 1)).fetchall()
+            self._conn.execute("BEGIN")
+            try:
+                row = self._conn.execute("SELECT num, tail FROM runs WHERE id=?",
+                                         (run_id,)).fetchone()
+                low = 0 if row is None else row[0] * _RUN_SPAN
+                rows = [] if row is None else self._conn.execute(
+                    "SELECT entries FROM history WHERE key BETWEEN ? AND ? ORDER BY key",
+                    (low, low + _RUN_SPAN - 1)).fetchall()
+            finally:
+                self._conn.execute("COMMIT")
+        if row is None:
+            return []
         return [HistoryEntry(run_id, *entry)
                 for text in (*(r[0] for r in rows), row[1]) for entry in json.loads(text)]
 
