@@ -176,9 +176,19 @@ def check_engine(engine: Engine, runs: int) -> None:
         raise SystemExit(f"unexpected compensations: {full.compensated_steps()}")
 
 
-def commits_per_saga(catalog: Catalog, path: str, runs: int) -> float:
-    """Write transactions per saga on the SQLite store (an untimed, counted pass)."""
+WAL_FRAME = 24 + 4096  # a WAL frame: its header and one 4 KiB page
+
+
+def wal_frames(path: str) -> int:
+    wal = f"{path}-wal"
+    return (os.path.getsize(wal) - 32) // WAL_FRAME if os.path.exists(wal) else 0
+
+
+def commits_per_saga(catalog: Catalog, path: str, runs: int) -> tuple[float, float]:
+    """Write transactions per saga on the SQLite store, and WAL pages written per commit
+    (an untimed, counted pass; checkpoints off so the WAL keeps every frame)."""
     store = SqliteStore(f"sqlite:///{path}")
+    store._conn.execute("PRAGMA wal_autocheckpoint=0")
     count = 0
     tx = store._tx
 
@@ -189,9 +199,24 @@ def commits_per_saga(catalog: Catalog, path: str, runs: int) -> float:
 
     store._tx = counting_tx  # type: ignore[method-assign]
     with Engine(catalog, registry(), store, clock=SystemClock()) as engine:
+        run_engine(engine, WARM_UP)
+        count, before = 0, wal_frames(path)
         run_engine(engine, runs)
-        check_engine(engine, runs)
-    return count / runs
+        frames = wal_frames(path) - before
+        check_engine(engine, WARM_UP + runs)
+    return count / runs, frames / count
+
+
+def raw_frames_per_commit(path: str, runs: int) -> float:
+    """WAL pages the raw journal writes per commit (counted like the store's)."""
+    journal = RawJournal(path)
+    journal.conn.execute("PRAGMA wal_autocheckpoint=0")
+    run_plain(WARM_UP, journal)
+    before = wal_frames(path)
+    steps = run_plain(runs, journal)
+    frames = wal_frames(path) - before
+    journal.close()
+    return frames / steps
 
 
 def timed(fn: Callable[[], int]) -> tuple[float, int]:
@@ -269,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     raw_t, raw_steps = timings["raw"]
     sql_t, sql_steps = timings["sqlite"]
     off_t, _ = timings["sqlite_off"]
-    commits = commits_per_saga(catalog, os.path.join(workdir, "counted.db"), 100)
+    commits, frames = commits_per_saga(catalog, os.path.join(workdir, "counted.db"), 100)
+    raw_frames = raw_frames_per_commit(os.path.join(workdir, "raw-counted.db"), 100)
     plain_per_step = plain_t / plain_steps
 
     rows = []
@@ -290,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
             "steps": steps,
         })
     rows[1]["commits_per_saga"] = round(commits, 2)
+    rows[1]["wal_pages_per_commit"] = round(frames, 2)
+    rows[1]["floor_wal_pages_per_commit"] = round(raw_frames, 2)
     rows[1]["steps_per_saga"] = round(sql_steps / args.sqlite_runs, 2)
 
     print(f"5-step saga, sequential runs, 1 in {FAIL_EVERY} failing at step "
@@ -318,8 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     raw_commit = raw_t / raw_steps * us
     steps_per_saga = sql_steps / args.sqlite_runs
     print(f"\nwhere a SQLite saga's {total:.0f} µs go ({commits:.1f} commits for "
-          f"{steps_per_saga:.1f} steps; the raw journal commits once per step, "
-          f"{raw_commit:.0f} µs each):")
+          f"{steps_per_saga:.1f} steps, {frames:.2f} WAL pages each; the raw journal commits "
+          f"once per step, {raw_frames:.2f} WAL pages and {raw_commit:.0f} µs each):")
     for what, value in per_saga.items():
         print(f"  {what:<48} {value:8.0f} µs  {value / total:6.1%}")
     print(f"  ceiling with zero CPU at {commits:.1f} commits/saga: "
