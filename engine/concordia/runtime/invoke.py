@@ -99,11 +99,28 @@ class Invoker:
             self._loop = None
 
 
+def _structlog_vars() -> tuple[contextvars.ContextVar[Any], ...]:
+    """structlog's context variables for LOG_FIELDS, found once through its public API
+    (the tokens ``bind_contextvars`` returns name their variables)."""
+    tokens = contextvars.Context().run(structlog.contextvars.bind_contextvars,
+                                       **dict.fromkeys(LOG_FIELDS))
+    return tuple(tokens[name].var for name in LOG_FIELDS)
+
+
+_LOG_VARS = tuple(zip(_structlog_vars(), LOG_FIELDS, strict=True))
+
+
+def _bind(ctx: Any) -> None:
+    # What bind_contextvars does, minus its per-call name formatting and lookups: this
+    # runs for every handler call. Ellipsis is structlog's "unbound".
+    for var, name in _LOG_VARS:
+        var.set(getattr(ctx, name, Ellipsis))
+
+
 def _call_context(ctx: Any) -> contextvars.Context:
     """A copy of the caller's context with the handler context's identity bound."""
     context = contextvars.copy_context()
-    fields = {k: getattr(ctx, k) for k in LOG_FIELDS if hasattr(ctx, k)}
-    context.run(structlog.contextvars.bind_contextvars, **fields)
+    context.run(_bind, ctx)
     return context
 
 
