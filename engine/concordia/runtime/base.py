@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -39,6 +38,7 @@ from concordia.store.records import (
     HistoryEntry,
     RunRecord,
     StepRecord,
+    copy_step,
 )
 
 _log = structlog.get_logger("concordia.engine")
@@ -195,7 +195,7 @@ class EngineBase:
 
     def _created_view(self, commit: Commit) -> RunView:
         """The view of a run just created: exactly what its creating commit wrote."""
-        return self._make_view(commit.run, [copy.copy(s) for s in commit.steps],
+        return self._make_view(commit.run, [copy_step(s) for s in commit.steps],
                                list(commit.history), [e["envelope"] for e in commit.events],
                                list(commit.decisions))
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from operator import attrgetter
+from typing import Any, TypeVar
 
 # Run statuses. `running`: has work now; `waiting`: a retry timer; `suspended`: awaiting
 # an event (maybe with a timeout timer). The rest are ends; `compensation_failed` can be
@@ -137,3 +140,21 @@ class Inbound:
     # (conflict) if another await for it was registered since; the event is planned again.
     awaits_seen: list[tuple[str, str]] = field(default_factory=list)
 
+
+
+R = TypeVar("R")
+
+
+def _cloner(cls: type[R]) -> Callable[[R], R]:
+    """A shallow copy for a record dataclass, several times faster than ``copy.copy``
+    (which goes through ``__reduce_ex__``); records are copied on every read and write."""
+    get = attrgetter(*(f.name for f in dataclasses.fields(cls)))  # type: ignore[arg-type]
+
+    def clone(rec: R) -> R:
+        return cls(*get(rec))
+
+    return clone
+
+
+copy_run = _cloner(RunRecord)
+copy_step = _cloner(StepRecord)
