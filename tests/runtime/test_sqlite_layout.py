@@ -6,6 +6,9 @@ import json
 import sqlite3
 from pathlib import Path
 
+import pytest
+
+from concordia.errors import StoreError
 from concordia.store.records import Commit, HistoryEntry, RunRecord, StepRecord
 from concordia.store.sqlite import _TAIL_LIMIT, MIGRATIONS, SCHEMA_VERSION, SqliteStore
 
@@ -149,3 +152,12 @@ def test_results_keep_their_exact_json_through_the_row_merge(tmp_path: Path) -> 
         assert store.history("r-4")[0].detail == {"result": value}
     finally:
         store.close()
+
+
+def test_an_sqlite_too_old_for_the_layout_is_refused_by_name(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 31, 1))
+    monkeypatch.setattr(sqlite3, "sqlite_version", "3.31.1")
+    with pytest.raises(StoreError, match=r"needs SQLite 3\.35\.0 or newer .* has 3\.31\.1"):
+        SqliteStore(f"sqlite:///{tmp_path / 'old.db'}")
+    assert not (tmp_path / "old.db").exists()

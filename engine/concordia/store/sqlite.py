@@ -40,6 +40,9 @@ from concordia.store.records import (
 )
 
 MAX_BUFFERED_PER_TYPE = 10_000
+# UPDATE … RETURNING arrived in 3.35; the JSON functions are built in from 3.38 (and
+# compiled into most earlier builds).
+MIN_SQLITE = (3, 35, 0)
 
 MIGRATIONS: list[tuple[int, list[str]]] = [
     (1, [
@@ -190,6 +193,10 @@ class SqliteStore:
     """A :class:`~concordia.store.base.Store` on one SQLite file."""
 
     def __init__(self, url: str, *, synchronous: str = "FULL") -> None:
+        if sqlite3.sqlite_version_info < MIN_SQLITE:
+            raise StoreError(f"the SQLite store needs SQLite {'.'.join(map(str, MIN_SQLITE))} "
+                             f"or newer (RETURNING, JSON functions); this Python has "
+                             f"{sqlite3.sqlite_version}")
         self.url = url
         path = url.removeprefix("sqlite://")
         path = path[1:] if path.startswith("/") else path  # sqlite:///rel or sqlite:////abs
