@@ -161,3 +161,25 @@ def test_an_sqlite_too_old_for_the_layout_is_refused_by_name(
     with pytest.raises(StoreError, match=r"needs SQLite 3\.35\.0 or newer .* has 3\.31\.1"):
         SqliteStore(f"sqlite:///{tmp_path / 'old.db'}")
     assert not (tmp_path / "old.db").exists()
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_due_runs_are_running_runs_in_recorded_order_then_due_timers(
+        tmp_path: Path, kind: str) -> None:
+    from concordia.store import open_store
+
+    store = open_store("memory://" if kind == "memory" else f"sqlite:///{tmp_path / 'q.db'}")
+    try:
+        plan = [("t-late", "waiting", 50.0), ("r-1", "running", None),
+                ("s-early", "suspended", 10.0), ("r-2", "running", None),
+                ("s-never", "suspended", None), ("t-future", "waiting", 500.0),
+                ("done", "completed", None), ("r-3", "running", None)]
+        for run_id, status, wake in plan:
+            run = _run(run_id, status)
+            run.wake_at = wake
+            store.create_run(Commit(run=run))
+        assert store.due_runs(100.0, 10) == ["r-1", "r-2", "r-3", "s-early", "t-late"]
+        assert store.due_runs(100.0, 2) == ["r-1", "r-2"]
+        assert store.due_runs(5.0, 10) == ["r-1", "r-2", "r-3"]
+    finally:
+        store.close()

@@ -129,11 +129,15 @@ class MemoryStore:
             return [copy_run(r) for r in runs[:limit]]
 
     def due_runs(self, now: float, limit: int) -> list[str]:
+        # Like the SQLite store: running runs first, then due timers, earliest first; ties
+        # in the order the runs were recorded (the sorts are stable).
         with self._lock:
-            due = [r for r in self._runs.values() if r.status in ACTIVE and (
-                r.status == "running" or (r.wake_at is not None and r.wake_at <= now))]
-            due.sort(key=lambda r: r.wake_at or 0.0)  # stable: ties in recorded order
-            return [r.id for r in due[:limit]]
+            running = [r for r in self._runs.values() if r.status == "running"]
+            running.sort(key=lambda r: (r.wake_at is not None, r.wake_at or 0.0))
+            timed = [r for r in self._runs.values() if r.status in ("waiting", "suspended")
+                     and r.wake_at is not None and r.wake_at <= now]
+            timed.sort(key=lambda r: r.wake_at or 0.0)
+            return [r.id for r in running + timed][:limit]
 
     def next_wake_at(self) -> float | None:
         with self._lock:

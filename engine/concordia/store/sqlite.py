@@ -411,13 +411,21 @@ class SqliteStore:
         return [_run_from(r) for r in rows]
 
     def due_runs(self, now: float, limit: int) -> list[str]:
-        rows = self._query(
-            "SELECT id FROM (SELECT id, 0 AS w, num FROM runs WHERE status='running' "
-            "UNION ALL SELECT id, wake_at, num FROM runs WHERE status='waiting' "
-            "AND wake_at <= ? UNION ALL SELECT id, wake_at, num FROM runs "
-            "WHERE status='suspended' AND wake_at <= ?) ORDER BY w, num LIMIT ?",
-            (now, now, limit))
-        return [r[0] for r in rows]
+        # Running runs first (in recorded order; ordering by the index's own columns lets
+        # SQLite walk the index instead of sorting every running run), then runs whose
+        # timer is due, earliest first. Each search stops after ``limit`` rows.
+        with self._lock:
+            running = self._conn.execute(
+                "SELECT id FROM runs WHERE status='running' ORDER BY wake_at, num LIMIT ?",
+                (limit,)).fetchall()
+            timed = self._conn.execute(
+                "SELECT id, wake_at, num FROM runs WHERE status='waiting' AND wake_at <= ? "
+                "ORDER BY wake_at, num LIMIT ?", (now, limit)).fetchall()
+            timed += self._conn.execute(
+                "SELECT id, wake_at, num FROM runs WHERE status='suspended' AND wake_at <= ? "
+                "ORDER BY wake_at, num LIMIT ?", (now, limit)).fetchall()
+        timed.sort(key=lambda r: (r[1], r[2]))
+        return [r[0] for r in running + timed][:limit]
 
     def next_wake_at(self) -> float | None:
         rows = self._query(
