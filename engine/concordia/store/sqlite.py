@@ -7,10 +7,12 @@ applied on open (``PRAGMA user_version`` records the last one).
 
 Layout, shaped by what a durable commit costs: every page a transaction dirties is
 written to the WAL and synced, so a step's commit should touch as few pages as possible.
-A run's step records live in its ``runs`` row (a JSON object, changed in place with
-``json_set``), and a commit's history lines are one ``history`` row keyed by
-(run, revision, part) in a clustered table: a step's commit then dirties about two
-pages (the run's row and the end of the history) instead of six or seven.
+A run's row carries its step records (a JSON object; a commit merges the changed ones with
+``json_patch``) and, while the run is active, the tail of its history (lines appended as
+text). The tail moves to ``history`` (one row per move, keyed by the run's integer key in
+the high 32 bits, so a run's rows are clustered without an index) when it outgrows
+``_TAIL_LIMIT`` and when the run ends. A step's commit thus rewrites the run's row: one
+page, where a table per kind of record dirtied six or seven.
 """
 
 from __future__ import annotations
