@@ -196,8 +196,9 @@ class EngineBase:
     def _created_view(self, commit: Commit) -> RunView:
         """The view of a run just created: exactly what its creating commit wrote."""
         return self._make_view(commit.run, [copy_step(s) for s in commit.steps],
-                               list(commit.history), [e["envelope"] for e in commit.events],
-                               list(commit.decisions))
+                               list(commit.history),
+                               json_clone([e["envelope"] for e in commit.events]),
+                               json_clone(commit.decisions))
 
     def _make_view(self, run: RunRecord, steps: Iterable[StepRecord],
                    history: list[HistoryEntry], events: list[dict[str, Any]],
