@@ -186,6 +186,13 @@ class EngineBase:
             raise UnknownRunError(run_id)
         return run
 
+    def _load(self, run_id: str) -> tuple[RunRecord, dict[str, StepRecord]]:
+        """A run with its steps, read together (one revision of both)."""
+        loaded = self.store.load(run_id)
+        if loaded is None:
+            raise UnknownRunError(run_id)
+        return loaded
+
     def _view(self, run: RunRecord, steps: dict[str, StepRecord] | None) -> RunView:
         """A run as the store has it (without its steps and history if ``steps`` is None)."""
         if steps is None:

@@ -198,12 +198,11 @@ class Engine(Delivering):
 
     def retry(self, run_id: str) -> RunView:
         """Resume a run stuck in ``compensation_failed`` (after the cause was fixed)."""
-        run = self._get(run_id)
+        run, steps = self._load(run_id)
         if run.status != COMPENSATION_FAILED:
             raise ConcordiaError(f"run {run_id} is {run.status}; only a run in "
                                  "compensation_failed can be retried")
         compiled = self._compiled_for(run)
-        steps = self.store.get_steps(run_id)
         stuck = [r for r in steps.values() if r.comp_status == "failed"]
         pending = Pending(run)
         now = self.clock.now()
@@ -257,8 +256,7 @@ class Engine(Delivering):
         return chain
 
     def get_run(self, run_id: str) -> RunView:
-        run = self._get(run_id)
-        return self._view(run, self.store.get_steps(run_id))
+        return self._view(*self._load(run_id))
 
     def list_runs(self, status: str | None = None, saga: str | None = None,
                   limit: int = 100) -> list[RunView]:
