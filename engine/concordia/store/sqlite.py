@@ -173,6 +173,12 @@ _QUEUE_MEMORY = 10_000
 _encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 
+def _history_keys(num: int) -> tuple[int, int]:
+    """The first and last ``history`` key of the run whose row key is ``num``."""
+    low = num * _RUN_SPAN
+    return low, low + _RUN_SPAN - 1
+
+
 def _step_path(name: str) -> str:
     # Step names are identifiers (``^[a-z][a-z0-9_]*$``), so quoting cannot be broken.
     return f'$."{name}"'
@@ -305,8 +311,7 @@ class SqliteStore:
         """Move a run's history tail to ``history``."""
         if num > _MAX_RUN_NUM:  # would overflow the 64-bit history key
             raise StoreError(f"the store holds more than {_MAX_RUN_NUM} runs; archive it")
-        low = num * _RUN_SPAN
-        if conn.execute(_SETTLE_TAIL, (low, low + _RUN_SPAN - 1, num)).rowcount:
+        if conn.execute(_SETTLE_TAIL, (*_history_keys(num), num)).rowcount:
             conn.execute("UPDATE runs SET tail='[]' WHERE num=?", (num,))
 
     def _remember(self, run: RunRecord) -> None:
@@ -387,10 +392,9 @@ class SqliteStore:
             try:
                 row = self._conn.execute("SELECT num, tail FROM runs WHERE id=?",
                                          (run_id,)).fetchone()
-                low = 0 if row is None else row[0] * _RUN_SPAN
                 rows = [] if row is None else self._conn.execute(
                     "SELECT entries FROM history WHERE key BETWEEN ? AND ? ORDER BY key",
-                    (low, low + _RUN_SPAN - 1)).fetchall()
+                    _history_keys(row[0])).fetchall()
             finally:
                 self._conn.execute("COMMIT")
         if row is None:
