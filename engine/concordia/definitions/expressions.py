@@ -27,7 +27,7 @@ _TEMPLATE_RE = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
 class Expression:
     """A compiled CEL expression with the names it references."""
 
-    __slots__ = ("_program", "source", "variables")
+    __slots__ = ("_program", "functions", "source", "variables")
 
     def __init__(self, source: str) -> None:
         import cel  # lazy on purpose: see the module docstring
@@ -38,6 +38,10 @@ class Expression:
         except (ValueError, RuntimeError) as exc:
             raise ExpressionError(source, _first_line(str(exc))) from None
         self.variables: frozenset[str] = frozenset(self._program.variables())
+        # Functions and operators called, as the library names them: `size`, `_+_`, and
+        # member calls such as `startsWith`; macros (`map`, `exists`, ...) are expanded
+        # into comprehensions and do not appear, an unknown macro name does.
+        self.functions: frozenset[str] = frozenset(self._program.functions())
 
     def evaluate(self, context: Mapping[str, Any]) -> Any:
         """Evaluate over ``context``; any failure becomes :class:`ExpressionError`."""

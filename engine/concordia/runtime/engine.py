@@ -97,7 +97,9 @@ class Engine(Delivering):
         pins = [(s.name, s.version, fingerprint(s), definition_document(s))
                 for s in self.catalog.sagas.values()]
         recorded = self.store.pin_definitions(pins)
-        changed = [(n, v) for n, v, fp, _ in pins if recorded.get((n, v)) != fp]
+        # A read-only store records nothing: a version it has not seen is not a change.
+        changed = [(n, v) for n, v, fp, _ in pins
+                   if recorded.get((n, v), fp if self.store.readonly else None) != fp]
         if changed:
             raise DefinitionChangedError(changed)
         extra = []

@@ -9,13 +9,19 @@ from concordia.store.memory import MemoryStore
 __all__ = ["ConflictError", "MemoryStore", "Store", "open_store"]
 
 
-def open_store(url: str) -> Store:
-    """Open the store a URL names (``sqlite:///runs.db``, ``sqlite:///:memory:``, ``memory://``)."""
+def open_store(url: str, *, readonly: bool = False) -> Store:
+    """Open the store a URL names (``sqlite:///runs.db``, ``sqlite:///:memory:``, ``memory://``).
+
+    ``readonly`` opens an existing store for reading only: it is never created or
+    migrated, and a missing one is a :class:`StoreError` naming it.
+    """
     if url.startswith("memory:"):
+        if readonly:
+            raise StoreError(f"{url}: an in-memory store holds nothing to read")
         return MemoryStore(url)
     if url.startswith("sqlite:"):
         from concordia.store.sqlite import SqliteStore
 
-        store: Store = SqliteStore(url)
+        store: Store = SqliteStore(url, readonly=readonly)
         return store
     raise StoreError(f"unknown store URL {url!r}; use sqlite:///path.db or memory://")

@@ -32,6 +32,7 @@ class MemoryStore:
 
     def __init__(self, url: str = "memory://") -> None:
         self.url = url
+        self.readonly = False
         self._lock = threading.RLock()
         self._runs: dict[str, RunRecord] = {}
         self._steps: dict[str, dict[str, StepRecord]] = {}
@@ -127,6 +128,10 @@ class MemoryStore:
             runs = [r for r in self._runs.values()
                     if (status is None or r.status == status) and (saga is None or r.saga == saga)]
             return [copy_run(r) for r in runs[:limit]]
+
+    def find_run_ids(self, prefix: str, limit: int) -> list[str]:
+        with self._lock:
+            return sorted(r for r in self._runs if r.startswith(prefix))[:limit]
 
     def due_runs(self, now: float, limit: int) -> list[str]:
         # Like the SQLite store: running runs first, then due timers, earliest first; ties

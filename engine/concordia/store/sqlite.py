@@ -24,6 +24,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
+from urllib.request import pathname2url
 
 from concordia.errors import StoreError
 from concordia.store.base import ConflictError
@@ -200,7 +201,7 @@ def _dumps(value: Any) -> str | None:
 class SqliteStore:
     """A :class:`~concordia.store.base.Store` on one SQLite file."""
 
-    def __init__(self, url: str, *, synchronous: str = "FULL") -> None:
+    def __init__(self, url: str, *, synchronous: str = "FULL", readonly: bool = False) -> None:
         if sqlite3.sqlite_version_info < MIN_SQLITE:
             raise StoreError(f"the SQLite store needs SQLite {'.'.join(map(str, MIN_SQLITE))} "
                              f"or newer (RETURNING, JSON functions); this Python has "
@@ -211,20 +212,38 @@ class SqliteStore:
         if not path:
             raise StoreError(f"store URL {url!r} names no file; use sqlite:///runs.db")
         self.path = path
-        if path != ":memory:":
+        self.readonly = readonly
+        if readonly:
+            # Reading never creates a store: a missing file is an error naming the path.
+            if path == ":memory:" or not os.path.isfile(path):
+                raise StoreError(f"no SQLite store at {path!r} (nothing to read)")
+        elif path != ":memory:":
             parent = os.path.dirname(os.path.abspath(path))
-            os.makedirs(parent, exist_ok=True)
+            try:
+                os.makedirs(parent, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create the directory of SQLite store {path!r}: "
+                                 f"{exc.strerror or exc}") from None
         try:
-            self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
-                                         timeout=30.0)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute(f"PRAGMA synchronous={synchronous}")
+            if readonly:
+                uri = "file:" + pathname2url(os.path.abspath(path)) + "?mode=ro"
+                self._conn = sqlite3.connect(uri, uri=True, isolation_level=None,
+                                             check_same_thread=False, timeout=30.0)
+                self._conn.execute("PRAGMA query_only=ON")
+            else:
+                self._conn = sqlite3.connect(path, isolation_level=None,
+                                             check_same_thread=False, timeout=30.0)
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                self._conn.execute(f"PRAGMA synchronous={synchronous}")
             self._conn.execute("PRAGMA foreign_keys=ON")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open SQLite store {path!r}: {exc}") from None
         self._lock = threading.RLock()
         self._queue: dict[str, tuple[int, str, float | None]] = {}
-        self._migrate()
+        if readonly:
+            self._check_schema()
+        else:
+            self._migrate()
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -251,6 +270,17 @@ class SqliteStore:
                 for sql in statements:
                     conn.execute(sql)
                 conn.execute(f"PRAGMA user_version = {version}")
+
+    def _check_schema(self) -> None:
+        """A store opened read-only is read as it is: never migrated."""
+        try:
+            current = self._conn.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read SQLite store {self.path!r}: {exc}") from None
+        if current != SCHEMA_VERSION:
+            raise StoreError(f"store {self.path!r} has schema version {current}, this "
+                             f"Concordia reads {SCHEMA_VERSION}; open it once read-write "
+                             "(a worker or `concordia run`) to migrate it")
 
     def schema_version(self) -> int:
         with self._lock:
@@ -415,6 +445,12 @@ class SqliteStore:
         rows = self._query(f"SELECT {_RUN_COLS} FROM runs {where} ORDER BY num "
                            "LIMIT ?", (*args, limit))
         return [_run_from(r) for r in rows]
+
+    def find_run_ids(self, prefix: str, limit: int) -> list[str]:
+        # A range search on the unique index of ids (LIKE would need escaping and a scan).
+        rows = self._query("SELECT id FROM runs WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
+                           (prefix, prefix + "\U0010ffff", limit))
+        return [r[0] for r in rows]
 
     def due_runs(self, now: float, limit: int) -> list[str]:
         # Running runs first (in recorded order; ordering by the index's own columns lets
@@ -591,6 +627,9 @@ class SqliteStore:
 
     def pin_definitions(self, definitions: Sequence[tuple[str, int, str, dict[str, Any]]]
                         ) -> dict[tuple[str, int], str]:
+        if self.readonly:  # record nothing; report what is recorded
+            rows = self._query("SELECT saga, version, fingerprint FROM definitions")
+            return {(r[0], r[1]): r[2] for r in rows}
         with self._tx() as conn:
             conn.executemany("INSERT OR IGNORE INTO definitions (saga, version, fingerprint, "
                              "document) VALUES (?, ?, ?, ?)",
