@@ -8,7 +8,7 @@ import sys
 import concordia
 
 PUBLIC = {
-    "BindingError", "Bus", "Catalog", "CompensationContext", "ConcordiaError",
+    "AsyncEngine", "BindingError", "Bus", "Catalog", "CompensationContext", "ConcordiaError",
     "DefinitionChangedError", "DefinitionError", "Delivery", "Engine", "Envelope",
     "EventError", "ExpressionError", "InMemoryBus", "InputError", "PermanentError",
     "PolicyError", "Registry", "RetryableError", "RunView", "StepContext", "StoreError",

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from concordia.events.envelope import Envelope, new_event
     from concordia.registry import Registry
     from concordia.runtime import (
+        AsyncEngine,
         CompensationContext,
         Delivery,
         Engine,
@@ -52,6 +53,7 @@ _EXPORTS = {
     "Bus": "concordia.events.bus", "InMemoryBus": "concordia.events.bus",
     "Envelope": "concordia.events.envelope", "new_event": "concordia.events.envelope",
     "Registry": "concordia.registry",
+    "AsyncEngine": "concordia.runtime",
     "CompensationContext": "concordia.runtime", "Delivery": "concordia.runtime",
     "Engine": "concordia.runtime", "InputError": "concordia.runtime",
     "RunView": "concordia.runtime", "StepContext": "concordia.runtime",
@@ -73,6 +75,7 @@ def __getattr__(name: str) -> Any:
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncEngine",
     "BindingError",
     "Bus",
     "Catalog",

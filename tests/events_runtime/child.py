@@ -20,8 +20,8 @@ from typing import Any
 from concordia import Catalog, Engine
 from tests.events_runtime import domain
 
-WRITES = frozenset({"create_run", "commit", "save_checkpoint", "record_inbox", "buffer_event",
-                    "mark_published", "apply_delivery"})
+WRITES = frozenset({"create_run", "commit", "save_checkpoint", "mark_published",
+                    "apply_delivery", "request_cancel", "park", "release_leases"})
 
 
 class KillingStore:
@@ -52,8 +52,9 @@ class KillingStore:
 
 def main(argv: list[str]) -> None:
     mode, db, defs, effects, event_file = argv[:5]
+    # A short lease: the run of a killed child is carried on by its successor within 0.5 s.
     engine = Engine(Catalog.load_strict([defs]), domain.registry(effects=Path(effects)),
-                    f"sqlite:///{db}")
+                    f"sqlite:///{db}", lease_ttl=0.5)
     event = json.loads(Path(event_file).read_text(encoding="utf-8"))
     if mode == "suspend":
         run_id = engine.deliver(event).started[0]

@@ -99,7 +99,7 @@ def test_kill_at_every_write_of_a_delivery_loses_nothing(tmp_path: Path) -> None
         engine = Engine(catalog, domain.registry(effects=run_effects), f"sqlite:///{db}")
         try:
             engine.deliver(payment)
-            engine.run_until_idle()
+            engine.drain(max_wait=5.0)  # a step the child had started: its lease expires
             view = engine.get_run(run_id)
             assert view.status == "completed", (k, view.status, view.error)
             assert [h.kind for h in view.history].count("await.resumed") == 1, k

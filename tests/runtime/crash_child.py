@@ -120,8 +120,9 @@ def main(argv: list[str]) -> int:
 
     configure_logging(json=True)
     side = SideLog(side_path)
+    # A short lease: a killed worker's runs are carried on by the next one within 0.5 s.
     engine = Engine(Catalog.load_strict([definitions]), build_registry(side),
-                    f"sqlite:///{db}", clock=SystemClock())
+                    f"sqlite:///{db}", clock=SystemClock(), lease_ttl=0.5)
     print("ready", flush=True)
     for i in range(runs):
         if engine.store.get_run(run_id(i)) is None:

@@ -89,8 +89,7 @@ def test_happy_path_runs_every_step_in_order_and_journals_results(
         "reserve": ("succeeded", {"step": "reserve", "run": view.id}),
         "charge": ("succeeded", {"step": "charge", "run": view.id}),
         "pack": ("running", None),
-        "ship": ("pending", None),
-    }
+    }  # a store keeps the steps a run has touched: "ship" is still pending
     # Each handler saw the results of the steps before it, and its own idempotency key.
     assert [sorted(c["results"]) for c in rec.calls] == [
         [], ["reserve"], ["charge", "reserve"], ["charge", "pack", "reserve"]]

@@ -10,7 +10,8 @@ import pytest
 
 from concordia.errors import StoreError
 from concordia.store.records import Commit, HistoryEntry, RunRecord, StepRecord
-from concordia.store.sqlite import _TAIL_LIMIT, MIGRATIONS, SCHEMA_VERSION, SqliteStore
+from concordia.store.sqlite import TAIL_LIMIT, SqliteStore
+from concordia.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
 
 
 def _run(run_id: str, status: str = "running", rev: int = 0) -> RunRecord:
@@ -50,7 +51,7 @@ def test_a_schema_version_2_store_keeps_its_runs_steps_and_history(tmp_path: Pat
     _v2_store(path)
     store = SqliteStore(f"sqlite:///{path}")
     try:
-        assert store.schema_version() == SCHEMA_VERSION == 3
+        assert store.schema_version() == SCHEMA_VERSION == 4
         loaded = store.load("r-1")
         assert loaded is not None
         run, steps = loaded
@@ -88,13 +89,13 @@ def test_a_long_run_moves_its_history_tail_out_of_the_row_in_order(tmp_path: Pat
             run.updated_at = float(i)
             store.commit(Commit(run=run, steps=[StepRecord("poll", "running", i)], history=[
                 HistoryEntry("r-2", float(i), "step.retry", "poll", i, {"pad": "x" * 80})]))
-            store.save_checkpoint("r-2", "poll", {"i": i}, float(i) + 0.5)
+            assert store.save_checkpoint("r-2", "poll", i, "w-1", {"i": i}, float(i) + 0.5)
             lines += 2
         conn = store._conn
         settled = conn.execute("SELECT COUNT(*) FROM history").fetchone()[0]
         tail = conn.execute("SELECT length(tail) FROM runs WHERE id='r-2'").fetchone()[0]
         assert settled > 1
-        assert tail <= _TAIL_LIMIT + 400
+        assert tail <= TAIL_LIMIT + 400
         history = store.history("r-2")
         assert len(history) == lines + 1
         assert [h.at for h in history] == sorted(h.at for h in history)
@@ -109,32 +110,40 @@ def test_a_long_run_moves_its_history_tail_out_of_the_row_in_order(tmp_path: Pat
         store.close()
 
 
-def test_a_step_commit_rewrites_the_run_row_and_little_else(tmp_path: Path) -> None:
-    """The layout's point: a step's commit dirties about one page, not one per table."""
+@pytest.mark.parametrize("length", [5, 50])
+def test_a_step_commit_writes_the_same_few_pages_whatever_the_saga_length(
+        tmp_path: Path, length: int) -> None:
+    """A step's commit rewrites the run's row and the step's record, never every step: a
+    50-step run's commits cost what a 5-step run's do, and its row stays within a page."""
     path = tmp_path / "pages.db"
     store = SqliteStore(f"sqlite:///{path}")
     try:
         store._conn.execute("PRAGMA wal_autocheckpoint=0")
         run = _run("r-3")
-        names = [f"s{i}" for i in range(5)]
-        store.create_run(Commit(run=run, steps=[StepRecord(n) for n in names]))
+        names = [f"s{i}" for i in range(length)]
+        store.create_run(Commit(run=run))
         store._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        result = {"ref": "x" * 200}
         for i, name in enumerate(names):
             run.state = f"run_{i + 1}"
-            store.commit(Commit(run=run, steps=[StepRecord(name, "succeeded", 1, {"ref": i})],
+            store.commit(Commit(run=run, steps=[StepRecord(name, "succeeded", 1, result)],
                                 history=[HistoryEntry("r-3", float(i), "step.succeeded", name,
-                                                      1, {"result": {"ref": i}})]))
+                                                      1, {"result": result})]))
         frames = (path.with_name("pages.db-wal").stat().st_size - 32) // (4096 + 24)
-        assert frames <= len(names) + 1, frames
-        assert json.loads(store._conn.execute("SELECT steps FROM runs").fetchone()[0])[
-            "s4"][2] == {"ref": 4}
+        # the row, the step's leaf, and now and then a settled history tail
+        assert frames <= 3 * length, frames
+        row = store._conn.execute("SELECT length(tail) + length(input) FROM runs").fetchone()[0]
+        assert row <= TAIL_LIMIT + 400
+        assert store.get_steps("r-3")[names[-1]].result == result
+        assert len(store.get_steps("r-3")) == length
     finally:
         store.close()
 
 
-def test_results_keep_their_exact_json_through_the_row_merge(tmp_path: Path) -> None:
-    """Step records are merged into the row by SQLite's JSON functions: values come back
-    exactly as the handler returned them (text, big integers, float precision, order)."""
+def test_results_keep_their_exact_json_through_the_store(tmp_path: Path) -> None:
+    """Step records pass through SQLite's JSON functions (a checkpoint is set in place,
+    a load gathers a run's steps): values come back exactly as the handler returned them
+    (text, big integers, float precision, order)."""
     store = SqliteStore(f"sqlite:///{tmp_path / 'exact.db'}")
     try:
         value = {"zeta": "ünïcødé ✓ \"quoted\" \\ back", "big": 2**62 + 1, "pi": 3.141592653589793,
@@ -144,7 +153,8 @@ def test_results_keep_their_exact_json_through_the_row_merge(tmp_path: Path) -> 
         store.commit(Commit(run=run, steps=[StepRecord("a", "succeeded", 1, value)],
                             history=[HistoryEntry("r-4", 1.0, "step.succeeded", "a", 1,
                                                   {"result": value})]))
-        store.save_checkpoint("r-4", "b", {"cursor": "ü-7"}, 2.0)
+        store.commit(Commit(run=run, steps=[StepRecord("b", "running", 1)]))
+        assert store.save_checkpoint("r-4", "b", 1, "w-1", {"cursor": "ü-7"}, 2.0)
         steps = store.get_steps("r-4")
         assert steps["a"].result == value
         assert list(steps["a"].result) == list(value)

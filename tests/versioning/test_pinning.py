@@ -122,7 +122,8 @@ def test_a_run_outlives_the_yaml_of_its_version(tmp_path: Path) -> None:
 def test_a_schema_version_1_store_is_migrated_on_open(tmp_path: Path) -> None:
     import sqlite3
 
-    from concordia.store.sqlite import MIGRATIONS, SCHEMA_VERSION, SqliteStore
+    from concordia.store.sqlite import SqliteStore
+    from concordia.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
 
     path = tmp_path / "old.db"
     conn = sqlite3.connect(path)
@@ -132,7 +133,7 @@ def test_a_schema_version_1_store_is_migrated_on_open(tmp_path: Path) -> None:
     conn.commit()
     conn.close()
     store = SqliteStore(f"sqlite:///{path}")
-    assert store.schema_version() == SCHEMA_VERSION == 3
+    assert store.schema_version() == SCHEMA_VERSION == 4
     assert store.pinned_definition("nothing", 1) is None
     store.close()
 

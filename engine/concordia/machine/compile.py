@@ -18,13 +18,16 @@ from typing import Any
 
 from statemachine.io import create_machine_class_from_definition
 
-from concordia.definitions.models import AwaitStep, Saga
+from concordia.definitions.models import AwaitStep, Saga, Step
 from concordia.errors import IllegalTransitionError
+from concordia.status import FINAL, RunStatus
 
-TERMINAL = ("completed", "compensated", "failed", "cancelled")
-COMPENSATION_FAILED = "compensation_failed"
-FINISH_EVENTS = {"finish_compensated": "compensated", "finish_failed": "failed",
-                 "finish_cancelled": "cancelled"}
+# The machine's end states are named as the run statuses they give a run.
+TERMINAL = tuple(s.value for s in RunStatus if s in FINAL)
+COMPENSATION_FAILED = RunStatus.COMPENSATION_FAILED.value
+FINISH_EVENTS = {"finish_compensated": RunStatus.COMPENSATED.value,
+                 "finish_failed": RunStatus.FAILED.value,
+                 "finish_cancelled": RunStatus.CANCELLED.value}
 
 
 @dataclass(frozen=True, eq=False)
@@ -38,6 +41,10 @@ class CompiledSaga:
     transitions: dict[tuple[str, str], str]
     labels: dict[str, str]
     initial: str
+    # Looked up on every step, so kept as tables: each step by name, and each
+    # ``run_<i>``/``undo_<i>`` state as (``"run"``|``"undo"``, i); end states are absent.
+    steps: dict[str, Step]
+    where: dict[str, tuple[str, int]]
 
     def move(self, state: str, event: str) -> str:
         """The state ``event`` leads to from ``state``; raise if the machine forbids it."""
@@ -48,7 +55,7 @@ class CompiledSaga:
 
     def stage_of_state(self, state: str) -> int:
         """The stage index of a ``run_<i>``/``undo_<i>`` state."""
-        return parse_state(state)[1]
+        return self.where[state][1]
 
     def states(self) -> list[str]:
         return [s.id for s in self.machine_class.states]
@@ -103,7 +110,7 @@ def _compile(saga: Saga) -> CompiledSaga:
     labels: dict[str, str] = {}
     for i, stage in enumerate(stages):
         on: dict[str, list[dict[str, str]]] = {
-            "done": [{"target": run_state(i + 1) if i + 1 < n else "completed"}],
+            "done": [{"target": run_state(i + 1) if i + 1 < n else RunStatus.COMPLETED.value}],
             "fail": [{"target": undo_state(i)}],
             "cancel": [{"target": undo_state(i)}],
         }
@@ -134,9 +141,12 @@ def _compile(saga: Saga) -> CompiledSaga:
         for transition in state.transitions:
             for event in transition.events:
                 table[(transition.source.id, str(event))] = transition.target.id
+    where = {**{run_state(i): ("run", i) for i in range(n)},
+             **{undo_state(i): ("undo", i) for i in range(n)}}
     return CompiledSaga(saga=saga, stages=stages, stage_of=stage_of,
                         machine_class=machine_class, transitions=table, labels=labels,
-                        initial=run_state(0))
+                        initial=run_state(0), steps={s.name: s for s in saga.steps},
+                        where=where)
 
 
 # Keyed by object identity (pydantic models holding dicts are not hashable); the saga is

@@ -1,86 +1,159 @@
-"""What a handler receives: the run's facts, earlier results, ids for tracing, a logger."""
+"""What a handler receives: the run's facts, earlier results, ids for tracing, a logger.
+
+A handler may change what it is given without changing the journal: ``input`` and each
+earlier result are copied on first use, so a step pays for the results it reads, not for
+every result the run has gathered.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 import structlog
 
+from concordia.runtime.pending import json_clone
+
 _logger = structlog.get_logger("concordia.handler")
 
 
-def _bound(fields: dict[str, Any]) -> Any:
-    return _logger.bind(**fields)
+class Results(Mapping[str, Any]):
+    """Earlier steps' journaled results by step name, each copied when first read."""
+
+    __slots__ = ("_copies", "_source")
+
+    def __init__(self, source: Mapping[str, Any]) -> None:
+        self._source = source
+        self._copies: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        try:
+            return self._copies[name]
+        except KeyError:
+            value = self._copies[name] = json_clone(self._source[name])
+            return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._source)
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    def __repr__(self) -> str:
+        return f"Results({sorted(self._source)})"
 
 
-@dataclass(slots=True)
-class StepContext:
-    """The context of one attempt of one action.
+async def _no_async_checkpoint(data: Any) -> None:
+    return None
 
-    ``idempotency_key`` is the same for every attempt of the step in this run, across
-    retries and process restarts: pass it to external systems so a re-run is harmless.
-    """
 
-    run_id: str
-    saga: str
-    step: str
-    attempt: int
-    input: dict[str, Any]
-    results: dict[str, Any]
-    correlation_id: str
-    causation_id: str | None
-    idempotency_key: str
-    _log_fields: dict[str, Any] = field(repr=False, default_factory=dict)
-    _checkpoint: Callable[[Any], None] = field(repr=False, default=lambda data: None)
-    checkpoint_data: Any = None
-    _log: Any = field(repr=False, default=None)
+class _Context:
+    """What every handler context has."""
+
+    __slots__ = ("_input", "_input_copy", "_log", "_log_fields", "attempt",
+                 "causation_id", "correlation_id", "idempotency_key", "results", "run_id",
+                 "saga", "step")
+
+    def __init__(self, *, run_id: str, saga: str, step: str, attempt: int,
+                 input: Any, results: Mapping[str, Any], correlation_id: str,
+                 causation_id: str | None, idempotency_key: str,
+                 log_fields: dict[str, Any]) -> None:
+        self.run_id = run_id
+        self.saga = saga
+        self.step = step
+        self.attempt = attempt
+        self._input = input
+        self._input_copy: Any = _UNSET
+        self.results: Mapping[str, Any] = (results if isinstance(results, Results)
+                                           else Results(results))
+        self.correlation_id = correlation_id
+        self.causation_id = causation_id
+        self.idempotency_key = idempotency_key
+        self._log_fields = log_fields
+        self._log: Any = None
+
+    @property
+    def input(self) -> dict[str, Any]:
+        """The run's input (a copy, made on first use)."""
+        if self._input_copy is _UNSET:
+            self._input_copy = json_clone(self._input)
+        value: dict[str, Any] = self._input_copy
+        return value
 
     @property
     def log(self) -> Any:
         """A structlog logger bound to run_id, saga, step, attempt, correlation_id and
         causation_id (bound on first use: most handlers never log)."""
         if self._log is None:
-            self._log = _bound(self._log_fields)
+            self._log = _logger.bind(**self._log_fields)
         return self._log
+
+
+_UNSET: Any = object()
+
+
+class StepContext(_Context):
+    """The context of one attempt of one action.
+
+    ``idempotency_key`` is the same for every attempt of the step in this run, across
+    retries, process restarts and workers: pass it to external systems so a re-run is
+    harmless.
+    """
+
+    __slots__ = ("_acheckpoint", "_checkpoint", "checkpoint_data")
+
+    def __init__(self, *, checkpoint: Callable[[Any], None] | None = None,
+                 acheckpoint: Callable[[Any], Awaitable[None]] | None = None,
+                 checkpoint_data: Any = None, **fields: Any) -> None:
+        super().__init__(**fields)
+        self._checkpoint = checkpoint or (lambda data: None)
+        self._acheckpoint = acheckpoint or _no_async_checkpoint
+        self.checkpoint_data = checkpoint_data
 
     def checkpoint(self, data: Any) -> None:
         """Durably record progress *before* a side effect.
 
         If the step then fails for good, its compensation runs with this data as
-        ``ctx.result``; a retry sees it as ``ctx.checkpoint_data``.
+        ``ctx.result``; a retry sees it as ``ctx.checkpoint_data``. In an async handler
+        prefer ``await ctx.acheckpoint(data)``, which does not block the event loop.
         """
         self._checkpoint(data)
         self.checkpoint_data = data
 
+    async def acheckpoint(self, data: Any) -> None:
+        """:meth:`checkpoint` for async handlers: awaits the write instead of blocking."""
+        await self._acheckpoint(data)
+        self.checkpoint_data = data
 
-@dataclass(slots=True)
-class CompensationContext:
+    def __repr__(self) -> str:
+        return (f"StepContext(run_id={self.run_id!r}, saga={self.saga!r}, step={self.step!r}, "
+                f"attempt={self.attempt})")
+
+
+class CompensationContext(_Context):
     """The context of one attempt of a compensation.
 
     ``result`` is the step's journaled result, or its last checkpoint if it failed midway
     (``completed`` tells which).
     """
 
-    run_id: str
-    saga: str
-    step: str
-    attempt: int
-    input: dict[str, Any]
-    results: dict[str, Any]
-    result: Any
-    completed: bool
-    correlation_id: str
-    causation_id: str | None
-    idempotency_key: str
-    _log_fields: dict[str, Any] = field(repr=False, default_factory=dict)
-    checkpoint_data: Any = None
-    _log: Any = field(repr=False, default=None)
+    __slots__ = ("_result", "_result_copy", "checkpoint_data", "completed")
+
+    def __init__(self, *, result: Any, completed: bool, checkpoint_data: Any = None,
+                 **fields: Any) -> None:
+        super().__init__(**fields)
+        self._result = result
+        self._result_copy: Any = _UNSET
+        self.completed = completed
+        self.checkpoint_data = checkpoint_data
 
     @property
-    def log(self) -> Any:
-        """A structlog logger bound to the run's fields and ``compensation=True``."""
-        if self._log is None:
-            self._log = _bound(self._log_fields)
-        return self._log
+    def result(self) -> Any:
+        """What the step returned, or its checkpoint if it failed midway (a copy)."""
+        if self._result_copy is _UNSET:
+            self._result_copy = json_clone(self._result)
+        return self._result_copy
+
+    def __repr__(self) -> str:
+        return (f"CompensationContext(run_id={self.run_id!r}, saga={self.saga!r}, "
+                f"step={self.step!r}, attempt={self.attempt})")

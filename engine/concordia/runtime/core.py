@@ -1,101 +1,106 @@
-"""The interpreter's pure core: given a run's journal, decide what happens next.
+"""What both engines are made of: the collaborators, built once and passed in.
 
-No I/O here: :func:`plan` reads a run, its step records and the compiled machine and
-returns one :class:`Plan`; the driver in :mod:`concordia.runtime.engine` carries it out
-and journals the outcome. Tests and every driver share this one decision procedure.
+:class:`Core` holds the catalog, the registry, the store, the clock, the bus, the
+settings, the :class:`~concordia.runtime.book.SagaBook`, the
+:class:`~concordia.runtime.executor.Executor` and the
+:class:`~concordia.runtime.delivery.Deliverer`. The sync
+:class:`~concordia.runtime.engine.Engine` and the
+:class:`~concordia.runtime.aengine.AsyncEngine` are two thin drivers over one core: they
+differ only in how they carry its flows out.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
+from collections.abc import Mapping
+from operator import methodcaller
+from typing import Any
 
-from concordia.definitions.models import ActionStep
-from concordia.machine.compile import COMPENSATION_FAILED, TERMINAL, CompiledSaga, parse_state
-from concordia.store.records import RunRecord, StepRecord
+import structlog
 
-PlanKind = Literal["start", "compensate", "move", "wait", "end"]
+from concordia.clock import Clock, SystemClock
+from concordia.definitions.catalog import Catalog
+from concordia.events.bus import Bus
+from concordia.registry import Registry
+from concordia.runtime.book import SagaBook
+from concordia.runtime.config import EngineConfig
+from concordia.runtime.delivery import Deliverer
+from concordia.runtime.effects import Flow, Read, Send, Write
+from concordia.runtime.executor import Executor
+from concordia.runtime.views import RunView, created_view
+from concordia.store import open_store
+from concordia.store.base import Store
+from concordia.store.records import RunRecord
 
-
-@dataclass(frozen=True, slots=True)
-class Plan:
-    kind: PlanKind
-    steps: tuple[str, ...] = ()
-    event: str | None = None
-    wake_at: float | None = None
-    suspended: bool = False
-    detail: dict[str, str] = field(default_factory=dict)
-
-
-END = Plan("end")
-
-
-def needs_compensation(compiled: CompiledSaga, rec: StepRecord) -> bool:
-    """A step is undone when it has a compensation and may have changed the world."""
-    step = compiled.saga.step(rec.name)
-    return (isinstance(step, ActionStep) and step.compensate is not None
-            and rec.has_effect and rec.comp_status != "succeeded")
+_log = structlog.get_logger("concordia.engine")
 
 
-def plan(compiled: CompiledSaga, run: RunRecord, steps: dict[str, StepRecord],
-         now: float) -> Plan:
-    """The next thing to do for ``run``."""
-    if run.state in TERMINAL or run.state == COMPENSATION_FAILED:
-        return END
-    kind, index = parse_state(run.state)
-    if kind == "run":
-        return _plan_forward(compiled, run, steps, index, now)
-    return _plan_undo(compiled, run, steps, index, now)
+class Core:
+    """The engine's collaborators (see the module docstring)."""
 
+    def __init__(self, catalog: Catalog, registry: Registry, store: Store | str,
+                 *, clock: Clock | None = None, bus: Bus | None = None,
+                 check_bindings: bool = True, **settings: Any) -> None:
+        self.catalog = catalog
+        self.registry = registry
+        self.store: Store = open_store(store) if isinstance(store, str) else store
+        self.clock: Clock = clock or SystemClock()
+        self.bus = bus
+        self.config = EngineConfig(**settings)
+        self.book = SagaBook(catalog, self.store)
+        if check_bindings:
+            self.book.check_bindings(registry)
+        self.executor = Executor(self.book, catalog, registry, self.clock, self.config)
+        self.deliverer = Deliverer(self.executor)
 
-def _plan_forward(compiled: CompiledSaga, run: RunRecord, steps: dict[str, StepRecord],
-                  index: int, now: float) -> Plan:
-    if run.cancel_reason is not None:
-        return Plan("move", event="cancel")
-    ready: list[str] = []
-    wakes: list[float] = []
-    suspended = False
-    failed = False
-    done = True
-    for name in compiled.stages[index]:
-        rec = steps[name]
-        if rec.status in ("succeeded", "skipped"):
-            continue
-        done = False
-        if rec.status == "failed":
-            failed = True
-        elif rec.status in ("pending", "running"):
-            ready.append(name)
-        elif rec.status in ("waiting_retry", "awaiting"):
-            if rec.wake_at is not None and rec.wake_at <= now:
-                ready.append(name)
-            else:
-                suspended |= rec.status == "awaiting"
-                if rec.wake_at is not None:
-                    wakes.append(rec.wake_at)
-    if failed:
-        return Plan("move", event="fail")
-    if done:
-        return Plan("move", event="done")
-    if ready:
-        return Plan("start", steps=tuple(ready))
-    return Plan("wait", wake_at=min(wakes) if wakes else None, suspended=suspended)
+    def order_of(self, run: RunRecord) -> tuple[str, ...]:
+        """The steps of the version ``run`` is pinned to, in definition order."""
+        return tuple(self.book.of(run.saga, run.version).steps)
 
+    def start(self, saga: str, input: Mapping[str, Any] | None, *,
+              correlation_id: str | None, causation_id: str | None, version: int | None,
+              run_id: str | None, claim: bool) -> Flow[RunView]:
+        """Create a run durably; its view is exactly what the creating commit wrote."""
+        definition = self.book.saga(saga, version)
+        commit = self.executor.new_run(definition, dict(input or {}), correlation_id,
+                                       causation_id, run_id=run_id, claim=claim)
+        yield Write(methodcaller("create_run", commit=commit))
+        return created_view(self.order_of(commit.run), commit)
 
-def _plan_undo(compiled: CompiledSaga, run: RunRecord, steps: dict[str, StepRecord],
-               index: int, now: float) -> Plan:
-    # Steps of one stage are independent of each other; undo them in reverse list order.
-    for name in reversed(compiled.stages[index]):
-        rec = steps[name]
-        if not needs_compensation(compiled, rec):
-            continue
-        if rec.comp_status == "failed":
-            return Plan("move", event="stuck")
-        if rec.comp_status == "waiting_retry" and rec.wake_at is not None and rec.wake_at > now:
-            return Plan("wait", wake_at=rec.wake_at)
-        return Plan("compensate", steps=(name,))
-    if index > 0:
-        return Plan("move", event="undone")
-    if run.cancel_reason is not None:
-        return Plan("move", event="finish_cancelled")
-    return Plan("move", event="finish_compensated" if run.compensated_any else "finish_failed")
+    def relay_outbox(self, limit: int) -> Flow[int]:
+        """Publish pending persistent events, in order; stop at the first refusal."""
+        sent = 0
+        while True:
+            batch = yield Read(methodcaller("outbox_pending", limit=limit))
+            if not batch:
+                return sent
+            done: list[int] = []
+            failed = False
+            for seq, envelope in batch:
+                try:
+                    yield Send(envelope)
+                except Exception as exc:
+                    _log.warning("outbox.publish_failed", event_id=envelope["id"],
+                                 error=str(exc))
+                    failed = True
+                    break
+                done.append(seq)
+            if done:
+                yield Write(methodcaller("mark_published", ids=done, at=self.clock.now()))
+            sent += len(done)
+            if failed:
+                return sent
+
+    def causation_chain(self, event_id: str) -> Flow[list[dict[str, Any]]]:
+        """The event and its causes, oldest first (the trigger → ... → this event)."""
+        chain: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        current: str | None = event_id
+        while current and current not in seen:
+            seen.add(current)
+            envelope = yield Read(methodcaller("get_event", event_id=current))
+            if envelope is None:
+                break
+            chain.append(envelope)
+            current = envelope.get("causationid")
+        chain.reverse()
+        return chain

@@ -1,25 +1,29 @@
-"""Inbound events: triggers, await resumption, the early-event buffer, one atomic write each."""
+"""Inbound events: triggers, await resumption, the early-event buffer, one atomic write each.
+
+An event is identified as CloudEvents says, by ``source`` and ``id`` together: the same
+pair delivered twice has one effect, while another source's event with the same id is
+another event.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import methodcaller
 from typing import Any
 
 from concordia.definitions.expressions import compile_expression
-from concordia.definitions.models import (
-    AwaitStep,
-    Saga,
-)
-from concordia.errors import (
-    StoreError,
-)
+from concordia.definitions.models import AwaitStep, Saga
+from concordia.errors import EventError, StoreError
 from concordia.events.envelope import Envelope
 from concordia.events.taxonomy import validate_event
-from concordia.runtime.core import plan
-from concordia.runtime.forward import Forward
+from concordia.runtime.effects import Flow, Read, Write, publish_best_effort
+from concordia.runtime.emitter import run_fields
+from concordia.runtime.executor import Executor, RunPass, results_of, take_commit, with_defaults
 from concordia.runtime.matching import MatchSpec
-from concordia.runtime.pending import Pending
+from concordia.runtime.pending import Pending, journal_value
+from concordia.runtime.planner import plan
+from concordia.status import RunStatus, StepStatus
 from concordia.store.records import (
     APPLIED,
     CONFLICT,
@@ -28,7 +32,6 @@ from concordia.store.records import (
     BufferedEvent,
     Commit,
     Inbound,
-    StepRecord,
 )
 
 
@@ -43,123 +46,126 @@ class Delivery:
     buffered: bool = False
 
 
-class Delivering(Forward):
-    """Takes inbound events (``deliver``, ``deliver_many``)."""
+class Deliverer:
+    """Plans and writes deliveries; its flows run on either engine."""
 
-    def deliver(self, event: Envelope | Mapping[str, Any]) -> Delivery:
-        """Take one inbound event: start the sagas it triggers, resume the runs awaiting it.
+    def __init__(self, executor: Executor) -> None:
+        self.executor = executor
+        self.book = executor.book
+        self.clock = executor.clock
+        self.early_event_ttl = executor.config.early_event_ttl
 
-        The same event id delivered twice has one effect. An event nothing awaits yet is
-        kept for ``early_event_ttl`` seconds, so a callback faster than its saga is not lost.
-        Everything a delivery writes (the inbox entry, the runs it starts, the resumptions,
-        the buffered copy) is one atomic unit: a crash leaves all of it or none, so a
-        redelivery after a crash is never mistaken for a duplicate of a lost delivery.
-        """
-        return self.deliver_many([event])[0]
-
-    def deliver_many(self, events: Iterable[Envelope | Mapping[str, Any]], *,
-                     batch_size: int = 256) -> list[Delivery]:
+    def deliver_many(self, events: Sequence[Envelope | Mapping[str, Any]],
+                     batch_size: int = 256, *, claim: bool) -> Flow[list[Delivery]]:
         """Deliver events in order, up to ``batch_size`` of them per store transaction.
 
-        Each event is applied atomically and exactly as :meth:`deliver` would. An event that
-        is malformed or fails validation (or whose trigger mapping fails) raises; the events
-        before it are delivered, it and those after it are not.
+        Each event is applied atomically. An event that is malformed or fails validation
+        (or whose trigger mapping fails) raises; the events before it are delivered, it and
+        those after it are not. ``claim``: lease the runs it starts to this engine.
         """
-        pending = list(events)
+        pending: list[Envelope | Mapping[str, Any]] = list(events)
         results: list[Delivery] = []
         pos = 0
         while pos < len(pending):
             batch: list[tuple[Inbound, list[dict[str, Any]]]] = []
             claimed: set[str] = set()
-            try:
-                while pos < len(pending) and len(batch) < batch_size:
-                    item = pending[pos]
-                    if not isinstance(item, Envelope):
-                        item = pending[pos] = Envelope.from_dict(item)
-                    planned = self._plan_delivery(item, claimed)
-                    if planned is None:  # touches a run this batch already resumes
-                        break
-                    batch.append(planned)
-                    pos += 1
-            finally:
-                results.extend(self._apply_deliveries(batch))
+            failure: Exception | None = None
+            while pos < len(pending) and len(batch) < batch_size:
+                try:
+                    envelope = self.parse(pending[pos])
+                    pending[pos] = envelope
+                    planned = yield from self._plan(envelope, claimed, claim)
+                except Exception as exc:
+                    failure = exc
+                    break
+                if planned is None:  # touches a run this batch already resumes
+                    break
+                batch.append(planned)
+                pos += 1
+            results.extend((yield from self._apply(batch, claim)))
+            if failure is not None:
+                raise failure
         return results
 
-    def _apply_deliveries(self, batch: list[tuple[Inbound, list[dict[str, Any]]]]
-                          ) -> list[Delivery]:
+    @staticmethod
+    def parse(item: Envelope | Mapping[str, Any]) -> Envelope:
+        envelope = item if isinstance(item, Envelope) else Envelope.from_dict(item)
+        try:
+            journal_value(envelope.data, f"event {envelope.id} data")
+        except ValueError as exc:
+            raise EventError(str(exc), event_type=envelope.type, field="data") from None
+        return envelope
+
+    def _apply(self, batch: list[tuple[Inbound, list[dict[str, Any]]]], claim: bool
+               ) -> Flow[list[Delivery]]:
         if not batch:
             return []
-        statuses = self.store.apply_delivery([inbound for inbound, _ in batch])
+        inbounds = [inbound for inbound, _ in batch]
+        statuses = yield Write(methodcaller("apply_delivery", items=inbounds))
         results: list[Delivery] = []
         for (inbound, transient), status in zip(batch, statuses, strict=True):
             envelope = inbound.envelope
             if status == CONFLICT:  # a run moved since it was read: read again, alone
-                results.append(self._deliver_again(Envelope.from_dict(envelope)))
+                results.append((yield from self._again(Envelope.from_dict(envelope), claim)))
                 continue
-            result = Delivery(envelope["id"], duplicate=status == DUPLICATE)
-            if status == APPLIED:
-                result.started = [c.run.id for c in inbound.creates]
-                result.resumed = [c.run.id for c in inbound.resumes]
-                result.buffered = bool(inbound.buffer)
-                self._publish(transient)
-            results.append(result)
+            results.append(_result(inbound, status))
+            if status == APPLIED and transient:
+                yield from publish_best_effort(transient)
         return results
 
-    def _deliver_again(self, envelope: Envelope) -> Delivery:
+    def _again(self, envelope: Envelope, claim: bool) -> Flow[Delivery]:
         for _ in range(5):
-            planned = self._plan_delivery(envelope, set())
+            planned = yield from self._plan(envelope, set(), claim)
             assert planned is not None
             inbound, transient = planned
-            status = self.store.apply_delivery([inbound])[0]
+            status = (yield Write(methodcaller("apply_delivery", items=[inbound])))[0]
             if status == CONFLICT:
                 continue
-            result = Delivery(envelope.id, duplicate=status == DUPLICATE)
-            if status == APPLIED:
-                result.started = [c.run.id for c in inbound.creates]
-                result.resumed = [c.run.id for c in inbound.resumes]
-                result.buffered = bool(inbound.buffer)
-                self._publish(transient)
-            return result
+            if status == APPLIED and transient:
+                yield from publish_best_effort(transient)
+            return _result(inbound, status)
         raise StoreError(f"event {envelope.id}: the runs it resumes kept changing under it; "
                          "nothing was delivered, deliver it again")
 
-    def _plan_delivery(self, envelope: Envelope, claimed: set[str]
-                       ) -> tuple[Inbound, list[dict[str, Any]]] | None:
+    def _plan(self, envelope: Envelope, claimed: set[str], claim: bool
+              ) -> Flow[tuple[Inbound, list[dict[str, Any]]] | None]:
         """What delivering ``envelope`` writes (and the transient events to publish after),
         or None if it would resume a run in ``claimed``; adds the runs it resumes there."""
-        validate_event(self.catalog, envelope)
+        validate_event(self.executor.catalog, envelope)
         data = envelope.to_dict()
         now = self.clock.now()
         inbound = Inbound(data, now)
-        for saga in self._triggers.get(envelope.type, []):
-            inbound.creates.append(self._triggered_run(saga, envelope, data))
-        resumed: dict[str, tuple[Pending, dict[str, StepRecord]]] = {}
-        for saga_name, version, step_name in self._awaiters.get(envelope.type, []):
-            spec = self._matches[(saga_name, version, step_name)]
+        for saga in self.book.triggers.get(envelope.type, []):
+            inbound.creates.append(self._triggered_run(saga, envelope, data, claim))
+        resumed: dict[str, RunPass] = {}
+        for saga_name, version, step_name in self.book.awaiters.get(envelope.type, []):
+            spec = self.book.matches[(saga_name, version, step_name)]
             key = spec.event_key({"event": data})
-            for rec in self.store.find_awaits(envelope.type, key):
+            awaits = yield Read(methodcaller("find_awaits", event_type=envelope.type, key=key))
+            for rec in awaits:
                 inbound.awaits_seen.append((rec.run_id, rec.step))
                 if (rec.saga, rec.version, rec.step) != (saga_name, version, step_name):
                     continue
                 if rec.run_id in claimed:
                     return None
-                self._plan_resume(rec, spec, data, resumed, now)
+                yield from self._resume(rec, spec, data, resumed, now)
         claimed.update(resumed)
         transient: list[dict[str, Any]] = []
-        for pending, _ in resumed.values():
-            commit, events = self._take_commit(pending)
+        for p in resumed.values():
+            commit, events = take_commit(p.pending, now)
             inbound.resumes.append(commit)
             transient.extend(events)
-        if not resumed and envelope.type in self._awaiters:
-            keys = {self._matches[a].event_key({"event": data})
-                    for a in self._awaiters[envelope.type]}
+        if not resumed and envelope.type in self.book.awaiters:
+            keys = {self.book.matches[a].event_key({"event": data})
+                    for a in self.book.awaiters[envelope.type]}
             for key in keys:
                 inbound.buffer.append(BufferedEvent(
                     f"{envelope.id}" if len(keys) == 1 else f"{envelope.id}:{key}",
                     envelope.type, key, data, now + self.early_event_ttl))
         return inbound, transient
 
-    def _triggered_run(self, saga: Saga, envelope: Envelope, data: dict[str, Any]) -> Commit:
+    def _triggered_run(self, saga: Saga, envelope: Envelope, data: dict[str, Any],
+                       claim: bool) -> Commit:
         assert saga.trigger is not None
         if saga.trigger.input:
             scope = {"event": data}
@@ -167,42 +173,52 @@ class Delivering(Forward):
                          for k, v in saga.trigger.input.items()}
         else:
             run_input = dict(envelope.data or {})
-        return self._new_run(saga, run_input, envelope.correlationid, envelope.id,
-                             trigger=envelope.id)
+        return self.executor.new_run(saga, run_input, envelope.correlationid, envelope.id,
+                                     trigger=envelope.id, claim=claim)
 
-    def _plan_resume(self, rec: AwaitRecord, spec: MatchSpec, envelope: dict[str, Any],
-                     resumed: dict[str, tuple[Pending, dict[str, StepRecord]]],
-                     now: float) -> None:
+    def _resume(self, rec: AwaitRecord, spec: MatchSpec, envelope: dict[str, Any],
+                resumed: dict[str, RunPass], now: float) -> Flow[None]:
         """Resume ``rec``'s run into its pending transition, if it still awaits and matches.
 
         Several awaits of one run (parallel steps) resumed by one event share one commit.
         """
-        if rec.run_id in resumed:
-            pending, steps = resumed[rec.run_id]
-            run = pending.run
-        else:
-            loaded = self.store.load(rec.run_id)
+        p = resumed.get(rec.run_id)
+        if p is None:
+            loaded = yield Read(methodcaller("load", run_id=rec.run_id))
             if loaded is None:
-                return
-            run, steps = loaded
-            pending = Pending(run)
-        srec = steps.get(rec.step)
-        if srec is None or srec.status != "awaiting":
-            return
-        if not spec.matches({**self._scope(run, steps), "event": envelope}):
-            return
-        step = self._saga(run.saga, run.version).step(rec.step)
+                return None
+            run, stored = loaded
+            compiled = self.book.of(run.saga, run.version)
+            steps = with_defaults(compiled, stored)
+            p = RunPass(run, steps, compiled, Pending(run), results_of(steps))
+        run = p.run
+        srec = p.steps.get(rec.step)
+        if srec is None or srec.status != StepStatus.AWAITING:
+            return None
+        scope = {"input": run.input, "results": p.results, "run": run_fields(run),
+                 "event": envelope}
+        if not spec.matches(scope):
+            return None
+        step = p.compiled.steps[rec.step]
         assert isinstance(step, AwaitStep)
-        pending.awaits_remove.append((run.id, rec.step))
-        self._resume_with(run, steps, step, srec, envelope, pending, now)
-        run.status = "running"
+        p.pending.awaits_remove.append((run.id, rec.step))
+        self.executor.resume_with(p, step, srec, envelope, now)
+        run.status = RunStatus.RUNNING
         run.wake_at = None
-        pending.dirty = True
-        resumed[run.id] = (pending, steps)
+        p.pending.dirty = True
+        resumed[run.id] = p
         # The machine moves that follow are pure (no handler runs): take them in the same
         # commit, so an await that ends its stage, or the saga, costs no extra write.
-        compiled = self._compiled_for(run)
-        while (next_step := plan(compiled, run, steps, now)).kind == "move":
-            assert next_step.event is not None
-            self._move(compiled, run, steps, next_step.event, pending, now)
+        while (decision := plan(p.compiled, run, p.steps, now)).kind == "move":
+            assert decision.event is not None
+            self.executor.move(p, decision.event, now)
+        return None
 
+
+def _result(inbound: Inbound, status: str) -> Delivery:
+    result = Delivery(inbound.envelope["id"], duplicate=status == DUPLICATE)
+    if status == APPLIED:
+        result.started = [c.run.id for c in inbound.creates]
+        result.resumed = [c.run.id for c in inbound.resumes]
+        result.buffered = bool(inbound.buffer)
+    return result

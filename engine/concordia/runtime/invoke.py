@@ -1,38 +1,71 @@
-"""Calling handlers: sync inline or in a thread (with a timeout), async on the engine's loop.
+"""Calling handlers: timeouts, poison isolation, and where each kind of handler runs.
 
-What a timeout can stop: an async handler is cancelled at its next ``await``. A sync
-handler runs in a worker thread that Python cannot interrupt: on timeout the engine stops
-waiting and records the attempt as failed, but the thread runs on until the function
-returns, so sync handlers with a timeout must be idempotent (use ``ctx.idempotency_key``).
+Two invokers share the call wrappers:
+
+- :class:`Invoker` (the sync engine) calls a sync handler in the calling thread, unless
+  its step (or saga) declares a ``timeout``: then, like the sync handlers of a parallel
+  stage, it runs in the :class:`HandlerPool`, where the timeout can abandon it. Async
+  handlers run on a private event loop.
+- :class:`AsyncInvoker` (the async engine) runs async handlers as tasks on the host's
+  running loop and sync handlers in the :class:`HandlerPool`, so the loop never blocks on
+  them.
+
+Whatever a handler raises fails that attempt, ``TimeoutError`` included; the engine
+classifies it for retries. ``KeyboardInterrupt`` and ``SystemExit`` raised by a handler
+fail the attempt too and ask the worker to stop (:attr:`Outcome.stop`).
+
+Timeouts. Every call has one (the step's, the saga's default, or the engine's). An async
+handler is cancelled at its next ``await``. A sync handler in the pool is abandoned: the
+engine stops waiting and fails the attempt, but Python cannot stop the thread, so it runs
+on until the function returns (sync handlers with side effects must use
+``ctx.idempotency_key``); an abandoned call no longer counts against the pool's size, so
+stuck handlers cannot starve healthy ones. A call still queued when the engine gives up
+on it is never started. A sync handler called inline, or an async handler that blocks
+its loop (``time.sleep``), cannot be interrupted: if it returns after its deadline the
+attempt is failed as timed out all the same (its result is not used), and a watchdog
+reports a blocked loop while it happens.
 
 Every call runs in its own copy of the caller's ``contextvars`` context with the handler
 context's identity (run_id, saga, step, attempt, correlation_id, causation_id) bound for
-structlog, whether it runs inline, in a worker thread or as a task, so module-level loggers
-inside a handler carry them too, also for the concurrent steps of one stage.
+structlog, so module-level loggers inside a handler carry them too.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextvars
+import threading
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from queue import Empty, SimpleQueue
 from typing import Any
 
 import structlog
 
+from concordia.errors import PermanentError
 from concordia.registry import Binding
 
 LOG_FIELDS = ("run_id", "saga", "step", "attempt", "correlation_id", "causation_id")
+_log = structlog.get_logger("concordia.invoke")
 
 
 class StepTimeoutError(TimeoutError):
-    """An attempt ran longer than its ``timeout``."""
+    """An attempt ran longer than its timeout."""
 
 
 class StepAbandonedError(RuntimeError):
     """Raised in a handler still running after the engine gave up on its attempt."""
+
+
+class HandlerStopError(PermanentError):
+    """A handler raised ``KeyboardInterrupt`` or ``SystemExit``: the attempt fails for good
+    and the worker stops (as on SIGTERM), so a poison run cannot end a worker silently."""
+
+    def __init__(self, raised: BaseException) -> None:
+        self.raised = raised
+        detail = f": {raised}" if str(raised) else ""
+        super().__init__(f"the handler raised {type(raised).__name__}{detail}")
 
 
 @dataclass(slots=True)
@@ -40,63 +73,38 @@ class Outcome:
     ok: bool
     value: Any = None
     error: BaseException | None = None
+    stop: bool = False  # the worker should stop once this attempt is journaled
 
 
-class Invoker:
-    """Runs handler calls; owns one event loop and one thread pool for the engine."""
+@dataclass(slots=True, eq=False)
+class Invocation:
+    """One handler call the engine waits for."""
 
-    def __init__(self, max_workers: int = 16) -> None:
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=max_workers,
-                                                           thread_name_prefix="concordia")
+    binding: Binding
+    ctx: Any
+    timeout: float
+    # Whether the timeout was declared (by the step or its saga) rather than the engine's
+    # default: the sync engine then runs a sync handler where the timeout can abandon it.
+    declared: bool = False
+    # Set when the engine gives up on the call (timeout, shutdown, lost lease): a call
+    # still queued then is never started.
+    abandoned: bool = False
+    started: float | None = field(default=None)
 
     @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        if self._loop is None:
-            self._loop = asyncio.new_event_loop()
-        return self._loop
+    def label(self) -> str:
+        ctx = self.ctx
+        return f"run {ctx.run_id} step {ctx.step} attempt {ctx.attempt}"
 
-    def call(self, binding: Binding, ctx: Any, timeout: float | None) -> Outcome:
-        context = _call_context(ctx)
-        if binding.is_async:
-            task = self.loop.create_task(_call_async(binding.fn, ctx, timeout), context=context)
-            return self.loop.run_until_complete(task)
-        if timeout is None:
-            return context.run(_call_sync, binding.fn, ctx)
-        future = self._pool.submit(context.run, _call_sync, binding.fn, ctx)
-        try:
-            return future.result(timeout=timeout)
-        except concurrent.futures.TimeoutError:
-            return Outcome(False, error=StepTimeoutError(
-                f"attempt exceeded its timeout of {timeout:g}s"))
 
-    def call_many(self, calls: Sequence[tuple[Binding, Any, float | None]]) -> list[Outcome]:
-        """Run several calls concurrently (a stage of parallel steps)."""
-        if len(calls) == 1:
-            b, c, t = calls[0]
-            return [self.call(b, c, t)]
+def timeout_error(timeout: float, took: float | None = None) -> StepTimeoutError:
+    if took is None:
+        return StepTimeoutError(f"attempt exceeded its timeout of {timeout:g}s")
+    return StepTimeoutError(f"attempt took {took:.3g}s, over its timeout of {timeout:g}s "
+                            "(it could not be interrupted; its result is not used)")
 
-        async def gather() -> list[Outcome]:
-            loop = asyncio.get_running_loop()
-            tasks: list[asyncio.Future[Outcome]] = []
-            for binding, ctx, timeout in calls:
-                context = _call_context(ctx)
-                if binding.is_async:
-                    tasks.append(loop.create_task(_call_async(binding.fn, ctx, timeout),
-                                                  context=context))
-                else:
-                    fut = loop.run_in_executor(self._pool, context.run, _call_sync,
-                                               binding.fn, ctx)
-                    tasks.append(loop.create_task(_bounded(fut, timeout)))
-            return list(await asyncio.gather(*tasks))
 
-        return self.loop.run_until_complete(gather())
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        if self._loop is not None:
-            self._loop.close()
-            self._loop = None
+# -- binding the call's identity for structlog -------------------------------------------------
 
 
 def _structlog_vars() -> tuple[contextvars.ContextVar[Any], ...]:
@@ -117,35 +125,313 @@ def _bind(ctx: Any) -> None:
         var.set(getattr(ctx, name, Ellipsis))
 
 
-def _call_context(ctx: Any) -> contextvars.Context:
+def call_context(ctx: Any) -> contextvars.Context:
     """A copy of the caller's context with the handler context's identity bound."""
     context = contextvars.copy_context()
     context.run(_bind, ctx)
     return context
 
 
-def _call_sync(fn: Callable[[Any], Any], ctx: Any) -> Outcome:
+# -- the call wrappers -------------------------------------------------------------------------
+
+
+def _failed(exc: BaseException) -> Outcome:
+    if isinstance(exc, KeyboardInterrupt | SystemExit):
+        return Outcome(False, error=HandlerStopError(exc), stop=True)
+    return Outcome(False, error=exc)
+
+
+def call_sync(fn: Callable[[Any], Any], ctx: Any) -> Outcome:
+    """Call a sync handler; whatever it raises is data for the engine, not a crash."""
     try:
         return Outcome(True, fn(ctx))
-    except Exception as exc:  # a handler's failure is data for the engine, not a crash
-        return Outcome(False, error=exc)
+    except BaseException as exc:  # see the module docstring
+        return _failed(exc)
 
 
-async def _call_async(fn: Callable[[Any], Any], ctx: Any, timeout: float | None) -> Outcome:
+async def call_async(fn: Callable[[Any], Any], ctx: Any, timeout: float) -> Outcome:
+    """Await an async handler under its timeout (measured on the loop's clock)."""
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    scope = asyncio.timeout(timeout)
     try:
-        if timeout is None:
-            return Outcome(True, await fn(ctx))
-        return Outcome(True, await asyncio.wait_for(fn(ctx), timeout))
-    except TimeoutError:
-        return Outcome(False, error=StepTimeoutError(
-            f"attempt exceeded its timeout of {timeout:g}s"))
-    except Exception as exc:
+        async with scope:
+            value = await fn(ctx)
+    except asyncio.CancelledError as exc:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # the engine itself is being cancelled (shutdown): not the handler's doing
         return Outcome(False, error=exc)
+    except TimeoutError as exc:
+        # Our deadline, or a TimeoutError the handler raised itself (an ordinary failure).
+        return Outcome(False, error=timeout_error(timeout) if scope.expired() else exc)
+    except BaseException as exc:  # see the module docstring
+        return _failed(exc)
+    took = loop.time() - began
+    if took > timeout:  # it blocked the loop past its deadline: the timeout never fired
+        _log.warning("handler.overran_timeout", took=round(took, 3), timeout=timeout,
+                     blocking=True)
+        return Outcome(False, error=timeout_error(timeout, took))
+    return Outcome(True, value)
 
 
-async def _bounded(fut: asyncio.Future[Outcome], timeout: float | None) -> Outcome:
+def call_inline(invocation: Invocation) -> Outcome:
+    """A sync handler in the calling thread; an overrun is detected when it returns."""
+    began = time.monotonic()
+    outcome = call_context(invocation.ctx).run(call_sync, invocation.binding.fn,
+                                               invocation.ctx)
+    took = time.monotonic() - began
+    if took > invocation.timeout:
+        _log.warning("handler.overran_timeout", handler=invocation.label,
+                     took=round(took, 3), timeout=invocation.timeout)
+        stop = outcome.stop
+        return Outcome(False, error=timeout_error(invocation.timeout, took), stop=stop)
+    return outcome
+
+
+# -- the pool for sync handlers ----------------------------------------------------------------
+
+
+@dataclass(slots=True, eq=False)
+class _Job:
+    invocation: Invocation
+    on_start: Callable[[], None]
+    on_done: Callable[[Outcome], None]
+    context: contextvars.Context
+    finished: bool = False
+
+
+class HandlerPool:
+    """Threads for sync handlers.
+
+    At most ``size`` calls the engine still waits for run at once; more wait in a queue.
+    A call abandoned by its timeout keeps its thread (Python cannot stop it) but stops
+    counting against ``size``, and that thread ends when the call returns. Threads idle
+    for ``idle_timeout`` seconds end too.
+    """
+
+    def __init__(self, size: int = 16, idle_timeout: float = 30.0) -> None:
+        if size < 1:
+            raise ValueError("a handler pool needs at least one thread")
+        self.size = size
+        self.idle_timeout = idle_timeout
+        self._queue: SimpleQueue[_Job | None] = SimpleQueue()
+        self._lock = threading.Lock()
+        self._live = 0  # threads counted against ``size``: busy with a call, or idle
+        self._idle = 0  # of those, waiting for a call and not yet promised one
+        self._abandoned = 0  # threads running a call the engine gave up on
+        self._closed = False
+
+    @property
+    def abandoned_threads(self) -> int:
+        """Threads still running calls the engine gave up on."""
+        return self._abandoned
+
+    def submit(self, job: _Job) -> None:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the handler pool is closed")
+            self._queue.put(job)
+            if self._idle > 0:
+                self._idle -= 1  # an idle thread will take it
+            elif self._live < self.size:
+                self._spawn()
+
+    def abandon(self, job: _Job) -> None:
+        """The engine gave up on ``job``: never start it; if it runs, stop counting it."""
+        with self._lock:
+            job.invocation.abandoned = True
+            if job.invocation.started is None or job.finished:
+                return
+            self._live -= 1
+            self._abandoned += 1
+            if not self._queue.empty() and self._idle == 0 and self._live < self.size:
+                self._spawn()
+
+    def _spawn(self) -> None:
+        self._live += 1
+        threading.Thread(target=self._work, name="concordia-handler", daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            try:
+                job = self._queue.get(timeout=self.idle_timeout)
+            except Empty:
+                with self._lock:
+                    if self._queue.empty():  # idle too long: this thread ends
+                        self._idle -= 1
+                        self._live -= 1
+                        return
+                continue
+            if job is None:  # the pool is closing
+                with self._lock:
+                    self._live -= 1
+                return
+            with self._lock:
+                if job.invocation.abandoned:  # given up on while queued: never started
+                    self._idle += 1
+                    continue
+                job.invocation.started = time.monotonic()
+            job.on_start()
+            outcome = job.context.run(call_sync, job.invocation.binding.fn, job.invocation.ctx)
+            with self._lock:
+                job.finished = True
+                abandoned = job.invocation.abandoned
+                if abandoned:
+                    self._abandoned -= 1
+                else:
+                    self._idle += 1
+            job.on_done(outcome)
+            if abandoned:
+                return  # no longer counted against ``size``: end the thread
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            threads = self._live
+        for _ in range(threads):
+            self._queue.put(None)
+
+
+# -- the sync engine's invoker -----------------------------------------------------------------
+
+
+class Invoker:
+    """Runs the sync engine's handler calls (see the module docstring)."""
+
+    def __init__(self, pool: HandlerPool | None = None) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.pool = pool or HandlerPool()
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        return self._loop
+
+    def call_many(self, calls: Sequence[Invocation]) -> list[Outcome]:
+        if len(calls) == 1 and not calls[0].binding.is_async and not calls[0].declared:
+            return [call_inline(calls[0])]
+        return self.loop.run_until_complete(_gather(self.pool, calls))
+
+    def close(self) -> None:
+        self.pool.close()
+        if self._loop is not None:
+            self._loop.close()
+            self._loop = None
+
+
+class AsyncInvoker:
+    """Runs the async engine's handler calls on the running loop (see the module docstring)."""
+
+    def __init__(self, pool: HandlerPool | None = None) -> None:
+        self.pool = pool or HandlerPool()
+        self.in_flight: set[Invocation] = set()
+
+    async def call_many(self, calls: Sequence[Invocation]) -> list[Outcome]:
+        self.in_flight.update(calls)
+        try:
+            if len(calls) == 1:
+                return [await _call_one(self.pool, calls[0])]
+            return await _gather(self.pool, calls)
+        finally:
+            self.in_flight.difference_update(calls)
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+async def _gather(pool: HandlerPool, calls: Sequence[Invocation]) -> list[Outcome]:
+    return list(await asyncio.gather(*(_call_one(pool, c) for c in calls)))
+
+
+async def _call_one(pool: HandlerPool, invocation: Invocation) -> Outcome:
+    context = call_context(invocation.ctx)
+    if invocation.binding.is_async:
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(call_async(invocation.binding.fn, invocation.ctx,
+                                           invocation.timeout), context=context)
+        return await task
+    return await _in_pool(pool, invocation, context)
+
+
+async def _in_pool(pool: HandlerPool, invocation: Invocation,
+                   context: contextvars.Context) -> Outcome:
+    """A sync call in the pool, its timeout counted from when it starts running."""
+    loop = asyncio.get_running_loop()
+    started: asyncio.Future[None] = loop.create_future()
+    done: asyncio.Future[Outcome] = loop.create_future()
+
+    def on_start() -> None:
+        loop.call_soon_threadsafe(_settle, started, None)
+
+    def on_done(outcome: Outcome) -> None:
+        loop.call_soon_threadsafe(_settle, done, outcome)
+
+    job = _Job(invocation, on_start, on_done, context)
+    pool.submit(job)
     try:
-        return await asyncio.wait_for(asyncio.shield(fut), timeout)
+        waiting: set[asyncio.Future[Any]] = {started, done}
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        if done.done():
+            return done.result()
+        return await asyncio.wait_for(asyncio.shield(done), invocation.timeout)
     except TimeoutError:
-        return Outcome(False, error=StepTimeoutError(
-            f"attempt exceeded its timeout of {timeout:g}s"))
+        pool.abandon(job)
+        return Outcome(False, error=timeout_error(invocation.timeout))
+    except BaseException:
+        pool.abandon(job)  # the engine is going away: a queued call must not start later
+        raise
+
+
+def _settle(future: asyncio.Future[Any], value: Any) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+# -- a loop that a handler blocks --------------------------------------------------------------
+
+
+class LoopWatchdog:
+    """Reports, from a thread of its own, an event loop blocked for over ``threshold``
+    seconds, naming the async handler calls in flight (one of them is the culprit)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, invoker: AsyncInvoker,
+                 threshold: float = 1.0) -> None:
+        self.loop = loop
+        self.invoker = invoker
+        self.threshold = threshold
+        self.reports = 0
+        self._tick = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="concordia-watchdog",
+                                        daemon=True)
+        self._handle: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        self._beat()
+        self._thread.start()
+
+    def _beat(self) -> None:
+        self._tick = time.monotonic()
+        if not self._stop.is_set():
+            self._handle = self.loop.call_later(self.threshold / 4, self._beat)
+
+    def _watch(self) -> None:
+        reported = False
+        while not self._stop.wait(self.threshold / 4):
+            lag = time.monotonic() - self._tick
+            if lag > self.threshold and not reported:
+                reported = True
+                self.reports += 1
+                suspects = [c.label for c in list(self.invoker.in_flight)
+                            if c.binding.is_async]
+                _log.warning("event_loop.blocked", blocked_for=round(lag, 3),
+                             async_handlers_in_flight=suspects)
+            elif lag <= self.threshold:
+                reported = False
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._handle is not None:
+            self._handle.cancel()

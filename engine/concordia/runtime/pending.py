@@ -11,7 +11,7 @@ from typing import Any
 from concordia.store.records import AwaitRecord, HistoryEntry, RunRecord, StepRecord
 
 
-@dataclass
+@dataclass(slots=True)
 class Pending:
     """The commit being accumulated for one run."""
 
@@ -45,6 +45,20 @@ def json_copy(value: Any) -> Any:
     return json.loads(json.dumps(value, allow_nan=False))
 
 
+def journal_value(value: Any, what: str) -> Any:
+    """``value`` made fit for the journal: a detached JSON copy within the value limits.
+
+    Raises ``ValueError`` (naming ``what``) for anything that is not plain JSON or is out
+    of bounds: NaN and infinities, other types, values too deep or too large.
+    """
+    try:
+        return json_copy(value)
+    except RecursionError:
+        raise ValueError(f"{what} is nested too deeply") from None
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what} is not JSON-serialisable: {exc}") from None
+
+
 _SCALARS = (str, int, float, bool, type(None))
 
 
@@ -66,4 +80,3 @@ def describe(error: BaseException) -> str:
     text = str(error)
     name = type(error).__name__
     return f"{name}: {text}" if text else name
-

@@ -1,4 +1,8 @@
-"""Retry decisions: is an error worth another attempt, and how long to wait before it."""
+"""Retry decisions: is an error worth another attempt, and how long to wait before it.
+
+Pure functions of the policy, the attempt and the error, used by the planner's callers
+for actions and compensations alike: one decision, written once.
+"""
 
 from __future__ import annotations
 
@@ -33,3 +37,14 @@ def backoff_delay(policy: RetryPolicy, attempt: int, seed: str) -> float:
         rng = random.Random(f"{seed}:{attempt}")
         delay *= 1 + b.jitter * (2 * rng.random() - 1)
     return max(delay, 0.0)
+
+
+def after_failure(policy: RetryPolicy, attempt: int, error: BaseException,
+                  seed: str) -> float | None:
+    """Seconds until the next attempt after failed ``attempt``, or None: give up.
+
+    ``seed`` is the idempotency key of what is retried (a step or its compensation).
+    """
+    if attempt < policy.attempts and is_retryable(policy, error):
+        return backoff_delay(policy, attempt, seed)
+    return None

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import partial
+from operator import methodcaller
 from typing import Any
 
-from concordia.store.records import HistoryEntry, StepRecord
+from concordia.errors import UnknownRunError
+from concordia.runtime.effects import Flow, Read
+from concordia.runtime.pending import json_clone
+from concordia.status import ENDED, Kind, RunStatus, StepStatus
+from concordia.store.base import Store
+from concordia.store.records import Commit, HistoryEntry, RunRecord, StepRecord, copy_step
 
 
 @dataclass(frozen=True)
@@ -15,7 +23,7 @@ class RunView:
     id: str
     saga: str
     version: int
-    status: str
+    status: RunStatus
     state: str
     input: dict[str, Any]
     correlation_id: str
@@ -28,15 +36,16 @@ class RunView:
     history: list[HistoryEntry] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     decisions: list[dict[str, Any]] = field(default_factory=list)
+    lease_owner: str | None = None
+    lease_expires: float | None = None
 
     @property
     def ended(self) -> bool:
-        return self.status in ("completed", "compensated", "failed", "cancelled",
-                               "compensation_failed")
+        return self.status in ENDED
 
     @property
     def results(self) -> dict[str, Any]:
-        return {s.name: s.result for s in self.steps if s.status == "succeeded"}
+        return {s.name: s.result for s in self.steps if s.status == StepStatus.SUCCEEDED}
 
     def step(self, name: str) -> StepRecord:
         for s in self.steps:
@@ -47,8 +56,54 @@ class RunView:
     def compensated_steps(self) -> list[str]:
         """Steps whose compensation succeeded, in the order they were undone."""
         return [h.step for h in self.history
-                if h.kind == "compensation.succeeded" and h.step is not None]
+                if h.kind == Kind.COMPENSATION_SUCCEEDED and h.step is not None]
 
     def executed_steps(self) -> list[str]:
         return [h.step for h in self.history
-                if h.kind == "step.succeeded" and h.step is not None]
+                if h.kind == Kind.STEP_SUCCEEDED and h.step is not None]
+
+
+def make_view(order: Iterable[str], run: RunRecord, steps: Iterable[StepRecord],
+              history: list[HistoryEntry], events: list[dict[str, Any]],
+              decisions: list[dict[str, Any]]) -> RunView:
+    """A view of ``run`` with its steps in the definition's ``order`` (untouched steps
+    shown as pending)."""
+    by_name = {s.name: s for s in steps}
+    ordered = [by_name.get(name) or StepRecord(name) for name in order]
+    return RunView(id=run.id, saga=run.saga, version=run.version,
+                   status=RunStatus(run.status), state=run.state, input=json_clone(run.input),
+                   correlation_id=run.correlation_id, causation_id=run.causation_id,
+                   error=run.error, created_at=run.created_at, updated_at=run.updated_at,
+                   wake_at=run.wake_at, steps=ordered, history=history, events=events,
+                   decisions=decisions, lease_owner=run.lease_owner,
+                   lease_expires=run.lease_expires)
+
+
+def created_view(order: Iterable[str], commit: Commit) -> RunView:
+    """The view of a run just created: exactly what its creating commit wrote."""
+    return make_view(order, commit.run, [copy_step(s) for s in commit.steps],
+                     list(commit.history), json_clone([e["envelope"] for e in commit.events]),
+                     json_clone(commit.decisions))
+
+
+def _read_all(store: Store, run_id: str) -> tuple[Any, ...]:
+    loaded = store.load(run_id)
+    if loaded is None:
+        return (None,)
+    return (loaded, store.history(run_id), store.run_events(run_id), store.decisions(run_id))
+
+
+def read_view(order_of: Any, run_id: str) -> Flow[RunView]:
+    """Read a whole run (one trip to the store) and view it; ``order_of(run)`` gives the
+    definition's step order."""
+    got = yield Read(partial(_read_all, run_id=run_id))
+    if got[0] is None:
+        raise UnknownRunError(run_id)
+    (run, steps), history, events, decisions = got
+    return make_view(order_of(run), run, steps.values(), history, events, decisions)
+
+
+def read_list(status: str | None, saga: str | None, limit: int) -> Flow[list[RunView]]:
+    """Runs without their steps and history (a listing)."""
+    runs = yield Read(methodcaller("list_runs", status=status, saga=saga, limit=limit))
+    return [make_view((), r, [], [], [], []) for r in runs]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from concordia.errors import StoreError
@@ -26,17 +26,41 @@ class ConflictError(StoreError):
 
 
 class Store(Protocol):
-    """A durable journal of runs. Every method is one transaction."""
+    """A durable journal of runs. Every write method is one transaction."""
 
     url: str
     readonly: bool  # opened for reading only: every write raises StoreError
+    does_io: bool  # False only for a store an event loop may call inline (in memory)
 
+    # -- writes --------------------------------------------------------------------------------
     def create_run(self, commit: Commit) -> None: ...
+    # Write a transition, refused (ConflictError) unless the run is at ``expect_rev``.
+    # Sets ``commit.run.rev`` and, if a cancellation was requested meanwhile (the first
+    # request wins and is never overwritten), ``commit.run.cancel_reason``.
     def commit(self, commit: Commit) -> None: ...
-    def save_checkpoint(self, run_id: str, step: str, data: Any, at: float) -> None: ...
+    # Record a checkpoint of ``attempt`` of ``step`` unless that attempt is no longer the
+    # current one (another attempt started, or another worker holds the run's lease);
+    # returns whether it was recorded.
+    def save_checkpoint(self, run_id: str, step: str, attempt: int, owner: str, data: Any,
+                        at: float) -> bool: ...
+    # Ask a run to cancel (the first reason wins). A run no live lease holds becomes due
+    # now; a leased one is told at its owner's next commit. Returns the run, or None.
+    def request_cancel(self, run_id: str, reason: str, at: float) -> RunRecord | None: ...
+    # Halt a run as ``stuck`` with ``error`` (unless another worker holds its lease).
+    def park(self, run_id: str, owner: str, error: str, at: float) -> None: ...
+    # Extend ``owner``'s leases on these runs; returns the ids it still held.
+    def renew_leases(self, owner: str, run_ids: Sequence[str], expires: float) -> list[str]: ...
+    # Give up ``owner``'s leases on these runs (a worker stopping, an engine closing).
+    def release_leases(self, owner: str, run_ids: Sequence[str]) -> None: ...
+    # Run each write in one transaction, each in a savepoint of its own; per write, its
+    # result or the exception it raised (a failing commit of the whole fails them all).
+    def write_batch(self, fns: Sequence[Callable[[Store], Any]]
+                    ) -> list[tuple[Any, BaseException | None]]: ...
 
+    # -- reads ---------------------------------------------------------------------------------
     def get_run(self, run_id: str) -> RunRecord | None: ...
-    # A run with its step records, read together (one consistent revision).
+    # A run with the records of the steps it has touched (others are pending), read
+    # together (one consistent revision).
     def load(self, run_id: str) -> tuple[RunRecord, dict[str, StepRecord]] | None: ...
     def get_steps(self, run_id: str) -> dict[str, StepRecord]: ...
     def history(self, run_id: str) -> list[HistoryEntry]: ...
@@ -44,17 +68,19 @@ class Store(Protocol):
                   limit: int = 100) -> list[RunRecord]: ...
     # Run ids starting with ``prefix``, in id order (for ids given by unique prefix).
     def find_run_ids(self, prefix: str, limit: int) -> list[str]: ...
-    def due_runs(self, now: float, limit: int) -> list[str]: ...
+    # Runs with work now: running ones, then due timers (earliest first). For ``owner``,
+    # never a run whose lease another owner holds, until it expires (None: all of them).
+    def due_runs(self, now: float, limit: int, owner: str | None = None) -> list[str]: ...
+    # The earliest timer, or lease expiry of a running run (when it is due again).
     def next_wake_at(self) -> float | None: ...
 
-    # events
-    def record_inbox(self, envelope: dict[str, Any], at: float) -> bool: ...
+    # -- events --------------------------------------------------------------------------------
     # Each item atomically, in order (the batch in one transaction where the backend
-    # allows); per item "duplicate" (its event id is in the inbox already) or "conflict"
-    # (a run it resumes changed since it was read), both writing nothing, or "applied".
+    # allows); per item "duplicate" (its event, by source and id, is in the inbox
+    # already) or "conflict" (a run it resumes changed since it was read), both writing
+    # nothing, or "applied".
     def apply_delivery(self, items: Sequence[Inbound]) -> list[str]: ...
     def find_awaits(self, event_type: str, key: str | None) -> list[AwaitRecord]: ...
-    def buffer_event(self, event: BufferedEvent) -> None: ...
     def find_buffered(self, event_type: str, key: str | None,
                       now: float) -> list[BufferedEvent]: ...
     def outbox_pending(self, limit: int) -> list[tuple[int, dict[str, Any]]]: ...
@@ -63,7 +89,7 @@ class Store(Protocol):
     def run_events(self, run_id: str) -> list[dict[str, Any]]: ...
     def decisions(self, run_id: str) -> list[dict[str, Any]]: ...
 
-    # definitions runs are pinned to
+    # -- definitions runs are pinned to --------------------------------------------------------
     def pin_definitions(self, definitions: Sequence[tuple[str, int, str, dict[str, Any]]]
                         ) -> dict[tuple[str, int], str]:
         """Record (saga, version, fingerprint, document) unless already recorded; return

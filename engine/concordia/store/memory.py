@@ -1,15 +1,22 @@
-"""The in-memory store: the reference semantics, used by unit tests and ``concordia.testing``."""
+"""The in-memory store: the reference semantics, used by unit tests and ``concordia.testing``.
+
+Runs with work are indexed as the SQLite store indexes them: running runs in the order
+they became runnable, timers in a heap, so finding due runs costs the same with a
+thousand stored runs as with a million.
+"""
 
 from __future__ import annotations
 
 import copy
+import heapq
+import itertools
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from concordia.store.base import ConflictError
+from concordia.status import ACTIVE, Kind, RunStatus, StepStatus
+from concordia.store.base import ConflictError, Store
 from concordia.store.records import (
-    ACTIVE,
     APPLIED,
     CONFLICT,
     DUPLICATE,
@@ -25,10 +32,13 @@ from concordia.store.records import (
 )
 
 MAX_BUFFERED_PER_TYPE = 10_000
+_TIMED = (RunStatus.WAITING, RunStatus.SUSPENDED)
 
 
 class MemoryStore:
     """Everything in dicts, guarded by one lock; records are copied in and out."""
+
+    does_io = False
 
     def __init__(self, url: str = "memory://") -> None:
         self.url = url
@@ -37,13 +47,17 @@ class MemoryStore:
         self._runs: dict[str, RunRecord] = {}
         self._steps: dict[str, dict[str, StepRecord]] = {}
         self._history: dict[str, list[HistoryEntry]] = {}
+        self._running: dict[str, None] = {}  # running runs, in the order they became so
+        self._timers: list[tuple[float, int, str]] = []  # (wake_at, seq, run id); lazy
+        self._seq = itertools.count()
         self._awaits: dict[tuple[str, str], AwaitRecord] = {}
         self._await_index: dict[tuple[str, str | None], set[tuple[str, str]]] = {}
         self._buffered: dict[str, BufferedEvent] = {}
-        self._events: dict[str, dict[str, Any]] = {}  # id -> {"envelope", "persistent", ...}
-        self._outbox: list[tuple[int, str]] = []  # (seq, event id) not yet published
-        self._seq = 0
-        self._inbox: set[str] = set()
+        self._events: dict[tuple[str, str], dict[str, Any]] = {}  # (id, source) -> entry
+        self._event_ids: dict[str, tuple[str, str]] = {}  # id -> first (id, source)
+        self._outbox: list[tuple[int, tuple[str, str]]] = []  # not yet published
+        self._outbox_seq = 0
+        self._inbox: set[tuple[str, str]] = set()  # (source, id)
         self._decisions: dict[str, list[dict[str, Any]]] = {}
         self._definitions: dict[tuple[str, int], tuple[str, dict[str, Any]]] = {}
 
@@ -65,22 +79,27 @@ class MemoryStore:
             if any(b.event_id not in seen for a in commit.awaits_add
                    for b in self.find_buffered(a.event_type, a.key, commit.run.updated_at)):
                 raise ConflictError(commit.run.id)  # an early event it has not looked at
+            if current.cancel_reason is not None:  # a cancellation asked for meanwhile
+                commit.run.cancel_reason = current.cancel_reason
             self._apply(commit, current.rev + 1)
 
     def _apply(self, c: Commit, rev: int) -> None:
         c.run.rev = rev
         run = copy_run(c.run)
         self._runs[run.id] = run
+        self._index(run)
         steps = self._steps.setdefault(run.id, {})
         for s in c.steps:
             steps[s.name] = copy_step(s)
         self._history.setdefault(run.id, []).extend(c.history)
         for e in c.events:
             env = e["envelope"]
-            self._events[env["id"]] = {**e, "run_id": run.id, "direction": "out"}
+            key = (env["id"], env["source"])
+            self._events[key] = {**e, "run_id": run.id, "direction": "out"}
+            self._event_ids.setdefault(env["id"], key)
             if e["persistent"]:
-                self._seq += 1
-                self._outbox.append((self._seq, env["id"]))
+                self._outbox_seq += 1
+                self._outbox.append((self._outbox_seq, key))
         if c.decisions:
             self._decisions.setdefault(run.id, []).extend(copy.deepcopy(c.decisions))
         for key in c.awaits_remove:
@@ -94,12 +113,86 @@ class MemoryStore:
         for event_id in c.consume_buffered:
             self._buffered.pop(event_id, None)
 
-    def save_checkpoint(self, run_id: str, step: str, data: Any, at: float) -> None:
+    def _index(self, run: RunRecord) -> None:
+        """Keep the due-run indexes in step with ``run``'s status and wake time."""
+        if run.status == RunStatus.RUNNING:
+            self._running.setdefault(run.id, None)
+        else:
+            self._running.pop(run.id, None)
+            if run.status in _TIMED and run.wake_at is not None:
+                heapq.heappush(self._timers, (run.wake_at, next(self._seq), run.id))
+
+    def _timer_valid(self, wake_at: float, run_id: str) -> bool:
+        run = self._runs.get(run_id)
+        return run is not None and run.status in _TIMED and run.wake_at == wake_at
+
+    def save_checkpoint(self, run_id: str, step: str, attempt: int, owner: str, data: Any,
+                        at: float) -> bool:
         with self._lock:
-            rec = self._steps[run_id][step]
+            run = self._runs.get(run_id)
+            rec = self._steps.get(run_id, {}).get(step)
+            if (run is None or rec is None or rec.attempt != attempt
+                    or rec.status != StepStatus.RUNNING or run.leased_to_other(owner, at)):
+                return False
             rec.checkpoint = copy.deepcopy(data)
-            self._history[run_id].append(HistoryEntry(run_id, at, "step.checkpoint", step,
-                                                      rec.attempt, {"data": data}))
+            self._history[run_id].append(HistoryEntry(run_id, at, Kind.STEP_CHECKPOINT, step,
+                                                      attempt, {"data": data}))
+            return True
+
+    def request_cancel(self, run_id: str, reason: str, at: float) -> RunRecord | None:
+        with self._lock:
+            run = self._runs.get(run_id)
+            if run is None:
+                return None
+            if run.status in ACTIVE and run.cancel_reason is None:
+                run.cancel_reason = reason
+                self._history[run_id].append(HistoryEntry(
+                    run_id, at, Kind.RUN_CANCEL_REQUESTED, None, None, {"reason": reason}))
+                if not run.leased_to_other("", at):
+                    run.status, run.wake_at = RunStatus.RUNNING, None
+                    run.rev += 1
+                    self._index(run)
+            return copy_run(run)
+
+    def park(self, run_id: str, owner: str, error: str, at: float) -> None:
+        with self._lock:
+            run = self._runs.get(run_id)
+            if run is None or run.status not in ACTIVE or run.leased_to_other(owner, at):
+                return
+            run.status, run.error, run.wake_at = RunStatus.STUCK, error, None
+            run.lease_owner = run.lease_expires = None
+            run.rev += 1
+            run.updated_at = at
+            self._index(run)
+            self._history[run_id].append(HistoryEntry(run_id, at, Kind.RUN_STUCK, None, None,
+                                                      {"error": error}))
+
+    def renew_leases(self, owner: str, run_ids: Sequence[str], expires: float) -> list[str]:
+        with self._lock:
+            kept = []
+            for run_id in run_ids:
+                run = self._runs.get(run_id)
+                if run is not None and run.lease_owner == owner:
+                    run.lease_expires = expires
+                    kept.append(run_id)
+            return kept
+
+    def release_leases(self, owner: str, run_ids: Sequence[str]) -> None:
+        with self._lock:
+            for run_id in run_ids:
+                run = self._runs.get(run_id)
+                if run is not None and run.lease_owner == owner:
+                    run.lease_owner = run.lease_expires = None
+
+    def write_batch(self, fns: Sequence[Callable[[Store], Any]]
+                    ) -> list[tuple[Any, BaseException | None]]:
+        out: list[tuple[Any, BaseException | None]] = []
+        for fn in fns:
+            try:
+                out.append((fn(self), None))
+            except Exception as exc:
+                out.append((None, exc))
+        return out
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -110,8 +203,10 @@ class MemoryStore:
 
     def load(self, run_id: str) -> tuple[RunRecord, dict[str, StepRecord]] | None:
         with self._lock:
-            run = self.get_run(run_id)
-            return None if run is None else (run, self.get_steps(run_id))
+            run = self._runs.get(run_id)
+            if run is None:
+                return None
+            return copy_run(run), {k: copy_step(v) for k, v in self._steps[run_id].items()}
 
     def get_steps(self, run_id: str) -> dict[str, StepRecord]:
         with self._lock:
@@ -125,48 +220,64 @@ class MemoryStore:
                   limit: int = 100) -> list[RunRecord]:
         with self._lock:
             # in the order they were recorded, like the SQLite store's row keys
-            runs = [r for r in self._runs.values()
-                    if (status is None or r.status == status) and (saga is None or r.saga == saga)]
-            return [copy_run(r) for r in runs[:limit]]
+            runs = (r for r in self._runs.values()
+                    if (status is None or r.status == status) and (saga is None or r.saga == saga))
+            return [copy_run(r) for r in itertools.islice(runs, limit)]
 
     def find_run_ids(self, prefix: str, limit: int) -> list[str]:
         with self._lock:
             return sorted(r for r in self._runs if r.startswith(prefix))[:limit]
 
-    def due_runs(self, now: float, limit: int) -> list[str]:
-        # Like the SQLite store: running runs first, then due timers, earliest first; ties
-        # in the order the runs were recorded (the sorts are stable).
+    def due_runs(self, now: float, limit: int, owner: str | None = None) -> list[str]:
+        # Like the SQLite store: running runs first (not those another owner leases),
+        # then due timers, earliest first.
         with self._lock:
-            running = [r for r in self._runs.values() if r.status == "running"]
-            running.sort(key=lambda r: (r.wake_at is not None, r.wake_at or 0.0))
-            timed = [r for r in self._runs.values() if r.status in ("waiting", "suspended")
-                     and r.wake_at is not None and r.wake_at <= now]
-            timed.sort(key=lambda r: r.wake_at or 0.0)
-            return [r.id for r in running + timed][:limit]
+            due: list[str] = []
+            for run_id in self._running:
+                if len(due) >= limit:
+                    return due
+                if owner is None or not self._runs[run_id].leased_to_other(owner, now):
+                    due.append(run_id)
+            taken: list[tuple[float, int, str]] = []
+            while self._timers and len(due) < limit and self._timers[0][0] <= now:
+                entry = heapq.heappop(self._timers)
+                if self._timer_valid(entry[0], entry[2]) and entry[2] not in due:
+                    taken.append(entry)
+                    due.append(entry[2])
+            for entry in taken:  # still theirs until the runs move on
+                heapq.heappush(self._timers, entry)
+            return due
 
     def next_wake_at(self) -> float | None:
         with self._lock:
-            times = [r.wake_at for r in self._runs.values()
-                     if r.status in ACTIVE and r.wake_at is not None]
+            while self._timers and not self._timer_valid(self._timers[0][0],
+                                                         self._timers[0][2]):
+                heapq.heappop(self._timers)
+            times = [self._timers[0][0]] if self._timers else []
+            # a leased running run is due again when its lease expires
+            times += [run.lease_expires for run in map(self._runs.__getitem__, self._running)
+                      if run.lease_expires is not None]
             return min(times) if times else None
 
     # -- events ------------------------------------------------------------------------------
 
-    def record_inbox(self, envelope: dict[str, Any], at: float) -> bool:
-        with self._lock:
-            if envelope["id"] in self._inbox:
-                return False
-            self._inbox.add(envelope["id"])
-            self._events.setdefault(envelope["id"], {"envelope": copy.deepcopy(envelope),
-                                                     "persistent": True, "run_id": None,
-                                                     "direction": "in"})
-            return True
+    def _record_inbox(self, envelope: dict[str, Any], at: float) -> bool:
+        key = (envelope["source"], envelope["id"])
+        if key in self._inbox:
+            return False
+        self._inbox.add(key)
+        ekey = (envelope["id"], envelope["source"])
+        self._events.setdefault(ekey, {"envelope": copy.deepcopy(envelope), "persistent": True,
+                                       "run_id": None, "direction": "in"})
+        self._event_ids.setdefault(envelope["id"], ekey)
+        return True
 
     def apply_delivery(self, items: Sequence[Inbound]) -> list[str]:
         statuses: list[str] = []
         with self._lock:
             for item in items:
-                if item.envelope["id"] in self._inbox:
+                env = item.envelope
+                if (env["source"], env["id"]) in self._inbox:
                     statuses.append(DUPLICATE)
                     continue
                 if any(c.run.id in self._runs for c in item.creates) or any(
@@ -180,13 +291,13 @@ class MemoryStore:
                        for a in self.find_awaits(b.event_type, b.key)):
                     statuses.append(CONFLICT)  # an await registered since it was planned
                     continue
-                self.record_inbox(item.envelope, item.received_at)
+                self._record_inbox(env, item.received_at)
                 for c in item.resumes:
                     self._apply(c, self._runs[c.run.id].rev + 1)
                 for c in item.creates:
                     self._apply(c, 1)
                 for event in item.buffer:
-                    self.buffer_event(event)
+                    self._buffer(event)
                 statuses.append(APPLIED)
         return statuses
 
@@ -197,13 +308,12 @@ class MemoryStore:
                 keys |= self._await_index.get((event_type, None), set())
             return [self._awaits[k] for k in sorted(keys)]
 
-    def buffer_event(self, event: BufferedEvent) -> None:
-        with self._lock:
-            same_type = [b for b in self._buffered.values() if b.event_type == event.event_type]
-            if len(same_type) >= MAX_BUFFERED_PER_TYPE:
-                oldest = min(same_type, key=lambda b: b.expires_at)
-                del self._buffered[oldest.event_id]
-            self._buffered[event.event_id] = event
+    def _buffer(self, event: BufferedEvent) -> None:
+        same_type = [b for b in self._buffered.values() if b.event_type == event.event_type]
+        if len(same_type) >= MAX_BUFFERED_PER_TYPE:
+            oldest = min(same_type, key=lambda b: b.expires_at)
+            del self._buffered[oldest.event_id]
+        self._buffered[event.event_id] = event
 
     def find_buffered(self, event_type: str, key: str | None,
                       now: float) -> list[BufferedEvent]:
@@ -215,8 +325,8 @@ class MemoryStore:
 
     def outbox_pending(self, limit: int) -> list[tuple[int, dict[str, Any]]]:
         with self._lock:
-            return [(seq, copy.deepcopy(self._events[eid]["envelope"]))
-                    for seq, eid in self._outbox[:limit]]
+            return [(seq, copy.deepcopy(self._events[key]["envelope"]))
+                    for seq, key in self._outbox[:limit]]
 
     def mark_published(self, ids: Sequence[int], at: float) -> None:
         with self._lock:
@@ -225,8 +335,8 @@ class MemoryStore:
 
     def get_event(self, event_id: str) -> dict[str, Any] | None:
         with self._lock:
-            e = self._events.get(event_id)
-            return copy.deepcopy(e["envelope"]) if e else None
+            key = self._event_ids.get(event_id)
+            return copy.deepcopy(self._events[key]["envelope"]) if key else None
 
     def run_events(self, run_id: str) -> list[dict[str, Any]]:
         with self._lock:

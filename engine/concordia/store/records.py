@@ -8,12 +8,17 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any, TypeVar
 
-# Run statuses. `running`: has work now; `waiting`: a retry timer; `suspended`: awaiting
-# an event (maybe with a timeout timer). The rest are ends; `compensation_failed` can be
-# resumed by `engine.retry` after a fix.
-ACTIVE = ("running", "waiting", "suspended")
-ENDED = ("completed", "compensated", "failed", "cancelled", "compensation_failed")
-RUN_STATUSES = ACTIVE + ENDED
+# The status sets live in concordia.status; these names stay importable from here.
+from concordia.status import (
+    ACTIVE,
+    ENDED,
+    RUN_STATUSES,
+    CompStatus,
+    RunStatus,
+    StepStatus,
+)
+
+__all__ = ["ACTIVE", "ENDED", "RUN_STATUSES"]
 
 
 @dataclass(slots=True)
@@ -23,7 +28,7 @@ class RunRecord:
     id: str
     saga: str
     version: int
-    status: str
+    status: RunStatus
     state: str
     input: dict[str, Any]
     correlation_id: str
@@ -36,6 +41,16 @@ class RunRecord:
     cancel_reason: str | None = None
     compensated_any: bool = False
     rev: int = 0
+    # The lease: which worker owns the run until when. A worker takes it in the commit
+    # that starts a step, renews it while the handler runs and clears it when its pass
+    # ends; others leave a run alone until its lease has expired.
+    lease_owner: str | None = None
+    lease_expires: float | None = None
+
+    def leased_to_other(self, owner: str, now: float) -> bool:
+        """Whether another worker holds a lease on this run that has not expired."""
+        return (self.lease_owner is not None and self.lease_owner != owner
+                and self.lease_expires is not None and self.lease_expires > now)
 
 
 @dataclass(slots=True)
@@ -43,13 +58,13 @@ class StepRecord:
     """The journal of one step: its forward attempts and its compensation."""
 
     name: str
-    status: str = "pending"  # pending running waiting_retry awaiting succeeded failed skipped
+    status: StepStatus = StepStatus.PENDING
     attempt: int = 0
     result: Any = None
     checkpoint: Any = None
     error: str | None = None
     wake_at: float | None = None
-    comp_status: str | None = None  # None running waiting_retry succeeded failed
+    comp_status: CompStatus | None = None  # None: not started
     comp_attempt: int = 0
     comp_error: str | None = None
     started_at: float | None = None
@@ -58,7 +73,7 @@ class StepRecord:
     @property
     def has_effect(self) -> bool:
         """Whether the world may have changed: a result, or a checkpoint of a partial run."""
-        return self.status == "succeeded" or self.checkpoint is not None
+        return self.status == StepStatus.SUCCEEDED or self.checkpoint is not None
 
 
 @dataclass(frozen=True, slots=True)

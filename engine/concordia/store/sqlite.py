@@ -1,18 +1,15 @@
 """The SQLite store, the embedded default: one file, WAL, ``synchronous=FULL``.
 
-Every SQL statement the SQLite backend runs is in this module. Each public method is one
-transaction (``BEGIN IMMEDIATE`` … ``COMMIT``), so a process killed at any point leaves
-either the whole transition or none of it. The schema is built by numbered migrations
-applied on open (``PRAGMA user_version`` records the last one).
+Every SQL statement the SQLite backend runs is in this module (the schema and its
+migrations in :mod:`concordia.store.sqlite_schema`, applied on open; ``PRAGMA
+user_version`` records the last one). Each public write is one transaction (``BEGIN
+IMMEDIATE`` … ``COMMIT``), so a process killed at any point leaves either the whole
+transition or none of it; :meth:`SqliteStore.write_batch` runs several writes in one
+transaction and one ``fsync``, each in a savepoint of its own. Reads use a connection of
+their own, so they never wait behind a write's ``fsync``.
 
-Layout, shaped by what a durable commit costs: every page a transaction dirties is
-written to the WAL and synced, so a step's commit should touch as few pages as possible.
-A run's row carries its step records (a JSON object; a commit merges the changed ones with
-``json_patch``) and, while the run is active, the tail of its history (lines appended as
-text). The tail moves to ``history`` (one row per move, keyed by the run's integer key in
-the high 32 bits, so a run's rows are clustered without an index) when it outgrows
-``_TAIL_LIMIT`` and when the run ends. A step's commit thus rewrites the run's row: one
-page, where a table per kind of record dirtied six or seven.
+Errors of the database's surroundings (a locked or read-only file, a full disk) are
+raised as :class:`~concordia.errors.StoreError` with the file's path.
 """
 
 from __future__ import annotations
@@ -21,18 +18,18 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 from urllib.request import pathname2url
 
 from concordia.errors import StoreError
-from concordia.store.base import ConflictError
+from concordia.status import ENDED, CompStatus, Kind, RunStatus, StepStatus
+from concordia.store.base import ConflictError, Store
 from concordia.store.records import (
     APPLIED,
     CONFLICT,
     DUPLICATE,
-    ENDED,
     AwaitRecord,
     BufferedEvent,
     Commit,
@@ -41,148 +38,69 @@ from concordia.store.records import (
     RunRecord,
     StepRecord,
 )
+from concordia.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
+
+__all__ = ["SCHEMA_VERSION", "SqliteStore"]
 
 MAX_BUFFERED_PER_TYPE = 10_000
-# UPDATE … RETURNING arrived in 3.35; the JSON functions are built in from 3.38 (and
-# compiled into most earlier builds).
+# UPDATE … RETURNING and ALTER TABLE … DROP COLUMN arrived in 3.35; the JSON functions
+# are built in from 3.38 (and compiled into most earlier builds).
 MIN_SQLITE = (3, 35, 0)
 
-MIGRATIONS: list[tuple[int, list[str]]] = [
-    (1, [
-        """CREATE TABLE runs (
-            id TEXT PRIMARY KEY, saga TEXT NOT NULL, version INTEGER NOT NULL,
-            status TEXT NOT NULL, state TEXT NOT NULL, input TEXT NOT NULL,
-            correlation_id TEXT NOT NULL, causation_id TEXT, cause TEXT NOT NULL,
-            created_at REAL NOT NULL, updated_at REAL NOT NULL, wake_at REAL,
-            error TEXT, cancel_reason TEXT, compensated_any INTEGER NOT NULL DEFAULT 0,
-            rev INTEGER NOT NULL)""",
-        "CREATE INDEX runs_status_wake ON runs (status, wake_at)",
-        "CREATE INDEX runs_created ON runs (created_at)",
-        """CREATE TABLE steps (
-            run_id TEXT NOT NULL, name TEXT NOT NULL, status TEXT NOT NULL,
-            attempt INTEGER NOT NULL, result TEXT, checkpoint TEXT, error TEXT,
-            wake_at REAL, comp_status TEXT, comp_attempt INTEGER NOT NULL, comp_error TEXT,
-            started_at REAL, finished_at REAL, PRIMARY KEY (run_id, name)) WITHOUT ROWID""",
-        """CREATE TABLE history (
-            seq INTEGER PRIMARY KEY, run_id TEXT NOT NULL, at REAL NOT NULL,
-            kind TEXT NOT NULL, step TEXT, attempt INTEGER, detail TEXT NOT NULL)""",
-        "CREATE INDEX history_run ON history (run_id, seq)",
-        """CREATE TABLE events (
-            id TEXT PRIMARY KEY, run_id TEXT, type TEXT NOT NULL, direction TEXT NOT NULL,
-            persistent INTEGER NOT NULL, envelope TEXT NOT NULL)""",
-        "CREATE INDEX events_run ON events (run_id)",
-        """CREATE TABLE outbox (
-            seq INTEGER PRIMARY KEY, event_id TEXT NOT NULL,
-            published_at REAL)""",
-        "CREATE INDEX outbox_pending ON outbox (seq) WHERE published_at IS NULL",
-        "CREATE TABLE inbox (id TEXT PRIMARY KEY, received_at REAL NOT NULL) WITHOUT ROWID",
-        """CREATE TABLE awaits (
-            run_id TEXT NOT NULL, step TEXT NOT NULL, event_type TEXT NOT NULL, key TEXT,
-            saga TEXT NOT NULL, version INTEGER NOT NULL, PRIMARY KEY (run_id, step))
-            WITHOUT ROWID""",
-        "CREATE INDEX awaits_lookup ON awaits (event_type, key)",
-        """CREATE TABLE buffered (
-            event_id TEXT PRIMARY KEY, event_type TEXT NOT NULL, key TEXT,
-            envelope TEXT NOT NULL, expires_at REAL NOT NULL) WITHOUT ROWID""",
-        "CREATE INDEX buffered_lookup ON buffered (event_type, key, expires_at)",
-        """CREATE TABLE decisions (
-            decision_id TEXT PRIMARY KEY, run_id TEXT NOT NULL, step TEXT,
-            record TEXT NOT NULL)""",
-        "CREATE INDEX decisions_run ON decisions (run_id)",
-    ]),
-    # 2: each saga version runs have used, so runs outlive their YAML and an in-place
-    # edit of a version in use is caught.
-    (2, [
-        """CREATE TABLE definitions (
-            saga TEXT NOT NULL, version INTEGER NOT NULL, fingerprint TEXT NOT NULL,
-            document TEXT NOT NULL, PRIMARY KEY (saga, version)) WITHOUT ROWID""",
-    ]),
-    # 3: fewer pages per commit. Runs get an explicit integer key (VACUUM keeps it, and it
-    # orders runs as they were recorded, so ``created_at`` needs no index); a run carries its
-    # step records and, while it is active, the tail of its history. Settled history is one
-    # row per flush whose key is the run's key in its high 32 bits: a run's lines are
-    # clustered without an index.
-    (3, [
-        """CREATE TABLE runs_v3 (
-            num INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, saga TEXT NOT NULL,
-            version INTEGER NOT NULL, status TEXT NOT NULL, state TEXT NOT NULL,
-            input TEXT NOT NULL, correlation_id TEXT NOT NULL, causation_id TEXT,
-            cause TEXT NOT NULL, created_at REAL NOT NULL, updated_at REAL NOT NULL,
-            wake_at REAL, error TEXT, cancel_reason TEXT,
-            compensated_any INTEGER NOT NULL DEFAULT 0, rev INTEGER NOT NULL,
-            steps TEXT NOT NULL, tail TEXT NOT NULL DEFAULT '[]')""",
-        """INSERT INTO runs_v3 SELECT r.rowid, r.id, r.saga, r.version, r.status, r.state,
-            r.input, r.correlation_id, r.causation_id, r.cause, r.created_at, r.updated_at,
-            r.wake_at, r.error, r.cancel_reason, r.compensated_any, r.rev,
-            COALESCE((SELECT json_group_object(s.name, json_array(s.status, s.attempt,
-                json(s.result), json(s.checkpoint), s.error, s.wake_at, s.comp_status,
-                s.comp_attempt, s.comp_error, s.started_at, s.finished_at))
-                FROM steps s WHERE s.run_id = r.id), '{}'),
-            '[]' FROM runs r ORDER BY r.rowid""",
-        """CREATE TABLE history_v3 (key INTEGER PRIMARY KEY, entries TEXT NOT NULL)""",
-        """INSERT INTO history_v3 (key, entries) SELECT (r.num << 32) + ROW_NUMBER() OVER (
-                PARTITION BY h.run_id ORDER BY h.seq) - 1,
-            json_array(json_array(h.at, h.kind, h.step, h.attempt, json(h.detail)))
-            FROM history h JOIN runs_v3 r ON r.id = h.run_id""",
-        "DROP TABLE history",
-        "DROP TABLE steps",
-        "DROP TABLE runs",
-        "ALTER TABLE runs_v3 RENAME TO runs",
-        "ALTER TABLE history_v3 RENAME TO history",
-        "CREATE INDEX runs_status_wake ON runs (status, wake_at)",
-    ]),
-]
-SCHEMA_VERSION = MIGRATIONS[-1][0]
-
 _RUN_COLS = ("id, saga, version, status, state, input, correlation_id, causation_id, cause, "
-             "created_at, updated_at, wake_at, error, cancel_reason, compensated_any, rev")
+             "created_at, updated_at, wake_at, error, cancel_reason, compensated_any, rev, "
+             "lease_owner, lease_expires")
 # ``tail`` with the JSON array {arg} appended, by text (both are arrays of history lines).
 _APPEND_TAIL = ("CASE WHEN tail = '[]' THEN {arg} WHEN {arg} = '[]' THEN tail "
                 "ELSE substr(tail, 1, length(tail) - 1) || ',' || substr({arg}, 2) END")
-_INSERT_RUN = (f"INSERT INTO runs ({_RUN_COLS}, steps, tail) VALUES ({', '.join('?' * 18)})")
+_INSERT_RUN = f"INSERT INTO runs ({_RUN_COLS}, tail) VALUES ({', '.join('?' * 19)})"
 # A run's input, correlation and causation never change after it is created: not rewritten.
 # Status and wake time are set only when they change: SQLite rewrites an index entry for
-# every indexed column an UPDATE assigns, even to the same value. Changed step records are
-# merged into ``steps`` (RFC 7396: a record, a JSON array, replaces the old one whole), and
-# the commit's history lines are appended to ``tail`` as text (no JSON parse).
+# every indexed column an UPDATE assigns, even to the same value. A cancellation asked
+# for meanwhile is kept (the first reason wins) and returned, so the writer learns of it.
 _UPDATE_RUN = ("UPDATE runs SET {queue}state=:state, cause=:cause, updated_at=:updated_at, "
-               "error=:error, cancel_reason=:cancel_reason, compensated_any=:compensated_any, "
-               "rev=:rev, steps=json_patch(steps, :steps), tail="
-               + _APPEND_TAIL.format(arg=":lines")
-               + " WHERE id=:id AND rev=:expected RETURNING num, length(tail)")
+               "error=:error, cancel_reason=COALESCE(cancel_reason, :cancel_reason), "
+               "compensated_any=:compensated_any, rev=:rev, lease_owner=:lease_owner, "
+               "lease_expires=:lease_expires, tail=" + _APPEND_TAIL.format(arg=":lines")
+               + " WHERE id=:id AND rev=:expected RETURNING num, length(tail), cancel_reason")
 _UPDATE_RUN_SQL = {queue: _UPDATE_RUN.format(
     queue="status=:status, wake_at=:wake_at, " if queue else "") for queue in (False, True)}
-# A step record in the run's ``steps`` object: a JSON array in this field order (compact,
-# and the cheapest shape to write and read).
+_UPSERT_STEP = ("INSERT INTO steps (num, name, record) VALUES (?, ?, ?) "
+                "ON CONFLICT (num, name) DO UPDATE SET record=excluded.record")
+# A step record in ``steps``: a JSON array in this field order (compact, and the cheapest
+# shape to write and read).
 _STEP_FIELDS = ("status", "attempt", "result", "checkpoint", "error", "wake_at", "comp_status",
                 "comp_attempt", "comp_error", "started_at", "finished_at")
 _CHECKPOINT = _STEP_FIELDS.index("checkpoint")
-_ATTEMPT = _STEP_FIELDS.index("attempt")
+_LOAD = (f"SELECT {_RUN_COLS}, (SELECT json_group_object(name, json(record)) FROM steps "
+         "WHERE steps.num = runs.num) FROM runs WHERE id=?")
 # A run's history keys run from ``num << 32`` up; the next one follows the largest.
 _RUN_SPAN = 1 << 32
 _MAX_RUN_NUM = (1 << 31) - 1
 # The tail moves to ``history`` when the run ends or outgrows this (it then stays within
-# one page with the rest of the row, so a commit rewrites a single page).
-_TAIL_LIMIT = 2048
+# one page with the rest of the row).
+TAIL_LIMIT = 2048
 _SETTLE_TAIL = ("INSERT INTO history (key, entries) SELECT COALESCE((SELECT MAX(key) "
                 "FROM history WHERE key BETWEEN ?1 AND ?2), ?1 - 1) + 1, tail FROM runs "
                 "WHERE num=?3 AND tail != '[]'")
-_INSERT_EVENT = ("INSERT OR IGNORE INTO events (id, run_id, type, direction, persistent, envelope)"
-                 " VALUES (?, ?, ?, ?, ?, ?)")
+_INSERT_EVENT = ("INSERT OR IGNORE INTO events (id, source, run_id, type, direction, "
+                 "persistent, envelope) VALUES (?, ?, ?, ?, ?, ?, ?)")
+_ACTIVE_SQL = "('running', 'waiting', 'suspended')"
+# A lease is live while it has not expired; its owner may do as it pleases with the run.
+_LEASE_LIVE = "(lease_owner IS NOT NULL AND lease_expires > :now)"
 # How many runs' last written (rev, status, wake_at) a store remembers.
 _QUEUE_MEMORY = 10_000
 _encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+_RUN_STATUS = {s.value: s for s in RunStatus}
+_STEP_STATUS = {s.value: s for s in StepStatus}
+_COMP_STATUS: dict[str | None, CompStatus | None] = {
+    None: None, **{s.value: s for s in CompStatus}}
 
 
 def _history_keys(num: int) -> tuple[int, int]:
     """The first and last ``history`` key of the run whose row key is ``num``."""
     low = num * _RUN_SPAN
     return low, low + _RUN_SPAN - 1
-
-
-def _step_path(name: str) -> str:
-    # Step names are identifiers (``^[a-z][a-z0-9_]*$``), so quoting cannot be broken.
-    return f'$."{name}"'
 
 
 def _step_row(s: StepRecord) -> list[Any]:
@@ -201,7 +119,10 @@ def _dumps(value: Any) -> str | None:
 class SqliteStore:
     """A :class:`~concordia.store.base.Store` on one SQLite file."""
 
-    def __init__(self, url: str, *, synchronous: str = "FULL", readonly: bool = False) -> None:
+    does_io = True
+
+    def __init__(self, url: str, *, synchronous: str = "FULL", readonly: bool = False,
+                 busy_timeout: float = 30.0) -> None:
         if sqlite3.sqlite_version_info < MIN_SQLITE:
             raise StoreError(f"the SQLite store needs SQLite {'.'.join(map(str, MIN_SQLITE))} "
                              f"or newer (RETURNING, JSON functions); this Python has "
@@ -213,6 +134,10 @@ class SqliteStore:
             raise StoreError(f"store URL {url!r} names no file; use sqlite:///runs.db")
         self.path = path
         self.readonly = readonly
+        self._lock = threading.RLock()
+        self._rlock = threading.RLock()
+        self._batching = False
+        self._queue: dict[str, tuple[int, str, float | None]] = {}
         if readonly:
             # Reading never creates a store: a missing file is an error naming the path.
             if path == ":memory:" or not os.path.isfile(path):
@@ -228,35 +153,68 @@ class SqliteStore:
             if readonly:
                 uri = "file:" + pathname2url(os.path.abspath(path)) + "?mode=ro"
                 self._conn = sqlite3.connect(uri, uri=True, isolation_level=None,
-                                             check_same_thread=False, timeout=30.0)
+                                             check_same_thread=False, timeout=busy_timeout)
                 self._conn.execute("PRAGMA query_only=ON")
             else:
                 self._conn = sqlite3.connect(path, isolation_level=None,
-                                             check_same_thread=False, timeout=30.0)
+                                             check_same_thread=False, timeout=busy_timeout)
                 self._conn.execute("PRAGMA journal_mode=WAL")
                 self._conn.execute(f"PRAGMA synchronous={synchronous}")
-            self._conn.execute("PRAGMA foreign_keys=ON")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open SQLite store {path!r}: {exc}") from None
-        self._lock = threading.RLock()
-        self._queue: dict[str, tuple[int, str, float | None]] = {}
         if readonly:
             self._check_schema()
         else:
-            self._migrate()
+            with self._guard():
+                self._migrate()
+        # Reads get a connection of their own (WAL lets it read while a write syncs); an
+        # in-memory database exists only on its one connection.
+        self._rconn = self._conn
+        if path != ":memory:" and not readonly:
+            try:
+                self._rconn = sqlite3.connect(path, isolation_level=None,
+                                              check_same_thread=False, timeout=busy_timeout)
+                self._rconn.execute("PRAGMA query_only=ON")
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot open SQLite store {path!r}: {exc}") from None
+        else:
+            self._rlock = self._lock
 
     # -- plumbing ----------------------------------------------------------------------------
 
     @contextmanager
+    def _guard(self) -> Iterator[None]:
+        """Raise the database's own errors as StoreError naming the file."""
+        try:
+            yield
+        except sqlite3.IntegrityError:
+            raise
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"SQLite store {self.path!r}: {exc}") from None
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"SQLite store {self.path!r}: {exc}") from None
+
+    @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
+        if self.readonly:
+            raise StoreError(f"SQLite store {self.path!r} was opened read-only")
+        conn = self._conn
+        with self._lock, self._guard():
+            if self._batching:  # inside write_batch: its savepoint is this write's unit
+                yield conn
+                return
+            conn.execute("BEGIN IMMEDIATE")
             try:
-                yield self._conn
+                yield conn
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                if conn.in_transaction:  # SQLite rolls some failures back by itself
+                    conn.execute("ROLLBACK")
                 raise
-            self._conn.execute("COMMIT")
+            conn.execute("COMMIT")
+
+    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        with self._rlock, self._guard():
+            return self._rconn.execute(sql, args).fetchall()
 
     def _migrate(self) -> None:
         with self._tx() as conn:
@@ -283,8 +241,41 @@ class SqliteStore:
                              "(a worker or `concordia run`) to migrate it")
 
     def schema_version(self) -> int:
+        return int(self._query("PRAGMA user_version")[0][0])
+
+    def write_batch(self, fns: Sequence[Callable[[Store], Any]]
+                    ) -> list[tuple[Any, BaseException | None]]:
+        out: list[tuple[Any, BaseException | None]] = []
+        conn = self._conn
         with self._lock:
-            return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+            try:
+                with self._guard():
+                    conn.execute("BEGIN IMMEDIATE")
+                self._batching = True
+                try:
+                    for fn in fns:
+                        conn.execute("SAVEPOINT write")
+                        try:
+                            value = fn(self)
+                        except Exception as exc:
+                            conn.execute("ROLLBACK TO write")
+                            conn.execute("RELEASE write")
+                            out.append((None, exc))
+                            continue
+                        conn.execute("RELEASE write")
+                        out.append((value, None))
+                finally:
+                    self._batching = False
+                with self._guard():
+                    conn.execute("COMMIT")
+            except Exception as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                self._queue.clear()  # what it remembered writing was not written
+                error = exc if isinstance(exc, StoreError) else StoreError(
+                    f"SQLite store {self.path!r}: {exc}")
+                return [(None, error)] * len(fns)
+        return out
 
     # -- writes ------------------------------------------------------------------------------
 
@@ -306,10 +297,12 @@ class SqliteStore:
         """Write a new run with its step records (at revision 1)."""
         run = commit.run
         run.rev = 1
-        steps = _encode({s.name: _step_row(s) for s in commit.steps})
-        num = conn.execute(_INSERT_RUN, (*_run_row(run), steps,
+        num = conn.execute(_INSERT_RUN, (*_run_row(run),
                                          _encode(_history_rows(commit.history)))).lastrowid
         assert num is not None
+        if commit.steps:
+            conn.executemany(_UPSERT_STEP, [(num, s.name, _encode(_step_row(s)))
+                                            for s in commit.steps])
         if run.status in ENDED:
             self._settle(conn, num)
         self._apply(conn, commit)
@@ -325,13 +318,19 @@ class SqliteStore:
             "status": run.status, "wake_at": run.wake_at, "state": run.state,
             "cause": run.cause, "updated_at": run.updated_at, "error": run.error,
             "cancel_reason": run.cancel_reason, "compensated_any": int(run.compensated_any),
-            "rev": expected + 1, "steps": _encode({s.name: _step_row(s) for s in commit.steps}),
+            "rev": expected + 1, "lease_owner": run.lease_owner,
+            "lease_expires": run.lease_expires,
             "lines": _encode(_history_rows(commit.history)), "id": run.id,
             "expected": expected}).fetchall()
         if not row:
             raise ConflictError(run.id)
-        num, tail = row[0]
-        if tail > _TAIL_LIMIT or run.status in ENDED:
+        num, tail, cancel_reason = row[0]
+        if cancel_reason is not None:
+            run.cancel_reason = cancel_reason
+        if commit.steps:
+            conn.executemany(_UPSERT_STEP, [(num, s.name, _encode(_step_row(s)))
+                                            for s in commit.steps])
+        if tail > TAIL_LIMIT or run.status in ENDED:
             self._settle(conn, num)
         self._apply(conn, commit)
         return expected + 1
@@ -353,15 +352,19 @@ class SqliteStore:
             if len(queue) > _QUEUE_MEMORY:
                 del queue[next(iter(queue))]
 
+    def _forget(self, run_id: str) -> None:
+        with self._lock:
+            self._queue.pop(run_id, None)
+
     def _apply(self, conn: sqlite3.Connection, c: Commit) -> None:
         """Write what a commit adds besides the run's row: events, decisions, awaits."""
         rid = c.run.id
         for e in c.events:
             env = e["envelope"]
-            conn.execute(_INSERT_EVENT, (env["id"], rid, env["type"], "out",
-                                         int(e["persistent"]), _dumps(env)))
-            if e["persistent"]:
-                conn.execute("INSERT INTO outbox (event_id) VALUES (?)", (env["id"],))
+            cur = conn.execute(_INSERT_EVENT, (env["id"], env["source"], rid, env["type"],
+                                               "out", int(e["persistent"]), _dumps(env)))
+            if e["persistent"] and cur.rowcount:
+                conn.execute("INSERT INTO outbox (event) VALUES (?)", (cur.lastrowid,))
         for d in c.decisions:
             conn.execute("INSERT INTO decisions (decision_id, run_id, step, record) "
                          "VALUES (?, ?, ?, ?)", (d["decision_id"], rid, d.get("step"), _dumps(d)))
@@ -379,54 +382,112 @@ class SqliteStore:
             conn.executemany("DELETE FROM buffered WHERE event_id=?",
                              [(i,) for i in c.consume_buffered])
 
-    def save_checkpoint(self, run_id: str, step: str, data: Any, at: float) -> None:
-        path = _step_path(step)
+    def _append_line(self, conn: sqlite3.Connection, num: int, entry: HistoryEntry,
+                     ended: bool = False) -> None:
+        line = _encode(_history_rows([entry]))
+        tail = conn.execute("UPDATE runs SET tail=" + _APPEND_TAIL.format(arg="?1")
+                            + " WHERE num=?2 RETURNING length(tail)", (line, num)).fetchall()
+        if tail and (tail[0][0] > TAIL_LIMIT or ended):
+            self._settle(conn, num)
+
+    def save_checkpoint(self, run_id: str, step: str, attempt: int, owner: str, data: Any,
+                        at: float) -> bool:
         with self._tx() as conn:
-            row = conn.execute("SELECT num, json_extract(steps, ?) FROM runs WHERE id=?",
-                               (f"{path}[{_ATTEMPT}]", run_id)).fetchone()
-            if row is None:
-                return
-            num, attempt = row
-            line = _encode(_history_rows([HistoryEntry(run_id, at, "step.checkpoint", step,
-                                                       attempt, {"data": data})]))
-            tail = conn.execute(
-                "UPDATE runs SET steps=json_set(steps, ?, json(?)), tail="
-                + _APPEND_TAIL.format(arg="?3") + " WHERE num=? RETURNING length(tail)",
-                (f"{path}[{_CHECKPOINT}]", _dumps(data), line, num)).fetchall()[0][0]
-            if tail > _TAIL_LIMIT:
-                self._settle(conn, num)
+            row = conn.execute(
+                "SELECT r.num, r.lease_owner, r.lease_expires, s.record FROM runs r "
+                "LEFT JOIN steps s ON s.num = r.num AND s.name = ? WHERE r.id = ?",
+                (step, run_id)).fetchone()
+            if row is None or row[3] is None:
+                return False
+            num, lease_owner, lease_expires, text = row
+            record = json.loads(text)
+            if (record[0] != StepStatus.RUNNING or record[1] != attempt
+                    or (lease_owner is not None and lease_owner != owner
+                        and lease_expires is not None and lease_expires > at)):
+                return False
+            conn.execute("UPDATE steps SET record=json_set(record, ?, json(?)) "
+                         "WHERE num=? AND name=?",
+                         (f"$[{_CHECKPOINT}]", _dumps(data), num, step))
+            self._append_line(conn, num, HistoryEntry(run_id, at, Kind.STEP_CHECKPOINT, step,
+                                                      attempt, {"data": data}))
+            return True
+
+    def request_cancel(self, run_id: str, reason: str, at: float) -> RunRecord | None:
+        with self._tx() as conn:
+            row = conn.execute(
+                f"UPDATE runs SET cancel_reason=:reason, "
+                f"status=CASE WHEN {_LEASE_LIVE} THEN status ELSE 'running' END, "
+                f"wake_at=CASE WHEN {_LEASE_LIVE} THEN wake_at ELSE NULL END, "
+                f"rev=CASE WHEN {_LEASE_LIVE} THEN rev ELSE rev + 1 END "
+                f"WHERE id=:id AND cancel_reason IS NULL AND status IN {_ACTIVE_SQL} "
+                f"RETURNING num", {"reason": reason, "now": at, "id": run_id}).fetchall()
+            if row:
+                self._append_line(conn, row[0][0], HistoryEntry(
+                    run_id, at, Kind.RUN_CANCEL_REQUESTED, None, None, {"reason": reason}))
+            current = conn.execute(f"SELECT {_RUN_COLS} FROM runs WHERE id=?",
+                                   (run_id,)).fetchone()
+        self._forget(run_id)
+        return None if current is None else _run_from(current)
+
+    def park(self, run_id: str, owner: str, error: str, at: float) -> None:
+        with self._tx() as conn:
+            row = conn.execute(
+                f"UPDATE runs SET status='stuck', error=:error, wake_at=NULL, "
+                f"lease_owner=NULL, lease_expires=NULL, rev=rev + 1, updated_at=:now "
+                f"WHERE id=:id AND status IN {_ACTIVE_SQL} AND NOT "
+                f"({_LEASE_LIVE} AND lease_owner != :owner) RETURNING num",
+                {"error": error, "now": at, "id": run_id, "owner": owner}).fetchall()
+            if row:
+                self._append_line(conn, row[0][0], HistoryEntry(
+                    run_id, at, Kind.RUN_STUCK, None, None, {"error": error}), ended=True)
+        self._forget(run_id)
+
+    def renew_leases(self, owner: str, run_ids: Sequence[str], expires: float) -> list[str]:
+        if not run_ids:
+            return []
+        marks = ", ".join("?" * len(run_ids))
+        with self._tx() as conn:
+            rows = conn.execute(f"UPDATE runs SET lease_expires=? WHERE lease_owner=? AND "
+                                f"id IN ({marks}) RETURNING id",
+                                (expires, owner, *run_ids)).fetchall()
+        return [r[0] for r in rows]
+
+    def release_leases(self, owner: str, run_ids: Sequence[str]) -> None:
+        if not run_ids:
+            return
+        marks = ", ".join("?" * len(run_ids))
+        with self._tx() as conn:
+            conn.execute(f"UPDATE runs SET lease_owner=NULL, lease_expires=NULL WHERE "
+                         f"lease_owner=? AND id IN ({marks})", (owner, *run_ids))
 
     # -- reads -------------------------------------------------------------------------------
-
-    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
-        with self._lock:
-            return self._conn.execute(sql, args).fetchall()
 
     def get_run(self, run_id: str) -> RunRecord | None:
         rows = self._query(f"SELECT {_RUN_COLS} FROM runs WHERE id=?", (run_id,))
         return _run_from(rows[0]) if rows else None
 
     def load(self, run_id: str) -> tuple[RunRecord, dict[str, StepRecord]] | None:
-        rows = self._query(f"SELECT {_RUN_COLS}, steps FROM runs WHERE id=?", (run_id,))
+        rows = self._query(_LOAD, (run_id,))
         return (_run_from(rows[0]), _steps_from(rows[0][-1])) if rows else None
 
     def get_steps(self, run_id: str) -> dict[str, StepRecord]:
-        rows = self._query("SELECT steps FROM runs WHERE id=?", (run_id,))
-        return _steps_from(rows[0][0]) if rows else {}
+        rows = self._query("SELECT s.name, s.record FROM steps s JOIN runs r ON r.num = s.num "
+                           "WHERE r.id=?", (run_id,))
+        return {name: _step_from(name, json.loads(text)) for name, text in rows}
 
     def history(self, run_id: str) -> list[HistoryEntry]:
         # One read transaction: another process may move the tail to `history` between
         # the two reads, and the snapshot sees the lines exactly once.
-        with self._lock:
-            self._conn.execute("BEGIN")
+        with self._rlock, self._guard():
+            self._rconn.execute("BEGIN")
             try:
-                row = self._conn.execute("SELECT num, tail FROM runs WHERE id=?",
-                                         (run_id,)).fetchone()
-                rows = [] if row is None else self._conn.execute(
+                row = self._rconn.execute("SELECT num, tail FROM runs WHERE id=?",
+                                          (run_id,)).fetchone()
+                rows = [] if row is None else self._rconn.execute(
                     "SELECT entries FROM history WHERE key BETWEEN ? AND ? ORDER BY key",
                     _history_keys(row[0])).fetchall()
             finally:
-                self._conn.execute("COMMIT")
+                self._rconn.execute("COMMIT")
         if row is None:
             return []
         return [HistoryEntry(run_id, *entry)
@@ -452,44 +513,46 @@ class SqliteStore:
                            (prefix, prefix + "\U0010ffff", limit))
         return [r[0] for r in rows]
 
-    def due_runs(self, now: float, limit: int) -> list[str]:
+    def due_runs(self, now: float, limit: int, owner: str | None = None) -> list[str]:
         # Running runs first (in recorded order; ordering by the index's own columns lets
-        # SQLite walk the index instead of sorting every running run), then runs whose
-        # timer is due, earliest first. Each search stops after ``limit`` rows.
-        with self._lock:
-            running = self._conn.execute(
-                "SELECT id FROM runs WHERE status='running' ORDER BY wake_at, num LIMIT ?",
-                (limit,)).fetchall()
-            timed = self._conn.execute(
+        # SQLite walk the index instead of sorting every running run), leaving those
+        # another owner holds a live lease on, then runs whose timer is due, earliest
+        # first. Each search stops after ``limit`` rows.
+        with self._rlock, self._guard():
+            running = self._rconn.execute(
+                "SELECT id FROM runs WHERE status='running' AND (:owner IS NULL OR "
+                "lease_owner IS NULL OR lease_owner = :owner OR lease_expires <= :now) "
+                "ORDER BY wake_at, num LIMIT :limit",
+                {"owner": owner, "now": now, "limit": limit}).fetchall()
+            timed = self._rconn.execute(
                 "SELECT id, wake_at, num FROM runs WHERE status='waiting' AND wake_at <= ? "
                 "ORDER BY wake_at, num LIMIT ?", (now, limit)).fetchall()
-            timed += self._conn.execute(
+            timed += self._rconn.execute(
                 "SELECT id, wake_at, num FROM runs WHERE status='suspended' AND wake_at <= ? "
                 "ORDER BY wake_at, num LIMIT ?", (now, limit)).fetchall()
         timed.sort(key=lambda r: (r[1], r[2]))
         return [r[0] for r in running + timed][:limit]
 
     def next_wake_at(self) -> float | None:
+        # A running run leased to a worker is due again when the lease expires (if that
+        # worker died meanwhile, someone else carries it on then).
         rows = self._query(
             "SELECT MIN(w) FROM (SELECT MIN(wake_at) AS w FROM runs WHERE status='waiting' "
-            "UNION ALL SELECT MIN(wake_at) FROM runs WHERE status='suspended')")
+            "UNION ALL SELECT MIN(wake_at) FROM runs WHERE status='suspended' "
+            "UNION ALL SELECT MIN(lease_expires) FROM runs WHERE status='running')")
         value = rows[0][0] if rows else None
         return float(value) if value is not None else None
 
     # -- events ------------------------------------------------------------------------------
 
-    def record_inbox(self, envelope: dict[str, Any], at: float) -> bool:
-        with self._tx() as conn:
-            return self._inbox(conn, envelope, at)
-
     @staticmethod
     def _inbox(conn: sqlite3.Connection, envelope: dict[str, Any], at: float) -> bool:
-        cur = conn.execute("INSERT OR IGNORE INTO inbox (id, received_at) VALUES (?, ?)",
-                           (envelope["id"], at))
+        cur = conn.execute("INSERT OR IGNORE INTO inbox (source, id, received_at) "
+                           "VALUES (?, ?, ?)", (envelope["source"], envelope["id"], at))
         if cur.rowcount == 0:
             return False
-        conn.execute(_INSERT_EVENT, (envelope["id"], None, envelope["type"], "in", 1,
-                                     _dumps(envelope)))
+        conn.execute(_INSERT_EVENT, (envelope["id"], envelope["source"], None,
+                                     envelope["type"], "in", 1, _dumps(envelope)))
         return True
 
     def apply_delivery(self, items: Sequence[Inbound]) -> list[str]:
@@ -544,8 +607,8 @@ class SqliteStore:
         return False
 
     def find_awaits(self, event_type: str, key: str | None) -> list[AwaitRecord]:
-        with self._lock:
-            rows = self._awaits(self._conn, event_type, key)
+        with self._rlock, self._guard():
+            rows = self._awaits(self._rconn, event_type, key)
         return sorted(AwaitRecord(*r) for r in rows)  # type: ignore[type-var]
 
     @staticmethod
@@ -558,10 +621,6 @@ class SqliteStore:
         return conn.execute(f"SELECT {cols} FROM awaits WHERE event_type=? AND key=? "
                             f"UNION ALL SELECT {cols} FROM awaits WHERE event_type=? AND "
                             "key IS NULL", (event_type, key, event_type)).fetchall()
-
-    def buffer_event(self, event: BufferedEvent) -> None:
-        with self._tx() as conn:
-            self._buffer(conn, event)
 
     @staticmethod
     def _buffer(conn: sqlite3.Connection, event: BufferedEvent) -> None:
@@ -581,8 +640,9 @@ class SqliteStore:
 
     def find_buffered(self, event_type: str, key: str | None,
                       now: float) -> list[BufferedEvent]:
-        with self._lock:
-            rows = self._buffered(self._conn, "event_id, event_type, key, envelope, expires_at",
+        with self._rlock, self._guard():
+            rows = self._buffered(self._rconn,
+                                  "event_id, event_type, key, envelope, expires_at",
                                   event_type, key, now)
         return [BufferedEvent(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in rows]
 
@@ -600,7 +660,7 @@ class SqliteStore:
 
     def outbox_pending(self, limit: int) -> list[tuple[int, dict[str, Any]]]:
         rows = self._query("SELECT o.seq, e.envelope FROM outbox o JOIN events e "
-                           "ON e.id = o.event_id WHERE o.published_at IS NULL "
+                           "ON e.seq = o.event WHERE o.published_at IS NULL "
                            "ORDER BY o.seq LIMIT ?", (limit,))
         return [(r[0], json.loads(r[1])) for r in rows]
 
@@ -612,11 +672,12 @@ class SqliteStore:
                              [(at, i) for i in ids])
 
     def get_event(self, event_id: str) -> dict[str, Any] | None:
-        rows = self._query("SELECT envelope FROM events WHERE id=?", (event_id,))
+        rows = self._query("SELECT envelope FROM events WHERE id=? ORDER BY seq LIMIT 1",
+                           (event_id,))
         return json.loads(rows[0][0]) if rows else None
 
     def run_events(self, run_id: str) -> list[dict[str, Any]]:
-        rows = self._query("SELECT envelope FROM events WHERE run_id=? ORDER BY rowid",
+        rows = self._query("SELECT envelope FROM events WHERE run_id=? ORDER BY seq",
                            (run_id,))
         return [json.loads(r[0]) for r in rows]
 
@@ -643,22 +704,33 @@ class SqliteStore:
         return json.loads(rows[0][0]) if rows else None
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._rlock:
+            if self._rconn is not self._conn:
+                self._rconn.close()
             self._conn.close()
 
 
 def _run_row(run: RunRecord) -> tuple[Any, ...]:
     return (run.id, run.saga, run.version, run.status, run.state, _dumps(run.input),
             run.correlation_id, run.causation_id, run.cause, run.created_at, run.updated_at,
-            run.wake_at, run.error, run.cancel_reason, int(run.compensated_any), run.rev)
+            run.wake_at, run.error, run.cancel_reason, int(run.compensated_any), run.rev,
+            run.lease_owner, run.lease_expires)
 
 
-def _steps_from(text: str) -> dict[str, StepRecord]:
-    return {name: StepRecord(name, *fields) for name, fields in json.loads(text).items()}
+def _step_from(name: str, f: list[Any]) -> StepRecord:
+    return StepRecord(name, _STEP_STATUS[f[0]], f[1], f[2], f[3], f[4], f[5],
+                      _COMP_STATUS[f[6]], f[7], f[8], f[9], f[10])
+
+
+def _steps_from(text: str | None) -> dict[str, StepRecord]:
+    if not text:
+        return {}
+    return {name: _step_from(name, fields) for name, fields in json.loads(text).items()}
 
 
 def _run_from(r: Sequence[Any]) -> RunRecord:
-    return RunRecord(id=r[0], saga=r[1], version=r[2], status=r[3], state=r[4],
+    return RunRecord(id=r[0], saga=r[1], version=r[2], status=_RUN_STATUS[r[3]], state=r[4],
                      input=json.loads(r[5]), correlation_id=r[6], causation_id=r[7], cause=r[8],
                      created_at=r[9], updated_at=r[10], wake_at=r[11], error=r[12],
-                     cancel_reason=r[13], compensated_any=bool(r[14]), rev=r[15])
+                     cancel_reason=r[13], compensated_any=bool(r[14]), rev=r[15],
+                     lease_owner=r[16], lease_expires=r[17])

@@ -1,0 +1,51 @@
+"""An engine's settings, in one place, with their documented defaults."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+
+from concordia.ids import new_id
+
+DEFAULT_STEP_TIMEOUT = 60.0
+DEFAULT_LEASE_TTL = 30.0
+
+
+def worker_name() -> str:
+    """A name no other worker has: host, process and a random part (a restarted process
+    is a new worker, so it never mistakes a dead one's leases for its own)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{new_id()[-8:]}"
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """How an engine runs.
+
+    - ``source``: the CloudEvents ``source`` of the events its runs emit.
+    - ``early_event_ttl``: seconds an event nothing awaits yet is kept for a run that
+      reaches a matching await later (a callback faster than its saga).
+    - ``step_timeout``: the timeout of every attempt (action or compensation) whose step
+      and saga set none.
+    - ``lease_ttl``: how long a worker's claim on a run lasts without renewal; a worker
+      renews its leases while handlers run, so this bounds how soon another worker carries
+      on the runs of one that died.
+    - ``owner``: this worker's name in leases.
+    - ``claim_new_runs``: runs this engine creates (``start``, triggered by ``deliver``) are
+      leased to it in their creating commit, with their first actions marked started, so
+      its next pass runs them without another commit. An engine that starts runs for
+      other workers to run (an HTTP API, an event consumer) should not claim them. The
+      default (None) claims them in the sync engine, and in the async engine while its
+      ``work()`` runs.
+    """
+
+    source: str = "urn:concordia"
+    early_event_ttl: float = 3600.0
+    step_timeout: float = DEFAULT_STEP_TIMEOUT
+    lease_ttl: float = DEFAULT_LEASE_TTL
+    owner: str = field(default_factory=worker_name)
+    claim_new_runs: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.step_timeout <= 0 or self.lease_ttl <= 0:
+            raise ValueError("step_timeout and lease_ttl must be positive")

@@ -1,0 +1,146 @@
+"""The pure planner: from a run's journal and the clock, decide what happens next.
+
+No I/O and no handler calls here. :func:`plan` reads a run, its step records and the
+compiled machine and returns one :class:`Decision`:
+
+- ``start``: these steps of the current stage start (or re-start after a crash or a due
+  retry) now;
+- ``compensate``: undo this step now (the planner picks which, in reverse order);
+- ``move``: take this event of the compiled machine (``done``, ``fail``, ``cancel``,
+  ``undone``, ``stuck``, ``finish_*``): the stage is over, the run compensates or ends;
+- ``wait``: nothing to do until ``wake_at`` (a retry timer or an await's deadline), or
+  until an event arrives (``suspended``);
+- ``end``: the run is over (or halted for an operator).
+
+What happens after a failed attempt (retry after a delay, or give up) is decided by
+:func:`concordia.runtime.retry.after_failure`, for actions and compensations alike. The
+executor carries decisions out and journals their outcome; both engines share it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from concordia.definitions.models import (
+    DEFAULT_COMPENSATION_RETRY,
+    DEFAULT_RETRY,
+    ActionStep,
+    RetryPolicy,
+    Saga,
+    Step,
+)
+from concordia.machine.compile import CompiledSaga
+from concordia.status import ACTIVE, CompStatus, StepStatus
+from concordia.store.records import RunRecord, StepRecord
+
+DecisionKind = Literal["start", "compensate", "move", "wait", "end"]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What to do next for one run."""
+
+    kind: DecisionKind
+    steps: tuple[str, ...] = ()
+    event: str | None = None
+    wake_at: float | None = None
+    suspended: bool = False
+
+
+END = Decision("end")
+_MOVES = {name: Decision("move", event=name) for name in (
+    "done", "fail", "cancel", "undone", "stuck", "finish_compensated", "finish_failed",
+    "finish_cancelled")}
+_SETTLED = (StepStatus.SUCCEEDED, StepStatus.SKIPPED)
+_READY = (StepStatus.PENDING, StepStatus.RUNNING)
+_TIMED = (StepStatus.WAITING_RETRY, StepStatus.AWAITING)
+
+
+def needs_compensation(compiled: CompiledSaga, rec: StepRecord) -> bool:
+    """A step is undone when it has a compensation and may have changed the world."""
+    step = compiled.steps[rec.name]
+    return (type(step) is ActionStep and step.compensate is not None
+            and rec.has_effect and rec.comp_status != CompStatus.SUCCEEDED)
+
+
+def plan(compiled: CompiledSaga, run: RunRecord, steps: dict[str, StepRecord],
+         now: float) -> Decision:
+    """The next thing to do for ``run``."""
+    if run.status not in ACTIVE:
+        return END
+    where = compiled.where.get(run.state)
+    if where is None:  # an end state
+        return END
+    kind, index = where
+    if kind == "run":
+        return _plan_forward(compiled, run, steps, index, now)
+    return _plan_undo(compiled, run, steps, index, now)
+
+
+def _plan_forward(compiled: CompiledSaga, run: RunRecord, steps: dict[str, StepRecord],
+                  index: int, now: float) -> Decision:
+    if run.cancel_reason is not None:
+        return _MOVES["cancel"]
+    ready: list[str] = []
+    wake_at: float | None = None
+    suspended = False
+    done = True
+    for name in compiled.stages[index]:
+        rec = steps[name]
+        status = rec.status
+        if status in _SETTLED:
+            continue
+        done = False
+        if status == StepStatus.FAILED:
+            return _MOVES["fail"]
+        if status in _READY:
+            ready.append(name)
+        elif status in _TIMED:
+            wake = rec.wake_at
+            if wake is not None and wake <= now:
+                ready.append(name)
+            else:
+                suspended |= status == StepStatus.AWAITING
+                if wake is not None and (wake_at is None or wake < wake_at):
+                    wake_at = wake
+    if done:
+        return _MOVES["done"]
+    if ready:
+        return Decision("start", steps=tuple(ready))
+    return Decision("wait", wake_at=wake_at, suspended=suspended)
+
+
+def _plan_undo(compiled: CompiledSaga, run: RunRecord, steps: dict[str, StepRecord],
+               index: int, now: float) -> Decision:
+    # Steps of one stage are independent of each other; undo them in reverse list order.
+    for name in reversed(compiled.stages[index]):
+        rec = steps[name]
+        if not needs_compensation(compiled, rec):
+            continue
+        if rec.comp_status == CompStatus.FAILED:
+            return _MOVES["stuck"]
+        if (rec.comp_status == CompStatus.WAITING_RETRY and rec.wake_at is not None
+                and rec.wake_at > now):
+            return Decision("wait", wake_at=rec.wake_at)
+        return Decision("compensate", steps=(name,))
+    if index > 0:
+        return _MOVES["undone"]
+    if run.cancel_reason is not None:
+        return _MOVES["finish_cancelled"]
+    return _MOVES["finish_compensated" if run.compensated_any else "finish_failed"]
+
+
+def retry_policy(saga: Saga, step: Step, *, compensation: bool = False) -> RetryPolicy:
+    """The retry policy of a step's attempts (or of its compensation's)."""
+    if compensation:
+        assert isinstance(step, ActionStep)
+        return (step.compensation_retry or saga.defaults.compensation_retry
+                or DEFAULT_COMPENSATION_RETRY)
+    if isinstance(step, ActionStep):
+        return step.retry or saga.defaults.retry or DEFAULT_RETRY
+    # Awaits and policy checks are decided once: a timeout or a rejection is final.
+    return _NO_RETRY
+
+
+_NO_RETRY = RetryPolicy(attempts=1)

@@ -1,0 +1,126 @@
+"""The async worker loop: many runs in flight, each one pass at a time, under leases.
+
+The loop keeps up to ``concurrency`` passes running as tasks, never two for one run. It
+fills free slots from the store's due runs (runs with work now, due timers, and runs
+whose lease expired with their worker), wakes at once when its own engine starts or
+resumes a run, and otherwise looks again at the next timer or every ``poll_interval``
+seconds. Stopping (``engine.stop()``, SIGTERM in ``concordia worker``, or a handler
+raising ``KeyboardInterrupt``/``SystemExit``) lets each pass finish the step in hand, end
+and release its lease, and starts no new pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING
+
+import structlog
+
+from concordia.runtime.invoke import HandlerStopError, LoopWatchdog
+
+if TYPE_CHECKING:
+    from concordia.runtime.aengine import AsyncEngine
+
+_log = structlog.get_logger("concordia.worker")
+
+
+class Worker:
+    """One ``AsyncEngine.work`` call (see the module docstring)."""
+
+    def __init__(self, engine: AsyncEngine, concurrency: int, poll_interval: float,
+                 stop_when: Callable[[], bool] | None) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.engine = engine
+        self.concurrency = concurrency
+        self.poll_interval = poll_interval
+        self.stop_when = stop_when or (lambda: False)
+        self.in_flight: dict[str, asyncio.Task[bool]] = {}
+        # Runs whose pass wrote nothing (another worker holds them): left alone until then.
+        self.resting: dict[str, float] = {}
+
+    def _stopping(self) -> bool:
+        return self.engine.stopping or self.stop_when()
+
+    async def run(self) -> None:
+        engine = self.engine
+        loop = asyncio.get_running_loop()
+        watchdog = LoopWatchdog(loop, engine.invoker)
+        watchdog.start()
+        engine.working = True
+        try:
+            while not self._stopping():
+                engine.wake.clear()
+                await self._fill()
+                await self._wait()
+        finally:
+            engine.working = False
+            if self.in_flight:  # finish the steps in hand; each pass releases its lease
+                await asyncio.wait(list(self.in_flight.values()))
+            watchdog.stop()
+            if engine.core.bus is not None and engine.exit_error is None:
+                try:
+                    await engine.relay_outbox()
+                except Exception as exc:  # a bus outage must not hide why the loop ended
+                    _log.warning("outbox.relay_failed", error=str(exc))
+
+    async def _fill(self) -> None:
+        free = self.concurrency - len(self.in_flight)
+        if free <= 0:
+            return
+        core = self.engine.core
+        now = core.clock.now()
+        self.resting = {r: t for r, t in self.resting.items() if t > now}
+        wanted = free + len(self.in_flight) + len(self.resting)
+        due = await self.engine.astore.read(
+            lambda s: s.due_runs(now, wanted, core.config.owner))
+        for run_id in due:
+            if len(self.in_flight) >= self.concurrency:
+                break
+            if run_id in self.in_flight or run_id in self.resting:
+                continue
+            task = asyncio.create_task(self._pass(run_id), name=f"concordia-run-{run_id}")
+            self.in_flight[run_id] = task
+            task.add_done_callback(partial(self._done, run_id))
+
+    def _done(self, run_id: str, _task: asyncio.Task[bool]) -> None:
+        self.in_flight.pop(run_id, None)
+        self.engine.wake.set()
+
+    async def _pass(self, run_id: str) -> bool:
+        engine = self.engine
+        try:
+            wrote = await engine.pass_over(run_id, self._stopping)
+        except HandlerStopError as exc:
+            _log.error("worker.stopping", run_id=run_id, reason=str(exc))
+            engine.exit_error = engine.exit_error or exc
+            engine.stop()
+            return True
+        except Exception as exc:  # the store is unreachable: rest this run, keep going
+            _log.error("worker.pass_failed", run_id=run_id, error=str(exc))
+            wrote = False
+        if not wrote:
+            self.resting[run_id] = engine.core.clock.now() + self.poll_interval
+        return wrote
+
+    async def _wait(self) -> None:
+        """Until a pass ends, the engine is woken, the next timer, or the poll interval."""
+        if self._stopping():
+            return
+        timeout = self.poll_interval
+        if len(self.in_flight) < self.concurrency:
+            core = self.engine.core
+            wake_at = await self.engine.astore.read(lambda s: s.next_wake_at())
+            if wake_at is not None:
+                timeout = min(timeout, max(wake_at - core.clock.now(), 0.0))
+            if self.resting:
+                timeout = min(timeout, max(min(self.resting.values()) - core.clock.now(), 0))
+        # Never spin: a timer that is due but not ours to take is looked at again shortly.
+        timeout = max(timeout, 0.005)
+        waiter = asyncio.ensure_future(self.engine.wake.wait())
+        try:
+            await asyncio.wait({waiter}, timeout=timeout)
+        finally:
+            waiter.cancel()

@@ -1,0 +1,107 @@
+"""Every status a run, a step or a compensation can be in, and the journal's history kinds.
+
+Each set is defined once, here. The enums are string-valued (``StrEnum``), so a status is
+stored and shown as its plain name (``"running"``) and compares equal to it.
+
+Run statuses:
+
+    running ──────────────┬─► completed          (every step succeeded)
+      │  ▲                ├─► compensated        (a step failed; what it did is undone)
+      ▼  │                ├─► failed             (a step failed; there was nothing to undo)
+    waiting (retry timer) ├─► cancelled          (cancelled; what it did is undone)
+    suspended (an event)  ├─► compensation_failed  (a compensation kept failing; retry it)
+                          └─► stuck              (the engine could not advance it; retry it)
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class RunStatus(StrEnum):
+    """Where a run stands."""
+
+    RUNNING = "running"  # has work now (or is being worked on, under a lease)
+    WAITING = "waiting"  # a retry timer
+    SUSPENDED = "suspended"  # awaiting an event (maybe with a timeout timer)
+    COMPLETED = "completed"
+    COMPENSATED = "compensated"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    COMPENSATION_FAILED = "compensation_failed"
+    STUCK = "stuck"
+
+
+# Runs with work ahead of them (now or on a timer or an event).
+ACTIVE = frozenset({RunStatus.RUNNING, RunStatus.WAITING, RunStatus.SUSPENDED})
+# Runs that are over for good: nothing can move them again.
+FINAL = frozenset({RunStatus.COMPLETED, RunStatus.COMPENSATED, RunStatus.FAILED,
+                   RunStatus.CANCELLED})
+# Runs halted for an operator: they move again only through ``engine.retry``.
+HALTED = frozenset({RunStatus.COMPENSATION_FAILED, RunStatus.STUCK})
+ENDED = FINAL | HALTED
+RUN_STATUSES = tuple(RunStatus)
+
+
+class StepStatus(StrEnum):
+    """Where one step of a run stands (its forward attempts)."""
+
+    PENDING = "pending"
+    RUNNING = "running"  # an attempt started (durably, before its side effect)
+    WAITING_RETRY = "waiting_retry"
+    AWAITING = "awaiting"  # an await step, suspended on its event
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    ABANDONED = "abandoned"  # its stage failed or was cancelled before it finished
+
+
+# Step statuses in which nothing more happens to the step going forward.
+STEP_SETTLED = frozenset({StepStatus.SUCCEEDED, StepStatus.SKIPPED, StepStatus.FAILED})
+
+
+class CompStatus(StrEnum):
+    """Where the compensation of one step stands (``None`` while it has not started)."""
+
+    RUNNING = "running"
+    WAITING_RETRY = "waiting_retry"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class Kind(StrEnum):
+    """The kinds of line in a run's history."""
+
+    RUN_STARTED = "run.started"
+    RUN_COMPLETED = "run.completed"
+    RUN_COMPENSATED = "run.compensated"
+    RUN_FAILED = "run.failed"
+    RUN_CANCELLED = "run.cancelled"
+    RUN_COMPENSATION_FAILED = "run.compensation_failed"
+    RUN_STUCK = "run.stuck"
+    RUN_CANCEL_REQUESTED = "run.cancel_requested"
+    RUN_RETRIED = "run.retried"
+    RUN_EMIT_FAILED = "run.emit_failed"
+    STATE = "state"  # a move of the compiled machine: {"from", "to", "event"}
+    STEP_STARTED = "step.started"
+    STEP_SUCCEEDED = "step.succeeded"
+    STEP_FAILED = "step.failed"
+    STEP_RETRY_SCHEDULED = "step.retry_scheduled"
+    STEP_CHECKPOINT = "step.checkpoint"
+    COMPENSATION_STARTED = "compensation.started"
+    COMPENSATION_SUCCEEDED = "compensation.succeeded"
+    COMPENSATION_RETRY_SCHEDULED = "compensation.retry_scheduled"
+    COMPENSATION_FAILED = "compensation.failed"
+    COMPENSATION_EMIT_FAILED = "compensation.emit_failed"
+    EVENT_EMITTED = "event.emitted"
+    POLICY_DECIDED = "policy.decided"
+    AWAIT_SUSPENDED = "await.suspended"
+    AWAIT_RESUMED = "await.resumed"
+    AWAIT_TIMEOUT = "await.timeout"
+
+
+# The history line that records a run reaching each end.
+END_KIND = {RunStatus.COMPLETED: Kind.RUN_COMPLETED, RunStatus.COMPENSATED: Kind.RUN_COMPENSATED,
+            RunStatus.FAILED: Kind.RUN_FAILED, RunStatus.CANCELLED: Kind.RUN_CANCELLED,
+            RunStatus.COMPENSATION_FAILED: Kind.RUN_COMPENSATION_FAILED,
+            RunStatus.STUCK: Kind.RUN_STUCK}

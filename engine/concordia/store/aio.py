@@ -1,0 +1,133 @@
+"""A store for an event loop: its I/O off the loop, and the writes of many runs grouped.
+
+:class:`AsyncStore` wraps any :class:`~concordia.store.base.Store`. A store that does no
+I/O (the in-memory one) is called inline. Otherwise reads run on a small thread pool, and
+writes go to :class:`GroupWriter`: one thread that takes every write waiting, applies
+them in one transaction (each in a savepoint of its own, so one refused write does not
+undo the others) and one ``fsync``, and only then releases each writer with its own
+outcome. The guarantees stay those of a single write: a caller resumes only once its
+write is durable; what the batch shares is the cost of making it so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from concordia.store.base import Store
+
+WriteFn = Callable[[Store], Any]
+Done = Callable[[Any, BaseException | None], None]
+
+
+class GroupWriter:
+    """One writer thread that commits the pending writes of many callers together."""
+
+    def __init__(self, store: Store, max_batch: int = 128) -> None:
+        self.store = store
+        self.max_batch = max_batch
+        self.batches = 0  # transactions committed (for benchmarks and tests)
+        self.writes = 0
+        self._queue: list[tuple[WriteFn, Done]] = []
+        self._cv = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="concordia-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: WriteFn, done: Done) -> None:
+        with self._cv:
+            if self._closed:
+                raise RuntimeError("the store's writer is closed")
+            self._queue.append((fn, done))
+            self._cv.notify()
+
+    def write_blocking(self, fn: WriteFn) -> Any:
+        """Submit ``fn`` and wait in this thread until it is durable (or refused)."""
+        finished = threading.Event()
+        box: list[Any] = []
+
+        def done(value: Any, error: BaseException | None) -> None:
+            box.extend((value, error))
+            finished.set()
+
+        self.submit(fn, done)
+        finished.wait()
+        value, error = box
+        if error is not None:
+            raise error
+        return value
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._queue and not self._closed:
+                    self._cv.wait()
+                if not self._queue:
+                    return
+                batch = self._queue[: self.max_batch]
+                del self._queue[: self.max_batch]
+            outcomes = self.store.write_batch([fn for fn, _ in batch])
+            self.batches += 1
+            self.writes += len(batch)
+            for (_, done), (value, error) in zip(batch, outcomes, strict=True):
+                done(value, error)
+
+    def close(self) -> None:
+        with self._cv:
+            self._closed = True
+            self._cv.notify()
+        self._thread.join()
+
+
+class AsyncStore:
+    """A store's reads and writes as coroutines (see the module docstring)."""
+
+    def __init__(self, store: Store, *, readers: int = 2) -> None:
+        self.store = store
+        self.inline = not store.does_io
+        self._readers: ThreadPoolExecutor | None = None
+        self.writer: GroupWriter | None = None
+        if not self.inline:
+            self._readers = ThreadPoolExecutor(readers, thread_name_prefix="concordia-read")
+            self.writer = GroupWriter(store)
+
+    async def read(self, fn: WriteFn) -> Any:
+        if self._readers is None:
+            return fn(self.store)
+        return await asyncio.get_running_loop().run_in_executor(self._readers, fn, self.store)
+
+    async def write(self, fn: WriteFn) -> Any:
+        if self.writer is None:
+            return fn(self.store)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+
+        def done(value: Any, error: BaseException | None) -> None:
+            loop.call_soon_threadsafe(_settle, future, value, error)
+
+        self.writer.submit(fn, done)
+        return await future
+
+    def write_blocking(self, fn: WriteFn) -> Any:
+        """A write from a thread (a sync handler's checkpoint): waits until durable."""
+        if self.writer is None:
+            return fn(self.store)
+        return self.writer.write_blocking(fn)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        if self._readers is not None:
+            self._readers.shutdown(wait=True)
+
+
+def _settle(future: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(value)
