@@ -13,9 +13,11 @@ from concordia.definitions.catalog import Catalog
 from concordia.registry import Registry
 from concordia.runtime.engine import Engine
 from concordia.testing import Faults, Harness
+from tests.runtime.blocking import BlockingEngine
 from tests.runtime.sagas import load_catalog
 
 STORES = ["memory", "sqlite"]
+ENGINES = ["sync", "async"]
 
 
 def store_url_for(kind: str, directory: Path) -> str:
@@ -51,16 +53,25 @@ def clock() -> VirtualClock:
     return VirtualClock()
 
 
+@pytest.fixture(params=ENGINES)
+def engine_kind(request: pytest.FixtureRequest) -> str:
+    """The same test, once on the sync engine and once on the async engine."""
+    return str(request.param)
+
+
 @pytest.fixture
-def engine_for(store_url: str, clock: VirtualClock) -> Iterator[Callable[..., Engine]]:
-    """Build engines on the test's store and virtual clock; close them afterwards."""
-    engines: list[Engine] = []
+def engine_for(store_url: str, clock: VirtualClock, engine_kind: str
+               ) -> Iterator[Callable[..., Engine]]:
+    """Build engines (sync, or async behind the sync API) on the test's store and virtual
+    clock; close them afterwards."""
+    engines: list[Any] = []
 
     def make(catalog: Catalog, registry: Registry, **kwargs: Any) -> Engine:
-        engine = Engine(catalog, registry, kwargs.pop("store", store_url),
-                        clock=kwargs.pop("clock", clock), **kwargs)
+        kind = Engine if engine_kind == "sync" else BlockingEngine
+        engine = kind(catalog, registry, kwargs.pop("store", store_url),
+                      clock=kwargs.pop("clock", clock), **kwargs)
         engines.append(engine)
-        return engine
+        return engine  # type: ignore[return-value]
 
     yield make
     for engine in engines:
