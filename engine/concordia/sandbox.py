@@ -59,9 +59,9 @@ _ERRORS: dict[str, type[Exception]] = {
 def evaluate(source: str, context: dict[str, Any], limits: Limits) -> Any:
     """Evaluate ``source`` over ``context`` in a sandbox process within ``limits``.
 
-    Raises :class:`ExpressionError` when a budget runs out or the child dies, and the
-    evaluation's own error (``KeyError``, ``TypeError``, ...) when it fails as it would
-    in-process.
+    Raises :class:`ExpressionError` when a budget runs out or the child dies,
+    :class:`ValueLimitError` when the result is too large, and the evaluation's own
+    error (``KeyError``, ``TypeError``, ...) when it fails as it would in-process.
     """
     try:
         request = pickle.dumps((source, context, limits), protocol=pickle.HIGHEST_PROTOCOL)
@@ -74,7 +74,7 @@ def evaluate(source: str, context: dict[str, Any], limits: Limits) -> Any:
     if kind == "raised":
         raise _ERRORS.get(reply[1], RuntimeError)(reply[2])
     if kind == "too_large":
-        raise ExpressionError(source, f"its result is {reply[1]}")
+        raise ValueLimitError("expression result", reply[1], reply[2])
     if kind == "memory":
         raise ExpressionError(source, _memory_reason(limits))
     raise ExpressionError(source, f"the sandbox replied {kind!r}")  # pragma: no cover
@@ -111,6 +111,10 @@ class _Pool:
                 finally:
                     self._give_back(child, healthy)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def process_ids(self) -> list[int]:
+        with self._lock:
+            return sorted(child.proc.pid for child in self._all)
 
     def close(self) -> None:
         with self._lock:
@@ -201,8 +205,8 @@ class _Child:
             raise ExpressionError(source, self._death(limits)) from None
         except _TooLarge:
             self.stop()
-            raise ExpressionError(source, "its result is larger than "
-                                          f"{limits.max_output_bytes} bytes") from None
+            raise ValueLimitError("expression result", "larger than the "
+                                  f"{limits.max_output_bytes} bytes allowed", "") from None
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -316,6 +320,13 @@ def _pool(limits: Limits) -> _Pool:
         return pool
 
 
+def process_ids() -> list[int]:
+    """The ids of this process's sandbox processes (for monitoring; none before first use)."""
+    with _pool_lock:
+        pool = _current
+    return pool.process_ids() if pool is not None and pool.pid == os.getpid() else []
+
+
 def shutdown() -> None:
     """Stop every sandbox process of this process (run at interpreter exit)."""
     global _current
@@ -368,7 +379,7 @@ def serve() -> None:
             _send(replies, ("memory",))
             os._exit(1)  # the heap may be in any state: a fresh child takes over
         except ValueLimitError as exc:
-            reply = ("too_large", exc.reason)
+            reply = ("too_large", exc.reason, exc.path)
         except Exception as exc:
             reply = ("raised", type(exc).__name__, _message(exc))
         except BaseException as exc:  # a Rust panic surfaces as a BaseException
