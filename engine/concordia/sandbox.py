@@ -42,10 +42,10 @@ _STDERR_KEPT = 64 * 1024
 # A reply is a pickle of a result that passed the size check in the child; pickle may
 # take a few times the JSON size (a list of one-letter strings), never more.
 _REPLY_FACTOR = 4
+# Beyond plain data (which pickle builds without naming a class), a CEL result holds
+# timestamps (aware datetimes) and durations, and nothing else.
 _ALLOWED_GLOBALS = frozenset({
     ("datetime", "datetime"), ("datetime", "timedelta"), ("datetime", "timezone"),
-    ("datetime", "date"), ("builtins", "bytearray"), ("builtins", "set"),
-    ("builtins", "frozenset"), ("builtins", "complex"),
 })
 # The errors a CEL evaluation raises, rebuilt as the same built-in type in the parent so
 # that the caller maps them exactly as it maps errors raised in its own process.
@@ -116,12 +116,13 @@ class _Pool:
         with self._lock:
             return sorted(child.proc.pid for child in self._all)
 
-    def close(self) -> None:
+    def close(self, *, busy_too: bool) -> None:
+        """Stop the idle children now, and busy ones now too or when they come back."""
         with self._lock:
             self._closed = True
-            children = list(self._all)
+            children = list(self._all) if busy_too else list(self._idle)
+            self._all.difference_update(children)
             self._idle.clear()
-            self._all.clear()
         for child in children:
             child.stop()
 
@@ -166,7 +167,7 @@ class _Child:
         package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         path = os.environ.get("PYTHONPATH")
         env = {**os.environ, "PYTHONPATH": package_root + (os.pathsep + path if path else ""),
-               "RUST_BACKTRACE": "0", "PYTHONUNBUFFERED": "1"}
+               "RUST_BACKTRACE": "0"}
         proc = subprocess.Popen(
             # -P: the working directory is not put on sys.path (a stray cel.py there
             # must not be imported by the sandbox).
@@ -180,8 +181,9 @@ class _Child:
             ready = child._read(time.monotonic() + _START_TIMEOUT)
         except (_Timeout, _Died):
             child.stop()
+            said = child.stderr_text().splitlines() or ["no output"]
             raise ExpressionError(source, "the expression sandbox could not start: "
-                                          f"{child.stderr_text() or 'no output'}") from None
+                                          f"{said[-1]}") from None
         if ready[0] != "ready":  # pragma: no cover - a protocol error between our two ends
             child.stop()
             raise ExpressionError(source, f"the expression sandbox said {ready!r}")
@@ -203,6 +205,9 @@ class _Child:
                                   f"exceeded its time budget of {budget:g}s") from None
         except _Died:
             raise ExpressionError(source, self._death(limits)) from None
+        except pickle.UnpicklingError as exc:
+            self.stop()
+            raise ExpressionError(source, f"the sandbox sent an invalid reply: {exc}") from None
         except _TooLarge:
             self.stop()
             raise ValueLimitError("expression result", "larger than the "
@@ -315,7 +320,9 @@ def _pool(limits: Limits) -> _Pool:
         if (pool is None or pool.pid != os.getpid() or pool.size != limits.sandbox_processes
                 or pool.memory != limits.expression_memory):
             if pool is not None and pool.pid == os.getpid():
-                pool.close()  # budgets changed: children started under the old ones go
+                # Budgets changed: children started under the old ones go, the busy ones
+                # once their evaluation is done.
+                pool.close(busy_too=False)
             pool = _current = _Pool(limits.sandbox_processes, limits.expression_memory)
         return pool
 
@@ -333,7 +340,7 @@ def shutdown() -> None:
     with _pool_lock:
         pool, _current = _current, None
     if pool is not None and pool.pid == os.getpid():
-        pool.close()
+        pool.close(busy_too=True)
 
 
 def _forget_after_fork() -> None:

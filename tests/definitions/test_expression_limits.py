@@ -8,6 +8,7 @@ run with it. The scenario measures its own time and peak RSS growth and reports 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -308,9 +309,49 @@ def test_a_child_killed_from_outside_is_replaced() -> None:
     expr = compile_expression("input.a.map(x, x + 1)")
     assert expr.evaluate({"input": {"a": [1]}}) == [2]
     for pid in sandbox.process_ids():
-        os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # already gone
+            os.kill(pid, signal.SIGKILL)
     time.sleep(0.1)
     assert expr.evaluate({"input": {"a": [2]}}) == [3]
+
+
+def test_a_child_that_crashes_mid_evaluation_is_named_and_replaced() -> None:
+    bomb = compile_expression(NESTED_MAP)
+    failures: list[ExpressionError] = []
+
+    def evaluate() -> None:
+        try:
+            bomb.evaluate({"input": {"a": list(range(1000))}})
+        except ExpressionError as exc:
+            failures.append(exc)
+
+    set_limits(expression_time=20)
+    try:
+        compile_expression("[1].map(x, x)").evaluate({})  # a child ready and idle
+        worker = threading.Thread(target=evaluate)
+        worker.start()
+        deadline = time.monotonic() + 30
+        while worker.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.3)  # the evaluation under way; a child killed idle is replaced
+            for pid in sandbox.process_ids():
+                with contextlib.suppress(ProcessLookupError):  # already gone
+                    os.kill(pid, signal.SIGSEGV)
+            worker.join(timeout=1)
+    finally:
+        set_limits(DEFAULT_LIMITS)
+    assert len(failures) == 1
+    assert str(failures[0]).endswith("stopped the expression sandbox (signal SIGSEGV)")
+    assert compile_expression("[3].map(x, x)").evaluate({}) == [3]
+
+
+def test_the_parent_unpickles_nothing_but_result_types() -> None:
+    import pickle
+
+    with pytest.raises(pickle.UnpicklingError, match=r"may not send posix\.system"):
+        sandbox._loads(pickle.dumps(("ok", os.system)))
+    when = cel.compile("timestamp('2026-01-01T10:00:00+02:00')").execute({})
+    assert sandbox._loads(pickle.dumps(("ok", [when, b"x", {"d": when - when}]))) == (
+        "ok", [when, b"x", {"d": when - when}])
 
 
 def test_concurrent_evaluations_share_a_bounded_pool() -> None:
