@@ -106,8 +106,9 @@ class _Pool:
                     # The child died while idle (killed from outside): the request never
                     # reached it, so one fresh child may take it.
                     if attempt == 2:
-                        raise ExpressionError(source, "the expression sandbox keeps "
-                                                      "failing to start") from None
+                        raise ExpressionError(source, "two sandbox processes in a row "
+                                                      "died before they could evaluate "
+                                                      "it") from None
                 finally:
                     self._give_back(child, healthy)
         raise AssertionError("unreachable")  # pragma: no cover
@@ -180,8 +181,12 @@ class _Child:
         try:
             ready = child._read(time.monotonic() + _START_TIMEOUT)
         except (_Timeout, _Died):
-            child.stop()
+            with contextlib.suppress(OSError):
+                proc.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
             said = child.stderr_text().splitlines() or ["no output"]
+            child.stop()
             raise ExpressionError(source, "the expression sandbox could not start: "
                                           f"{said[-1]}") from None
         if ready[0] != "ready":  # pragma: no cover - a protocol error between our two ends
@@ -245,9 +250,7 @@ class _Child:
             return _memory_reason(limits)
         if code == -signal.SIGXCPU:
             return f"exceeded its time budget of {limits.expression_time:g}s"
-        how = (f"signal {signal.Signals(-code).name}" if code is not None and code < 0
-               else f"exit status {code}")
-        return f"stopped the expression sandbox ({how})"
+        return f"stopped the expression sandbox ({_exit_description(code)})"
 
     def _read(self, deadline: float, limit: int | None = None) -> tuple[Any, ...]:
         header = self._read_exact(_HEADER.size, deadline)
@@ -300,6 +303,15 @@ def _loads(data: bytes) -> tuple[Any, ...]:
     if not isinstance(reply, tuple) or not reply:  # pragma: no cover - our own protocol
         raise pickle.UnpicklingError("malformed reply from the sandbox")
     return reply
+
+
+def _exit_description(code: int | None) -> str:
+    if code is None or code >= 0:
+        return f"exit status {code}"
+    try:
+        return f"signal {signal.Signals(-code).name}"
+    except ValueError:
+        return f"signal {-code}"
 
 
 def _memory_reason(limits: Limits) -> str:

@@ -103,9 +103,13 @@ def test_nested_map_over_input_stops_at_the_time_budget() -> None:
 
 
 def _policy_bomb(when: str, reason: str) -> str:
+    # Doubling reaches the memory budget in ~0.7 s on an idle machine: a longer time
+    # budget makes sure that memory, not time, is what stops it on a busy one.
     return f"""
         from concordia.definitions import Policy
         from concordia.policies import evaluate_policy
+        from concordia.values import set_limits
+        set_limits(expression_time=5)
         policy = Policy.model_validate({{
             "name": "bomb", "version": 1,
             "input_schema": {{"s": {{"type": "string", "required": True}}}},
@@ -342,6 +346,20 @@ def test_a_child_that_crashes_mid_evaluation_is_named_and_replaced() -> None:
     assert len(failures) == 1
     assert str(failures[0]).endswith("stopped the expression sandbox (signal SIGSEGV)")
     assert compile_expression("[3].map(x, x)").evaluate({}) == [3]
+
+
+def test_a_sandbox_that_cannot_start_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Not an interpreter: the shell refuses Python's -P option and says so on stderr.
+    monkeypatch.setattr(sys, "executable", "/bin/sh")
+    try:
+        set_limits(expression_memory=300 << 20)  # a new pool, so a new child is started
+        with pytest.raises(ExpressionError, match=r"the expression sandbox could not start: "
+                                                  r".*[Ii]llegal option"):
+            compile_expression("[1].map(x, x)").evaluate({})
+    finally:
+        set_limits(DEFAULT_LIMITS)
+    monkeypatch.undo()
+    assert compile_expression("[1].map(x, x)").evaluate({}) == [1]
 
 
 def test_the_parent_unpickles_nothing_but_result_types() -> None:
