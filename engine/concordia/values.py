@@ -111,8 +111,9 @@ def check_value(value: Any, what: str, limits: Limits = DEFAULT_LIMITS) -> None:
     """Raise :class:`ValueLimitError` unless ``value`` is JSON data within ``limits``.
 
     ``what`` names the value for the message (``"step charge result"``). Measured on
-    the project's machine: ~2.5 µs for an object of 10 scalar fields, ~9 µs for a run
-    scope (input of 10 fields, three step results of 5 fields and a nested list).
+    the project's 2-core machine (2026-11-29): ~3 µs for an object of 10 scalar fields,
+    ~13 µs for an input of 10 fields beside three step results of 5 fields each, ~0.3 µs
+    for a scalar, ~50 µs to refuse a list nested a million deep.
     """
     _walk(value, what, limits.max_depth, limits.max_bytes, limits.max_string_length,
           strict=True)
