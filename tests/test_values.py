@@ -233,6 +233,17 @@ def test_limits_must_be_positive() -> None:
         Limits(expression_time=0)
 
 
+def test_checks_follow_the_limits_in_force_unless_given_limits() -> None:
+    try:
+        set_limits(max_depth=2)
+        assert "nested deeper than 2 levels" in str(refused(nested_lists(3), get_limits()))
+        with pytest.raises(ValueLimitError, match="nested deeper than 2 levels"):
+            check_value(nested_lists(3), "result")
+        check_value(nested_lists(3), "result", DEFAULT_LIMITS)
+    finally:
+        set_limits(DEFAULT_LIMITS)
+
+
 def test_set_limits_changes_and_restores_the_limits_in_force() -> None:
     assert get_limits() == DEFAULT_LIMITS
     try:
