@@ -12,7 +12,8 @@ PUBLIC = {
     "DefinitionChangedError", "DefinitionError", "Delivery", "Engine", "Envelope",
     "EventError", "ExpressionError", "InMemoryBus", "InputError", "PermanentError",
     "PolicyError", "Registry", "RetryableError", "RunView", "StepContext", "StoreError",
-    "SystemClock", "UnknownRunError", "UnknownSagaError", "VirtualClock", "__version__",
+    "SystemClock", "UnknownRunError", "UnknownSagaError", "ValueLimitError", "VirtualClock",
+    "__version__",
     "new_event", "open_store",
 }
 

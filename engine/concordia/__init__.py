@@ -23,6 +23,7 @@ if TYPE_CHECKING:
         StoreError,
         UnknownRunError,
         UnknownSagaError,
+        ValueLimitError,
     )
     from concordia.events.bus import Bus, InMemoryBus
     from concordia.events.envelope import Envelope, new_event
@@ -49,7 +50,7 @@ _EXPORTS = {
     "ExpressionError": "concordia.errors", "PermanentError": "concordia.errors",
     "PolicyError": "concordia.errors", "RetryableError": "concordia.errors",
     "StoreError": "concordia.errors", "UnknownRunError": "concordia.errors",
-    "UnknownSagaError": "concordia.errors",
+    "UnknownSagaError": "concordia.errors", "ValueLimitError": "concordia.errors",
     "Bus": "concordia.events.bus", "InMemoryBus": "concordia.events.bus",
     "Envelope": "concordia.events.envelope", "new_event": "concordia.events.envelope",
     "Registry": "concordia.registry",
@@ -100,6 +101,7 @@ __all__ = [
     "SystemClock",
     "UnknownRunError",
     "UnknownSagaError",
+    "ValueLimitError",
     "VirtualClock",
     "__version__",
     "new_event",

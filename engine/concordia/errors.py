@@ -8,6 +8,7 @@
     ├── UnknownRunError          no run with that id in the store
     ├── StoreError               the journal could not be opened or written
     ├── ExpressionError          a CEL expression failed to compile or evaluate
+    ├── ValueLimitError          a value is not JSON data within the limits (too deep, ...)
     ├── EventError               an event envelope or payload is not valid
     ├── InputError               a run's input does not fit the saga's input schema
     ├── PolicyError              a policy could not be evaluated (never an approval)
@@ -82,6 +83,32 @@ class ExpressionError(ConcordiaError):
     def __init__(self, expression: str, message: str) -> None:
         self.expression = expression
         super().__init__(f"expression {expression!r}: {message}")
+
+
+class ValueLimitError(ConcordiaError):
+    """A value is not JSON data within :class:`concordia.values.Limits`.
+
+    ``what`` names the value (``"step charge result"``), ``reason`` says what is wrong
+    and ``path`` is the JSON pointer (RFC 6901) of the offending place, ``""`` for the
+    value itself.
+    """
+
+    def __init__(self, what: str, reason: str, path: str) -> None:
+        self.what = what
+        self.reason = reason
+        self.path = path
+        super().__init__(f"{what}: {reason} at {_display_pointer(path)}")
+
+
+def _display_pointer(path: str, limit: int = 60) -> str:
+    if not path:
+        return "the top level"
+    if len(path) <= limit:
+        return path
+    # Keep whole segments: /a/b/c/... reads better than a segment cut in half.
+    head = path[:limit]
+    cut = head.rfind("/")
+    return (head[:cut] if cut > 0 else head) + "/..."
 
 
 class EventError(ConcordiaError):
