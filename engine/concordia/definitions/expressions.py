@@ -129,6 +129,9 @@ class Expression:
         except ValueLimitError as exc:
             raise ExpressionError(self.source, f"its result exceeds the limits: {exc.reason}"
                                   ) from None
+        except Exception as exc:  # e.g. IndexError for an index past a list's end
+            raise ExpressionError(self.source, f"{type(exc).__name__}: "
+                                               f"{_first_line(str(exc))}") from None
         except BaseException as exc:
             if not _is_panic(exc):
                 raise

@@ -14,7 +14,7 @@ from typing import Any
 
 from concordia.definitions.expressions import compile_expression
 from concordia.definitions.models import AwaitStep, Saga
-from concordia.errors import EventError, StoreError
+from concordia.errors import EventError, StoreError, ValueLimitError
 from concordia.events.envelope import Envelope
 from concordia.events.taxonomy import validate_event
 from concordia.runtime.effects import Flow, Read, Write, publish_best_effort
@@ -92,8 +92,9 @@ class Deliverer:
         envelope = item if isinstance(item, Envelope) else Envelope.from_dict(item)
         try:
             journal_value(envelope.data, f"event {envelope.id} data")
-        except ValueError as exc:
-            raise EventError(str(exc), event_type=envelope.type, field="data") from None
+        except ValueLimitError as exc:
+            raise EventError(str(exc), event_type=envelope.type,
+                             field="data" + exc.path) from None
         return envelope
 
     def _apply(self, batch: list[tuple[Inbound, list[dict[str, Any]]]], claim: bool

@@ -34,6 +34,7 @@ from concordia.errors import (
     InputError,
     PolicyError,
     UnknownRunError,
+    ValueLimitError,
 )
 from concordia.ids import new_id
 from concordia.jsonvalidation import check, summarise
@@ -129,10 +130,13 @@ class Executor:
         started: their start is durable before their side effects without a commit of its
         own (the engine's next pass runs them).
         """
+        try:
+            data = journal_value(data, f"the input of saga {saga.name}")
+        except ValueLimitError as exc:
+            raise InputError(saga.name, str(exc), exc.path or None) from None
         errors = check(saga.input_schema, data)
         if errors:
             raise InputError(saga.name, summarise(errors), errors[0].field or None)
-        data = journal_value(data, f"the input of saga {saga.name}")
         now = self.clock.now()
         rid = run_id or new_id()
         compiled = self.book.of(saga.name, saga.version)
@@ -384,7 +388,7 @@ class Executor:
         if outcome.ok:
             try:
                 value = journal_value(outcome.value, f"the result of step {step.name}")
-            except ValueError as exc:
+            except ValueLimitError as exc:
                 self._fail(p, step, rec, exc, now, retry=False)
                 return
             rec.result = value

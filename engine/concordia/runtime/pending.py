@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from concordia.store.records import AwaitRecord, HistoryEntry, RunRecord, StepRecord
+from concordia.values import check_value
 
 
 @dataclass(slots=True)
@@ -48,15 +49,13 @@ def json_copy(value: Any) -> Any:
 def journal_value(value: Any, what: str) -> Any:
     """``value`` made fit for the journal: a detached JSON copy within the value limits.
 
-    Raises ``ValueError`` (naming ``what``) for anything that is not plain JSON or is out
-    of bounds: NaN and infinities, other types, values too deep or too large.
+    Raises :class:`~concordia.errors.ValueLimitError` (naming ``what`` and where in the
+    value) for anything that is not plain JSON or is out of bounds (NaN and infinities,
+    other types, values too deep or too large), before the JSON encoder or the expression
+    library ever sees it.
     """
-    try:
-        return json_copy(value)
-    except RecursionError:
-        raise ValueError(f"{what} is nested too deeply") from None
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{what} is not JSON-serialisable: {exc}") from None
+    check_value(value, what)
+    return json_copy(value)
 
 
 _SCALARS = (str, int, float, bool, type(None))
