@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
@@ -45,12 +44,20 @@ def register(sub: Any, env: EnvDefault) -> None:
     common(p)
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("worker", help="drive runs and fire timers until interrupted")
+    p = sub.add_parser("worker", help="drive runs and fire timers until stopped "
+                                      "(SIGTERM or Ctrl-C finish the steps in hand first)")
     p.add_argument("--handlers", default=env("handlers", None), required=env("handlers", None)
                    is None, help="module whose `registry` binds the handlers "
                                  "(env CONCORDIA_HANDLERS)")
+    p.add_argument("--concurrency", type=int, default=int(env("concurrency", "1") or 1),
+                   help="how many runs this worker advances at once, never one run twice "
+                        "(env CONCORDIA_CONCURRENCY; default 1)")
     p.add_argument("--poll-interval", type=float, default=0.5,
                    help="seconds between looks for new work (timers wake it sooner)")
+    p.add_argument("--lease-ttl", type=float, default=30.0,
+                   help="seconds a run stays claimed by this worker if it stops renewing the "
+                        "claim; another worker carries on the runs of one that died after "
+                        "this long (default 30)")
     common(p)
     p.set_defaults(func=cmd_worker)
 
@@ -117,21 +124,44 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    import asyncio
     import signal
-    import threading
 
+    from concordia.definitions.catalog import Catalog
     from concordia.errors import ConcordiaError
+    from concordia.logging import ensure_configured
+    from concordia.registry import load_registry
+    from concordia.runtime.aengine import AsyncEngine
+    from concordia.runtime.invoke import HandlerStopError
 
+    if args.concurrency < 1:
+        return _usage("--concurrency must be at least 1")
+    ensure_configured()
     try:
-        engine = _engine(args, args.handlers)
+        catalog = Catalog.load_strict([p for p in args.definitions if os.path.exists(p)])
+        engine = AsyncEngine(catalog, load_registry(args.handlers), args.store,
+                             lease_ttl=args.lease_ttl)
     except (ConcordiaError, ImportError) as exc:
         return _usage(str(exc))
-    stop = threading.Event()
-    # SIGTERM (a supervisor stopping us) finishes the current pass, then exits cleanly.
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    print(f"concordia worker on {args.store}; Ctrl-C to stop", file=sys.stderr)
-    with engine, contextlib.suppress(KeyboardInterrupt):
-        engine.work(stop, poll_interval=args.poll_interval)
+
+    async def work() -> None:
+        loop = asyncio.get_running_loop()
+        # SIGTERM (a supervisor stopping us) and Ctrl-C finish the steps in hand, release
+        # the leases, then exit.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, engine.stop)
+        async with engine:
+            await engine.work(concurrency=args.concurrency, poll_interval=args.poll_interval)
+
+    print(f"concordia worker on {args.store} ({args.concurrency} at once); Ctrl-C to stop",
+          file=sys.stderr)
+    try:
+        asyncio.run(work())
+    except HandlerStopError as exc:
+        # A handler raised KeyboardInterrupt or SystemExit: its attempt is journaled as
+        # failed; the worker stopped like on SIGTERM and says so.
+        print(f"concordia worker: stopped: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

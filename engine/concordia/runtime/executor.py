@@ -319,9 +319,9 @@ class Executor:
         for (step, rec), outcome in zip(actions, done, strict=True):
             self._record_attempt(p, step, rec, outcome, now)
             if outcome.stop:
-                stop = _stop_error(outcome)
+                stop = _stop_error(outcome, run.id, step.name)
                 _log.error("worker.stop_requested", run_id=run.id, step=step.name,
-                           error=str(outcome.error))
+                           error=str(stop))
         return stop
 
     def _invocation(self, p: RunPass, step: ActionStep, binding: Binding, ctx: Any
@@ -579,7 +579,7 @@ class Executor:
         if outcome.stop:
             _log.error("worker.stop_requested", run_id=run.id, step=name, compensation=True,
                        error=message)
-            return _stop_error(outcome)
+            return _stop_error(outcome, run.id, name)
         return None
 
     # -- containing the engine's own errors ------------------------------------------------------
@@ -679,10 +679,10 @@ class EngineFault(Exception):
     """The engine's own error while advancing a run, journaled as the step's failure."""
 
 
-def _stop_error(outcome: Outcome) -> HandlerStopError:
+def _stop_error(outcome: Outcome, run_id: str, step: str) -> HandlerStopError:
     error = outcome.error
-    return error if isinstance(error, HandlerStopError) else HandlerStopError(
-        error or SystemExit())
+    raised = error.raised if isinstance(error, HandlerStopError) else error or SystemExit()
+    return HandlerStopError(raised, run_id, step)
 
 
 def _load(store: Store, run_id: str) -> tuple[RunRecord, dict[str, StepRecord]] | None:

@@ -62,10 +62,14 @@ class HandlerStopError(PermanentError):
     """A handler raised ``KeyboardInterrupt`` or ``SystemExit``: the attempt fails for good
     and the worker stops (as on SIGTERM), so a poison run cannot end a worker silently."""
 
-    def __init__(self, raised: BaseException) -> None:
+    def __init__(self, raised: BaseException, run_id: str | None = None,
+                 step: str | None = None) -> None:
         self.raised = raised
+        self.run_id = run_id
+        self.step = step
         detail = f": {raised}" if str(raised) else ""
-        super().__init__(f"the handler raised {type(raised).__name__}{detail}")
+        where = f" of step {step} in run {run_id}" if run_id else ""
+        super().__init__(f"the handler{where} raised {type(raised).__name__}{detail}")
 
 
 @dataclass(slots=True)
