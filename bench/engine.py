@@ -1,29 +1,39 @@
 """Engine throughput against its floors, measured in one process run.
 
-    .venv/bin/python bench/engine.py [--runs N] [--sqlite-runs N] [--repeat K]
+    .venv/bin/python bench/engine.py [--runs N] [--sqlite-runs N] [--repeat K] [--quick]
 
-A 5-step saga, run sequentially (start, then drive to the end), where every fifth run
-fails for good at step 4, so steps 3, 2 and 1 are compensated. A "step" is one handler
-call, action or compensation: 5 for a completed run, 4 + 3 for a failed one (5.4 on
-average).
+A saga of L steps (L = 5, and 50 for the length rows), run start-then-drive, where every
+fifth run fails for good at step L-1, so the steps before it are compensated. A "step" is
+one handler call, action or compensation (5.4 per saga on average for L = 5).
 
-Configurations:
-- ``memory``: the engine on the in-memory store. Its floor is the same handlers called as
-  plain functions in the same order (with the same exception for the failing step);
-  the engine's overhead per step is (engine time - plain time) / steps.
-- ``sqlite``: the engine on the SQLite store (WAL, ``synchronous=FULL``). Its floor is a
-  raw sqlite3 journal with the same settings that commits once per step (one row with
-  the step's JSON result), calling the same handlers. As a diagnostic, the same journal
-  also committing each run's start (N+1 commits for N steps, as the engine must, so that
-  a run exists durably before its first side effect) gives a second ratio.
+Configurations (the ``store``, ``engine``, ``concurrency``, ``saga_length`` fields):
 
-Each figure is the best of ``--repeat`` timed passes after a warm-up. The table comes
+- memory, sync / async: the engine on the in-memory store. The floor is the same
+  handlers called as plain functions (sync) or awaited coroutines (async) in the same
+  order; overhead per step is (engine time - floor time) / steps. The async engine runs
+  async handlers (a service's own); sync handlers on the async engine run in its thread
+  pool, whose hand-off costs what a thread wake-up costs on the machine (a row shows it).
+- sqlite, sync / async: the engine on SQLite (WAL, ``synchronous=FULL``). The floor is a
+  raw sqlite3 journal that commits once per step (one row with the step's JSON result);
+  ``ratio_to_same_commits_floor`` compares with the same journal also committing each
+  run's start: the N+1 commits a run must make (its start durable before its first side
+  effect, each result before the next step).
+- sqlite, async, concurrency 16: 16 runs in flight (16 clients, each starting and driving
+  its runs); the async engine's writer groups the commits of runs in flight into one
+  transaction and one fsync. Compared with the sequential one-commit floor.
+- length: L = 50 against L = 5 (memory and SQLite, sync): overhead per step should not
+  grow with the saga's length.
+- stored runs: the memory store already holding 1,000 or 20,000 finished runs, each saga
+  started and driven with ``run_until_idle`` (which asks the store for due runs).
+
+Each figure is the best of ``--repeat`` interleaved passes after a warm-up. The table comes
 first, then one JSON object per line per configuration.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sqlite3
@@ -31,7 +41,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -42,58 +52,88 @@ from concordia.clock import SystemClock  # noqa: E402
 from concordia.definitions.catalog import Catalog  # noqa: E402
 from concordia.errors import PermanentError  # noqa: E402
 from concordia.registry import Registry  # noqa: E402
+from concordia.runtime.aengine import AsyncEngine  # noqa: E402
 from concordia.runtime.engine import Engine  # noqa: E402
-from concordia.store.base import Store  # noqa: E402
+from concordia.store.memory import MemoryStore  # noqa: E402
 from concordia.store.sqlite import SqliteStore  # noqa: E402
 
-STEPS = ("reserve", "authorise", "charge", "pack", "ship")
-FAILING_STEP = 3  # step 4
 FAIL_EVERY = 5  # 20% of runs
-MEMORY_TARGET_US = 50.0
+MEMORY_TARGET_US = 40.0
 SQLITE_TARGET_RATIO = 0.70
+IN_FLIGHT_TARGET = 2.0
+ASYNC_TARGET = 0.90
+LENGTH_TARGET = 1.2
 WARM_UP = 20
-
-SAGA_YAML = "name: bench\nversion: 1\nsteps:\n" + "".join(
-    f"  - name: {name}\n    action: bench.{name}\n    compensate: bench.undo_{name}\n"
-    for name in STEPS)
+IN_FLIGHT = 16
 
 
 def fails(i: int) -> bool:
     return i % FAIL_EVERY == FAIL_EVERY - 1
 
 
-def steps_of(runs: int) -> int:
-    failed = sum(fails(i) for i in range(runs))
-    return (runs - failed) * len(STEPS) + failed * (2 * FAILING_STEP + 1)
+@dataclass(frozen=True)
+class Shape:
+    """A bench saga of ``length`` steps, failing runs failing at its step L-1."""
+
+    length: int
+
+    @property
+    def name(self) -> str:
+        return f"bench{self.length}"
+
+    @property
+    def steps(self) -> tuple[str, ...]:
+        return tuple(f"s{i}" for i in range(self.length))
+
+    @property
+    def failing(self) -> int:
+        return self.length - 2
+
+    def yaml(self) -> str:
+        return f"name: {self.name}\nversion: 1\nsteps:\n" + "".join(
+            f"  - name: {s}\n    action: bench.{s}\n    compensate: bench.undo_{s}\n"
+            for s in self.steps)
+
+    def steps_of(self, runs: int) -> int:
+        failed = sum(fails(i) for i in range(runs))
+        return (runs - failed) * self.length + failed * (2 * self.failing + 1)
+
+
+FIVE, FIFTY = Shape(5), Shape(50)
 
 
 # -- the handlers (shared by every configuration) ------------------------------------------------
 
 
-def make_action(name: str) -> Callable[[Any], Any]:
-    def action(ctx: Any) -> Any:
-        if name == STEPS[FAILING_STEP] and ctx.input["fail"]:
+def registry(shape: Shape, *, asynchronous: bool = False) -> Registry:
+    reg = Registry()
+    failing = shape.steps[shape.failing]
+    for name in shape.steps:
+        reg.add_action(f"bench.{name}", _action(name, name == failing, asynchronous))
+        reg.add_compensation(f"bench.undo_{name}", _undo(asynchronous))
+    return reg
+
+
+def _action(name: str, failing: bool, asynchronous: bool) -> Callable[[Any], Any]:
+    def act(ctx: Any) -> Any:
+        if failing and ctx.input["fail"]:
             raise PermanentError(f"{name} refused")
         return {"step": name, "ref": ctx.idempotency_key}
-    return action
+
+    async def aact(ctx: Any) -> Any:
+        return act(ctx)
+
+    return aact if asynchronous else act
 
 
-def make_compensation(name: str) -> Callable[[Any], Any]:
-    def compensation(ctx: Any) -> Any:
+def _undo(asynchronous: bool) -> Callable[[Any], Any]:
+    def undo(ctx: Any) -> Any:
         return None
-    return compensation
 
+    async def aundo(ctx: Any) -> Any:
+        return None
 
-ACTIONS = {name: make_action(name) for name in STEPS}
-COMPENSATIONS = {name: make_compensation(name) for name in STEPS}
-
-
-def registry() -> Registry:
-    reg = Registry()
-    for name in STEPS:
-        reg.add_action(f"bench.{name}", ACTIONS[name])
-        reg.add_compensation(f"bench.undo_{name}", COMPENSATIONS[name])
-    return reg
+    return aundo if asynchronous else undo
 
 
 @dataclass
@@ -105,37 +145,56 @@ class PlainCtx:
     result: Any = None
 
 
-# -- the configurations ---------------------------------------------------------------------------
-
-
-def run_plain(runs: int, journal: Callable[[str, str, str, Any], None] | None = None, *,
-              create: bool = False) -> int:
+def plain_calls(shape: Shape, runs: int, journal: Callable[[str, str, str, Any], None] | None
+                = None, *, create: bool = False) -> int:
     """The saga's handlers as plain calls (optionally journaling each step, and with
-    ``create`` also each run's start, as a commit of its own); return steps."""
+    ``create`` also each run's start); return steps."""
+    reg = registry(shape)
     steps = 0
     for i in range(runs):
         run_id = f"r{i}"
         data = {"fail": fails(i)}
-        results: list[tuple[str, Any]] = []
+        done: list[tuple[str, Any]] = []
         if journal is not None and create:
             journal(run_id, "", "created", data)
-        for name in STEPS:
-            ctx = PlainCtx(data, f"{run_id}:{name}")
+        for name in shape.steps:
             steps += 1
             try:
-                result = ACTIONS[name](ctx)
+                result = reg.get_action(f"bench.{name}").fn(PlainCtx(data, f"{run_id}:{name}"))
             except PermanentError as exc:
                 if journal is not None:
                     journal(run_id, name, "failed", str(exc))
-                for done, value in reversed(results):
+                for prior, value in reversed(done):
                     steps += 1
-                    COMPENSATIONS[done](PlainCtx(data, f"{run_id}:{done}:compensate", value))
+                    reg.get_compensation(f"bench.undo_{prior}").fn(
+                        PlainCtx(data, f"{run_id}:{prior}:compensate", value))
                     if journal is not None:
-                        journal(run_id, done, "compensated", None)
+                        journal(run_id, prior, "compensated", None)
                 break
             if journal is not None:
                 journal(run_id, name, "succeeded", result)
-            results.append((name, result))
+            done.append((name, result))
+    return steps
+
+
+async def plain_awaits(shape: Shape, runs: int) -> int:
+    """The async handlers awaited in order: the async engine's floor."""
+    reg = registry(shape, asynchronous=True)
+    steps = 0
+    for i in range(runs):
+        data = {"fail": fails(i)}
+        done: list[tuple[str, Any]] = []
+        for name in shape.steps:
+            steps += 1
+            try:
+                result = await reg.get_action(f"bench.{name}").fn(PlainCtx(data, f"r{i}:{name}"))
+            except PermanentError:
+                for prior, value in reversed(done):
+                    steps += 1
+                    await reg.get_compensation(f"bench.undo_{prior}").fn(
+                        PlainCtx(data, "", value))
+                break
+            done.append((name, result))
     return steps
 
 
@@ -160,26 +219,125 @@ class RawJournal:
         self.conn.close()
 
 
-def run_engine(engine: Engine, runs: int) -> int:
-    """Start and drive each run to its end, one after another; return steps."""
-    for i in range(runs):
-        view = engine.start("bench", {"fail": fails(i)})
-        engine.advance(view.id)
-    return steps_of(runs)
+# -- driving the engines -------------------------------------------------------------------------
 
 
-def check_engine(engine: Engine, runs: int) -> None:
+def drive_sync(engine: Engine, shape: Shape, runs: int, offset: int = 0) -> int:
+    for i in range(offset, offset + runs):
+        engine.advance(engine.start(shape.name, {"fail": fails(i)}).id)
+    return shape.steps_of(runs)
+
+
+async def drive_async(engine: AsyncEngine, shape: Shape, runs: int, clients: int = 1) -> int:
+    async def client(k: int) -> None:
+        for i in range(k, runs, clients):
+            view = await engine.start(shape.name, {"fail": fails(i)})
+            await engine.advance(view.id)
+
+    await asyncio.gather(*(client(k) for k in range(clients)))
+    return shape.steps_of(runs)
+
+
+def check(store: Any, shape: Shape, runs: int) -> None:
     """The engine really ran the sagas: statuses as planned, compensations journaled."""
-    views = engine.list_runs(limit=runs + 1)
+    views = store.list_runs(limit=runs + 1)
     want = {"completed": sum(not fails(i) for i in range(runs)),
             "compensated": sum(fails(i) for i in range(runs))}
     got = {s: sum(v.status == s for v in views) for s in want}
     if got != want or len(views) != runs:
         raise SystemExit(f"benchmark runs ended wrongly: {got}, expected {want}")
     failed = next(v for v in views if v.status == "compensated")
-    full = engine.get_run(failed.id)
-    if full.compensated_steps() != list(reversed(STEPS[:FAILING_STEP])):
-        raise SystemExit(f"unexpected compensations: {full.compensated_steps()}")
+    undone = [h.step for h in store.history(failed.id) if h.kind == "compensation.succeeded"]
+    if undone != list(reversed(shape.steps[:shape.failing])):
+        raise SystemExit(f"unexpected compensations: {undone}")
+
+
+# -- the passes ------------------------------------------------------------------------------
+
+
+@dataclass
+class Pass:
+    """One timed pass: ``work`` returns steps; ``teardown`` checks and closes (untimed)."""
+
+    work: Callable[[], int]
+    teardown: Callable[[], None] = lambda: None
+
+
+@dataclass
+class Bench:
+    workdir: str
+    catalogs: dict[int, Catalog]  # by saga length
+    counter: Any = field(default_factory=lambda: iter(range(1_000_000)))
+
+    def path(self, stem: str) -> str:
+        return os.path.join(self.workdir, f"{stem}{next(self.counter)}.db")
+
+    def plain(self, shape: Shape, runs: int) -> Pass:
+        return Pass(lambda: plain_calls(shape, runs))
+
+    def plain_async(self, shape: Shape, runs: int) -> Pass:
+        return Pass(lambda: asyncio.run(plain_awaits(shape, runs)))
+
+    def raw(self, shape: Shape, runs: int, *, create: bool = False) -> Pass:
+        journal = RawJournal(self.path("raw"))
+        plain_calls(shape, WARM_UP, journal, create=create)
+        return Pass(lambda: plain_calls(shape, runs, journal, create=create), journal.close)
+
+    def sync(self, store: Any, shape: Shape, runs: int) -> Pass:
+        engine = Engine(self.catalogs[shape.length], registry(shape), store,
+                        clock=SystemClock())
+        drive_sync(engine, shape, WARM_UP)  # compiled machine, caches, first pages
+
+        def teardown() -> None:
+            check(engine.store, shape, WARM_UP + runs)
+            engine.close()
+
+        return Pass(lambda: drive_sync(engine, shape, runs, WARM_UP), teardown)
+
+    def asynchronous(self, store: Any, shape: Shape, runs: int, clients: int = 1) -> Pass:
+        loop = asyncio.new_event_loop()
+        engine = AsyncEngine(self.catalogs[shape.length], registry(shape, asynchronous=True),
+                             store, clock=SystemClock(), claim_new_runs=True)
+        loop.run_until_complete(drive_async(engine, shape, WARM_UP))
+
+        def teardown() -> None:
+            check(engine.store, shape, WARM_UP + runs)
+            loop.run_until_complete(engine.aclose())
+            loop.close()
+
+        return Pass(lambda: loop.run_until_complete(drive_async(engine, shape, runs, clients)),
+                    teardown)
+
+    def stored(self, stored: int, runs: int) -> Pass:
+        """``run_until_idle`` per saga on a memory store already holding finished runs."""
+        store = MemoryStore()
+        engine = Engine(self.catalogs[5], registry(FIVE), store, clock=SystemClock())
+        for i in range(stored):
+            engine.advance(engine.start(FIVE.name, {"fail": fails(i)}).id)
+
+        def work() -> int:
+            for i in range(runs):
+                engine.start(FIVE.name, {"fail": fails(i)})
+                engine.run_until_idle()
+            return FIVE.steps_of(runs)
+
+        return Pass(work, engine.close)
+
+
+def best(repeat: int, setups: dict[str, Callable[[], Pass]]) -> dict[str, tuple[float, int]]:
+    """The fastest of ``repeat`` passes of each configuration, the passes interleaved so a
+    change in the machine's load hits every configuration alike."""
+    results: dict[str, list[tuple[float, int]]] = {name: [] for name in setups}
+    for _ in range(repeat):
+        for name, setup in setups.items():
+            one = setup()
+            try:
+                start = time.perf_counter()
+                steps = one.work()
+                results[name].append((time.perf_counter() - start, steps))
+            finally:
+                one.teardown()
+    return {name: min(times) for name, times in results.items()}
 
 
 WAL_FRAME = 24 + 4096  # a WAL frame: its header and one 4 KiB page
@@ -190,9 +348,10 @@ def wal_frames(path: str) -> int:
     return (os.path.getsize(wal) - 32) // WAL_FRAME if os.path.exists(wal) else 0
 
 
-def commits_per_saga(catalog: Catalog, path: str, runs: int) -> tuple[float, float]:
-    """Write transactions per saga on the SQLite store, and WAL pages written per commit
-    (an untimed, counted pass; checkpoints off so the WAL keeps every frame)."""
+def commits_per_saga(bench: Bench, runs: int) -> tuple[float, float]:
+    """Write transactions per saga on the SQLite store, and WAL pages per commit (an
+    untimed, counted pass; checkpoints off so the WAL keeps every frame)."""
+    path = bench.path("counted")
     store = SqliteStore(f"sqlite:///{path}")
     store._conn.execute("PRAGMA wal_autocheckpoint=0")
     count = 0
@@ -204,49 +363,27 @@ def commits_per_saga(catalog: Catalog, path: str, runs: int) -> tuple[float, flo
         return tx()
 
     store._tx = counting_tx  # type: ignore[method-assign]
-    with Engine(catalog, registry(), store, clock=SystemClock()) as engine:
-        run_engine(engine, WARM_UP)
+    with Engine(bench.catalogs[5], registry(FIVE), store, clock=SystemClock()) as engine:
+        drive_sync(engine, FIVE, WARM_UP)
         count, before = 0, wal_frames(path)
-        run_engine(engine, runs)
+        drive_sync(engine, FIVE, runs, WARM_UP)
         frames = wal_frames(path) - before
-        check_engine(engine, WARM_UP + runs)
     return count / runs, frames / count
 
 
-def raw_frames_per_commit(path: str, runs: int) -> float:
-    """WAL pages the raw journal writes per commit (counted like the store's)."""
-    journal = RawJournal(path)
-    journal.conn.execute("PRAGMA wal_autocheckpoint=0")
-    run_plain(WARM_UP, journal)
-    before = wal_frames(path)
-    steps = run_plain(runs, journal)
-    frames = wal_frames(path) - before
-    journal.close()
-    return frames / steps
-
-
-def timed(fn: Callable[[], int]) -> tuple[float, int]:
-    start = time.perf_counter()
-    steps = fn()
-    return time.perf_counter() - start, steps
-
-
-Setup = Callable[[], tuple[Callable[[], int], Callable[[], None]]]
-
-
-def best(repeat: int, setups: dict[str, Setup]) -> dict[str, tuple[float, int]]:
-    """The fastest of ``repeat`` passes of each configuration, the passes interleaved so a
-    change in the machine's load hits every configuration alike. A setup returns (work,
-    teardown) for one pass; only ``work`` is timed."""
-    results: dict[str, list[tuple[float, int]]] = {name: [] for name in setups}
-    for _ in range(repeat):
-        for name, setup in setups.items():
-            work, teardown = setup()
-            try:
-                results[name].append(timed(work))
-            finally:
-                teardown()
-    return {name: min(times) for name, times in results.items()}
+def in_flight_batches(bench: Bench, runs: int) -> float:
+    """Writes per transaction of the async engine's writer with 16 runs in flight."""
+    loop = asyncio.new_event_loop()
+    engine = AsyncEngine(bench.catalogs[5], registry(FIVE, asynchronous=True),
+                         f"sqlite:///{bench.path('batches')}", clock=SystemClock(),
+                         claim_new_runs=True)
+    loop.run_until_complete(drive_async(engine, FIVE, runs, IN_FLIGHT))
+    writer = engine.astore.writer
+    assert writer is not None
+    per_batch = writer.writes / max(writer.batches, 1)
+    loop.run_until_complete(engine.aclose())
+    loop.close()
+    return per_batch
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -254,119 +391,140 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=2000, help="sagas per memory pass")
     parser.add_argument("--sqlite-runs", type=int, default=300, help="sagas per SQLite pass")
     parser.add_argument("--repeat", type=int, default=3, help="timed passes (best is kept)")
+    parser.add_argument("--quick", action="store_true", help="fewer sagas (a smoke run)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.runs, args.sqlite_runs, args.repeat = 300, 60, 1
 
     workdir = tempfile.mkdtemp(prefix="concordia-bench-")
-    with open(os.path.join(workdir, "bench.yaml"), "w") as fh:
-        fh.write(SAGA_YAML)
-    catalog = Catalog.load_strict([os.path.join(workdir, "bench.yaml")])
-    counter = iter(range(1_000_000))
+    catalogs = {}
+    for shape in (FIVE, FIFTY):
+        path = os.path.join(workdir, f"{shape.name}.yaml")
+        with open(path, "w") as fh:
+            fh.write(shape.yaml())
+        catalogs[shape.length] = Catalog.load_strict([path])
+    bench = Bench(workdir, catalogs)
+    runs, sql_runs = args.runs, args.sqlite_runs
+    long_runs, long_sql = max(runs // 10, 20), max(sql_runs // 10, 10)
 
-    def engine_pass(url_for: Callable[[], str | Store], runs: int
-                    ) -> tuple[Callable[[], int], Callable[[], None]]:
-        engine = Engine(catalog, registry(), url_for(), clock=SystemClock())
-        run_engine(engine, WARM_UP)  # compiled machine, caches, first pages
+    def sqlite() -> str:
+        return f"sqlite:///{bench.path('engine')}"
 
-        def work() -> int:
-            return run_engine(engine, runs)
-
-        def teardown() -> None:  # not timed: the engine really ran the sagas
-            check_engine(engine, WARM_UP + runs)
-            engine.close()
-        return work, teardown
-
-    def sqlite_url() -> str:
-        return f"sqlite:///{workdir}/engine{next(counter)}.db"
-
-    def sqlite_unsynced() -> Store:
-        return SqliteStore(sqlite_url(), synchronous="OFF")
-
-    def journal_pass(runs: int, create: bool = False
-                     ) -> tuple[Callable[[], int], Callable[[], None]]:
-        journal = RawJournal(os.path.join(workdir, f"raw{next(counter)}.db"))
-        run_plain(WARM_UP, journal, create=create)
-        return (lambda: run_plain(runs, journal, create=create)), journal.close
-
-    # The last two configurations are diagnostics: the raw journal also committing each
-    # run's start (the same N+1 commits the engine makes), and the SQLite path without
-    # fsync (what the store costs in CPU).
-    timings = best(args.repeat, {
-        "plain": lambda: ((lambda: run_plain(args.runs)), lambda: None),
-        "memory": lambda: engine_pass(lambda: "memory://", args.runs),
-        "raw": lambda: journal_pass(args.sqlite_runs),
-        "sqlite": lambda: engine_pass(sqlite_url, args.sqlite_runs),
-        "raw_n1": lambda: journal_pass(args.sqlite_runs, create=True),
-        "sqlite_off": lambda: engine_pass(sqlite_unsynced, args.sqlite_runs),
-    })
-    plain_t, plain_steps = timings["plain"]
-    mem_t, mem_steps = timings["memory"]
-    raw_t, raw_steps = timings["raw"]
-    sql_t, sql_steps = timings["sqlite"]
-    off_t, _ = timings["sqlite_off"]
-    n1_t, n1_steps = timings["raw_n1"]
-    commits, frames = commits_per_saga(catalog, os.path.join(workdir, "counted.db"), 100)
-    raw_frames = raw_frames_per_commit(os.path.join(workdir, "raw-counted.db"), 100)
-    plain_per_step = plain_t / plain_steps
-
-    rows = []
-    for store, t, steps, runs, floor_name, floor_t, floor_steps in (
-            ("memory", mem_t, mem_steps, args.runs, "plain calls", plain_t, plain_steps),
-            ("sqlite", sql_t, sql_steps, args.sqlite_runs, "raw sqlite3 journal", raw_t,
-             raw_steps)):
-        overhead = (t / steps - plain_per_step) * 1e6
-        rows.append({
-            "store": store,
-            "sagas_per_s": round(runs / t, 1),
-            "steps_per_s": round(steps / t, 1),
-            "overhead_us_per_step": round(overhead, 1),
-            "floor_steps_per_s": round(floor_steps / floor_t, 1),
-            "floor": floor_name,
-            "ratio_to_floor": round((steps / t) / (floor_steps / floor_t), 3),
-            "runs": runs,
-            "steps": steps,
-        })
-    rows[1]["commits_per_saga"] = round(commits, 2)
-    rows[1]["same_commits_floor_steps_per_s"] = round(n1_steps / n1_t, 1)
-    rows[1]["ratio_to_same_commits_floor"] = round((sql_steps / sql_t) / (n1_steps / n1_t), 3)
-    rows[1]["wal_pages_per_commit"] = round(frames, 2)
-    rows[1]["floor_wal_pages_per_commit"] = round(raw_frames, 2)
-    rows[1]["steps_per_saga"] = round(sql_steps / args.sqlite_runs, 2)
-
-    print(f"5-step saga, sequential runs, 1 in {FAIL_EVERY} failing at step "
-          f"{FAILING_STEP + 1}; best of {args.repeat}; Python {sys.version.split()[0]}, "
-          f"SQLite {sqlite3.sqlite_version}")
-    print(f"{'store':<8} {'sagas/s':>10} {'steps/s':>11} {'overhead µs/step':>17} "
-          f"{'floor steps/s':>14} {'of floor':>9}  floor")
-    for r in rows:
-        print(f"{r['store']:<8} {r['sagas_per_s']:>10.1f} {r['steps_per_s']:>11.1f} "
-              f"{r['overhead_us_per_step']:>17.1f} {r['floor_steps_per_s']:>14.1f} "
-              f"{r['ratio_to_floor']:>9.1%}  {r['floor']}")
-    mem, sql = rows
-    print(f"targets: memory overhead < {MEMORY_TARGET_US:g} µs/step: "
-          f"{'met' if mem['overhead_us_per_step'] < MEMORY_TARGET_US else 'MISSED'}; "
-          f"SQLite >= {SQLITE_TARGET_RATIO:.0%} of the raw journal: "
-          f"{'met' if sql['ratio_to_floor'] >= SQLITE_TARGET_RATIO else 'MISSED'}")
-    us = 1e6
-    per_saga = {
-        "handlers (plain calls)": plain_t / args.runs * us,
-        "engine CPU (memory store)": (mem_t - plain_t) / args.runs * us,
-        "SQLite store CPU (synchronous=OFF minus memory)":
-            (off_t / args.sqlite_runs - mem_t / args.runs) * us,
-        "durable commits (FULL minus OFF)": (sql_t - off_t) / args.sqlite_runs * us,
+    setups: dict[str, Callable[[], Pass]] = {
+        "plain": lambda: bench.plain(FIVE, runs),
+        "plain_async": lambda: bench.plain_async(FIVE, runs),
+        "plain_50": lambda: bench.plain(FIFTY, long_runs),
+        "memory/sync": lambda: bench.sync("memory://", FIVE, runs),
+        "memory/async": lambda: bench.asynchronous("memory://", FIVE, runs),
+        "memory/sync/50": lambda: bench.sync("memory://", FIFTY, long_runs),
+        "raw": lambda: bench.raw(FIVE, sql_runs),
+        "raw_n1": lambda: bench.raw(FIVE, sql_runs, create=True),
+        "sqlite/sync": lambda: bench.sync(sqlite(), FIVE, sql_runs),
+        "sqlite/async": lambda: bench.asynchronous(sqlite(), FIVE, sql_runs),
+        "sqlite/async/16": lambda: bench.asynchronous(sqlite(), FIVE, sql_runs * 2, IN_FLIGHT),
+        "raw_50": lambda: bench.raw(FIFTY, long_sql),
+        "sqlite/sync/50": lambda: bench.sync(sqlite(), FIFTY, long_sql),
+        "stored/1000": lambda: bench.stored(1000, runs // 4),
+        "stored/20000": lambda: bench.stored(20000, runs // 4),
     }
-    total = sql_t / args.sqlite_runs * us
-    raw_commit = raw_t / raw_steps * us
-    steps_per_saga = sql_steps / args.sqlite_runs
-    print(f"\nwhere a SQLite saga's {total:.0f} µs go ({commits:.1f} commits for "
-          f"{steps_per_saga:.1f} steps, {frames:.2f} WAL pages each; the raw journal commits "
-          f"once per step, {raw_frames:.2f} WAL pages and {raw_commit:.0f} µs each):")
-    for what, value in per_saga.items():
-        print(f"  {what:<48} {value:8.0f} µs  {value / total:6.1%}")
-    print(f"  ceiling with zero CPU at {commits:.1f} commits/saga: "
-          f"{steps_per_saga / commits:.0%} of the raw journal")
-    print(f"against a raw journal that also commits each run's start (N+1 commits, like the "
-          f"engine): {sql['ratio_to_same_commits_floor']:.1%} of its "
-          f"{sql['same_commits_floor_steps_per_s']:.0f} steps/s")
+    timings = best(args.repeat, setups)
+    commits, frames = commits_per_saga(bench, 100)
+    per_batch = in_flight_batches(bench, 200)
+
+    def per_step(name: str) -> float:
+        t, steps = timings[name]
+        return t / steps
+
+    rows: list[dict[str, Any]] = []
+
+    def row(name: str, store: str, engine: str, concurrency: int, shape: Shape, floor: str,
+            runs_: int, **extra: Any) -> dict[str, Any]:
+        """A configuration's figures; overhead is counted against the plain handler calls
+        of the same shape (awaited, for the async engine)."""
+        t, steps = timings[name]
+        floor_t, floor_steps = timings[floor]
+        base = ("plain_50" if shape is FIFTY else
+                "plain_async" if engine == "async" else "plain")
+        r = {"store": store, "engine": engine, "concurrency": concurrency,
+             "saga_length": shape.length, "sagas_per_s": round(runs_ / t, 1),
+             "steps_per_s": round(steps / t, 1),
+             "overhead_us_per_step": round((per_step(name) - per_step(base)) * 1e6, 1),
+             "floor": floor, "floor_steps_per_s": round(floor_steps / floor_t, 1),
+             "ratio_to_floor": round((steps / t) / (floor_steps / floor_t), 3),
+             "runs": runs_, "steps": steps, **extra}
+        rows.append(r)
+        return r
+
+    mem_sync = row("memory/sync", "memory", "sync", 1, FIVE, "plain", runs)
+    mem_async = row("memory/async", "memory", "async", 1, FIVE, "plain_async", runs)
+    mem_async["ratio_to_sync"] = round(mem_async["sagas_per_s"] / mem_sync["sagas_per_s"], 3)
+    mem_50 = row("memory/sync/50", "memory", "sync", 1, FIFTY, "plain_50", long_runs)
+    mem_50["overhead_ratio_to_5_steps"] = round(
+        mem_50["overhead_us_per_step"] / mem_sync["overhead_us_per_step"], 3)
+    n1_t, n1_steps = timings["raw_n1"]
+    sql_sync = row("sqlite/sync", "sqlite", "sync", 1, FIVE, "raw", sql_runs,
+                   commits_per_saga=round(commits, 2), wal_pages_per_commit=round(frames, 2))
+    sql_async = row("sqlite/async", "sqlite", "async", 1, FIVE, "raw", sql_runs)
+    for r in (sql_sync, sql_async):
+        r["ratio_to_same_commits_floor"] = round(r["steps_per_s"] / (n1_steps / n1_t), 3)
+    sql_async["ratio_to_sync"] = round(sql_async["sagas_per_s"] / sql_sync["sagas_per_s"], 3)
+    flight = row("sqlite/async/16", "sqlite", "async", IN_FLIGHT, FIVE, "raw", sql_runs * 2,
+                 writes_per_transaction=round(per_batch, 2))
+    flight["ratio_to_same_commits_floor"] = round(flight["steps_per_s"] / (n1_steps / n1_t), 3)
+    sql_50 = row("sqlite/sync/50", "sqlite", "sync", 1, FIFTY, "raw_50", long_sql)
+    sql_50["overhead_ratio_to_5_steps"] = round(
+        sql_50["overhead_us_per_step"] / sql_sync["overhead_us_per_step"], 3)
+    for stored in (1000, 20000):
+        t, steps = timings[f"stored/{stored}"]
+        rows.append({"store": "memory", "engine": "sync", "concurrency": 1, "saga_length": 5,
+                     "stored_runs": stored, "us_per_saga": round(t / (runs // 4) * 1e6, 1),
+                     "sagas_per_s": round((runs // 4) / t, 1), "runs": runs // 4,
+                     "steps": steps})
+    rows[-1]["ratio_to_1000_stored"] = round(rows[-1]["us_per_saga"] / rows[-2]["us_per_saga"],
+                                             3)
+
+    print(f"Sagas run start-then-drive, 1 in {FAIL_EVERY} failing at step L-1; best of "
+          f"{args.repeat}; Python {sys.version.split()[0]}, SQLite {sqlite3.sqlite_version}")
+    print(f"{'store':<7}{'engine':<7}{'in flight':>10}{'L':>4}{'sagas/s':>10}{'steps/s':>10}"
+          f"{'µs/step over':>14}{'of floor':>10}  floor")
+    for r in rows:
+        if "stored_runs" in r:
+            continue
+        print(f"{r['store']:<7}{r['engine']:<7}{r['concurrency']:>10}{r['saga_length']:>4}"
+              f"{r['sagas_per_s']:>10.1f}{r['steps_per_s']:>10.1f}"
+              f"{r['overhead_us_per_step']:>14.1f}{r['ratio_to_floor']:>10.1%}  {r['floor']}")
+    for r in rows[-2:]:
+        print(f"memory store holding {r['stored_runs']:>6} finished runs: "
+              f"{r['us_per_saga']:.0f} µs per saga with run_until_idle")
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "MISSED"
+
+    print("\ntargets:")
+    print(f"  memory overhead < {MEMORY_TARGET_US:g} µs/step: sync "
+          f"{mem_sync['overhead_us_per_step']:.1f}, async {mem_async['overhead_us_per_step']:.1f}"
+          f" — {verdict(max(mem_sync['overhead_us_per_step'], mem_async['overhead_us_per_step']) < MEMORY_TARGET_US)}")  # noqa: E501
+    print(f"  sequential SQLite >= {SQLITE_TARGET_RATIO:.0%} of the same-commits floor: "
+          f"{sql_sync['ratio_to_same_commits_floor']:.1%} — "
+          f"{verdict(sql_sync['ratio_to_same_commits_floor'] >= SQLITE_TARGET_RATIO)} "
+          f"({commits:.1f} commits/saga, {frames:.2f} WAL pages each)")
+    seq_floor = (timings["raw"][1] / timings["raw"][0]) / (FIVE.steps_of(sql_runs) / sql_runs)
+    flight_ratio = flight["sagas_per_s"] / seq_floor
+    flight["ratio_to_sequential_floor_sagas"] = round(flight_ratio, 3)
+    print(f"  {IN_FLIGHT} in flight on SQLite >= {IN_FLIGHT_TARGET:g}x the sequential floor's "
+          f"sagas/s: {flight_ratio:.2f}x ({flight['sagas_per_s']:.0f} against "
+          f"{seq_floor:.0f}; {per_batch:.1f} writes per transaction) — "
+          f"{verdict(flight_ratio >= IN_FLIGHT_TARGET)}")
+    for store, r in (("memory", mem_async), ("SQLite", sql_async)):
+        print(f"  async sequential within 10% of sync ({store}): {r['ratio_to_sync']:.0%} — "
+              f"{verdict(r['ratio_to_sync'] >= ASYNC_TARGET)}")
+    for store, r in (("memory", mem_50), ("SQLite", sql_50)):
+        print(f"  50-step overhead per step within {LENGTH_TARGET:g}x of 5-step ({store}): "
+              f"{r['overhead_ratio_to_5_steps']:.2f}x — "
+              f"{verdict(r['overhead_ratio_to_5_steps'] <= LENGTH_TARGET)}")
+    print(f"  memory store at 20,000 stored runs within {LENGTH_TARGET:g}x of 1,000: "
+          f"{rows[-1]['ratio_to_1000_stored']:.2f}x — "
+          f"{verdict(rows[-1]['ratio_to_1000_stored'] <= LENGTH_TARGET)}")
     print()
     for r in rows:
         print(json.dumps(r))

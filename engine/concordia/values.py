@@ -118,8 +118,50 @@ def check_value(value: Any, what: str, limits: Limits | None = None) -> None:
     """
     if limits is None:
         limits = _current
+    if _flat_within(value, limits):
+        return
     _walk(value, what, limits.max_depth, limits.max_bytes, limits.max_string_length,
           strict=True)
+
+
+_INFINITIES = (float("inf"), float("-inf"))
+
+
+def _flat_within(value: Any, limits: Limits) -> bool:
+    """The common case, decided in one pass: a scalar, or an object of up to 32 scalar
+    fields, all within bounds. Anything else (or anything doubtful) takes the full walk,
+    which also names what is wrong and where."""
+    kind = type(value)
+    if kind is dict:
+        if len(value) > 32:
+            return False
+        size = 2
+        max_len = limits.max_string_length
+        for key, item in value.items():
+            if type(key) is not str or not key.isascii() or len(key) > max_len:
+                return False
+            field = _scalar_size(item, max_len)
+            if field < 0:
+                return False
+            size += len(key) + field + 4
+        return size <= limits.max_bytes
+    field = _scalar_size(value, limits.max_string_length)
+    return 0 <= field <= limits.max_bytes
+
+
+def _scalar_size(value: Any, max_len: int) -> int:
+    """A plain scalar's JSON size as the full walk counts it, or -1 for anything else
+    (non-ASCII text is left to the walk, which knows its UTF-8 size and lone surrogates)."""
+    kind = type(value)
+    if kind is str:
+        return len(value) + 2 if len(value) <= max_len and value.isascii() else -1
+    if kind is int:
+        return 20 if _INT_MIN <= value <= _INT_MAX else -1
+    if kind is bool or value is None:
+        return 5
+    if kind is float:
+        return 25 if value == value and value not in _INFINITIES else -1
+    return -1
 
 
 def check_size(value: Any, what: str, limits: Limits | None = None,

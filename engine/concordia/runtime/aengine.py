@@ -140,7 +140,7 @@ class AsyncEngine:
         """Drive one run as far as it can go now (see ``Engine.advance``)."""
         await self.pass_over(run_id)
 
-    async def pass_over(self, run_id: str, draining: Callable[[], bool] = lambda: False
+    async def pass_over(self, run_id: str, draining: Callable[[], bool] | None = None
                         ) -> bool:
         """One pass over a run; whether it wrote anything. Raises the
         :class:`HandlerStopError` of a handler that asked the worker to stop."""

@@ -2,19 +2,28 @@
 
 A handler may change what it is given without changing the journal: ``input`` and each
 earlier result are copied on first use, so a step pays for the results it reads, not for
-every result the run has gathered.
+every result the run has gathered. Contexts are made for every attempt, so they are
+plain slotted objects whose logger is bound only when a handler asks for it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar, Protocol
 
 import structlog
 
 from concordia.runtime.pending import json_clone
 
 _logger = structlog.get_logger("concordia.handler")
+_UNSET: Any = object()
+
+
+class Checkpointer(Protocol):
+    """Where an attempt's checkpoints go (the engine provides it)."""
+
+    def save(self, data: Any) -> Any: ...
+    async def asave(self, data: Any) -> Any: ...
 
 
 class Results(Mapping[str, Any]):
@@ -43,21 +52,16 @@ class Results(Mapping[str, Any]):
         return f"Results({sorted(self._source)})"
 
 
-async def _no_async_checkpoint(data: Any) -> None:
-    return None
-
-
 class _Context:
     """What every handler context has."""
 
-    __slots__ = ("_input", "_input_copy", "_log", "_log_fields", "attempt",
-                 "causation_id", "correlation_id", "idempotency_key", "results", "run_id",
-                 "saga", "step")
+    __slots__ = ("_input", "_input_copy", "_log", "attempt", "causation_id",
+                 "correlation_id", "idempotency_key", "results", "run_id", "saga", "step")
+    _extra_log_fields: ClassVar[dict[str, Any]] = {}
 
-    def __init__(self, *, run_id: str, saga: str, step: str, attempt: int,
-                 input: Any, results: Mapping[str, Any], correlation_id: str,
-                 causation_id: str | None, idempotency_key: str,
-                 log_fields: dict[str, Any]) -> None:
+    def __init__(self, run_id: str, saga: str, step: str, attempt: int, input: Any,
+                 results: Mapping[str, Any], correlation_id: str, causation_id: str | None,
+                 idempotency_key: str) -> None:
         self.run_id = run_id
         self.saga = saga
         self.step = step
@@ -69,7 +73,6 @@ class _Context:
         self.correlation_id = correlation_id
         self.causation_id = causation_id
         self.idempotency_key = idempotency_key
-        self._log_fields = log_fields
         self._log: Any = None
 
     @property
@@ -85,11 +88,12 @@ class _Context:
         """A structlog logger bound to run_id, saga, step, attempt, correlation_id and
         causation_id (bound on first use: most handlers never log)."""
         if self._log is None:
-            self._log = _logger.bind(**self._log_fields)
+            self._log = _logger.bind(run_id=self.run_id, saga=self.saga, step=self.step,
+                                     attempt=self.attempt,
+                                     correlation_id=self.correlation_id,
+                                     causation_id=self.causation_id,
+                                     **self._extra_log_fields)
         return self._log
-
-
-_UNSET: Any = object()
 
 
 class StepContext(_Context):
@@ -100,14 +104,15 @@ class StepContext(_Context):
     harmless.
     """
 
-    __slots__ = ("_acheckpoint", "_checkpoint", "checkpoint_data")
+    __slots__ = ("_checkpoints", "checkpoint_data")
 
-    def __init__(self, *, checkpoint: Callable[[Any], None] | None = None,
-                 acheckpoint: Callable[[Any], Awaitable[None]] | None = None,
-                 checkpoint_data: Any = None, **fields: Any) -> None:
-        super().__init__(**fields)
-        self._checkpoint = checkpoint or (lambda data: None)
-        self._acheckpoint = acheckpoint or _no_async_checkpoint
+    def __init__(self, run_id: str, saga: str, step: str, attempt: int, input: Any,
+                 results: Mapping[str, Any], correlation_id: str, causation_id: str | None,
+                 idempotency_key: str, checkpoints: Checkpointer | None = None,
+                 checkpoint_data: Any = None) -> None:
+        super().__init__(run_id, saga, step, attempt, input, results, correlation_id,
+                         causation_id, idempotency_key)
+        self._checkpoints = checkpoints
         self.checkpoint_data = checkpoint_data
 
     def checkpoint(self, data: Any) -> None:
@@ -117,12 +122,14 @@ class StepContext(_Context):
         ``ctx.result``; a retry sees it as ``ctx.checkpoint_data``. In an async handler
         prefer ``await ctx.acheckpoint(data)``, which does not block the event loop.
         """
-        self._checkpoint(data)
+        if self._checkpoints is not None:
+            self._checkpoints.save(data)
         self.checkpoint_data = data
 
     async def acheckpoint(self, data: Any) -> None:
         """:meth:`checkpoint` for async handlers: awaits the write instead of blocking."""
-        await self._acheckpoint(data)
+        if self._checkpoints is not None:
+            await self._checkpoints.asave(data)
         self.checkpoint_data = data
 
     def __repr__(self) -> str:
@@ -138,10 +145,14 @@ class CompensationContext(_Context):
     """
 
     __slots__ = ("_result", "_result_copy", "checkpoint_data", "completed")
+    _extra_log_fields: ClassVar[dict[str, Any]] = {"compensation": True}
 
-    def __init__(self, *, result: Any, completed: bool, checkpoint_data: Any = None,
-                 **fields: Any) -> None:
-        super().__init__(**fields)
+    def __init__(self, run_id: str, saga: str, step: str, attempt: int, input: Any,
+                 results: Mapping[str, Any], correlation_id: str, causation_id: str | None,
+                 idempotency_key: str, result: Any, completed: bool,
+                 checkpoint_data: Any = None) -> None:
+        super().__init__(run_id, saga, step, attempt, input, results, correlation_id,
+                         causation_id, idempotency_key)
         self._result = result
         self._result_copy: Any = _UNSET
         self.completed = completed

@@ -63,7 +63,7 @@ class Core:
         definition = self.book.saga(saga, version)
         commit = self.executor.new_run(definition, dict(input or {}), correlation_id,
                                        causation_id, run_id=run_id, claim=claim)
-        yield Write(methodcaller("create_run", commit=commit))
+        yield Write(methodcaller("create_run", commit))
         return created_view(self.order_of(commit.run), commit)
 
     def relay_outbox(self, limit: int) -> Flow[int]:

@@ -159,7 +159,7 @@ class Executor:
 
     # -- advancing a run -------------------------------------------------------------------------
 
-    def advance(self, run_id: str, draining: Callable[[], bool] = lambda: False
+    def advance(self, run_id: str, draining: Callable[[], bool] | None = None
                 ) -> Flow[PassResult]:
         """Drive one run as far as it can go now.
 
@@ -168,7 +168,7 @@ class Executor:
         live lease on is left alone. With ``draining`` true the pass ends before it starts
         another step (the lease released), so a stopping worker finishes the step in hand.
         """
-        loaded = yield Read(partial(_load, run_id=run_id))
+        loaded = yield Read(methodcaller("load", run_id))
         if loaded is None:
             return _NOTHING
         run, stored = loaded
@@ -187,7 +187,8 @@ class Executor:
                 assert decision.event is not None
                 self.move(p, decision.event, now)
                 continue
-            if kind in ("start", "compensate") and stop is None and not draining():
+            if (kind == "start" or kind == "compensate") and stop is None and (
+                    draining is None or not draining()):
                 if kind == "start":
                     stop = yield from self._start_steps(p, decision.steps, now)
                 else:
@@ -218,7 +219,7 @@ class Executor:
             return False
         commit, transient = take_commit(p.pending, self.clock.now())
         had_cancel = run.cancel_reason is not None
-        yield Write(methodcaller("commit", commit=commit))
+        yield Write(methodcaller("commit", commit))
         p.writes += 1
         if transient:
             yield from publish_best_effort(transient)
@@ -229,15 +230,16 @@ class Executor:
     def move(self, p: RunPass, event: str, now: float) -> None:
         """Take ``event`` in the compiled machine (emitting and journaling what it implies)."""
         run, compiled, pending = p.run, p.compiled, p.pending
-        if event == "done" and compiled.move(run.state, event) == RunStatus.COMPLETED:
+        source = run.state
+        target = compiled.move(source, event)
+        if target == RunStatus.COMPLETED and compiled.saga.on_complete:
             try:
                 self.emitter.emit(run, p.results, compiled.saga.on_complete, pending, now)
             except (EventError, ExpressionError) as exc:
                 run.error = f"on_complete: {exc}"
                 pending.note(now, Kind.RUN_EMIT_FAILED, error=str(exc))
                 event = "fail"
-        source = run.state
-        target = compiled.move(source, event)
+                target = compiled.move(source, event)
         if event == "cancel":
             run.error = f"cancelled: {run.cancel_reason}"
         if event in ("fail", "cancel"):
@@ -333,54 +335,21 @@ class Executor:
 
     def _step_context(self, p: RunPass, step: ActionStep, rec: StepRecord) -> StepContext:
         run = p.run
-        attempt = rec.attempt
-        owner = self.owner
-        clock = self.clock
-        rid, name = run.id, step.name
-
-        def accept(data: Any) -> Any:
-            if rec.status != StepStatus.RUNNING or rec.attempt != attempt:
-                # A sync handler abandoned by its timeout runs on in its thread; what it
-                # checkpoints now would overwrite a later attempt's progress.
-                raise StepAbandonedError(
-                    f"attempt {attempt} of {name} is over (timed out); not checkpointed")
-            return journal_value(data, f"step {name} checkpoint")
-
-        def saved(data: Any, current: bool) -> None:
-            if not current:
-                raise StepAbandonedError(f"attempt {attempt} of {name} is no longer this "
-                                         "worker's (its lease moved on); not checkpointed")
-            rec.checkpoint = data
-
-        def save(data: Any) -> None:
-            data = accept(data)
-            saved(data, _checkpoint_now(self._store_hook, rid, name, attempt, owner, data,
-                                        clock.now()))
-
-        async def asave(data: Any) -> None:
-            data = accept(data)
-            saved(data, await self._astore_hook(methodcaller(
-                "save_checkpoint", run_id=rid, step=name, attempt=attempt, owner=owner,
-                data=data, at=clock.now())))
-
-        fields = {"run_id": rid, "saga": run.saga, "step": name, "attempt": attempt,
-                  "correlation_id": run.correlation_id, "causation_id": run.cause}
-        return StepContext(run_id=rid, saga=run.saga, step=name, attempt=attempt,
-                           input=run.input, results=Results(dict(p.results)),
-                           correlation_id=run.correlation_id, causation_id=run.cause,
-                           idempotency_key=f"{rid}:{name}", log_fields=fields,
-                           checkpoint=save, acheckpoint=asave,
-                           checkpoint_data=journal_clone(rec.checkpoint))
+        name = step.name
+        return StepContext(run.id, run.saga, name, rec.attempt, run.input,
+                           Results(dict(p.results)), run.correlation_id, run.cause,
+                           f"{run.id}:{name}", _Checkpoints(self, run.id, rec),
+                           journal_clone(rec.checkpoint))
 
     # The engines plug in how a checkpoint reaches the store from a handler: a blocking
     # write (sync handlers) and an awaitable one (async handlers on the async engine).
-    _store_hook: Callable[[Callable[[Store], Any]], Any]
-    _astore_hook: Callable[[Callable[[Store], Any]], Any]
+    write_now: Callable[[Callable[[Store], Any]], Any]
+    write_async: Callable[[Callable[[Store], Any]], Any]
 
     def bind_store(self, write: Callable[[Callable[[Store], Any]], Any],
                    awrite: Callable[[Callable[[Store], Any]], Any]) -> None:
-        self._store_hook = write
-        self._astore_hook = awrite
+        self.write_now = write
+        self.write_async = awrite
 
     def _record_attempt(self, p: RunPass, step: ActionStep, rec: StepRecord, outcome: Outcome,
                         now: float) -> None:
@@ -538,15 +507,10 @@ class Executor:
         yield from self._flush(p, final=False)
         completed = rec.status == StepStatus.SUCCEEDED
         ctx = CompensationContext(
-            run_id=run.id, saga=run.saga, step=name, attempt=rec.comp_attempt,
-            input=run.input, results=Results(dict(p.results)),
-            result=rec.result if completed else rec.checkpoint, completed=completed,
-            correlation_id=run.correlation_id, causation_id=run.cause,
-            idempotency_key=f"{run.id}:{name}:compensate",
-            log_fields={"run_id": run.id, "saga": run.saga, "step": name,
-                        "compensation": True, "attempt": rec.comp_attempt,
-                        "correlation_id": run.correlation_id, "causation_id": run.cause},
-            checkpoint_data=journal_clone(rec.checkpoint))
+            run.id, run.saga, name, rec.comp_attempt, run.input, Results(dict(p.results)),
+            run.correlation_id, run.cause, f"{run.id}:{name}:compensate",
+            rec.result if completed else rec.checkpoint, completed,
+            journal_clone(rec.checkpoint))
         saga = compiled.saga
         call = self._invocation(p, step, self.registry.get_compensation(step.compensate), ctx)
         outcome = outcomes((yield Call([call])))[0]
@@ -689,11 +653,46 @@ def _load(store: Store, run_id: str) -> tuple[RunRecord, dict[str, StepRecord]] 
     return store.load(run_id)
 
 
-def _checkpoint_now(write: Callable[[Callable[[Store], Any]], Any], run_id: str, step: str,
-                    attempt: int, owner: str, data: Any, at: float) -> bool:
-    current: bool = write(methodcaller("save_checkpoint", run_id=run_id, step=step,
-                                  attempt=attempt, owner=owner, data=data, at=at))
-    return current
+class _Checkpoints:
+    """Where one attempt's ``ctx.checkpoint`` goes: the store, unless the attempt is over."""
+
+    __slots__ = ("attempt", "executor", "rec", "run_id")
+
+    def __init__(self, executor: Executor, run_id: str, rec: StepRecord) -> None:
+        self.executor = executor
+        self.run_id = run_id
+        self.rec = rec
+        self.attempt = rec.attempt
+
+    def _accept(self, data: Any) -> Any:
+        rec = self.rec
+        if rec.status != StepStatus.RUNNING or rec.attempt != self.attempt:
+            # A sync handler abandoned by its timeout runs on in its thread; what it
+            # checkpoints now would overwrite a later attempt's progress.
+            raise StepAbandonedError(f"attempt {self.attempt} of {rec.name} is over "
+                                     "(timed out); not checkpointed")
+        return journal_value(data, f"step {rec.name} checkpoint")
+
+    def _write(self, data: Any) -> Callable[[Store], Any]:
+        executor = self.executor
+        return methodcaller("save_checkpoint", run_id=self.run_id, step=self.rec.name,
+                            attempt=self.attempt, owner=executor.owner, data=data,
+                            at=executor.clock.now())
+
+    def _saved(self, data: Any, current: bool) -> None:
+        if not current:
+            raise StepAbandonedError(f"attempt {self.attempt} of {self.rec.name} is no "
+                                     "longer this worker's (its lease moved on); not "
+                                     "checkpointed")
+        self.rec.checkpoint = data
+
+    def save(self, data: Any) -> None:
+        data = self._accept(data)
+        self._saved(data, self.executor.write_now(self._write(data)))
+
+    async def asave(self, data: Any) -> None:
+        data = self._accept(data)
+        self._saved(data, await self.executor.write_async(self._write(data)))
 
 
 def journal_clone(value: Any) -> Any:

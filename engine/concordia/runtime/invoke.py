@@ -153,24 +153,41 @@ def call_sync(fn: Callable[[Any], Any], ctx: Any) -> Outcome:
         return _failed(exc)
 
 
+class _Deadline:
+    """Cancels the current task when a call's time is up: ``asyncio.timeout`` minus its
+    general bookkeeping (this runs for every async handler call)."""
+
+    __slots__ = ("expired", "handle", "task")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, at: float) -> None:
+        self.task = asyncio.current_task()
+        self.expired = False
+        self.handle = loop.call_at(at, self._expire)
+
+    def _expire(self) -> None:
+        if self.task is not None and not self.task.done():
+            self.expired = True
+            self.task.cancel()
+
+
 async def call_async(fn: Callable[[Any], Any], ctx: Any, timeout: float) -> Outcome:
     """Await an async handler under its timeout (measured on the loop's clock)."""
     loop = asyncio.get_running_loop()
     began = loop.time()
-    scope = asyncio.timeout(timeout)
+    deadline = _Deadline(loop, began + timeout)
     try:
-        async with scope:
-            value = await fn(ctx)
+        value = await fn(ctx)
     except asyncio.CancelledError as exc:
-        task = asyncio.current_task()
+        task = deadline.task
+        if deadline.expired and task is not None and task.uncancel() == 0:
+            return Outcome(False, error=timeout_error(timeout))
         if task is not None and task.cancelling():
             raise  # the engine itself is being cancelled (shutdown): not the handler's doing
-        return Outcome(False, error=exc)
-    except TimeoutError as exc:
-        # Our deadline, or a TimeoutError the handler raised itself (an ordinary failure).
-        return Outcome(False, error=timeout_error(timeout) if scope.expired() else exc)
-    except BaseException as exc:  # see the module docstring
+        return Outcome(False, error=exc)  # the handler raised CancelledError itself
+    except BaseException as exc:  # see the module docstring (TimeoutError included)
         return _failed(exc)
+    finally:
+        deadline.handle.cancel()
     took = loop.time() - began
     if took > timeout:  # it blocked the loop past its deadline: the timeout never fired
         _log.warning("handler.overran_timeout", took=round(took, 3), timeout=timeout,
@@ -179,11 +196,16 @@ async def call_async(fn: Callable[[Any], Any], ctx: Any, timeout: float) -> Outc
     return Outcome(True, value)
 
 
+def _bound_call(fn: Callable[[Any], Any], ctx: Any) -> Outcome:
+    _bind(ctx)
+    return call_sync(fn, ctx)
+
+
 def call_inline(invocation: Invocation) -> Outcome:
     """A sync handler in the calling thread; an overrun is detected when it returns."""
     began = time.monotonic()
-    outcome = call_context(invocation.ctx).run(call_sync, invocation.binding.fn,
-                                               invocation.ctx)
+    outcome = contextvars.copy_context().run(_bound_call, invocation.binding.fn,
+                                             invocation.ctx)
     took = time.monotonic() - began
     if took > invocation.timeout:
         _log.warning("handler.overran_timeout", handler=invocation.label,
@@ -336,7 +358,10 @@ class AsyncInvoker:
         self.in_flight.update(calls)
         try:
             if len(calls) == 1:
-                return [await _call_one(self.pool, calls[0])]
+                call = calls[0]
+                if call.binding.is_async:
+                    return [await _await_here(call)]
+                return [await _call_one(self.pool, call)]
             return await _gather(self.pool, calls)
         finally:
             self.in_flight.difference_update(calls)
@@ -347,6 +372,18 @@ class AsyncInvoker:
 
 async def _gather(pool: HandlerPool, calls: Sequence[Invocation]) -> list[Outcome]:
     return list(await asyncio.gather(*(_call_one(pool, c) for c in calls)))
+
+
+async def _await_here(invocation: Invocation) -> Outcome:
+    """One async call awaited in the calling task (no task of its own to schedule), with the
+    call's identity bound for structlog meanwhile and unbound after."""
+    ctx = invocation.ctx
+    tokens = [(var, var.set(getattr(ctx, name, Ellipsis))) for var, name in _LOG_VARS]
+    try:
+        return await call_async(invocation.binding.fn, ctx, invocation.timeout)
+    finally:
+        for var, token in reversed(tokens):
+            var.reset(token)
 
 
 async def _call_one(pool: HandlerPool, invocation: Invocation) -> Outcome:

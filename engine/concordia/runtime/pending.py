@@ -55,7 +55,29 @@ def journal_value(value: Any, what: str) -> Any:
     library ever sees it.
     """
     check_value(value, what)
-    return json_copy(value)
+    return detach(value)
+
+
+def detach(value: Any) -> Any:
+    """A copy of checked JSON data as the journal holds it: tuples become lists, string and
+    number subclasses (enums) their plain values. Recursion is bounded by the depth
+    limit ``check_value`` enforced."""
+    kind = type(value)
+    if kind is dict:
+        return {k if type(k) is str else str(k): detach(v) for k, v in value.items()}
+    if kind is list or kind is tuple:
+        return [detach(v) for v in value]
+    if kind in _SCALARS:
+        return value
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    return json_copy(value)  # anything else check_value let through: JSON decides
 
 
 _SCALARS = (str, int, float, bool, type(None))

@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 # The status sets live in concordia.status; these names stay importable from here.
 from concordia.status import (
@@ -19,6 +19,9 @@ from concordia.status import (
 )
 
 __all__ = ["ACTIVE", "ENDED", "RUN_STATUSES"]
+
+# The detail of a history line that has none: one shared object, never to be changed.
+_NO_DETAIL: dict[str, Any] = {}
 
 
 @dataclass(slots=True)
@@ -76,16 +79,15 @@ class StepRecord:
         return self.status == StepStatus.SUCCEEDED or self.checkpoint is not None
 
 
-@dataclass(frozen=True, slots=True)
-class HistoryEntry:
-    """An append-only line of a run's history."""
+class HistoryEntry(NamedTuple):
+    """An append-only line of a run's history (a tuple: several are made per step)."""
 
     run_id: str
     at: float
     kind: str
     step: str | None = None
     attempt: int | None = None
-    detail: dict[str, Any] = field(default_factory=dict)
+    detail: dict[str, Any] = _NO_DETAIL
 
 
 @dataclass(frozen=True, slots=True)
