@@ -64,7 +64,10 @@ class Core:
         commit = self.executor.new_run(definition, dict(input or {}), correlation_id,
                                        causation_id, run_id=run_id, claim=claim)
         yield Write(methodcaller("create_run", commit))
-        return created_view(self.order_of(commit.run), commit)
+        view = created_view(self.order_of(commit.run), commit)
+        if claim:  # this engine drives it next: it knows the run as written
+            self.executor.remember(commit.run, {s.name: s for s in commit.steps})
+        return view
 
     def relay_outbox(self, limit: int) -> Flow[int]:
         """Publish pending persistent events, in order; stop at the first refusal."""

@@ -185,6 +185,7 @@ class Deliverer:
         """
         p = resumed.get(rec.run_id)
         if p is None:
+            self.executor.forget(rec.run_id)  # the delivery writes the run from here on
             loaded = yield Read(methodcaller("load", run_id=rec.run_id))
             if loaded is None:
                 return None

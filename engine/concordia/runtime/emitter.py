@@ -17,11 +17,13 @@ from typing import Any
 from concordia.definitions.catalog import Catalog
 from concordia.definitions.expressions import compile_expression, result_references
 from concordia.definitions.models import Emit
+from concordia.errors import EventError, ValueLimitError
 from concordia.events.envelope import new_event
 from concordia.events.taxonomy import validate_payload
 from concordia.runtime.pending import Pending, utc
 from concordia.status import Kind
 from concordia.store.records import RunRecord
+from concordia.values import check_value
 
 _RESULTS_TOKEN = re.compile(r"(?<![\w.])results(?!\w)")
 
@@ -68,6 +70,11 @@ class Emitter:
         built: list[dict[str, Any]] = []
         for emit in emits:
             payload = {k: evaluate(v, run, results) for k, v in emit.payload.items()}
+            try:
+                check_value(payload, f"the payload of event {emit.event}")
+            except ValueLimitError as exc:
+                raise EventError(str(exc), event_type=emit.event,
+                                 field="data" + exc.path) from None
             definition = validate_payload(self.catalog, emit.event, emit.version, payload)
             envelope = new_event(emit.event, payload, source=self.source,
                                  version=definition.version, correlation_id=run.correlation_id,

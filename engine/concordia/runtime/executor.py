@@ -16,6 +16,7 @@ cannot be written, parks the run as ``stuck`` for an operator; the worker goes o
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -67,6 +68,7 @@ _log = structlog.get_logger("concordia.engine")
 # A creating commit's lease lets its engine skip the claim commit only with this much
 # of the lease left, so that another worker can never take the run over mid-call.
 _FRESH_MARGIN = 5.0
+_RECENT = 10_000  # runs whose last written state an executor keeps
 _OPEN_STEP = (StepStatus.PENDING, StepStatus.WAITING_RETRY, StepStatus.AWAITING,
               StepStatus.RUNNING)
 
@@ -118,6 +120,21 @@ class Executor:
         self.config = config
         self.owner = config.owner
         self.emitter = Emitter(catalog, config.source)
+        # The state of runs this executor wrote last (their records after its commit),
+        # taken instead of a read when it advances them next. Optimistic: if anyone else
+        # moved a run meanwhile, the pass's first commit — always before any handler is
+        # called — is refused, and the run is read again.
+        self.recent: OrderedDict[str, tuple[RunRecord, dict[str, StepRecord]]] = OrderedDict()
+
+    def remember(self, run: RunRecord, steps: dict[str, StepRecord]) -> None:
+        """Keep ``run`` as this executor last wrote it (the records are handed over)."""
+        recent = self.recent
+        recent[run.id] = (run, steps)
+        if len(recent) > _RECENT:
+            recent.popitem(last=False)
+
+    def forget(self, run_id: str) -> None:
+        self.recent.pop(run_id, None)
 
     # -- creating runs ---------------------------------------------------------------------------
 
@@ -168,9 +185,11 @@ class Executor:
         live lease on is left alone. With ``draining`` true the pass ends before it starts
         another step (the lease released), so a stopping worker finishes the step in hand.
         """
-        loaded = yield Read(methodcaller("load", run_id))
+        loaded = self.recent.pop(run_id, None)
         if loaded is None:
-            return _NOTHING
+            loaded = yield Read(methodcaller("load", run_id))
+            if loaded is None:
+                return _NOTHING
         run, stored = loaded
         now = self.clock.now()
         if run.status not in ACTIVE or run.leased_to_other(self.owner, now):
@@ -200,6 +219,7 @@ class Executor:
                 p.pending.dirty = True
             if (yield from self._flush(p, final=True)) and stop is None:
                 continue  # a cancellation arrived while this pass held the lease
+            self.remember(run, steps)
             return PassResult(p.writes > 0, stop)
 
     def _flush(self, p: RunPass, *, final: bool) -> Flow[bool]:
@@ -558,6 +578,7 @@ class Executor:
         """
         message = f"engine error: {describe(error)}"
         _log.error("run.engine_error", run_id=run_id, error=message)
+        self.forget(run_id)
         try:
             loaded = yield Read(partial(_load, run_id=run_id))
             if loaded is None:
@@ -596,6 +617,7 @@ class Executor:
 
     def request_cancel(self, run_id: str, reason: str) -> Flow[RunRecord]:
         """Ask a run to stop and compensate; returns the run as it stands after the ask."""
+        self.forget(run_id)
         run = yield Read(methodcaller("get_run", run_id=run_id))
         if run is None:
             raise UnknownRunError(run_id)
@@ -612,6 +634,7 @@ class Executor:
 
     def retry(self, run_id: str) -> Flow[None]:
         """Resume a run halted in ``compensation_failed`` or ``stuck`` (after a fix)."""
+        self.forget(run_id)
         loaded = yield Read(partial(_load, run_id=run_id))
         if loaded is None:
             raise UnknownRunError(run_id)

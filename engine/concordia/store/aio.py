@@ -90,6 +90,10 @@ class AsyncStore:
         self.inline = not store.does_io
         self._readers: ThreadPoolExecutor | None = None
         self.writer: GroupWriter | None = None
+        # Writes made durable and not yet reported to their waiters: the writer thread
+        # wakes the loop once for all of them, not once per write.
+        self._settled: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        self._settling = threading.Lock()
         if not self.inline:
             self._readers = ThreadPoolExecutor(readers, thread_name_prefix="concordia-read")
             self.writer = GroupWriter(store)
@@ -106,10 +110,20 @@ class AsyncStore:
         future: asyncio.Future[Any] = loop.create_future()
 
         def done(value: Any, error: BaseException | None) -> None:
-            loop.call_soon_threadsafe(_settle, future, value, error)
+            with self._settling:
+                wake = not self._settled
+                self._settled.append((future, value, error))
+            if wake:
+                loop.call_soon_threadsafe(self._settle_all)
 
         self.writer.submit(fn, done)
         return await future
+
+    def _settle_all(self) -> None:
+        with self._settling:
+            settled, self._settled = self._settled, []
+        for future, value, error in settled:
+            _settle(future, value, error)
 
     def write_blocking(self, fn: WriteFn) -> Any:
         """A write from a thread (a sync handler's checkpoint): waits until durable."""

@@ -18,8 +18,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.request import pathname2url
 
@@ -182,35 +181,15 @@ class SqliteStore:
 
     # -- plumbing ----------------------------------------------------------------------------
 
-    @contextmanager
-    def _guard(self) -> Iterator[None]:
-        """Raise the database's own errors as StoreError naming the file."""
-        try:
-            yield
-        except sqlite3.IntegrityError:
-            raise
-        except sqlite3.OperationalError as exc:
-            raise StoreError(f"SQLite store {self.path!r}: {exc}") from None
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"SQLite store {self.path!r}: {exc}") from None
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self) -> _Transaction:
+        """``with self._tx() as conn:`` one write transaction (or, inside
+        :meth:`write_batch`, part of the batch's)."""
         if self.readonly:
             raise StoreError(f"SQLite store {self.path!r} was opened read-only")
-        conn = self._conn
-        with self._lock, self._guard():
-            if self._batching:  # inside write_batch: its savepoint is this write's unit
-                yield conn
-                return
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                if conn.in_transaction:  # SQLite rolls some failures back by itself
-                    conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+        return _Transaction(self)
+
+    def _guard(self) -> _Guard:
+        return _Guard(self.path)
 
     def _query(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
         with self._rlock, self._guard():
@@ -245,6 +224,20 @@ class SqliteStore:
 
     def write_batch(self, fns: Sequence[Callable[[Store], Any]]
                     ) -> list[tuple[Any, BaseException | None]]:
+        """Several writes in one transaction and one ``fsync``.
+
+        The writes this store offers refuse (ConflictError) before they write anything, so
+        the batch needs no savepoint per write. Any other failure undoes the whole
+        transaction, and the batch is then written again with a savepoint around each
+        write, so that the one failing write does not take the others with it.
+        """
+        try:
+            return self._batch(fns, savepoints=False)
+        except _Undone:
+            return self._batch(fns, savepoints=True)
+
+    def _batch(self, fns: Sequence[Callable[[Store], Any]], *, savepoints: bool
+               ) -> list[tuple[Any, BaseException | None]]:
         out: list[tuple[Any, BaseException | None]] = []
         conn = self._conn
         with self._lock:
@@ -254,20 +247,16 @@ class SqliteStore:
                 self._batching = True
                 try:
                     for fn in fns:
-                        conn.execute("SAVEPOINT write")
-                        try:
-                            value = fn(self)
-                        except Exception as exc:
-                            conn.execute("ROLLBACK TO write")
-                            conn.execute("RELEASE write")
-                            out.append((None, exc))
-                            continue
-                        conn.execute("RELEASE write")
-                        out.append((value, None))
+                        out.append(self._one(conn, fn, savepoints))
                 finally:
                     self._batching = False
                 with self._guard():
                     conn.execute("COMMIT")
+            except _Undone:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                self._queue.clear()
+                raise
             except Exception as exc:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
@@ -276,6 +265,25 @@ class SqliteStore:
                     f"SQLite store {self.path!r}: {exc}")
                 return [(None, error)] * len(fns)
         return out
+
+    def _one(self, conn: sqlite3.Connection, fn: Callable[[Store], Any], savepoint: bool
+             ) -> tuple[Any, BaseException | None]:
+        if not savepoint:
+            try:
+                return fn(self), None
+            except ConflictError as exc:  # refused before it wrote anything
+                return None, exc
+            except Exception:
+                raise _Undone() from None
+        conn.execute("SAVEPOINT write")
+        try:
+            value = fn(self)
+        except Exception as exc:
+            conn.execute("ROLLBACK TO write")
+            conn.execute("RELEASE write")
+            return None, exc
+        conn.execute("RELEASE write")
+        return value, None
 
     # -- writes ------------------------------------------------------------------------------
 
@@ -314,6 +322,8 @@ class SqliteStore:
         # The row's status and wake time are known when this store wrote the revision the
         # writer read (any other writer would have moved the revision on).
         queue = self._queue.get(run.id) != (expected, run.status, run.wake_at)
+        if commit.awaits_add and self._unseen_buffered(conn, commit):
+            raise ConflictError(run.id)  # refused before anything is written
         row = conn.execute(_UPDATE_RUN_SQL[queue], {
             "status": run.status, "wake_at": run.wake_at, "state": run.state,
             "cause": run.cause, "updated_at": run.updated_at, "error": run.error,
@@ -371,8 +381,6 @@ class SqliteStore:
         if c.awaits_remove:
             conn.executemany("DELETE FROM awaits WHERE run_id=? AND step=?", c.awaits_remove)
         if c.awaits_add:
-            if self._unseen_buffered(conn, c):
-                raise ConflictError(rid)
             conn.executemany(
                 "INSERT OR REPLACE INTO awaits (run_id, step, event_type, key, saga, version) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
@@ -708,6 +716,75 @@ class SqliteStore:
             if self._rconn is not self._conn:
                 self._rconn.close()
             self._conn.close()
+
+
+class _Undone(Exception):
+    """A write in a batch failed after writing: the batch is undone and written again."""
+
+
+class _Guard:
+    """Raise the database's own errors as StoreError naming the file."""
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: Any) -> None:
+        if kind is not None and issubclass(kind, sqlite3.DatabaseError) and not issubclass(
+                kind, sqlite3.IntegrityError):
+            raise StoreError(f"SQLite store {self.path!r}: {exc}") from None
+
+
+class _Transaction:
+    """One write transaction on the store's write connection, under its lock (a class,
+    not a generator: it runs for every write)."""
+
+    __slots__ = ("nested", "store")
+
+    def __init__(self, store: SqliteStore) -> None:
+        self.store = store
+        self.nested = False
+
+    def __enter__(self) -> sqlite3.Connection:
+        store = self.store
+        store._lock.acquire()
+        self.nested = store._batching  # inside write_batch: the batch is the transaction
+        if not self.nested:
+            try:
+                store._conn.execute("BEGIN IMMEDIATE")
+            except BaseException as exc:
+                store._lock.release()
+                if isinstance(exc, sqlite3.DatabaseError):
+                    raise StoreError(f"SQLite store {store.path!r}: {exc}") from None
+                raise
+        return store._conn
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: Any) -> None:
+        store = self.store
+        conn = store._conn
+        try:
+            if self.nested:
+                pass
+            elif kind is None:
+                conn.execute("COMMIT")
+            elif conn.in_transaction:  # SQLite rolls some failures back by itself
+                conn.execute("ROLLBACK")
+        except sqlite3.DatabaseError as error:
+            if kind is None:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise StoreError(f"SQLite store {store.path!r}: {error}") from None
+        finally:
+            store._lock.release()
+        if kind is not None and issubclass(kind, sqlite3.DatabaseError) and not issubclass(
+                kind, sqlite3.IntegrityError):
+            raise StoreError(f"SQLite store {store.path!r}: {exc}") from None
 
 
 def _run_row(run: RunRecord) -> tuple[Any, ...]:
