@@ -35,7 +35,7 @@ from concordia.registry import Registry
 from concordia.runtime.core import Core
 from concordia.runtime.delivery import Delivery
 from concordia.runtime.effects import Flow, adrive
-from concordia.runtime.engine import is_run_fault, load_directory
+from concordia.runtime.engine import is_run_fault, load_directory, release_claims
 from concordia.runtime.invoke import AsyncInvoker, HandlerPool, HandlerStopError
 from concordia.runtime.leases import LeaseKeeper
 from concordia.runtime.views import RunView, read_list, read_view
@@ -82,6 +82,8 @@ class AsyncEngine:
         self.invoker = AsyncInvoker(HandlerPool(handler_threads))
         self.leases = LeaseKeeper(self._renew, core.config.lease_ttl, self._lease_lost)
         self.working = False
+        # Runs created leased to this engine and not driven yet (see Engine._claimed).
+        self._claimed: dict[str, None] = {}
         self.wake = asyncio.Event()
         self._stopping = False
         self.exit_error: HandlerStopError | None = None
@@ -130,9 +132,12 @@ class AsyncEngine:
                     correlation_id: str | None = None, causation_id: str | None = None,
                     version: int | None = None, run_id: str | None = None) -> RunView:
         """Create a run (durably); a worker (``work``) or ``run_until_idle`` drives it."""
+        claim = self._claim()
         view = await self._drive(self.core.start(
             saga, input, correlation_id=correlation_id, causation_id=causation_id,
-            version=version, run_id=run_id, claim=self._claim()))
+            version=version, run_id=run_id, claim=claim))
+        if claim:
+            self._claimed[view.id] = None
         self.wake.set()
         return view
 
@@ -145,6 +150,7 @@ class AsyncEngine:
         """One pass over a run; whether it wrote anything. Raises the
         :class:`HandlerStopError` of a handler that asked the worker to stop."""
         executor = self.core.executor
+        self._claimed.pop(run_id, None)
         self.leases.hold(run_id)
         try:
             result = await self._drive(executor.advance(run_id, draining))
@@ -243,8 +249,11 @@ class AsyncEngine:
 
     async def deliver_many(self, events: Iterable[Envelope | Mapping[str, Any]], *,
                            batch_size: int = 256) -> list[Delivery]:
+        claim = self._claim()
         results = await self._drive(self.core.deliverer.deliver_many(
-            list(events), batch_size, claim=self._claim()))
+            list(events), batch_size, claim=claim))
+        if claim:
+            self._claimed.update(dict.fromkeys(rid for r in results for rid in r.started))
         if any(r.started or r.resumed for r in results):
             self.wake.set()
         return results
@@ -279,6 +288,8 @@ class AsyncEngine:
         self.leases.close()
         self.invoker.close()
         await asyncio.to_thread(self.astore.close)
+        release_claims(self.core, list(self._claimed))
+        self._claimed.clear()
         self.core.store.close()
 
     async def __aenter__(self) -> AsyncEngine:
