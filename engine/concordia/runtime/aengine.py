@@ -174,8 +174,8 @@ class AsyncEngine:
         stalled: set[str] = set()
         core = self.core
         while max_passes is None or passes < max_passes:
-            due = await self.astore.read(lambda s: s.due_runs(core.clock.now(), 100,
-                                                              core.config.owner))
+            due = await self.astore.read("due_runs", core.clock.now(), 100,
+                                         core.config.owner)
             due = [r for r in due if r not in stalled]
             if not due:
                 break
@@ -193,7 +193,7 @@ class AsyncEngine:
         passes = await self.run_until_idle()
         clock = self.core.clock
         while True:
-            wake = await self.astore.read(lambda s: s.next_wake_at())
+            wake = await self.astore.read("next_wake_at")
             now = clock.now()
             if wake is None or wake - now > max_wait:
                 return passes
@@ -277,7 +277,7 @@ class AsyncEngine:
         return await self._drive(read_list(status, saga, limit))
 
     async def resolve_run_id(self, prefix: str) -> str:
-        found = await self.astore.read(lambda s: s.find_run_ids(prefix, 2))
+        found = await self.astore.read("find_run_ids", prefix, 2)
         if len(found) == 1:
             return str(found[0])
         if not found:

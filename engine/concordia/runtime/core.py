@@ -12,7 +12,6 @@ differ only in how they carry its flows out.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from operator import methodcaller
 from typing import Any
 
 import structlog
@@ -63,7 +62,7 @@ class Core:
         definition = self.book.saga(saga, version)
         commit = self.executor.new_run(definition, dict(input or {}), correlation_id,
                                        causation_id, run_id=run_id, claim=claim)
-        yield Write(methodcaller("create_run", commit))
+        yield Write("create_run", commit)
         view = created_view(self.order_of(commit.run), commit)
         if claim:  # this engine drives it next: it knows the run as written
             self.executor.remember(commit.run, {s.name: s for s in commit.steps})
@@ -73,7 +72,7 @@ class Core:
         """Publish pending persistent events, in order; stop at the first refusal."""
         sent = 0
         while True:
-            batch = yield Read(methodcaller("outbox_pending", limit=limit))
+            batch = yield Read("outbox_pending", limit)
             if not batch:
                 return sent
             done: list[int] = []
@@ -88,7 +87,7 @@ class Core:
                     break
                 done.append(seq)
             if done:
-                yield Write(methodcaller("mark_published", ids=done, at=self.clock.now()))
+                yield Write("mark_published", done, self.clock.now())
             sent += len(done)
             if failed:
                 return sent
@@ -100,7 +99,7 @@ class Core:
         current: str | None = event_id
         while current and current not in seen:
             seen.add(current)
-            envelope = yield Read(methodcaller("get_event", event_id=current))
+            envelope = yield Read("get_event", current)
             if envelope is None:
                 break
             chain.append(envelope)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from operator import methodcaller
 from typing import Any
 
 from concordia.definitions.expressions import compile_expression
@@ -102,7 +101,7 @@ class Deliverer:
         if not batch:
             return []
         inbounds = [inbound for inbound, _ in batch]
-        statuses = yield Write(methodcaller("apply_delivery", items=inbounds))
+        statuses = yield Write("apply_delivery", inbounds)
         results: list[Delivery] = []
         for (inbound, transient), status in zip(batch, statuses, strict=True):
             envelope = inbound.envelope
@@ -119,7 +118,7 @@ class Deliverer:
             planned = yield from self._plan(envelope, set(), claim)
             assert planned is not None
             inbound, transient = planned
-            status = (yield Write(methodcaller("apply_delivery", items=[inbound])))[0]
+            status = (yield Write("apply_delivery", [inbound]))[0]
             if status == CONFLICT:
                 continue
             if status == APPLIED and transient:
@@ -142,7 +141,7 @@ class Deliverer:
         for saga_name, version, step_name in self.book.awaiters.get(envelope.type, []):
             spec = self.book.matches[(saga_name, version, step_name)]
             key = spec.event_key({"event": data})
-            awaits = yield Read(methodcaller("find_awaits", event_type=envelope.type, key=key))
+            awaits = yield Read("find_awaits", envelope.type, key)
             for rec in awaits:
                 inbound.awaits_seen.append((rec.run_id, rec.step))
                 if (rec.saga, rec.version, rec.step) != (saga_name, version, step_name):
@@ -186,7 +185,7 @@ class Deliverer:
         p = resumed.get(rec.run_id)
         if p is None:
             self.executor.forget(rec.run_id)  # the delivery writes the run from here on
-            loaded = yield Read(methodcaller("load", run_id=rec.run_id))
+            loaded = yield Read("load", rec.run_id)
             if loaded is None:
                 return None
             run, stored = loaded

@@ -26,18 +26,26 @@ T = TypeVar("T")
 _log = structlog.get_logger("concordia.engine")
 
 
-@dataclass(slots=True)
 class Read:
-    """Read the store: ``fn(store)``; the flow receives what it returns."""
+    """Read the store: its method ``method`` with ``args``; the flow receives the result."""
 
-    fn: Callable[[Store], Any]
+    __slots__ = ("args", "method")
+
+    def __init__(self, method: str, *args: Any) -> None:
+        self.method = method
+        self.args = args
 
 
-@dataclass(slots=True)
 class Write:
-    """Write to the store: ``fn(store)``, one atomic unit (it may raise ConflictError)."""
+    """Write to the store: its method ``method`` with ``args``, one atomic unit (it may
+    raise ConflictError). Named, not a closure, so that a store with an async API of its
+    own (a connection pool on the event loop) can carry it out too."""
 
-    fn: Callable[[Store], Any]
+    __slots__ = ("args", "method")
+
+    def __init__(self, method: str, *args: Any) -> None:
+        self.method = method
+        self.args = args
 
 
 @dataclass(slots=True)
@@ -63,8 +71,11 @@ class Publisher(Protocol):
 
 
 class AsyncStoreLike(Protocol):
-    async def read(self, fn: Callable[[Store], Any]) -> Any: ...
-    async def write(self, fn: Callable[[Store], Any]) -> Any: ...
+    """A store's reads and writes as coroutines, by method name (see
+    :class:`concordia.store.aio.AsyncStore`)."""
+
+    async def read(self, method: str, *args: Any) -> Any: ...
+    async def write(self, method: str, *args: Any) -> Any: ...
 
 
 def drive(flow: Flow[T], store: Store, invoker: Invoker, publish: Publisher) -> T:
@@ -81,7 +92,7 @@ def drive(flow: Flow[T], store: Store, invoker: Invoker, publish: Publisher) -> 
         try:
             kind = type(effect)
             if kind is Write or kind is Read:
-                value = effect.fn(store)  # type: ignore[union-attr]
+                value = getattr(store, effect.method)(*effect.args)  # type: ignore[union-attr]
             elif kind is Call:
                 value = invoker.call_many(effect.invocations)  # type: ignore[union-attr]
             else:
@@ -105,9 +116,9 @@ async def adrive(flow: Flow[T], store: AsyncStoreLike, invoker: AsyncInvoker,
         try:
             kind = type(effect)
             if kind is Write:
-                value = await store.write(effect.fn)  # type: ignore[union-attr]
+                value = await store.write(effect.method, *effect.args)  # type: ignore[union-attr]
             elif kind is Read:
-                value = await store.read(effect.fn)  # type: ignore[union-attr]
+                value = await store.read(effect.method, *effect.args)  # type: ignore[union-attr]
             elif kind is Call:
                 value = await invoker.call_many(effect.invocations)  # type: ignore[union-attr]
             else:

@@ -51,15 +51,15 @@ class Engine:
                          check_bindings=check_bindings, **settings)
         self._invoker = Invoker(HandlerPool(handler_threads))
         self._leases = LeaseKeeper(self._renew, self.core.config.lease_ttl)
-        store_ = self.core.store
+        core = self.core
 
-        def write_now(fn: Any) -> Any:
-            return fn(store_)
+        def write_now(method: str, *args: Any) -> Any:
+            return getattr(core.store, method)(*args)
 
-        async def write_async(fn: Any) -> Any:
-            return fn(store_)
+        async def write_async(method: str, *args: Any) -> Any:
+            return getattr(core.store, method)(*args)
 
-        self.core.executor.bind_store(write_now, write_async)
+        core.executor.bind_store(write_now, write_async)
         claim = self.core.config.claim_new_runs
         self._claim = True if claim is None else claim
         # Runs this engine created leased to itself and has not driven yet: their leases

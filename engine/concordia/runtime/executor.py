@@ -19,8 +19,6 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
-from operator import methodcaller
 from typing import Any
 
 import structlog
@@ -60,7 +58,7 @@ from concordia.status import (
     RunStatus,
     StepStatus,
 )
-from concordia.store.base import ConflictError, Store
+from concordia.store.base import ConflictError
 from concordia.store.records import AwaitRecord, Commit, HistoryEntry, RunRecord, StepRecord
 
 _log = structlog.get_logger("concordia.engine")
@@ -187,7 +185,7 @@ class Executor:
         """
         loaded = self.recent.pop(run_id, None)
         if loaded is None:
-            loaded = yield Read(methodcaller("load", run_id))
+            loaded = yield Read("load", run_id)
             if loaded is None:
                 return _NOTHING
         run, stored = loaded
@@ -239,7 +237,7 @@ class Executor:
             return False
         commit, transient = take_commit(p.pending, self.clock.now())
         had_cancel = run.cancel_reason is not None
-        yield Write(methodcaller("commit", commit))
+        yield Write("commit", commit)
         p.writes += 1
         if transient:
             yield from publish_best_effort(transient)
@@ -362,12 +360,12 @@ class Executor:
                            journal_clone(rec.checkpoint))
 
     # The engines plug in how a checkpoint reaches the store from a handler: a blocking
-    # write (sync handlers) and an awaitable one (async handlers on the async engine).
-    write_now: Callable[[Callable[[Store], Any]], Any]
-    write_async: Callable[[Callable[[Store], Any]], Any]
+    # write (sync handlers) and an awaitable one (async handlers on the async engine),
+    # each given the store method's name and arguments.
+    write_now: Callable[..., Any]
+    write_async: Callable[..., Any]
 
-    def bind_store(self, write: Callable[[Callable[[Store], Any]], Any],
-                   awrite: Callable[[Callable[[Store], Any]], Any]) -> None:
+    def bind_store(self, write: Callable[..., Any], awrite: Callable[..., Any]) -> None:
         self.write_now = write
         self.write_async = awrite
 
@@ -482,8 +480,7 @@ class Executor:
         key = spec.run_key(run_scope)
         rec.attempt += 1
         rec.started_at = now
-        buffered = yield Read(methodcaller("find_buffered", event_type=step.event, key=key,
-                                      now=now))
+        buffered = yield Read("find_buffered", step.event, key, now)
         for early in buffered:
             pending.buffered_seen.append(early.event_id)
             if spec.matches({**run_scope, "event": early.envelope}):
@@ -580,7 +577,7 @@ class Executor:
         _log.error("run.engine_error", run_id=run_id, error=message)
         self.forget(run_id)
         try:
-            loaded = yield Read(partial(_load, run_id=run_id))
+            loaded = yield Read("load", run_id)
             if loaded is None:
                 return None
             run, stored = loaded
@@ -607,8 +604,7 @@ class Executor:
         except Exception as again:  # contain whatever it is, then park
             message = f"{message}; recording it failed: {describe(again)}"
         try:
-            yield Write(methodcaller("park", run_id=run_id, owner=self.owner, error=message,
-                                at=self.clock.now()))
+            yield Write("park", run_id, self.owner, message, self.clock.now())
         except ConcordiaError as exc:
             _log.error("run.park_failed", run_id=run_id, error=describe(exc))
         return None
@@ -618,15 +614,14 @@ class Executor:
     def request_cancel(self, run_id: str, reason: str) -> Flow[RunRecord]:
         """Ask a run to stop and compensate; returns the run as it stands after the ask."""
         self.forget(run_id)
-        run = yield Read(methodcaller("get_run", run_id=run_id))
+        run = yield Read("get_run", run_id)
         if run is None:
             raise UnknownRunError(run_id)
         where = self.book.of(run.saga, run.version).where.get(run.state)
         if run.status not in ACTIVE or where is None or where[0] != "run":
             raise ConcordiaError(f"run {run_id} is {run.status} ({run.state}); only a run "
                                  "moving forward can be cancelled")
-        updated = yield Write(methodcaller("request_cancel", run_id=run_id, reason=reason,
-                                      at=self.clock.now()))
+        updated = yield Write("request_cancel", run_id, reason, self.clock.now())
         if updated is None:
             raise UnknownRunError(run_id)
         result: RunRecord = updated
@@ -635,7 +630,7 @@ class Executor:
     def retry(self, run_id: str) -> Flow[None]:
         """Resume a run halted in ``compensation_failed`` or ``stuck`` (after a fix)."""
         self.forget(run_id)
-        loaded = yield Read(partial(_load, run_id=run_id))
+        loaded = yield Read("load", run_id)
         if loaded is None:
             raise UnknownRunError(run_id)
         run, stored = loaded
@@ -672,10 +667,6 @@ def _stop_error(outcome: Outcome, run_id: str, step: str) -> HandlerStopError:
     return HandlerStopError(raised, run_id, step)
 
 
-def _load(store: Store, run_id: str) -> tuple[RunRecord, dict[str, StepRecord]] | None:
-    return store.load(run_id)
-
-
 class _Checkpoints:
     """Where one attempt's ``ctx.checkpoint`` goes: the store, unless the attempt is over."""
 
@@ -696,11 +687,10 @@ class _Checkpoints:
                                      "(timed out); not checkpointed")
         return journal_value(data, f"step {rec.name} checkpoint")
 
-    def _write(self, data: Any) -> Callable[[Store], Any]:
+    def _args(self, data: Any) -> tuple[Any, ...]:
         executor = self.executor
-        return methodcaller("save_checkpoint", run_id=self.run_id, step=self.rec.name,
-                            attempt=self.attempt, owner=executor.owner, data=data,
-                            at=executor.clock.now())
+        return ("save_checkpoint", self.run_id, self.rec.name, self.attempt, executor.owner,
+                data, executor.clock.now())
 
     def _saved(self, data: Any, current: bool) -> None:
         if not current:
@@ -711,11 +701,11 @@ class _Checkpoints:
 
     def save(self, data: Any) -> None:
         data = self._accept(data)
-        self._saved(data, self.executor.write_now(self._write(data)))
+        self._saved(data, self.executor.write_now(*self._args(data)))
 
     async def asave(self, data: Any) -> None:
         data = self._accept(data)
-        self._saved(data, await self.executor.write_async(self._write(data)))
+        self._saved(data, await self.executor.write_async(*self._args(data)))
 
 
 def journal_clone(value: Any) -> Any:

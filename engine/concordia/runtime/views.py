@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from functools import partial
-from operator import methodcaller
 from typing import Any
 
 from concordia.errors import UnknownRunError
 from concordia.runtime.effects import Flow, Read
 from concordia.runtime.pending import json_clone
 from concordia.status import ENDED, Kind, RunStatus, StepStatus
-from concordia.store.base import Store
 from concordia.store.records import Commit, HistoryEntry, RunRecord, StepRecord, copy_step
 
 
@@ -86,24 +83,19 @@ def created_view(order: Iterable[str], commit: Commit) -> RunView:
                      json_clone(commit.decisions))
 
 
-def _read_all(store: Store, run_id: str) -> tuple[Any, ...]:
-    loaded = store.load(run_id)
-    if loaded is None:
-        return (None,)
-    return (loaded, store.history(run_id), store.run_events(run_id), store.decisions(run_id))
-
-
 def read_view(order_of: Any, run_id: str) -> Flow[RunView]:
-    """Read a whole run (one trip to the store) and view it; ``order_of(run)`` gives the
-    definition's step order."""
-    got = yield Read(partial(_read_all, run_id=run_id))
-    if got[0] is None:
+    """Read a whole run and view it; ``order_of(run)`` gives the definition's step order."""
+    loaded = yield Read("load", run_id)
+    if loaded is None:
         raise UnknownRunError(run_id)
-    (run, steps), history, events, decisions = got
+    run, steps = loaded
+    history = yield Read("history", run_id)
+    events = yield Read("run_events", run_id)
+    decisions = yield Read("decisions", run_id)
     return make_view(order_of(run), run, steps.values(), history, events, decisions)
 
 
 def read_list(status: str | None, saga: str | None, limit: int) -> Flow[list[RunView]]:
     """Runs without their steps and history (a listing)."""
-    runs = yield Read(methodcaller("list_runs", status=status, saga=saga, limit=limit))
+    runs = yield Read("list_runs", status, saga, limit)
     return [make_view((), r, [], [], [], []) for r in runs]

@@ -74,8 +74,7 @@ class Worker:
         now = core.clock.now()
         self.resting = {r: t for r, t in self.resting.items() if t > now}
         wanted = free + len(self.in_flight) + len(self.resting)
-        due = await self.engine.astore.read(
-            lambda s: s.due_runs(now, wanted, core.config.owner))
+        due = await self.engine.astore.read("due_runs", now, wanted, core.config.owner)
         for run_id in due:
             if len(self.in_flight) >= self.concurrency:
                 break
@@ -112,7 +111,7 @@ class Worker:
         timeout = self.poll_interval
         if len(self.in_flight) < self.concurrency:
             core = self.engine.core
-            wake_at = await self.engine.astore.read(lambda s: s.next_wake_at())
+            wake_at = await self.engine.astore.read("next_wake_at")
             if wake_at is not None:
                 timeout = min(timeout, max(wake_at - core.clock.now(), 0.0))
             if self.resting:

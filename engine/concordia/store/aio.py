@@ -98,14 +98,16 @@ class AsyncStore:
             self._readers = ThreadPoolExecutor(readers, thread_name_prefix="concordia-read")
             self.writer = GroupWriter(store)
 
-    async def read(self, fn: WriteFn) -> Any:
+    async def read(self, method: str, *args: Any) -> Any:
+        call = getattr(self.store, method)
         if self._readers is None:
-            return fn(self.store)
-        return await asyncio.get_running_loop().run_in_executor(self._readers, fn, self.store)
+            return call(*args)
+        return await asyncio.get_running_loop().run_in_executor(self._readers, call, *args)
 
-    async def write(self, fn: WriteFn) -> Any:
+    async def write(self, method: str, *args: Any) -> Any:
         if self.writer is None:
-            return fn(self.store)
+            return getattr(self.store, method)(*args)
+        fn = _write_fn(method, args)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
 
@@ -125,17 +127,24 @@ class AsyncStore:
         for future, value, error in settled:
             _settle(future, value, error)
 
-    def write_blocking(self, fn: WriteFn) -> Any:
+    def write_blocking(self, method: str, *args: Any) -> Any:
         """A write from a thread (a sync handler's checkpoint): waits until durable."""
         if self.writer is None:
-            return fn(self.store)
-        return self.writer.write_blocking(fn)
+            return getattr(self.store, method)(*args)
+        return self.writer.write_blocking(_write_fn(method, args))
 
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
         if self._readers is not None:
             self._readers.shutdown(wait=True)
+
+
+def _write_fn(method: str, args: tuple[Any, ...]) -> WriteFn:
+    def write(store: Store) -> Any:
+        return getattr(store, method)(*args)
+
+    return write
 
 
 def _settle(future: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
