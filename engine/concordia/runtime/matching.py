@@ -1,7 +1,8 @@
 """Await matching: which suspended runs an event may resume, found by index, not by scan.
 
 A match expression such as ``event.data.run_id == results.create_run.run_id`` is split
-into top-level ``&&`` conjuncts; the first ``A == B`` whose one side reads only ``event``
+into top-level ``&&`` conjuncts; the first that is an ``A == B`` (not under a ``||`` or
+``?:``, which bind looser) whose one side reads only ``event``
 and whose other side reads only the run (``input``, ``results``, ``run``) becomes the
 index key: its run side is evaluated when the run suspends and stored with the await, its
 event side when an event arrives, so delivery looks up candidates by (type, key). The whole
@@ -58,6 +59,9 @@ def compile_match(source: str | None) -> MatchSpec:
         return MatchSpec(None, None, None)
     full = compile_expression(source)
     for conjunct in _split_top(source, "&&"):
+        # `||` and `?:` bind looser than `==`: under them an equality decides nothing alone.
+        if len(_split_top(conjunct, "||")) > 1 or len(_split_top(conjunct, "?")) > 1:
+            continue
         sides = _split_top(conjunct, "==")
         if len(sides) != 2:
             continue
