@@ -2,9 +2,8 @@
 
 A match expression such as ``event.data.run_id == results.create_run.run_id`` is split
 into top-level ``&&`` conjuncts; the first that is an ``A == B`` (not under a ``||`` or
-``?:``, which bind looser) whose one side reads only ``event``
-and whose other side reads only the run (``input``, ``results``, ``run``) becomes the
-index key: its run side is evaluated when the run suspends and stored with the await, its
+``?:``, which bind looser) whose one side reads only ``event`` and whose other side reads
+only the run (``input``, ``results``, ``run``) becomes the index key: its run side is evaluated when the run suspends and stored with the await, its
 event side when an event arrives, so delivery looks up candidates by (type, key). The whole
 expression is still evaluated on every candidate before it resumes.
 """
@@ -74,7 +73,20 @@ def compile_match(source: str | None) -> MatchSpec:
 
 
 def _key(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return json.dumps(_canonical(value), sort_keys=True, separators=(",", ":"))
+
+
+def _canonical(value: Any) -> Any:
+    """``value`` with integral floats as ints: CEL finds ``1001 == 1001.0`` true, so both
+    must give one key (JSON from other producers writes either form)."""
+    kind = type(value)
+    if kind is float:
+        return int(value) if value.is_integer() else value
+    if kind is dict:
+        return {k: _canonical(v) for k, v in value.items()}
+    if kind is list:
+        return [_canonical(v) for v in value]
+    return value
 
 
 def _split_top(source: str, op: str) -> list[str]:
