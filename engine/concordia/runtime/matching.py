@@ -3,9 +3,10 @@
 A match expression such as ``event.data.run_id == results.create_run.run_id`` is split
 into top-level ``&&`` conjuncts; the first that is an ``A == B`` (not under a ``||`` or
 ``?:``, which bind looser) whose one side reads only ``event`` and whose other side reads
-only the run (``input``, ``results``, ``run``) becomes the index key: its run side is evaluated when the run suspends and stored with the await, its
-event side when an event arrives, so delivery looks up candidates by (type, key). The whole
-expression is still evaluated on every candidate before it resumes.
+only the run (``input``, ``results``, ``run``) becomes the index key: its run side is
+evaluated when the run suspends and stored with the await, its event side when an event
+arrives, so delivery looks up candidates by (type, key). The whole expression is still
+evaluated on every candidate before it resumes.
 """
 
 from __future__ import annotations
