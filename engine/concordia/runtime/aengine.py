@@ -35,7 +35,7 @@ from concordia.registry import Registry
 from concordia.runtime.core import Core
 from concordia.runtime.delivery import Delivery
 from concordia.runtime.effects import Flow, adrive
-from concordia.runtime.engine import is_run_fault, load_directory
+from concordia.runtime.engine import is_run_fault, load_directory, release_claims
 from concordia.runtime.invoke import AsyncInvoker, HandlerPool, HandlerStopError
 from concordia.runtime.leases import LeaseKeeper
 from concordia.runtime.views import RunView, read_list, read_view
@@ -85,6 +85,9 @@ class AsyncEngine:
         self.wake = asyncio.Event()
         self._stopping = False
         self.exit_error: HandlerStopError | None = None
+        # Runs created leased to this engine and not driven yet: their leases are given up
+        # when work() returns and on close, so other workers need not wait for them.
+        self._claimed: dict[str, None] = {}
         astore = self.astore
         core.executor.bind_store(astore.write_blocking, astore.write)
 
@@ -124,15 +127,30 @@ class AsyncEngine:
         claim = self.core.config.claim_new_runs
         return self.working if claim is None else claim
 
+    def _note_claimed(self, run_ids: list[str]) -> None:
+        for run_id in run_ids:
+            self._claimed[run_id] = None
+        while len(self._claimed) > 100_000:  # the oldest have long expired
+            del self._claimed[next(iter(self._claimed))]
+
+    async def _release_claims(self) -> None:
+        run_ids = list(self._claimed)
+        self._claimed.clear()
+        if run_ids:
+            await asyncio.to_thread(release_claims, self.core, run_ids)
+
     # -- runs --------------------------------------------------------------------------------
 
     async def start(self, saga: str, input: Mapping[str, Any] | None = None, *,
                     correlation_id: str | None = None, causation_id: str | None = None,
                     version: int | None = None, run_id: str | None = None) -> RunView:
         """Create a run (durably); a worker (``work``) or ``run_until_idle`` drives it."""
+        claim = self._claim()
         view = await self._drive(self.core.start(
             saga, input, correlation_id=correlation_id, causation_id=causation_id,
-            version=version, run_id=run_id, claim=self._claim()))
+            version=version, run_id=run_id, claim=claim))
+        if claim:
+            self._note_claimed([view.id])
         self.wake.set()
         return view
 
@@ -145,6 +163,7 @@ class AsyncEngine:
         """One pass over a run; whether it wrote anything. Raises the
         :class:`HandlerStopError` of a handler that asked the worker to stop."""
         executor = self.core.executor
+        self._claimed.pop(run_id, None)
         self.leases.hold(run_id)
         try:
             result = await self._drive(executor.advance(run_id, draining))
@@ -203,7 +222,10 @@ class AsyncEngine:
         then."""
         from concordia.runtime.worker import Worker
 
-        await Worker(self, concurrency, poll_interval, stop_when).run()
+        try:
+            await Worker(self, concurrency, poll_interval, stop_when).run()
+        finally:
+            await self._release_claims()
         if self.exit_error is not None:
             raise self.exit_error
 
@@ -243,8 +265,11 @@ class AsyncEngine:
 
     async def deliver_many(self, events: Iterable[Envelope | Mapping[str, Any]], *,
                            batch_size: int = 256) -> list[Delivery]:
+        claim = self._claim()
         results = await self._drive(self.core.deliverer.deliver_many(
-            list(events), batch_size, claim=self._claim()))
+            list(events), batch_size, claim=claim))
+        if claim:
+            self._note_claimed([rid for r in results for rid in r.started])
         if any(r.started or r.resumed for r in results):
             self.wake.set()
         return results
@@ -276,6 +301,7 @@ class AsyncEngine:
         raise ConcordiaError(f"run id prefix {prefix!r} is ambiguous; give more of it")
 
     async def aclose(self) -> None:
+        await self._release_claims()
         self.leases.close()
         self.invoker.close()
         await asyncio.to_thread(self.astore.close)
