@@ -214,6 +214,10 @@ class Executor:
         else:
             run.lease_owner = self.owner
             run.lease_expires = self.clock.now() + self.config.lease_ttl
+            # Worked on under a lease, the run is running: left 'waiting' or 'suspended'
+            # with the timer that woke it, it would look due to every other worker.
+            run.status = RunStatus.RUNNING
+            run.wake_at = None
         if not p.pending.dirty:
             return False
         commit, transient = take_commit(p.pending, self.clock.now())
