@@ -313,8 +313,10 @@ class Executor:
                 pending.note(now, Kind.STEP_STARTED, name, rec.attempt)
         if not actions:
             return None
-        if pending.dirty or not fresh:
-            yield from self._flush(p, final=False)  # "started" is durable, the lease ours
+        # "started" is durable, the lease ours. A cancellation asked meanwhile (while
+        # another worker held the run, say) comes back with this commit: no handler runs.
+        if (pending.dirty or not fresh) and (yield from self._flush(p, final=False)):
+            return None
         calls = [self._invocation(p, step, self.registry.get_action(step.action),
                                   self._step_context(p, step, rec)) for step, rec in actions]
         done = outcomes((yield Call(calls)))
