@@ -436,3 +436,33 @@ def test_fastapi_lifespan_runs_the_worker_beside_requests(catalog_of: CatalogOf,
         assert client.get("/runs/no-such-run").status_code == 404
     assert stopped == [True]  # the lifespan's shutdown stopped the worker
     assert sorted(served) == [f"o-{i}" for i in range(5)]
+
+
+def test_work_runs_again_after_a_stop(catalog_of: CatalogOf, store_url: str) -> None:
+    # A service's worker restarted (a reload, a second lifespan in a test suite) on the
+    # same engine: a stop answered once must not stop every later work() at once.
+    registry = registry_of({"reserve": lambda ctx: {}, "ship": lambda ctx: {}})
+    engine = AsyncEngine(two_steps(catalog_of), registry, store_url)
+
+    async def session() -> None:
+        worker = asyncio.create_task(engine.work(concurrency=2, poll_interval=0.05))
+        run = await engine.start("order", {})
+
+        async def done() -> bool:
+            return (await engine.get_run(run.id)).status == RunStatus.COMPLETED
+
+        await asyncio.sleep(0.05)
+        assert not worker.done()  # working, not returned at once
+        await until(done, "the run completed")
+        engine.stop()
+        await worker
+
+    async def twice() -> None:
+        await session()
+        await session()
+
+    try:
+        run_async(twice())  # stopped and started again on one loop
+        run_async(session())  # and on another loop (another asyncio.run)
+    finally:
+        run_async(engine.aclose())
