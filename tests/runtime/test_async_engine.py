@@ -443,19 +443,34 @@ def test_work_runs_again_after_a_stop(catalog_of: CatalogOf, store_url: str) -> 
     # same engine: a stop answered once must not stop every later work() at once.
     registry = registry_of({"reserve": lambda ctx: {}, "ship": lambda ctx: {}})
     engine = AsyncEngine(two_steps(catalog_of), registry, store_url)
+    reads: list[Any] = []
+    read = engine.astore.read
+
+    async def counted(fn: Callable[[Any], Any]) -> Any:
+        reads.append(fn)
+        return await read(fn)
+
+    engine.astore.read = counted  # type: ignore[method-assign]
 
     async def session() -> None:
-        worker = asyncio.create_task(engine.work(concurrency=2, poll_interval=0.05))
+        # A long poll interval: the run completes soon only if starting it wakes the worker.
+        worker = asyncio.create_task(engine.work(concurrency=2, poll_interval=5.0))
+        await asyncio.sleep(0.05)
+        assert not worker.done()  # working, not returned at once
+        began = time.monotonic()
         run = await engine.start("order", {})
 
         async def done() -> bool:
             return (await engine.get_run(run.id)).status == RunStatus.COMPLETED
 
-        await asyncio.sleep(0.05)
-        assert not worker.done()  # working, not returned at once
         await until(done, "the run completed")
+        assert time.monotonic() - began < 2.5
+        # Idle, the worker sleeps until its poll interval (or a wake-up): it never spins.
+        reads.clear()
+        await asyncio.sleep(0.3)
+        assert len(reads) < 10
         engine.stop()
-        await worker
+        await asyncio.wait_for(worker, BOUND)
 
     async def twice() -> None:
         await session()
