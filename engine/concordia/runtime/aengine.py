@@ -225,9 +225,11 @@ class AsyncEngine:
         try:
             await Worker(self, concurrency, poll_interval, stop_when).run()
         finally:
+            self._stopping = False  # the stop is answered: a later work() runs again
             await self._release_claims()
         if self.exit_error is not None:
-            raise self.exit_error
+            error, self.exit_error = self.exit_error, None
+            raise error
 
     def stop(self) -> None:
         """Ask ``work`` to stop: finish the steps in hand, release leases, return."""
