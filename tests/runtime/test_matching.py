@@ -37,6 +37,15 @@ INDEXABLE = [
      "event.data.id", "input.id"),
     ("(event.data.a == input.a && event.data.b == 1) && event.data.c == input.c",
      "event.data.c", "input.c"),
+    # Triple-quoted and raw strings: a lone quote or a final backslash ends nothing.
+    ("event.data.s == '''x ' && y''' && event.data.id == input.id",
+     "event.data.id", "input.id"),
+    ('event.data.s == """say "a" && b""" && event.data.id == input.id',
+     "event.data.id", "input.id"),
+    ("event.data.s == '''it''s''' && event.data.id == input.id", "event.data.id",
+     "input.id"),
+    (r"event.data.p == r'C:\' && event.data.id == input.id", "event.data.id", "input.id"),
+    (r"event.data.p == R'a\' && input.id == event.data.id", "event.data.id", "input.id"),
     ('event.data.m["k==v"] == input.k', 'event.data.m["k==v"]', "input.k"),
     ("event.data.ids[0] == input.ids[0]", "event.data.ids[0]", "input.ids[0]"),
     ("size(event.data.items) == size(input.items)",
@@ -72,6 +81,9 @@ UNINDEXABLE = [
     ("event.data.tags.exists(t, t == input.tag)", "an equality inside a macro"),
     ("event.data.x == input.x == true", "a chain of equalities"),
     ("event.data.flag", "no equality at all"),
+    ("event.data.s == ''' && input.id == event.data.id && '''", "an equality in a string"),
+    (r"event.data.s == r' && input.id == event.data.id && \'",
+     "an equality in a raw string"),
 ]
 
 
