@@ -46,6 +46,7 @@ INDEXABLE = [
      "input.id"),
     (r"event.data.p == r'C:\' && event.data.id == input.id", "event.data.id", "input.id"),
     (r"event.data.p == R'a\' && input.id == event.data.id", "event.data.id", "input.id"),
+    (r"event.data.b == br'\' && event.data.id == input.id", "event.data.id", "input.id"),
     ('event.data.m["k==v"] == input.k', 'event.data.m["k==v"]', "input.k"),
     ("event.data.ids[0] == input.ids[0]", "event.data.ids[0]", "input.ids[0]"),
     ("size(event.data.items) == size(input.items)",

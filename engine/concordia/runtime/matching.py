@@ -91,22 +91,29 @@ def _canonical(value: Any) -> Any:
 
 
 def _split_top(source: str, op: str) -> list[str]:
-    """Split on ``op`` outside brackets and string literals."""
+    """Split on ``op`` outside brackets and string literals (CEL's: quoted once or three
+    times, raw when prefixed ``r``/``R``, where a backslash escapes nothing)."""
     parts: list[str] = []
     depth = 0
     quote: str | None = None
+    raw = False
     start = 0
     i = 0
     while i < len(source):
         ch = source[i]
         if quote:
-            if ch == "\\":
+            if ch == "\\" and not raw:
                 i += 2
                 continue
-            if ch == quote:
+            if source.startswith(quote, i):
+                i += len(quote)
                 quote = None
+                continue
         elif ch in "\"'":
-            quote = ch
+            quote = ch * 3 if source.startswith(ch * 3, i) else ch
+            raw = _raw_prefix(source, i)
+            i += len(quote)
+            continue
         elif ch in "([{":
             depth += 1
         elif ch in ")]}":
@@ -121,3 +128,12 @@ def _split_top(source: str, op: str) -> list[str]:
         i += 1
     parts.append(source[start:].strip())
     return parts
+
+
+def _raw_prefix(source: str, quote_at: int) -> bool:
+    """Whether the literal opening at ``quote_at`` is raw (``r``, ``R``, ``rb``, ``br``...)."""
+    prefix = source[max(quote_at - 2, 0):quote_at]
+    while prefix and prefix[0] not in "rRbB":
+        prefix = prefix[1:]
+    before = source[quote_at - len(prefix) - 1:quote_at - len(prefix)]
+    return "r" in prefix.lower() and not (before.isalnum() or before == "_")
