@@ -221,7 +221,9 @@ def test_the_expired_owners_late_commit_raises_conflict_in_the_store(
 
 def test_lease_keeper_renews_a_slow_handlers_lease_so_no_one_takes_over(
         catalog_of: CatalogOf, two_engines: Callable[..., tuple[Engine, Engine]]) -> None:
-    ttl, slow = 0.3, 1.2  # the handler outlives four leases: only renewal keeps it
+    # The handler outlives three leases: only renewal keeps it (a beat every ttl / 3 leaves
+    # a busy machine two thirds of a lease of slack).
+    ttl, slow = 0.5, 1.6
     a_side = Worker("a", block_attempt=1)
     b_side = Worker("b")
     a, b = two_engines(order_saga(catalog_of), a_side, b_side, lease_ttl=ttl,
