@@ -35,9 +35,12 @@ def test_the_same_id_from_two_sources_is_two_events(
     first = engine.deliver(_placed("o-1", "urn:shop:eu", shared))
     second = engine.deliver(_placed("o-2", "urn:shop:us", shared))
     again = engine.deliver(_placed("o-1", "urn:shop:eu", shared))
-    assert len(first.started) == 1 and not first.duplicate
-    assert len(second.started) == 1 and not second.duplicate  # not mistaken for the first
-    assert again.duplicate and again.started == []
+    assert len(first.started) == 1
+    assert not first.duplicate
+    assert len(second.started) == 1  # not mistaken for the first
+    assert not second.duplicate
+    assert again.duplicate
+    assert again.started == []
     engine.run_until_idle()
     inputs = sorted(engine.get_run(r).input["order_id"]
                     for r in (*first.started, *second.started))
@@ -54,7 +57,8 @@ def test_a_resume_from_another_source_with_a_seen_id_still_resumes(
                         source="urn:payments").to_dict()
     payment["id"] = "0190c0de-0000-7000-8000-00000000000a"  # the trigger's id, another source
     delivered = engine.deliver(payment)
-    assert delivered.resumed == run_id.started and not delivered.duplicate
+    assert delivered.resumed == run_id.started
+    assert not delivered.duplicate
     engine.run_until_idle()
     assert engine.get_run(run_id.started[0]).status == "completed"
 

@@ -82,11 +82,12 @@ class AsyncEngine:
         self.invoker = AsyncInvoker(HandlerPool(handler_threads))
         self.leases = LeaseKeeper(self._renew, core.config.lease_ttl, self._lease_lost)
         self.working = False
-        # Runs created leased to this engine and not driven yet (see Engine._claimed).
-        self._claimed: dict[str, None] = {}
         self.wake = asyncio.Event()
         self._stopping = False
         self.exit_error: HandlerStopError | None = None
+        # Runs created leased to this engine and not driven yet: their leases are given up
+        # when work() returns and on close, so other workers need not wait for them.
+        self._claimed: dict[str, None] = {}
         astore = self.astore
         core.executor.bind_store(astore.write_blocking, astore.write)
 
@@ -126,6 +127,18 @@ class AsyncEngine:
         claim = self.core.config.claim_new_runs
         return self.working if claim is None else claim
 
+    def _note_claimed(self, run_ids: list[str]) -> None:
+        for run_id in run_ids:
+            self._claimed[run_id] = None
+        while len(self._claimed) > 100_000:  # the oldest have long expired
+            del self._claimed[next(iter(self._claimed))]
+
+    async def _release_claims(self) -> None:
+        run_ids = list(self._claimed)
+        self._claimed.clear()
+        if run_ids:
+            await asyncio.to_thread(release_claims, self.core, run_ids)
+
     # -- runs --------------------------------------------------------------------------------
 
     async def start(self, saga: str, input: Mapping[str, Any] | None = None, *,
@@ -137,7 +150,7 @@ class AsyncEngine:
             saga, input, correlation_id=correlation_id, causation_id=causation_id,
             version=version, run_id=run_id, claim=claim))
         if claim:
-            self._claimed[view.id] = None
+            self._note_claimed([view.id])
         self.wake.set()
         return view
 
@@ -209,9 +222,14 @@ class AsyncEngine:
         then."""
         from concordia.runtime.worker import Worker
 
-        await Worker(self, concurrency, poll_interval, stop_when).run()
+        try:
+            await Worker(self, concurrency, poll_interval, stop_when).run()
+        finally:
+            self._stopping = False  # the stop is answered: a later work() runs again
+            await self._release_claims()
         if self.exit_error is not None:
-            raise self.exit_error
+            error, self.exit_error = self.exit_error, None
+            raise error
 
     def stop(self) -> None:
         """Ask ``work`` to stop: finish the steps in hand, release leases, return."""
@@ -253,7 +271,7 @@ class AsyncEngine:
         results = await self._drive(self.core.deliverer.deliver_many(
             list(events), batch_size, claim=claim))
         if claim:
-            self._claimed.update(dict.fromkeys(rid for r in results for rid in r.started))
+            self._note_claimed([rid for r in results for rid in r.started])
         if any(r.started or r.resumed for r in results):
             self.wake.set()
         return results
@@ -285,11 +303,10 @@ class AsyncEngine:
         raise ConcordiaError(f"run id prefix {prefix!r} is ambiguous; give more of it")
 
     async def aclose(self) -> None:
+        await self._release_claims()
         self.leases.close()
         self.invoker.close()
         await asyncio.to_thread(self.astore.close)
-        release_claims(self.core, list(self._claimed))
-        self._claimed.clear()
         self.core.store.close()
 
     async def __aenter__(self) -> AsyncEngine:

@@ -233,6 +233,10 @@ class Executor:
         else:
             run.lease_owner = self.owner
             run.lease_expires = self.clock.now() + self.config.lease_ttl
+            # Worked on under a lease, the run is running: left 'waiting' or 'suspended'
+            # with the timer that woke it, it would look due to every other worker.
+            run.status = RunStatus.RUNNING
+            run.wake_at = None
         if not p.pending.dirty:
             return False
         commit, transient = take_commit(p.pending, self.clock.now())
@@ -329,8 +333,10 @@ class Executor:
                 pending.note(now, Kind.STEP_STARTED, name, rec.attempt)
         if not actions:
             return None
-        if pending.dirty or not fresh:
-            yield from self._flush(p, final=False)  # "started" is durable, the lease ours
+        # "started" is durable, the lease ours. A cancellation asked meanwhile (while
+        # another worker held the run, say) comes back with this commit: no handler runs.
+        if (pending.dirty or not fresh) and (yield from self._flush(p, final=False)):
+            return None
         calls = [self._invocation(p, step, self.registry.get_action(step.action),
                                   self._step_context(p, step, rec)) for step, rec in actions]
         done = outcomes((yield Call(calls)))

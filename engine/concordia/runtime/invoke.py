@@ -5,7 +5,8 @@ Two invokers share the call wrappers:
 - :class:`Invoker` (the sync engine) calls a sync handler in the calling thread, unless
   its step (or saga) declares a ``timeout``: then, like the sync handlers of a parallel
   stage, it runs in the :class:`HandlerPool`, where the timeout can abandon it. Async
-  handlers run on a private event loop.
+  handlers run on a private event loop (in a thread of its own when the caller's thread
+  is running a loop already, as in a notebook).
 - :class:`AsyncInvoker` (the async engine) runs async handlers as tasks on the host's
   running loop and sync handlers in the :class:`HandlerPool`, so the loop never blocks on
   them.
@@ -37,6 +38,7 @@ import contextvars
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from queue import Empty, SimpleQueue
 from typing import Any
@@ -338,6 +340,12 @@ class Invoker:
     def call_many(self, calls: Sequence[Invocation]) -> list[Outcome]:
         if len(calls) == 1 and not calls[0].binding.is_async and not calls[0].declared:
             return [call_inline(calls[0])]
+        if _loop_running():
+            # Called from a thread whose own loop is running (a notebook, an async test):
+            # no other loop can run in it, so the private loop runs in a thread of its own.
+            with ThreadPoolExecutor(1, thread_name_prefix="concordia-calls") as thread:
+                return thread.submit(self.loop.run_until_complete,
+                                     _gather(self.pool, calls)).result()
         return self.loop.run_until_complete(_gather(self.pool, calls))
 
     def close(self) -> None:
@@ -368,6 +376,14 @@ class AsyncInvoker:
 
     def close(self) -> None:
         self.pool.close()
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 async def _gather(pool: HandlerPool, calls: Sequence[Invocation]) -> list[Outcome]:

@@ -1,11 +1,12 @@
 """Await matching: which suspended runs an event may resume, found by index, not by scan.
 
 A match expression such as ``event.data.run_id == results.create_run.run_id`` is split
-into top-level ``&&`` conjuncts; the first ``A == B`` whose one side reads only ``event``
-and whose other side reads only the run (``input``, ``results``, ``run``) becomes the
-index key: its run side is evaluated when the run suspends and stored with the await, its
-event side when an event arrives, so delivery looks up candidates by (type, key). The whole
-expression is still evaluated on every candidate before it resumes.
+into top-level ``&&`` conjuncts; the first that is an ``A == B`` (not under a ``||`` or
+``?:``, which bind looser) whose one side reads only ``event`` and whose other side reads
+only the run (``input``, ``results``, ``run``) becomes the index key: its run side is
+evaluated when the run suspends and stored with the await, its event side when an event
+arrives, so delivery looks up candidates by (type, key). The whole expression is still
+evaluated on every candidate before it resumes.
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ def compile_match(source: str | None) -> MatchSpec:
         return MatchSpec(None, None, None)
     full = compile_expression(source)
     for conjunct in _split_top(source, "&&"):
+        # `||` and `?:` bind looser than `==`: under them an equality decides nothing alone.
+        if len(_split_top(conjunct, "||")) > 1 or len(_split_top(conjunct, "?")) > 1:
+            continue
         sides = _split_top(conjunct, "==")
         if len(sides) != 2:
             continue
@@ -70,26 +74,46 @@ def compile_match(source: str | None) -> MatchSpec:
 
 
 def _key(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return json.dumps(_canonical(value), sort_keys=True, separators=(",", ":"))
+
+
+def _canonical(value: Any) -> Any:
+    """``value`` with integral floats as ints: CEL finds ``1001 == 1001.0`` true, so both
+    must give one key (JSON from other producers writes either form)."""
+    kind = type(value)
+    if kind is float:
+        return int(value) if value.is_integer() else value
+    if kind is dict:
+        return {k: _canonical(v) for k, v in value.items()}
+    if kind is list:
+        return [_canonical(v) for v in value]
+    return value
 
 
 def _split_top(source: str, op: str) -> list[str]:
-    """Split on ``op`` outside brackets and string literals."""
+    """Split on ``op`` outside brackets and string literals (CEL's: quoted once or three
+    times, raw when prefixed ``r``/``R``, where a backslash escapes nothing)."""
     parts: list[str] = []
     depth = 0
     quote: str | None = None
+    raw = False
     start = 0
     i = 0
     while i < len(source):
         ch = source[i]
         if quote:
-            if ch == "\\":
+            if ch == "\\" and not raw:
                 i += 2
                 continue
-            if ch == quote:
+            if source.startswith(quote, i):
+                i += len(quote)
                 quote = None
+                continue
         elif ch in "\"'":
-            quote = ch
+            quote = ch * 3 if source.startswith(ch * 3, i) else ch
+            raw = _raw_prefix(source, i)
+            i += len(quote)
+            continue
         elif ch in "([{":
             depth += 1
         elif ch in ")]}":
@@ -104,3 +128,12 @@ def _split_top(source: str, op: str) -> list[str]:
         i += 1
     parts.append(source[start:].strip())
     return parts
+
+
+def _raw_prefix(source: str, quote_at: int) -> bool:
+    """Whether the literal opening at ``quote_at`` is raw (``r``, ``R``, ``rb``, ``br``...)."""
+    prefix = source[max(quote_at - 2, 0):quote_at]
+    while prefix and prefix[0] not in "rRbB":
+        prefix = prefix[1:]
+    before = source[quote_at - len(prefix) - 1:quote_at - len(prefix)]
+    return "r" in prefix.lower() and not (before.isalnum() or before == "_")

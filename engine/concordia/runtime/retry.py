@@ -32,7 +32,11 @@ def backoff_delay(policy: RetryPolicy, attempt: int, seed: str) -> float:
     attempt, so a replay after a crash schedules the same wait.
     """
     b = policy.backoff
-    delay = min(b.initial * (b.factor ** (attempt - 1)), b.max)
+    try:
+        grown = b.initial * (b.factor ** (attempt - 1))
+    except OverflowError:  # a schema-valid factor and attempt count can pass float range
+        grown = b.max
+    delay = min(grown, b.max)
     if b.jitter:
         rng = random.Random(f"{seed}:{attempt}")
         delay *= 1 + b.jitter * (2 * rng.random() - 1)

@@ -47,6 +47,9 @@ class Worker:
     async def run(self) -> None:
         engine = self.engine
         loop = asyncio.get_running_loop()
+        # A wake event of this loop: one an earlier work() waited on belongs to its loop
+        # (another asyncio.run, say), and waiting on it here fails at once, every time.
+        engine.wake = asyncio.Event()
         watchdog = LoopWatchdog(loop, engine.invoker)
         watchdog.start()
         engine.working = True

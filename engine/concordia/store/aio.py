@@ -105,9 +105,15 @@ class AsyncStore:
         return await asyncio.get_running_loop().run_in_executor(self._readers, call, *args)
 
     async def write(self, method: str, *args: Any) -> Any:
+        """The store's write ``method`` with ``args``, resolved once it is durable."""
         if self.writer is None:
             return getattr(self.store, method)(*args)
-        fn = _write_fn(method, args)
+        return await self.write_fn(_write_fn(method, args))
+
+    async def write_fn(self, fn: WriteFn) -> Any:
+        """``fn(store)`` as one write of a group commit, resolved once it is durable."""
+        if self.writer is None:
+            return fn(self.store)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
 
