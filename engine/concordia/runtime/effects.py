@@ -21,6 +21,7 @@ from concordia.store.base import Store
 
 if TYPE_CHECKING:
     from concordia.runtime.invoke import AsyncInvoker, Invocation, Invoker, Outcome
+    from concordia.store.aio import AsyncStoreLike
 
 T = TypeVar("T")
 _log = structlog.get_logger("concordia.engine")
@@ -68,14 +69,6 @@ Flow = Generator[Effect, Any, T]
 
 class Publisher(Protocol):
     def __call__(self, envelope: dict[str, Any]) -> None: ...
-
-
-class AsyncStoreLike(Protocol):
-    """A store's reads and writes as coroutines, by method name (see
-    :class:`concordia.store.aio.AsyncStore`)."""
-
-    async def read(self, method: str, *args: Any) -> Any: ...
-    async def write(self, method: str, *args: Any) -> Any: ...
 
 
 def drive(flow: Flow[T], store: Store, invoker: Invoker, publish: Publisher) -> T:

@@ -16,12 +16,12 @@ def is_retryable(policy: RetryPolicy, error: BaseException) -> bool:
     """Classify ``error`` by the names in its class hierarchy (never by importing names)."""
     if isinstance(error, PermanentError):
         return False
-    if isinstance(error, RetryableError):
-        return True
     names = {cls.__name__ for cls in type(error).__mro__}
     names |= {f"{cls.__module__}.{cls.__qualname__}" for cls in type(error).__mro__}
-    if names & set(policy.non_retryable):
+    if names & set(policy.non_retryable):  # the author's word wins over the class's default
         return False
+    if isinstance(error, RetryableError):
+        return True
     return "*" in policy.retryable or bool(names & set(policy.retryable))
 
 

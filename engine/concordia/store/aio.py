@@ -15,7 +15,7 @@ import asyncio
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Protocol
 
 from concordia.store.base import Store
 
@@ -80,6 +80,25 @@ class GroupWriter:
             self._closed = True
             self._cv.notify()
         self._thread.join()
+
+
+class AsyncStoreLike(Protocol):
+    """What the async engine needs of a store: its methods, by name, as coroutines."""
+
+    async def read(self, method: str, *args: Any) -> Any: ...
+    async def write(self, method: str, *args: Any) -> Any: ...
+    def write_blocking(self, method: str, *args: Any) -> Any: ...
+    def close(self) -> None: ...
+
+
+def for_loop(store: Store) -> AsyncStoreLike:
+    """The store as the async engine uses it: a store with an async API of its own offers
+    it through ``loop_store()``; any other is wrapped in :class:`AsyncStore`."""
+    own = getattr(store, "loop_store", None)
+    if own is not None:
+        result: AsyncStoreLike = own()
+        return result
+    return AsyncStore(store)
 
 
 class AsyncStore:
