@@ -1,6 +1,10 @@
-"""The saga's diagram, drawn from the compiled machine's transitions (Mermaid or DOT)."""
+"""The engine's view of a saga: the compiled machine's states and transitions, drawn as
+Mermaid, DOT or SVG (``concordia graph --detail machine``). The author's view of the same
+saga is :mod:`concordia.machine.flow`."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from concordia.machine.compile import TERMINAL, CompiledSaga
 
@@ -42,3 +46,49 @@ def to_dot(compiled: CompiledSaga, current: str | None = None) -> str:
 
 def _esc(text: str) -> str:
     return text.replace('"', "'")
+
+
+def to_svg(compiled: CompiledSaga, current: str | None = None) -> str:
+    """The machine as SVG, drawn without Graphviz: forward states down the left, undo
+    states beside them, the ends below and above, every transition labelled."""
+    from concordia.machine import svg
+
+    n = len(compiled.stages)
+    w, h, gap_x, gap_y, left = 230.0, 44.0, 150.0, 46.0, 60.0
+    col_x = [left, left + w + gap_x, left + 2 * (w + gap_x)]
+    place: dict[str, tuple[float, float]] = {}
+    for i in range(n):
+        place[f"run_{i}"] = (col_x[0], 70 + (i + 1) * (h + gap_y))
+        place[f"undo_{i}"] = (col_x[1], 70 + (i + 1) * (h + gap_y))
+    place["completed"] = (col_x[0], 70 + (n + 1) * (h + gap_y))
+    for k, end in enumerate(("compensated", "failed", "cancelled")):
+        place[end] = (col_x[1] + (k - 1) * (w / 3 + 10) + w / 3, 70)
+    place["compensation_failed"] = (col_x[2], 70 + (n / 2 + 0.5) * (h + gap_y))
+    boxes: dict[str, svg.Box] = {}
+    for state in compiled.states():
+        x, y = place[state]
+        small = state in ("compensated", "failed", "cancelled")
+        style = svg.Style(fill="#ff9966" if state == current else (
+            "#eeeeee" if state in (*TERMINAL, "compensation_failed") else "#ffffff"),
+            width=2.4 if state == current else 1.2)
+        boxes[state] = svg.Box(state, x, y, w / 3 if small else w, h,
+                               "stadium" if state in TERMINAL else "round",
+                               compiled.labels.get(state, state), style=style,
+                               tooltip=f"{state}: {compiled.labels.get(state, state)}")
+    drawing = svg.Drawing(col_x[2] + w + 40, 70 + (n + 2) * (h + gap_y) + 20,
+                          f"saga {compiled.saga.name} v{compiled.saga.version} (state machine)")
+    drawing.boxes = list(boxes.values())
+    for (source, event), target in sorted(compiled.transitions.items()):
+        a, b = boxes[source], boxes[target]
+        drawing.lines.append(svg.Line([_border(a, b.cx, b.cy), _border(b, a.cx, a.cy)], event))
+    return svg.render(drawing)
+
+
+def _border(box: Any, tx: float, ty: float) -> tuple[float, float]:
+    """Where the line from ``box``'s centre towards (tx, ty) leaves the box."""
+    dx, dy = tx - box.cx, ty - box.cy
+    if dx == 0 and dy == 0:
+        return box.cx, box.cy
+    scale = min(box.w / 2 / abs(dx) if dx else float("inf"),
+                box.h / 2 / abs(dy) if dy else float("inf"))
+    return box.cx + dx * scale, box.cy + dy * scale
