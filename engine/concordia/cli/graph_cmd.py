@@ -76,9 +76,15 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
 
 def _saga(args: argparse.Namespace) -> Saga:
-    from concordia.cli.engines import load_definitions
+    from concordia.cli.common import definition_paths, warn
+    from concordia.definitions.catalog import Catalog
 
-    catalog = load_definitions(args.definitions)
+    # Leniently: a saga that loaded can be drawn while the tree still has problems (an
+    # event missing from the taxonomy does not change the saga's shape).
+    catalog = Catalog.load(definition_paths(args.definitions))
+    if catalog.errors:
+        warn(f"the definitions have {len(catalog.errors)} problem(s); `concordia validate` "
+             "lists them")
     try:
         return catalog.saga(args.saga, args.version)
     except KeyError:

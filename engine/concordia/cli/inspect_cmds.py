@@ -253,7 +253,7 @@ def print_run(engine: Engine, view: RunView, saga: Saga | None, clock: Clock) ->
     if view.error:
         fields.append(("error", f"[red]{escape(view.error)}[/]"))
     for name, value in fields:
-        console.print(f"  {name:<12}{value}")
+        console.print(f"  {name:<12}{value}", soft_wrap=True)
     steps = Table(title="Steps", title_justify="left", box=None, pad_edge=False,
                   header_style="bold")
     steps.add_column("step", no_wrap=True)

@@ -115,6 +115,12 @@ def build_flow(saga: Saga) -> Flow:
         flow.link(undo_id(a), undo_id(b), "undo")
     if undo_order:
         flow.link(undo_id(undo_order[-1]), "compensated", "undo")
+    # An end no edge reaches is no outcome of this saga: "failed" when the first step
+    # compensates, "compensated" when no step does.
+    targets = {e.target for e in flow.edges}
+    for end in ("failed", "compensated"):
+        if end not in targets:
+            del flow.nodes[end]
     return flow
 
 
@@ -199,10 +205,13 @@ def _failure_edges(flow: Flow, saga: Saga, stages: tuple[tuple[str, ...], ...],
 
 def _undo_entry(name: str, stage_of: dict[str, int], undo_order: list[str]) -> str:
     """Where compensation starts when ``name`` fails: the latest step at or before its
-    stage (itself excepted) that declared a compensation, or ``failed``."""
+    stage that declared a compensation (the step itself first: one that failed midway is
+    undone from its checkpoint), or ``failed`` when nothing before it changed anything."""
     stage = stage_of[name]
+    if name in undo_order:
+        return undo_id(name)
     for candidate in undo_order:
-        if candidate != name and stage_of[candidate] <= stage:
+        if stage_of[candidate] <= stage:
             return undo_id(candidate)
     return "failed"
 

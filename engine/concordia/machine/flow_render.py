@@ -136,8 +136,8 @@ def _dot_text(text: str) -> str:
 _W = 230.0
 _GAP_X = 40.0
 _GAP_Y = 56.0
-_LEFT = 150.0  # room on the left for retry loops and jumps back
-_LANE = 110.0  # between the steps and the compensation chain
+_LANE = 190.0  # between the steps and the compensation chain: labels, then lanes
+_LANES = 60.0  # the part of it where edges run up or down
 
 
 def flow_svg(flow: Flow, marks: Marks | None = None) -> str:
@@ -155,16 +155,20 @@ def flow_drawing(flow: Flow, marks: Marks | None = None) -> svg.Drawing:
     for r in rows:
         top[r] = y
         y += height[r] + _GAP_Y
+    # Room on the left for the retry loops' labels and the jumps back (goto).
+    loops = [len(e.label) for e in flow.edges if e.kind in ("retry", "goto")]
+    left = 60 + max([svg.CHAR_WIDTH * n + 60 for n in loops] + [40.0])
     left_cols = max([len(s) for s in flow.stages] + [1])
-    right_x = _LEFT + left_cols * (_W + _GAP_X) - _GAP_X + _LANE
+    right_x = left + left_cols * (_W + _GAP_X) - _GAP_X + _LANE
     right_cols = max([n.col + 1 for n in flow.undo] + [1])
     width = right_x + max(right_cols, 2) * (_W + _GAP_X) + 40
     boxes: dict[str, svg.Box] = {}
+    ends: list[str] = [e for e in ("failed", "compensated") if e in flow.nodes]
     for node in flow.nodes.values():
-        boxes[node.id] = _place(node, top, height, right_x, marks)
+        boxes[node.id] = _place(node, top, height, left, right_x, ends, marks)
     drawing = svg.Drawing(width, y + 30, f"saga {flow.saga.name} v{flow.saga.version}")
     drawing.boxes = list(boxes.values())
-    lane = _Lanes(right_x - _LANE + 16, right_x - 16)
+    lane = _Lanes(right_x - _LANES, right_x - 12)
     for edge in flow.edges:
         drawing.lines.append(_route(edge, boxes, lane, top, height))
     drawing.legend = [("next", _EDGE["next"]), ("fails / rejected", _EDGE["fail"]),
@@ -173,9 +177,9 @@ def flow_drawing(flow: Flow, marks: Marks | None = None) -> svg.Drawing:
     return drawing
 
 
-def _place(node: Node, top: dict[int, float], height: dict[int, float], right_x: float,
-           marks: Marks) -> svg.Box:
-    shapes: dict[str, svg.Shape] = {"start": "circle", "end": "stadium", "action": "round",
+def _place(node: Node, top: dict[int, float], height: dict[int, float], left: float,
+           right_x: float, ends: list[str], marks: Marks) -> svg.Box:
+    shapes: dict[str, svg.Shape] = {"start": "stadium", "end": "stadium", "action": "round",
                                     "await": "parallelogram", "policy": "hexagon",
                                     "undo": "round"}
     shape = shapes[node.kind]
@@ -184,15 +188,15 @@ def _place(node: Node, top: dict[int, float], height: dict[int, float], right_x:
                       dash="4 3" if node.kind == "undo" else "",
                       width=2.4 if marks.get(node.id) == "active" else 1.2)
     if node.kind in ("start", "end"):
-        w, h = (150.0, 40.0)
-        if node.id in ("compensated", "failed"):
-            x = right_x + (_W + _GAP_X if node.id == "compensated" else 0) + (_W - w) / 2
+        w, h = min(max(150.0, 7.8 * len(node.title) + 36), _W + 60), 40.0
+        if node.id in ends:
+            x = right_x + ends.index(node.id) * (_W + _GAP_X) + (_W - w) / 2
         else:
-            x = _LEFT + (_W - w) / 2
+            x = left + (_W - w) / 2
         return svg.Box(node.id, x, top[node.row] + (height[node.row] - h) / 2, w, h, shape,
                        node.title, style=style, tooltip=node.title)
     h = svg.box_height(len(node.lines))
-    x = (right_x if node.kind == "undo" else _LEFT) + node.col * (_W + _GAP_X)
+    x = (right_x if node.kind == "undo" else left) + node.col * (_W + _GAP_X)
     tooltip = "\n".join((node.title, *node.lines))
     return svg.Box(node.id, x, top[node.row], _W, h, shape, node.title, node.lines, style,
                    tooltip=tooltip)
@@ -216,21 +220,32 @@ def _route(edge: Edge, boxes: dict[str, svg.Box], lanes: _Lanes, top: dict[int, 
     style = _EDGE[edge.kind]
     if edge.kind == "retry":
         x, y = a.x, a.cy
+        half = svg.CHAR_WIDTH * len(edge.label) / 2 + 4
         return svg.Line([(x, y - 8), (x - 46, y - 24), (x - 46, y), (x - 46, y + 24),
-                         (x, y + 8)], edge.label, (x - 60 - 3 * len(edge.label), y), style,
-                        curve=True)
+                         (x, y + 8)], edge.label, (x - 52 - half, y), style, curve=True)
     if edge.kind == "goto":
         bend = min(a.x, b.x) - 100
         return svg.Line([(a.x, a.cy), (bend, (a.cy + b.cy) / 2), (b.x, b.cy)], edge.label,
                         (bend + 40, (a.cy + b.cy) / 2), style, curve=True)
     if edge.kind in ("fail", "reject", "timeout"):
-        # Down into the gap below the step, across to a lane, then to the undo node.
-        gap_y = a.y + a.h + 14
+        # Down into the gap below the step (a level per column, so that the edges of a
+        # stage's steps do not run on one line), across to a lane, then to the undo node:
+        # into its side when it is the first of its row, from above otherwise.
+        row = [x for x in boxes.values() if abs(x.y - a.y) < 1]
+        col = round((a.x - min(x.x for x in row)) / (_W + _GAP_X))
+        gap_y = max(x.y + x.h for x in row) + 12 + 9 * col
         lane = lanes.next()
-        points = [(a.x + a.w - 24, a.y + a.h), (a.x + a.w - 24, gap_y), (lane, gap_y),
-                  (lane, b.cy), (b.x, b.cy)]
-        return svg.Line(points, edge.label, (a.x + a.w + 26, gap_y), style)
+        drop = a.x + a.w - 16
+        points = [(drop, a.y + a.h), (drop, gap_y), (lane, gap_y)]
+        if b.x - lane > _W:  # another undo node of the row stands in the way
+            points += [(lane, b.y - 12), (b.cx, b.y - 12), (b.cx, b.y)]
+        else:
+            points += [(lane, b.cy), (b.x, b.cy)]
+        half = svg.CHAR_WIDTH * len(edge.label) / 2 + 4
+        return svg.Line(points, edge.label, (drop + 8 + half, gap_y), style)
     if edge.kind == "undo":
+        if abs(a.y - b.y) < 1:  # two undo nodes of one stage, side by side
+            return svg.Line([(a.x + a.w, a.cy), (b.x, b.cy)], edge.label, None, style)
         mid = b.y + b.h + (a.y - b.y - b.h) / 2 if a.y > b.y + b.h else b.y + b.h + 10
         return svg.Line([(a.cx, a.y), (a.cx, mid), (b.cx, mid), (b.cx, b.y + b.h)],
                         edge.label, None, style)
