@@ -146,3 +146,30 @@ steps:
         (str(path), "unknown-function", 9),
         (str(path), "unknown-variable", 11),
     ]  # and the saga's reference to the broken policy is not "unknown policy"
+
+
+def test_on_timeout_can_only_jump_forward(tmp_path: Path) -> None:
+    saga = """\
+name: s
+version: 1
+steps:
+  - name: first
+    action: x.a
+    compensate: none
+    reason: read-only
+  - name: wait
+    await: user.account.created
+    timeout: 1h
+    on_timeout: {target}
+  - name: last
+    action: x.b
+    compensate: none
+    reason: read-only
+"""
+    path = tmp_path / "s.yaml"
+    path.write_text(saga.format(target="last"))
+    assert Catalog.load([str(path), str(EVENTS)]).problems == []
+    for target in ("first", "wait"):
+        path.write_text(saga.format(target=target))
+        [problem] = Catalog.load([str(path), str(EVENTS)]).problems
+        assert (problem.code, problem.line) == ("on-timeout-not-forward", 11)

@@ -51,6 +51,7 @@ class TreeChecks:
 
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
+        self._depth: dict[str, int] = {}  # the saga being checked: each step's stage
 
     def run(self, handlers: HandlerNames | None) -> None:
         for outline in self.catalog.outlines:
@@ -81,6 +82,7 @@ class TreeChecks:
         if deps is None:
             return
         ancestors = _ancestors(deps)
+        self._depth = _depths(deps)
         if saga.trigger is not None:
             self._check_event_ref(path, saga.trigger.event, saga.trigger.version,
                                   "/trigger/event")
@@ -178,6 +180,15 @@ class TreeChecks:
                               f"on_timeout names unknown step {step.on_timeout!r}",
                               f"{base}/on_timeout",
                               hint=_did_you_mean(step.on_timeout, [*names, "compensate"]))
+            elif step.on_timeout != "compensate" and self._depth.get(
+                    step.on_timeout, 0) <= self._depth.get(step.name, 0):
+                # The engine only jumps forward: an earlier step (or one running beside
+                # the await) would silently mean "carry on with the next step".
+                self._problem(path, "on-timeout-not-forward",
+                              f"on_timeout names step {step.on_timeout!r}, which does not "
+                              f"come after {step.name!r}; a timed-out await can only skip "
+                              "ahead", f"{base}/on_timeout",
+                              hint="name a later step, or `compensate`")
         elif isinstance(step, PolicyStep):
             self._check_policy_ref(path, step, base)
             for key, expr in step.input.items():
@@ -321,6 +332,21 @@ def _ancestors(deps: dict[str, set[str]]) -> dict[str, set[str]]:
             for dep in deps.get(name, ()):
                 acc |= {dep} | visit(dep)
             out[name] = acc
+        return out[name]
+
+    for name in deps:
+        visit(name)
+    return out
+
+
+def _depths(deps: dict[str, set[str]]) -> dict[str, int]:
+    """Each step's stage: 0 without dependencies, else one more than its latest one."""
+    out: dict[str, int] = {}
+
+    def visit(name: str) -> int:
+        if name not in out:
+            out[name] = 0  # a guard: cycles were refused, but never loop on one
+            out[name] = 1 + max((visit(d) for d in deps.get(name, ())), default=-1)
         return out[name]
 
     for name in deps:
