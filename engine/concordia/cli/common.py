@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import os
-import sqlite3
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -88,13 +87,23 @@ def command(func: Command) -> Command:
             error(str(exc))
         except BrokenPipeError:
             return broken_pipe()
-        except (ConcordiaError, sqlite3.Error, OSError) as exc:
+        except Exception as exc:
             # A store that is read-only, locked past its busy timeout or on a missing
-            # disk, a definition error: the message is the whole story.
+            # disk, a definition error: the message is the whole story. Anything else is
+            # a bug, and its traceback is the report.
+            if not isinstance(exc, ConcordiaError | OSError) and not _sqlite_error(exc):
+                raise
             error(one_line(exc))
         return EXIT_USAGE
 
     return run
+
+
+def _sqlite_error(exc: BaseException) -> bool:
+    # sqlite3 is imported only by the commands that open a store; an error of it means
+    # it is loaded (checking this way keeps `validate`'s start-up free of it).
+    sqlite3 = sys.modules.get("sqlite3")
+    return sqlite3 is not None and isinstance(exc, sqlite3.Error)
 
 
 def broken_pipe() -> int:
@@ -112,7 +121,7 @@ def one_line(exc: BaseException) -> str:
     from concordia.errors import StoreError
 
     text = str(exc).strip()
-    if isinstance(exc, sqlite3.Error):
+    if _sqlite_error(exc):
         text = f"the store failed: {text or type(exc).__name__}"
         if "locked" in text or "busy" in text:
             text += " (another process holds it; try again when it is done)"
