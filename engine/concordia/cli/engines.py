@@ -34,12 +34,14 @@ def reader(store_url: str) -> Engine:
         raise
 
 
-def writer(store_url: str, paths: Sequence[str] | None, handlers: str | None) -> Engine:
-    """An engine that may write: definitions loaded strictly, handlers bound if named."""
+def writer(store_url: str, paths: Sequence[str] | None, handlers: str | None,
+           catalog: Catalog | None = None) -> Engine:
+    """An engine that may write: definitions loaded strictly (unless ``catalog`` is given,
+    already loaded so), handlers bound if named."""
     from concordia.registry import Registry
     from concordia.runtime.engine import Engine
 
-    catalog = load_definitions(paths)
+    catalog = catalog or load_definitions(paths)
     registry = load_handlers(handlers) if handlers else Registry()
     check_store_parent(store_url)
     store = open_store_for(store_url, readonly=False)

@@ -212,13 +212,17 @@ def cmd_events_send(args: argparse.Namespace) -> int:
         return _report_input_error(exc, args.format)
     bad = [c for c in results if c.problems]
     if bad:
+        if args.format == "json":
+            print(json.dumps({"delivered": [], "invalid": [
+                {"where": c.where, "problems": c.problems} for c in bad]}, indent=2))
+            return EXIT_PROBLEM
         for c in bad:
             for problem in c.problems:
                 print(f"invalid: {c.where}: {problem}")
         print(f"nothing delivered: {len(bad)} of {len(results)} event(s) invalid")
         return EXIT_PROBLEM
     done = []
-    with writer(args.store, args.definitions, args.handlers) as engine:
+    with writer(args.store, args.definitions, args.handlers, catalog) as engine:
         for c in results:
             assert c.envelope is not None
             delivery = engine.deliver(c.envelope)

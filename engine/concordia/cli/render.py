@@ -10,7 +10,7 @@ to the shortest prefix that still names one run, which ``inspect`` accepts.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -74,7 +74,8 @@ def state_label(state: str, saga: Saga | None) -> str:
     return names if kind == "run" else f"undo {names}"
 
 
-def short_ids(ids: Sequence[str], unique: Any = None) -> dict[str, str]:
+def short_ids(ids: Sequence[str], unique: Callable[[str], bool] | None = None
+              ) -> dict[str, str]:
     """The shortest prefix (at least :data:`MIN_ID` characters) of each id that no other id
     shown shares; ``unique(prefix) -> bool`` may confirm it against the whole store."""
     out: dict[str, str] = {}
