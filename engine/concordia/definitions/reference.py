@@ -226,8 +226,10 @@ def reference_markdown() -> str:
                     "policy. Schema: `" + policy["$id"] + "`.", entries(policy, policy))
     title, used, prefix = SHARED["fieldSpec"]
     field = saga["$defs"]["fieldSpec"]
-    out += _section(title, f"{saga['$defs']['payloadSchema']['description']} Used as {used}: "
-                    f"{field['description']}", entries(saga, field, prefix))
+    out += _section(title, f"{field['description']} Used as {used}. A payload schema is "
+                    f"written in {saga['$defs']['payloadSchema']['description'][0].lower()}"
+                    f"{saga['$defs']['payloadSchema']['description'][1:]}",
+                    entries(saga, field, prefix))
     out += ["## Value types", ""]
     for name in VALUE_TYPES:
         node = saga["$defs"].get(name) or event["$defs"][name]
