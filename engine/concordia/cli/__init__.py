@@ -19,6 +19,7 @@ from concordia.cli.common import (
     DEFAULT_STORE,
     ENV_PREFIX,
     broken_pipe,
+    definitions_option,
     env_default,
     env_paths,
 )
@@ -58,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"the store of runs, e.g. sqlite:///runs.db (env CONCORDIA_STORE; "
                             f"default {DEFAULT_STORE})")
 
-    definitions = events_cmds.definitions_option(env_paths())
+    definitions = definitions_option(env_paths())
     commands.register(sub, env_default)
     run_cmds.register(sub, env_default, common, definitions)
     inspect_cmds.register(sub, common)

@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import argparse
+
     from concordia.registry import Registry
     from concordia.store.base import Store
 
@@ -177,6 +179,18 @@ def open_store_for(url: str, *, readonly: bool) -> Store:
     from concordia.store import open_store
 
     return open_store(url, readonly=readonly)
+
+
+def definitions_option(env_paths: list[str] | None) -> Callable[[argparse.ArgumentParser], None]:
+    """The ``--definitions PATH...`` option, shared by the commands that read definitions."""
+
+    def add(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--definitions", nargs="+", metavar="PATH", default=env_paths,
+                       help="definition files or directories (default: whichever of "
+                            "definitions/ and policies/ exist; env CONCORDIA_DEFINITIONS, "
+                            f"'{os.pathsep}'-separated)")
+
+    return add
 
 
 class LazyChoices:

@@ -15,7 +15,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from concordia.cli.common import colour_enabled
-from concordia.cli.render import Clock, step_in_hand, waiting_on
+from concordia.cli.render import Times, step_in_hand, waiting_on
 
 if TYPE_CHECKING:
     from concordia.definitions.models import Saga
@@ -60,7 +60,7 @@ class Progress:
 
 
 def drive(engine: Engine, run_id: str, saga: Saga | None, *, max_wait: float,
-          progress: Progress, clock: Clock) -> RunView:
+          progress: Progress, times: Times) -> RunView:
     """Advance ``run_id`` (and only it) until it settles or waits longer than ``max_wait``."""
     try:
         while True:
@@ -68,13 +68,13 @@ def drive(engine: Engine, run_id: str, saga: Saga | None, *, max_wait: float,
             now = engine.clock.now()
             if view.status in SETTLED:
                 if view.status == "suspended":
-                    progress.show(f"run {run_id[:13]}: {waiting_on(view, saga, clock, now)}",
+                    progress.show(f"run {run_id[:13]}: {waiting_on(view, saga, times, now)}",
                                   key="suspended")
                 return view
             if view.status == "waiting" and view.wake_at is not None and view.wake_at > now:
                 if view.wake_at - now > max_wait:
                     return view
-                progress.show(f"run {run_id[:13]}: {waiting_on(view, saga, clock, now)}",
+                progress.show(f"run {run_id[:13]}: {waiting_on(view, saga, times, now)}",
                               key=f"wait {view.wake_at}")
                 _sleep_until(engine, view.wake_at)
                 continue

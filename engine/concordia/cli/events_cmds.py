@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -272,15 +271,15 @@ def _print_delivery(c: Checked, delivery: Any, runs: dict[str, str],
 def _drive_touched(engine: Any, deliveries: Sequence[Any], args: argparse.Namespace) -> None:
     from concordia.cli.drive import Progress, drive
     from concordia.cli.engines import saga_of
-    from concordia.cli.render import Clock
+    from concordia.cli.render import Times
 
-    clock = Clock()
+    times = Times()
     progress = Progress(quiet=args.quiet)
     touched = dict.fromkeys(r for d in deliveries for r in (*d.resumed, *d.started))
     for run_id in touched:
         first = engine.get_run(run_id)
         view = drive(engine, run_id, saga_of(engine, first.saga, first.version),
-                     max_wait=args.wait, progress=progress, clock=clock)
+                     max_wait=args.wait, progress=progress, times=times)
         if args.format == "text":
             print(f"run {run_id}: {view.status}" + (f" ({view.error})" if view.error else ""))
 
@@ -351,15 +350,3 @@ def _report_input_error(exc: InputError, fmt: str) -> int:
     else:
         print(f"invalid: {exc}")
     return exc.code
-
-
-def definitions_option(env_paths: list[str] | None) -> Callable[[argparse.ArgumentParser], None]:
-    """The ``--definitions PATH...`` option, shared by the commands that read definitions."""
-
-    def add(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--definitions", nargs="+", metavar="PATH", default=env_paths,
-                       help="definition files or directories (default: whichever of "
-                            "definitions/ and policies/ exist; env CONCORDIA_DEFINITIONS, "
-                            f"'{os.pathsep}'-separated)")
-
-    return add

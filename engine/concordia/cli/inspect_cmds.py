@@ -20,7 +20,7 @@ from concordia.cli.common import (
 )
 from concordia.cli.engines import reader, resolve_run_id, saga_of
 from concordia.cli.render import (
-    Clock,
+    Times,
     cut,
     history_line,
     short_ids,
@@ -115,21 +115,21 @@ def _positive(text: str) -> int:
 
 @command
 def cmd_inspect(args: argparse.Namespace) -> int:
-    clock = Clock(utc=args.utc)
+    times = Times(utc=args.utc)
     with reader(args.store) as engine:
         run_id = resolve_run_id(engine, args.run_id)
         view = engine.get_run(run_id)
         saga = saga_of(engine, view.saga, view.version, _fallback(args))
         if args.follow:
-            return _follow(engine, view, saga, clock, args)
+            return _follow(engine, view, saga, times, args)
         if args.format == "json":
             print(json.dumps(run_json(engine, view, saga), indent=2, default=str))
         else:
-            print_run(engine, view, saga, clock)
+            print_run(engine, view, saga, times)
     return EXIT_OK
 
 
-def _follow(engine: Engine, view: RunView, saga: Saga | None, clock: Clock,
+def _follow(engine: Engine, view: RunView, saga: Saga | None, times: Times,
             args: argparse.Namespace) -> int:
     as_json = args.format == "json"
     if not as_json:
@@ -140,7 +140,7 @@ def _follow(engine: Engine, view: RunView, saga: Saga | None, clock: Clock,
             if as_json:
                 print(json.dumps({"run_id": view.id, **_history_json(entry)}, default=str))
             else:
-                print(history_line(entry, clock, saga))
+                print(history_line(entry, times, saga))
         shown = len(view.history)
         sys.stdout.flush()
         if view.status in _ENDED:
@@ -157,7 +157,7 @@ def _follow(engine: Engine, view: RunView, saga: Saga | None, clock: Clock,
 
 @command
 def cmd_runs(args: argparse.Namespace) -> int:
-    clock = Clock(utc=args.utc)
+    times = Times(utc=args.utc)
     with reader(args.store) as engine:
         views = engine.list_runs(args.status, args.saga, args.limit)
         if args.format == "json":
@@ -168,7 +168,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
                                "updated_at": v.updated_at, "wake_at": v.wake_at}
                               for v in views], indent=2))
             return EXIT_OK
-        _runs_table(engine, views, clock)
+        _runs_table(engine, views, times)
     return EXIT_OK
 
 
@@ -190,7 +190,7 @@ def _saga(engine: Engine, view: RunView, cache: dict[tuple[str, int], Saga | Non
     return cache[key]
 
 
-def _runs_table(engine: Engine, views: list[RunView], clock: Clock) -> None:
+def _runs_table(engine: Engine, views: list[RunView], times: Times) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -216,7 +216,7 @@ def _runs_table(engine: Engine, views: list[RunView], clock: Clock) -> None:
     for v in views:
         row = [ids[v.id], f"{v.saga} v{v.version}", _status(v.status),
                state_label(v.state, _saga(engine, v, cache)),
-               clock.stamp(v.updated_at, precise=False)]
+               times.stamp(v.updated_at, precise=False)]
         if wide:
             row.append(v.error or "")
         table.add_row(*row)
@@ -234,7 +234,7 @@ def headline(view: RunView, saga: Saga | None) -> str:
             f"  ({state_label(view.state, saga)})")
 
 
-def print_run(engine: Engine, view: RunView, saga: Saga | None, clock: Clock) -> None:
+def print_run(engine: Engine, view: RunView, saga: Saga | None, times: Times) -> None:
     """The whole of a run for a person: header, steps, history, decisions, events."""
     from rich.console import Console
     from rich.markup import escape
@@ -245,9 +245,9 @@ def print_run(engine: Engine, view: RunView, saga: Saga | None, clock: Clock) ->
     console.print(f"[bold]run {view.id}[/]")
     fields = [("saga", f"{view.saga} v{view.version}"), ("status", _status(view.status)),
               ("state", escape(state_label(view.state, saga))),
-              ("started", clock.stamp(view.created_at)), ("updated", clock.stamp(view.updated_at)),
+              ("started", times.stamp(view.created_at)), ("updated", times.stamp(view.updated_at)),
               ("correlation", view.correlation_id), ("caused by", view.causation_id or "-")]
-    waiting = waiting_on(view, saga, clock, now)
+    waiting = waiting_on(view, saga, times, now)
     if waiting:
         fields.append(("waiting", escape(waiting)))
     if view.error:
@@ -266,7 +266,7 @@ def print_run(engine: Engine, view: RunView, saga: Saga | None, clock: Clock) ->
     console.print(steps)
     console.print("[bold]History[/]")
     for entry in view.history:
-        console.print(escape(history_line(entry, clock, saga)), soft_wrap=True)
+        console.print(escape(history_line(entry, times, saga)), soft_wrap=True)
     if view.decisions:
         console.print("[bold]Policy decisions[/]")
         for d in view.decisions:

@@ -24,7 +24,7 @@ MIN_ID = 8
 
 
 @dataclass(frozen=True)
-class Clock:
+class Times:
     """How times are shown: local zone (with offset) or UTC."""
 
     utc: bool = False
@@ -100,7 +100,7 @@ def cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def history_line(entry: HistoryEntry, clock: Clock, saga: Saga | None = None) -> str:
+def history_line(entry: HistoryEntry, times: Times, saga: Saga | None = None) -> str:
     """One line of a run's history: time, what happened, the step and attempt, details.
 
     A move of the machine is shown with the states named as the saga names them.
@@ -115,7 +115,7 @@ def history_line(entry: HistoryEntry, clock: Clock, saga: Saga | None = None) ->
         event = details.pop("event", None)
         where = move + (f" ({event})" if event else "")
     detail = ", ".join(f"{k}={_scalar(v)}" for k, v in details.items())
-    parts = [clock.stamp(entry.at), f"{entry.kind:<24}", where]
+    parts = [times.stamp(entry.at), f"{entry.kind:<24}", where]
     if detail:
         parts.append(cut(detail, 160))
     return "  ".join(p for p in parts if p).rstrip()
@@ -127,7 +127,7 @@ def _scalar(value: Any) -> str:
     return json.dumps(value, default=str, ensure_ascii=False)
 
 
-def waiting_on(view: RunView, saga: Saga | None, clock: Clock, now: float) -> str | None:
+def waiting_on(view: RunView, saga: Saga | None, times: Times, now: float) -> str | None:
     """What a run that is not moving waits for: an event (and its deadline) or a timer."""
     from concordia.definitions.models import AwaitStep
 
@@ -137,7 +137,7 @@ def waiting_on(view: RunView, saga: Saga | None, clock: Clock, now: float) -> st
         for rec in awaits:
             step = _step(saga, rec.name)
             event = step.event if isinstance(step, AwaitStep) else "an event"
-            deadline = f" until {clock.until(rec.wake_at, now)}" if rec.wake_at else ""
+            deadline = f" until {times.until(rec.wake_at, now)}" if rec.wake_at else ""
             parts.append(f"step {rec.name} awaits {event}{deadline}")
         return "; ".join(parts) or "an event"
     if view.status == "waiting" and view.wake_at is not None:
@@ -147,7 +147,7 @@ def waiting_on(view: RunView, saga: Saga | None, clock: Clock, now: float) -> st
             f"{'compensation of ' if s.comp_status == 'waiting_retry' else ''}{s.name}"
             f" (attempt {(s.comp_attempt if s.comp_status == 'waiting_retry' else s.attempt) + 1})"
             for s in retrying) or "the next step"
-        return f"retry of {what} at {clock.until(view.wake_at, now)}"
+        return f"retry of {what} at {times.until(view.wake_at, now)}"
     return None
 
 

@@ -29,7 +29,7 @@ from concordia.cli.common import (
 from concordia.cli.drive import Progress, drive
 from concordia.cli.engines import resolve_run_id, saga_of, writer
 from concordia.cli.inputs import InputError, load_data
-from concordia.cli.render import Clock, waiting_on
+from concordia.cli.render import Times, waiting_on
 
 if TYPE_CHECKING:
     from concordia.definitions.models import Saga
@@ -194,27 +194,27 @@ def cmd_retry(args: argparse.Namespace) -> int:
 def _drive_and_report(engine: Engine, run_id: str, args: argparse.Namespace, mode: str) -> int:
     from concordia.cli.inspect_cmds import print_run, run_json
 
-    clock = Clock(utc=args.utc)
+    times = Times(utc=args.utc)
     first = engine.get_run(run_id)
     saga = saga_of(engine, first.saga, first.version)
     progress = Progress(quiet=args.quiet)
-    view = drive(engine, run_id, saga, max_wait=args.wait, progress=progress, clock=clock)
+    view = drive(engine, run_id, saga, max_wait=args.wait, progress=progress, times=times)
     if args.format == "json":
         print(json.dumps(run_json(engine, view, saga), indent=2, default=str))
     else:
-        print_run(engine, view, saga, clock)
-        for line in _next_steps(engine, view, saga, clock, args):
+        print_run(engine, view, saga, times)
+        for line in _next_steps(engine, view, saga, times, args):
             print(line)
     return _exit_code(mode, view.status)
 
 
-def _next_steps(engine: Engine, view: RunView, saga: Saga | None, clock: Clock,
+def _next_steps(engine: Engine, view: RunView, saga: Saga | None, times: Times,
                 args: argparse.Namespace) -> list[str]:
     """What to do about a run that is not over: how to follow it, and what it waits for."""
     if view.status not in ("suspended", "waiting", "running"):
         return []
     store = "" if args.store == DEFAULT_STORE else f" --store {args.store}"
-    waits = waiting_on(view, saga, clock, engine.clock.now()) or "more work"
+    waits = waiting_on(view, saga, times, engine.clock.now()) or "more work"
     lines = ["", f"The run goes on: it waits for {waits}.",
              f"  follow it:   concordia inspect {view.id[:13]} --follow{store}"]
     if view.status == "suspended":

@@ -51,7 +51,6 @@ class TreeChecks:
 
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
-        self._depth: dict[str, int] = {}  # the saga being checked: each step's stage
 
     def run(self, handlers: HandlerNames | None) -> None:
         for outline in self.catalog.outlines:
@@ -82,7 +81,7 @@ class TreeChecks:
         if deps is None:
             return
         ancestors = _ancestors(deps)
-        self._depth = _depths(deps)
+        depth = _depths(deps)
         if saga.trigger is not None:
             self._check_event_ref(path, saga.trigger.event, saga.trigger.version,
                                   "/trigger/event")
@@ -94,7 +93,7 @@ class TreeChecks:
                 continue
             base = f"/steps/{slot.index}"
             readable = ancestors.get(step.name, set())
-            self._check_step(path, step, base, readable, names)
+            self._check_step(path, step, base, readable, names, depth)
             self._check_emits(path, step.emit, f"{base}/emit", readable | {step.name}, names)
             if isinstance(step, ActionStep):
                 self._check_emits(path, step.emit_on_compensate, f"{base}/emit_on_compensate",
@@ -170,7 +169,8 @@ class TreeChecks:
         return ok
 
     def _check_step(self, path: str, step: Step, base: str, readable: set[str],
-                    names: list[str]) -> None:
+                    names: list[str], depth: dict[str, int]) -> None:
+        """``depth``: each step's stage, for the direction of an await's jump."""
         if isinstance(step, AwaitStep):
             self._check_event_ref(path, step.event, step.version, f"{base}/await")
             if step.match:
@@ -180,8 +180,8 @@ class TreeChecks:
                               f"on_timeout names unknown step {step.on_timeout!r}",
                               f"{base}/on_timeout",
                               hint=_did_you_mean(step.on_timeout, [*names, "compensate"]))
-            elif step.on_timeout != "compensate" and self._depth.get(
-                    step.on_timeout, 0) <= self._depth.get(step.name, 0):
+            elif step.on_timeout != "compensate" and depth.get(
+                    step.on_timeout, 0) <= depth.get(step.name, 0):
                 # The engine only jumps forward: an earlier step (or one running beside
                 # the await) would silently mean "carry on with the next step".
                 self._problem(path, "on-timeout-not-forward",
