@@ -206,6 +206,9 @@ def test_inspect_prefix_errors(project: Project) -> None:
     code, _, err = project.cli("inspect", "zzzz", "--store", project.store)
     assert code == 2
     assert "no run 'zzzz'" in err
+    code, _, err = project.cli("inspect", "", "--store", project.store)
+    assert code == 2
+    assert "too short" in err
 
 
 def test_inspect_follow_prints_new_lines_until_the_run_ends(project: Project) -> None:

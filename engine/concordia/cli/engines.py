@@ -20,6 +20,10 @@ if TYPE_CHECKING:
     from concordia.runtime.engine import Engine
 
 
+# A prefix shorter than this names a run only by accident (as git's abbreviated ids).
+MIN_PREFIX = 4
+
+
 def reader(store_url: str) -> Engine:
     """An engine over the store opened read-only: it writes nothing, creates nothing."""
     from concordia.definitions.catalog import Catalog
@@ -84,6 +88,9 @@ def resolve_run_id(engine: Engine, given: str) -> str:
     found = engine.store.find_run_ids(given, 6)
     if given in found:
         return given
+    if len(given) < MIN_PREFIX:
+        raise UsageError(f"run id {given!r} is too short to name a run; give at least "
+                         f"{MIN_PREFIX} characters of it")
     if not found:
         raise UsageError(f"no run {given!r} in {engine.store.url} (no run id starts with it)")
     if len(found) > 1:

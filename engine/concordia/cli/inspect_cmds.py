@@ -38,8 +38,8 @@ if TYPE_CHECKING:
 _ENDED = ("completed", "compensated", "failed", "cancelled", "compensation_failed")
 
 _INSPECT_EPILOG = """\
-RUN_ID may be any prefix of a run id that no other run shares (as `concordia runs`
-shows them). Times are ISO 8601 in the local zone (--utc: in UTC).
+RUN_ID may be any prefix of a run id (4 characters or more) that no other run shares (as
+`concordia runs` shows them). Times are ISO 8601 in the local zone (--utc: in UTC).
 
 exit status:
   0  shown (with --follow: the run completed)
