@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 
@@ -14,3 +15,18 @@ POLICIES = os.path.join(ROOT, "policies")
 @pytest.fixture
 def shipped_paths() -> list[str]:
     return [DEFINITIONS, POLICIES]
+
+
+@pytest.fixture(autouse=True)
+def _structlog_as_it_was() -> Iterator[None]:
+    """Commands under test configure structlog for their process (level, output); give
+    the next test the configuration this one started with."""
+    import structlog
+
+    saved = structlog.get_config()
+    configured = structlog.is_configured()
+    yield
+    if configured:
+        structlog.configure(**saved)
+    else:
+        structlog.reset_defaults()

@@ -20,7 +20,7 @@ from concordia.definitions.expressions import compile_expression, render_templat
 from concordia.definitions.models import Decision, Policy
 from concordia.errors import ExpressionError, PolicyError
 from concordia.ids import new_id
-from concordia.jsonvalidation import SchemaError, check, summarise
+from concordia.jsonvalidation import FieldError, SchemaError, check, summarise
 from concordia.timestamps import format_timestamp, utc_now
 
 
@@ -134,11 +134,17 @@ def _matches(policy: Policy, rule: str, when: str, context: Mapping[str, Any]) -
     return result
 
 
-def _check_inputs(policy: Policy, inputs: dict[str, Any]) -> None:
+def input_errors(policy: Policy, inputs: Mapping[str, Any]) -> list[FieldError]:
+    """Every way ``inputs`` break the policy's ``input_schema``, each field once."""
     try:
-        errors = check(policy.input_schema, inputs)
+        # jsonschema names every missing required field in each of its `required` errors.
+        return list(dict.fromkeys(check(policy.input_schema, inputs)))
     except SchemaError as exc:
         raise PolicyError(policy.name, f"input_schema is not valid: {exc.message}") from None
+
+
+def _check_inputs(policy: Policy, inputs: dict[str, Any]) -> None:
+    errors = input_errors(policy, inputs)
     if errors:
         first = errors[0].field
         raise PolicyError(policy.name, f"invalid input: {summarise(errors, 'input')}"
@@ -182,4 +188,4 @@ def _describe(exc: Exception) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
-__all__ = ["DecisionRecord", "evaluate_policy"]
+__all__ = ["DecisionRecord", "evaluate_policy", "input_errors"]

@@ -97,10 +97,15 @@ def test_run_inspect_runs(project: Path, capsys: pytest.CaptureFixture[str]) -> 
 
 def test_inspect_unknown_run_is_a_usage_error(project: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["inspect", "nope", "--store", f"sqlite:///{project / 'r.db'}",
-                 "--definitions", "definitions"])
+    store = f"sqlite:///{project / 'r.db'}"
+    assert main(["run", "checkout", "--input", "ok.json", "--handlers", "cli_handlers_mod",
+                 "--store", store, "-q"]) == 0
+    capsys.readouterr()
+    code = main(["inspect", "nope", "--store", store])
     assert code == 2
-    assert "no run 'nope'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no run 'nope'" in err
+    assert "Traceback" not in err
 
 
 def test_run_with_unbound_handlers_names_them(project: Path,
@@ -116,9 +121,9 @@ def test_run_with_unbound_handlers_names_them(project: Path,
 
 
 @pytest.mark.parametrize("fmt", ["mermaid", "dot"])
-def test_graph(fmt: str, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["graph", "cerebros_nas", "--format", fmt, "--definitions", DEFINITIONS,
-                 POLICIES])
+def test_graph_of_the_machine(fmt: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["graph", "cerebros_nas", "--format", fmt, "--detail", "machine",
+                 "--definitions", DEFINITIONS, POLICIES])
     out = capsys.readouterr().out
     assert code == 0
     for state in ("run_0", "run_3", "undo_1", "completed", "compensated",
@@ -135,8 +140,8 @@ def test_graph_highlights_a_runs_state(project: Path,
     capsys.readouterr()
     main(["runs", "--format", "json", "--store", store, "--definitions", "definitions"])
     run_id = json.loads(capsys.readouterr().out)[0]["id"]
-    code = main(["graph", "checkout", "--run", run_id, "--store", store,
-                 "--definitions", "definitions"])
+    code = main(["graph", "checkout", "--run", run_id, "--store", store, "--detail",
+                 "machine"])
     graph = capsys.readouterr().out
     assert code == 0
     assert "class compensated current" in graph

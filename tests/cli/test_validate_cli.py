@@ -253,3 +253,38 @@ def test_handlers_that_bind_everything_pass(capsys: pytest.CaptureFixture[str]) 
     events = os.path.join(DEFINITIONS, "events")
     code, out, _ = _validate(capsys, saga, events, "--handlers", HANDLERS)
     assert (code, out.strip()) == (0, "no problems")
+
+
+# -- default paths and missing paths -------------------------------------------------------
+
+def test_no_paths_in_a_project_with_only_definitions(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "definitions").mkdir()
+    (tmp_path / "definitions" / "s.yaml").write_text(
+        "name: s\nversion: 1\nsteps:\n  - name: a\n    action: x.a\n    compensate: none\n"
+        "    reason: read-only\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CONCORDIA_DEFINITIONS", raising=False)
+    code, out, err = _validate(capsys)
+    assert (code, out.strip(), err) == (0, "no problems", "")
+
+
+def test_no_paths_and_nothing_to_check_is_a_usage_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CONCORDIA_DEFINITIONS", raising=False)
+    code, out, err = _validate(capsys)
+    assert code == 2
+    assert out == ""
+    assert "none of definitions, policies exists" in err
+
+
+def test_a_missing_path_is_a_usage_error_naming_it(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    missing = str(tmp_path / "nowhere")
+    code, out, err = _validate(capsys, DEFINITIONS, missing)
+    assert code == 2
+    assert out == ""
+    assert err == f"concordia: error: no such file or directory: {missing}\n"

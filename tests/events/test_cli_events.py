@@ -127,3 +127,43 @@ def test_help_documents_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> No
     out = capsys.readouterr().out
     assert "exit status" in out
     assert "CONCORDIA_DEFINITIONS" in out
+
+
+def test_every_problem_of_an_envelope_is_reported_once(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    raw = _envelope()
+    raw.update(id="nope", time="yesterday", specversion="0.3")
+    raw.pop("source")
+    assert run_cli(_validate(_write(tmp_path, "bad.json", raw))) == 1
+    lines = capsys.readouterr().out.splitlines()
+    attributes = [ln.split("attribute ", 1)[1].split(":")[0] for ln in lines]
+    assert sorted(attributes) == ["'id'", "'source'", "'specversion'", "'time'"]
+
+
+def test_every_payload_problem_is_reported_once(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    raw = _envelope()
+    raw["data"] = {"score": "high", "extra": 1}  # run_id and model_version_id missing
+    assert run_cli(_validate(_write(tmp_path, "bad.json", raw))) == 1
+    lines = capsys.readouterr().out.splitlines()
+    fields = sorted(ln.split("field ", 1)[1].split(":")[0] for ln in lines)
+    assert fields == ["'extra'", "'model_version_id'", "'run_id'", "'score'"]
+    assert len(lines) == len(set(lines)) == 4
+
+
+def test_json_format(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = _envelope()
+    bad = _envelope(score="high")
+    path = _write(tmp_path, "two.json", [good, bad])
+    assert run_cli([*_validate(path), "--format", "json"]) == 1
+    report = json.loads(capsys.readouterr().out)["events"]
+    assert [e["valid"] for e in report] == [True, False]
+    assert report[0]["event"] == "ml.run.completed v1"
+    assert len(report[1]["problems"]) == 1
+
+
+def test_integers_json_cannot_carry_are_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = json.dumps(_envelope()).replace('"score": 0.9', '"score": 90071992547409930')
+    assert run_cli(_validate(_write(tmp_path, "big.json", text))) == 1
+    assert "beyond what JSON consumers read exactly" in capsys.readouterr().out

@@ -151,3 +151,26 @@ def test_json_media_type_variants_are_accepted() -> None:
 def test_new_event_refuses_bad_arguments(kwargs: dict[str, Any], fragment: str) -> None:
     with pytest.raises(EventError, match=fragment):
         _event(**kwargs)
+
+
+def test_every_bad_attribute_is_named_at_once() -> None:
+    from concordia.events.envelope import read_envelope
+
+    raw = {**_raw(), "id": "x", "time": "yesterday", "Bad-Name": 1, "priority": 1.5}
+    raw.pop("source")
+    envelope, problems = read_envelope(raw)
+    assert envelope is None
+    assert [p.attribute for p in problems] == ["source", "id", "time", "Bad-Name", "priority"]
+    with pytest.raises(EventError) as info:
+        Envelope.from_dict(raw)
+    assert info.value.field == "source"
+    for p in problems:
+        assert p.text() in str(info.value)
+
+
+def test_a_version_beyond_two_to_the_31_is_refused() -> None:
+    with pytest.raises(EventError, match="dataschema"):
+        Envelope.from_dict(_raw(dataschema="urn:concordia:event:ml.run.completed:v3000000000"))
+    assert Envelope.from_dict(
+        _raw(dataschema="urn:concordia:event:ml.run.completed:v2147483647")).version == (
+        2**31 - 1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -77,3 +78,59 @@ def test_cli_exit_code_and_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 1
     data = json.loads(capsys.readouterr().out)
     assert {f["rule"] for f in data["findings"]} >= {r for _, r, _, _ in EXPECTED}
+
+
+# -- never green on input that does not load -----------------------------------------------
+
+SAGA_OK = ("name: s\nversion: 1\nsteps:\n  - name: a\n    action: x.a\n    compensate: none\n"
+           "    reason: read-only\n")
+
+
+@pytest.mark.parametrize(("name", "text", "code"), [
+    ("syntax.yaml", "name: s\nsteps: [\n", "yaml-syntax"),
+    ("schema.yaml", SAGA_OK.replace("version: 1", "version: one"), "wrong-type"),
+    ("binary.yaml", "\x00\x01", "yaml-syntax"),
+    ("empty.yaml", "# nothing\n", "empty-file"),
+])
+def test_lint_fails_on_a_file_that_does_not_load(tmp_path: Path, name: str, text: str,
+                                                 code: str,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "ok.yaml").write_text(SAGA_OK.replace("name: s", "name: fine"))
+    (tmp_path / name).write_text(text)
+    assert main(["lint", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "no gaps found\n" not in out
+    assert f"{tmp_path / name}" in out
+    assert f"error {code}" in out
+    assert "keep definitions from loading" in out
+    assert main(["lint", str(tmp_path), "--format", "json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert [p["code"] for p in report["problems"]] == [code]
+    assert main(["lint", str(tmp_path), "--format", "markdown"]) == 1
+    assert "## Definitions that do not load" in capsys.readouterr().out
+
+
+def test_lint_on_a_missing_path_is_a_usage_error(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["lint", str(tmp_path / "nowhere")]) == 2
+    captured = capsys.readouterr()
+    assert "no gaps found" not in captured.out
+    assert "no such file or directory" in captured.err
+
+
+def test_lint_on_an_empty_directory_fails(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["lint", str(tmp_path)]) == 1
+    assert "no-definitions" in capsys.readouterr().out
+
+
+def test_lint_reports_as_validate_does(tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(SAGA_OK + "    colour: blue\n")
+    main(["validate", str(bad)])
+    validate_lines = capsys.readouterr().out.splitlines()[:-1]
+    main(["lint", str(bad)])
+    lint_out = capsys.readouterr().out
+    for line in validate_lines:
+        assert line in lint_out

@@ -79,3 +79,16 @@ def test_help_documents_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> No
     assert "0  the policy approved" in out
     assert "1  the policy rejected" in out
     assert "2  no decision" in out
+
+
+def test_every_input_problem_is_reported_once_and_nothing_decided(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _eval(tmp_path, {"drift_score": "high", "colour": "blue"}) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    problems = [ln for ln in lines if "input '" in ln]
+    fields = sorted(ln.split("input '", 1)[1].split("'")[0] for ln in problems)
+    assert fields == ["adapter_count", "colour", "drift_score", "shadow_validated"]
+    assert len(problems) == len(set(problems))
+    assert "nothing was decided" in lines[-1]

@@ -1,7 +1,10 @@
+# PYTHON_ARGCOMPLETE_OK  (argcomplete looks for this marker to complete `concordia`)
 """The ``concordia`` command line: a thin shell over the public API.
 
-Exit codes: 0 fine, 1 problems found, 2 usage error. Every environment variable is
-``CONCORDIA_`` + the option name (e.g. ``CONCORDIA_STORE``), shown in ``--help``.
+Exit codes: 0 fine, 1 problems found, 2 usage error (141 when the reader of standard
+output went away). Every environment variable is ``CONCORDIA_`` + the option name
+(e.g. ``CONCORDIA_STORE``), shown in ``--help``. Shell completion: ``concordia
+completion bash|zsh|fish``.
 """
 
 from __future__ import annotations
@@ -12,8 +15,23 @@ import sys
 from collections.abc import Sequence
 
 from concordia.cli import commands
+from concordia.cli.common import (
+    DEFAULT_STORE,
+    ENV_PREFIX,
+    broken_pipe,
+    definitions_option,
+    env_default,
+    env_paths,
+)
 
-ENV_PREFIX = "CONCORDIA_"
+__all__ = ["ENV_PREFIX", "build_parser", "env_default", "main"]
+
+_EPILOG = """\
+exit status: 0 fine, 1 problems found (or a run that did not complete), 2 usage error.
+Each command's --help says more. Environment: CONCORDIA_STORE, CONCORDIA_HANDLERS,
+CONCORDIA_DEFINITIONS (path-separated) set the defaults of --store, --handlers and
+--definitions; NO_COLOR turns colour off.
+"""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -23,24 +41,47 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def env_default(name: str, default: str | None = None) -> str | None:
-    return os.environ.get(ENV_PREFIX + name.upper(), default)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="concordia", description="Declarative saga engine.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    from concordia import __version__
+    from concordia.cli import events_cmds, graph_cmd, inspect_cmds, run_cmds
+
+    parser = _Parser(prog="concordia", description="Declarative saga engine: check "
+                     "definitions, run sagas, operate on runs.", epilog=_EPILOG,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"concordia {__version__}",
+                        help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser,
+                                metavar="COMMAND")
+    store = env_default("store", DEFAULT_STORE)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--store", default=store, metavar="URL",
+                       help=f"the store of runs, e.g. sqlite:///runs.db (env CONCORDIA_STORE; "
+                            f"default {DEFAULT_STORE})")
+
+    definitions = definitions_option(env_paths())
     commands.register(sub, env_default)
+    run_cmds.register(sub, env_default, common, definitions)
+    inspect_cmds.register(sub, common)
+    graph_cmd.register(sub, common, definitions)
+    events_cmds.register(sub, env_default, common, definitions)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    if "_ARGCOMPLETE" in os.environ:  # only when the shell asks for completions
+        import argcomplete
+
+        argcomplete.autocomplete(parser)
     args = parser.parse_args(argv)
     try:
         code: int = args.func(args)
+        sys.stdout.flush()
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        return broken_pipe()
     return code
 
 

@@ -1,117 +1,185 @@
-"""The sub-commands: each parses its arguments and calls the public API."""
+"""The definition commands: ``validate``, ``lint``, ``schema``, ``catalog``, ``completion``.
+
+These stay fast to start: nothing here imports the runtime, structlog or the CEL library
+unless a definition holds an expression to check.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Callable
 from typing import Any
 
-from concordia.errors import ConcordiaError
+from concordia.cli.common import (
+    EXIT_OK,
+    EXIT_PROBLEM,
+    colour_enabled,
+    command,
+    definition_paths,
+    load_handlers,
+)
 
 EnvDefault = Callable[[str, str | None], str | None]
 
+_VALIDATE_EPILOG = """\
+Without PATH, whichever of definitions/ and policies/ exist in the current directory
+are checked (env CONCORDIA_DEFINITIONS, path-separated, changes that default).
+
+exit status:
+  0  no errors (warnings may be listed)
+  1  problems found: each names its file, line, column and JSON pointer
+  2  usage error: a PATH that does not exist, no definitions/ or policies/ here,
+     a handlers module that does not import or has no `registry`
+"""
+
+_LINT_EPILOG = """\
+The audit runs on definitions that load. Files that do not load (unreadable, not YAML,
+against the schema) are reported first, as `concordia validate` reports them, and fail
+the audit: a tree that does not load is never "no gaps found".
+
+exit status:
+  0  no gaps (with --strict: no warnings either)
+  1  gaps found, or definitions that do not load
+  2  usage error: a PATH that does not exist, a handlers module that does not import
+"""
+
 
 def register(sub: Any, env: EnvDefault) -> None:
-    p = sub.add_parser("validate", help="validate definition trees (for CI)")
-    p.add_argument("paths", nargs="*", default=["definitions", "policies"],
-                   help="files or directories (default: definitions policies)")
-    p.add_argument("--handlers", default=env("handlers", None),
-                   help="module whose `registry` must bind every handler "
-                        "(env CONCORDIA_HANDLERS)")
-    p.add_argument("--format", choices=("text", "json", "sarif", "github"), default="text")
+    p = sub.add_parser("validate", help="check definitions against their schemas and each "
+                                        "other (for CI)",
+                       description="Check sagas, events and policies: each file against its "
+                                   "JSON Schema, then the tree as a whole (names, expressions, "
+                                   "payload mappings, handlers).",
+                       epilog=_VALIDATE_EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("paths", nargs="*", metavar="PATH",
+                   help="files or directories to check (default: definitions policies)")
+    p.add_argument("--handlers", metavar="MODULE", default=env("handlers", None),
+                   help="also check that this module's `registry` binds every handler the "
+                        "sagas name (env CONCORDIA_HANDLERS)")
+    p.add_argument("--format", choices=("text", "json", "sarif", "github"), default="text",
+                   help="text for people, json for scripts, sarif for code scanning, github "
+                        "for workflow annotations (default text)")
     p.set_defaults(func=cmd_validate)
 
-    p = sub.add_parser("lint", help="gap audit: find the seed's kinds of saga gap")
-    p.add_argument("paths", nargs="*", default=["definitions", "policies"])
-    p.add_argument("--handlers", default=env("handlers", None),
+    p = sub.add_parser("lint", help="audit for saga gaps: missing or stub compensations, "
+                                    "polling, lost correlation ids",
+                       description="Audit sagas and their handlers for the gaps that make "
+                                   "sagas unsafe.",
+                       epilog=_LINT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("paths", nargs="*", metavar="PATH",
+                   help="files or directories to audit (default: definitions policies)")
+    p.add_argument("--handlers", metavar="MODULE", default=env("handlers", None),
                    help="module whose `registry` holds the handlers to inspect "
                         "(env CONCORDIA_HANDLERS)")
-    p.add_argument("--format", choices=("text", "json", "markdown"), default="text")
+    p.add_argument("--format", choices=("text", "json", "markdown"), default="text",
+                   help="text for people, json for scripts, markdown for a gap tracker "
+                        "(default text)")
     p.add_argument("--strict", action="store_true", help="warnings fail too (exit 1)")
     p.set_defaults(func=cmd_lint)
 
-    p = sub.add_parser("schema", help="print the JSON Schema of a kind of document")
-    p.add_argument("kind", choices=("saga", "event", "policy"))
+    p = sub.add_parser("schema", help="print the JSON Schema of a kind of document",
+                       description="Print a shipped JSON Schema, for editors and CI.")
+    p.add_argument("kind", choices=("saga", "event", "policy"),
+                   help="which schema: saga, event or policy")
     p.set_defaults(func=cmd_schema)
 
-    p = sub.add_parser("catalog", help="list what a definition tree defines")
-    p.add_argument("paths", nargs="*", default=["definitions", "policies"])
+    p = sub.add_parser("catalog", help="list the sagas, events and policies a tree defines")
+    p.add_argument("paths", nargs="*", metavar="PATH",
+                   help="files or directories (default: definitions policies)")
     p.set_defaults(func=cmd_catalog)
 
-    from concordia.cli import events_cmds
-
-    events_cmds.register(sub, env)
-
-    from concordia.cli import run_cmds
-
-    run_cmds.register(sub, env)
-
-
-def _fail_usage(message: str) -> int:
-    print(f"concordia: error: {message}", file=sys.stderr)
-    return 2
+    p = sub.add_parser("completion", help="print the shell completion script",
+                       description="Print the script that completes concordia's commands and "
+                                   "options. Add to ~/.bashrc:  eval \"$(concordia completion "
+                                   "bash)\"")
+    p.add_argument("shell", choices=("bash", "zsh", "fish", "tcsh", "powershell"),
+                   help="the shell to complete in")
+    p.set_defaults(func=cmd_completion)
 
 
 def _registry(module: str | None) -> Any:
-    if module is None:
-        return None
-    from concordia.registry import load_registry
-
-    return load_registry(module)
+    return None if module is None else load_handlers(module)
 
 
+@command
 def cmd_validate(args: argparse.Namespace) -> int:
     from concordia.cli.report import render
     from concordia.definitions.catalog import Catalog
 
-    try:
-        registry = _registry(args.handlers)
-    except (ConcordiaError, ImportError) as exc:
-        return _fail_usage(f"--handlers {args.handlers}: {exc}")
-    catalog = Catalog.load(args.paths, registry)
-    out = render(catalog.problems, args.format)
+    paths = definition_paths(args.paths)
+    registry = _registry(args.handlers)
+    catalog = Catalog.load(paths, registry)
+    out = render(catalog.problems, args.format, colour=colour_enabled())
     if out:
         print(out)
-    return 1 if catalog.errors else 0
+    return EXIT_PROBLEM if catalog.errors else EXIT_OK
 
 
+@command
 def cmd_lint(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
+    from concordia.cli.report import render_text
     from concordia.definitions.catalog import Catalog
-    from concordia.lint.audit import audit, render_markdown
+    from concordia.lint.audit import audit, load_problems, render_markdown
 
-    try:
-        registry = _registry(args.handlers)
-    except (ConcordiaError, ImportError) as exc:
-        return _fail_usage(f"--handlers {args.handlers}: {exc}")
-    catalog = Catalog.load(args.paths, registry)
+    paths = definition_paths(args.paths)
+    registry = _registry(args.handlers)
+    catalog = Catalog.load(paths, registry)
     findings = audit(catalog, registry)
+    unloaded = load_problems(catalog)
+    blocking = [p for p in unloaded if p.severity == "error"]
     if args.format == "json":
-        print(json.dumps({"findings": [asdict(f) for f in findings]}, indent=2))
+        print(json.dumps({"findings": [asdict(f) for f in findings],
+                          "problems": [_problem_json(p) for p in unloaded]}, indent=2))
     elif args.format == "markdown":
-        print(render_markdown(findings), end="")
+        print(render_markdown(findings, unloaded=unloaded), end="")
     else:
+        if unloaded:
+            print(f"{len(blocking)} problem(s) keep definitions from loading; they are not "
+                  "audited until fixed:")
+            print(render_text(unloaded, colour=colour_enabled()))
+            print()
         for f in findings:
             print(f.format_text())
-        print(f"{len(findings)} gap(s) found" if findings else "no gaps found")
+        if findings:
+            print(f"{len(findings)} gap(s) found")
+        elif blocking:
+            print("no gaps found in the definitions that load")
+        else:
+            print("no gaps found")
     failing = [f for f in findings if f.severity == "error" or args.strict]
-    return 1 if failing else 0
+    return EXIT_PROBLEM if failing or blocking else EXIT_OK
 
 
+def _problem_json(p: Any) -> dict[str, Any]:
+    return {"file": p.file, "line": p.line, "column": p.column, "pointer": p.pointer,
+            "severity": p.severity, "code": p.code, "message": p.message, "hint": p.hint}
+
+
+@command
 def cmd_schema(args: argparse.Namespace) -> int:
     from concordia.definitions.schema import schema_document
 
     print(json.dumps(schema_document(args.kind), indent=2))
-    return 0
+    return EXIT_OK
 
 
+@command
 def cmd_catalog(args: argparse.Namespace) -> int:
     from concordia.cli.tables import catalog_table
     from concordia.definitions.catalog import Catalog
 
-    catalog = Catalog.load(args.paths)
+    catalog = Catalog.load(definition_paths(args.paths))
     catalog_table(catalog)
-    return 1 if catalog.errors else 0
+    return EXIT_PROBLEM if catalog.errors else EXIT_OK
+
+
+@command
+def cmd_completion(args: argparse.Namespace) -> int:
+    from argcomplete.shell_integration import shellcode
+
+    print(shellcode(["concordia"], shell=args.shell), end="")
+    return EXIT_OK

@@ -15,9 +15,9 @@ _SARIF_LEVEL = {"error": "error", "warning": "warning", "note": "note"}
 
 
 def render(problems: Sequence[Problem], fmt: str, *, tool: str = "concordia",
-           version: str = "0") -> str:
+           version: str = "0", colour: bool = False) -> str:
     if fmt == "text":
-        return render_text(problems)
+        return render_text(problems, colour=colour)
     if fmt == "json":
         return json.dumps({"problems": [_as_dict(p) for p in problems],
                            "count": len(problems)}, indent=2)
@@ -28,12 +28,22 @@ def render(problems: Sequence[Problem], fmt: str, *, tool: str = "concordia",
     raise ValueError(f"unknown format {fmt!r}")
 
 
-def render_text(problems: Sequence[Problem]) -> str:
-    lines = [p.format_text() for p in problems]
+_COLOURS = {"error": "\x1b[31m", "warning": "\x1b[33m", "note": "\x1b[36m"}
+
+
+def render_text(problems: Sequence[Problem], *, colour: bool = False) -> str:
+    """One line a problem and a count; ``colour``: severities in colour (for a terminal)."""
+    lines = [_coloured(p) if colour else p.format_text() for p in problems]
     errors = sum(1 for p in problems if p.severity == "error")
     warnings = len(problems) - errors
     lines.append(f"{errors} error(s), {warnings} warning(s)" if problems else "no problems")
     return "\n".join(lines)
+
+
+def _coloured(p: Problem) -> str:
+    text = p.format_text()
+    word = f" {p.severity} {p.code} "
+    return text.replace(word, f" {_COLOURS[p.severity]}{p.severity}\x1b[0m {p.code} ", 1)
 
 
 def _as_dict(p: Problem) -> dict[str, object]:

@@ -1,87 +1,158 @@
-"""The run-facing sub-commands: ``run``, ``inspect``, ``runs``, ``graph``."""
+"""The commands that move runs: ``run``, ``worker``, ``cancel`` and ``retry``.
+
+``run``, ``cancel`` and ``retry`` drive only the run they name or start, showing progress
+on standard error, and return when it ends, suspends on an await, or waits on a timer
+further away than ``--wait``; they then say how to follow it. ``worker`` drives every run
+of the store until stopped.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import shutil
-import subprocess
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from concordia.cli.events_cmds import EXIT_USAGE, _InputError, _load_data
+from concordia.cli.common import (
+    DEFAULT_PATHS,
+    DEFAULT_STORE,
+    EXIT_OK,
+    EXIT_PROBLEM,
+    EXIT_USAGE,
+    UsageError,
+    command,
+    env_paths,
+)
+from concordia.cli.drive import Progress, drive
+from concordia.cli.engines import resolve_run_id, saga_of, writer
+from concordia.cli.inputs import InputError, load_data
+from concordia.cli.render import Times, waiting_on
 
 if TYPE_CHECKING:
+    from concordia.definitions.models import Saga
     from concordia.runtime.engine import Engine
     from concordia.runtime.views import RunView
 
 EnvDefault = Callable[[str, str | None], str | None]
-DEFAULT_STORE = "sqlite:///concordia.db"
+
+_RUN_EPILOG = """\
+The run is driven in this process (only this run); progress goes to standard error.
+
+exit status:
+  0  the run completed, or it waits (an await, a timer beyond --wait) and a worker or an
+     event will carry it on; the last lines say how to follow it
+  1  the run ended without completing (compensated, failed, cancelled,
+     compensation_failed); the report shows where and why
+  2  usage error: unknown saga, invalid input, definitions with problems, handlers that
+     do not import or leave a handler unbound, a store that cannot be opened
+"""
+
+_CANCEL_EPILOG = """\
+Cancelling stops a run that is moving forward (or waiting for an event or a retry) and
+compensates, in reverse order, every step that changed something. The compensations run
+in this process, so the handlers are needed.
+
+exit status:
+  0  the run is cancelled (or still compensating, waiting on a retry beyond --wait)
+  1  a compensation failed for good: the run is compensation_failed (fix the cause,
+     then `concordia retry RUN_ID`)
+  2  usage error: no such store or run, a run that has ended, handlers that do not import
+"""
+
+_RETRY_EPILOG = """\
+Retrying resumes a run that is stuck: compensation_failed (its failed compensations
+run again, from the first attempt) or, where the engine parks a run after an error of
+its own, stuck.
+
+exit status:
+  0  the run went on and ended, or waits on a timer beyond --wait
+  1  it is stuck again (compensation_failed or stuck)
+  2  usage error: no such store or run, a run that is not stuck, handlers that do not
+     import
+"""
 
 
-def register(sub: Any, env: EnvDefault) -> None:
-    env_paths = env("definitions", None)
-    paths = env_paths.split(os.pathsep) if env_paths else ["definitions", "policies"]
-    store = env("store", DEFAULT_STORE)
+def register(sub: Any, env: EnvDefault, common: Callable[[argparse.ArgumentParser], None],
+             definitions: Callable[[argparse.ArgumentParser], None]) -> None:
+    def handlers(p: argparse.ArgumentParser, what: str) -> None:
+        p.add_argument("--handlers", metavar="MODULE", default=env("handlers", None),
+                       required=env("handlers", None) is None,
+                       help=f"module whose `registry` binds the handlers that {what} "
+                            "(env CONCORDIA_HANDLERS)")
 
-    def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--store", default=store,
-                       help=f"store URL (env CONCORDIA_STORE; default {DEFAULT_STORE})")
-        p.add_argument("--definitions", nargs="+", default=paths, metavar="PATH",
-                       help="definition trees (env CONCORDIA_DEFINITIONS)")
+    def waiting(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--wait", type=float, default=60.0, metavar="SECONDS",
+                       help="wait in this process for retry timers due within this many "
+                            "seconds (default 60); a longer wait is left to a worker")
+        p.add_argument("--format", choices=("text", "json"), default="text",
+                       help="text for people, json for scripts (default text)")
+        p.add_argument("--utc", action="store_true", help="show times in UTC rather than local")
+        p.add_argument("--quiet", "-q", action="store_true",
+                       help="no progress lines on standard error")
 
-    p = sub.add_parser("run", help="run one saga to completion or suspension")
-    p.add_argument("saga")
-    p.add_argument("--input", required=True, help="JSON or YAML file with the input; - for stdin")
-    p.add_argument("--handlers", default=env("handlers", None), required=env("handlers", None)
-                   is None, help="module whose `registry` binds the handlers "
-                                 "(env CONCORDIA_HANDLERS)")
-    p.add_argument("--correlation-id")
-    p.add_argument("--wait", type=float, default=60.0,
-                   help="wait for retry timers due within this many seconds (default 60)")
+    p = sub.add_parser("run", help="start a saga and drive that run until it ends or waits",
+                       description="Start one run of a saga and drive it in this process.",
+                       epilog=_RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("saga", metavar="SAGA", help="the saga's name, e.g. checkout")
+    p.add_argument("--input", required=True, metavar="FILE|-",
+                   help="the run's input: a JSON or YAML file, or - for standard input")
+    handlers(p, "its steps call")
+    p.add_argument("--correlation-id", metavar="ID",
+                   help="correlate the run (and the events it emits) with this id "
+                        "(default: a new one)")
+    waiting(p)
     common(p)
+    definitions(p)
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("worker", help="drive runs and fire timers until stopped "
+    p = sub.add_parser("worker", help="drive the runs of a store and fire timers until stopped "
                                       "(SIGTERM or Ctrl-C finish the steps in hand first)")
     p.add_argument("--handlers", default=env("handlers", None), required=env("handlers", None)
-                   is None, help="module whose `registry` binds the handlers "
-                                 "(env CONCORDIA_HANDLERS)")
+                   is None, metavar="MODULE",
+                   help="module whose `registry` binds the handlers (env CONCORDIA_HANDLERS)")
     p.add_argument("--concurrency", type=int, default=int(env("concurrency", "1") or 1),
+                   metavar="N",
                    help="how many runs this worker advances at once, never one run twice "
                         "(env CONCORDIA_CONCURRENCY; default 1)")
-    p.add_argument("--poll-interval", type=float, default=0.5,
+    p.add_argument("--poll-interval", type=float, default=0.5, metavar="SECONDS",
                    help="seconds between looks for new work (timers wake it sooner)")
-    p.add_argument("--lease-ttl", type=float, default=30.0,
+    p.add_argument("--lease-ttl", type=float, default=30.0, metavar="SECONDS",
                    help="seconds a run stays claimed by this worker if it stops renewing the "
                         "claim; another worker carries on the runs of one that died after "
                         "this long (default 30)")
     common(p)
+    p.add_argument("--definitions", nargs="+", metavar="PATH",
+                   default=env_paths() or list(DEFAULT_PATHS),
+                   help="definition files or directories (default: definitions policies; env "
+                        f"CONCORDIA_DEFINITIONS, '{os.pathsep}'-separated)")
     p.set_defaults(func=cmd_worker)
 
-    p = sub.add_parser("inspect", help="show a run: states, results, errors, compensations")
-    p.add_argument("run_id")
-    p.add_argument("--format", choices=("text", "json"), default="text")
+    p = sub.add_parser("cancel", help="cancel a run and compensate what it did",
+                       description="Cancel a run in flight and compensate its completed steps.",
+                       epilog=_CANCEL_EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_id", metavar="RUN_ID", help="the run's id, or a prefix of it that no "
+                                                     "other run shares")
+    p.add_argument("--reason", required=True, metavar="TEXT",
+                   help="why the run is cancelled; recorded in its history and error")
+    handlers(p, "compensate its steps")
+    waiting(p)
     common(p)
-    p.set_defaults(func=cmd_inspect)
+    definitions(p)
+    p.set_defaults(func=cmd_cancel)
 
-    p = sub.add_parser("runs", help="list runs")
-    p.add_argument("--status")
-    p.add_argument("--saga")
-    p.add_argument("--limit", type=int, default=50)
-    p.add_argument("--format", choices=("text", "json"), default="text")
+    p = sub.add_parser("retry", help="resume a run stuck in compensation_failed",
+                       description="Resume a stuck run after its cause was fixed.",
+                       epilog=_RETRY_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_id", metavar="RUN_ID", help="the run's id, or a prefix of it that no "
+                                                     "other run shares")
+    handlers(p, "it calls")
+    waiting(p)
     common(p)
-    p.set_defaults(func=cmd_runs)
-
-    p = sub.add_parser("graph", help="draw a saga's state machine")
-    p.add_argument("saga")
-    p.add_argument("--version", type=int)
-    p.add_argument("--format", choices=("mermaid", "dot", "svg"), default="mermaid")
-    p.add_argument("--run", help="highlight this run's current state (needs --store)")
-    common(p)
-    p.set_defaults(func=cmd_graph)
+    definitions(p)
+    p.set_defaults(func=cmd_retry)
 
 
 def _usage(message: str) -> int:
@@ -89,38 +160,73 @@ def _usage(message: str) -> int:
     return EXIT_USAGE
 
 
-def _engine(args: argparse.Namespace, handlers: str | None) -> Engine:
-    from concordia.definitions.catalog import Catalog
-    from concordia.registry import Registry, load_registry
-    from concordia.runtime.engine import Engine
-
-    catalog = Catalog.load_strict([p for p in args.definitions if os.path.exists(p)])
-    registry = load_registry(handlers) if handlers else Registry()
-    return Engine(catalog, registry, args.store, check_bindings=handlers is not None)
-
-
+@command
 def cmd_run(args: argparse.Namespace) -> int:
-    from concordia.errors import ConcordiaError
-
     try:
-        data = _load_data(args.input)
-    except _InputError as exc:
-        return _usage(str(exc))
+        data = load_data(args.input)
+    except InputError as exc:
+        raise UsageError(str(exc)) from None
     if not isinstance(data, dict):
-        return _usage(f"{args.input}: the input must be a mapping")
-    try:
-        engine = _engine(args, args.handlers)
-    except (ConcordiaError, ImportError) as exc:
-        return _usage(str(exc))
-    with engine:
-        try:
-            view = engine.start(args.saga, data, correlation_id=args.correlation_id)
-        except ConcordiaError as exc:
-            return _usage(str(exc))
-        engine.drain(max_wait=args.wait)
-        view = engine.get_run(view.id)
-        _print_run(view)
-    return 0 if view.status in ("completed", "suspended", "waiting", "running") else 1
+        raise UsageError(f"{args.input}: the input must be a mapping")
+    with writer(args.store, args.definitions, args.handlers) as engine:
+        view = engine.start(args.saga, data, correlation_id=args.correlation_id)
+        return _drive_and_report(engine, view.id, args, "run")
+
+
+@command
+def cmd_cancel(args: argparse.Namespace) -> int:
+    with writer(args.store, args.definitions, args.handlers) as engine:
+        run_id = resolve_run_id(engine, args.run_id)
+        engine.cancel(run_id, args.reason)
+        return _drive_and_report(engine, run_id, args, "cancel")
+
+
+@command
+def cmd_retry(args: argparse.Namespace) -> int:
+    with writer(args.store, args.definitions, args.handlers) as engine:
+        run_id = resolve_run_id(engine, args.run_id)
+        engine.retry(run_id)
+        return _drive_and_report(engine, run_id, args, "retry")
+
+
+def _drive_and_report(engine: Engine, run_id: str, args: argparse.Namespace, mode: str) -> int:
+    from concordia.cli.inspect_cmds import print_run, run_json
+
+    times = Times(utc=args.utc)
+    first = engine.get_run(run_id)
+    saga = saga_of(engine, first.saga, first.version)
+    progress = Progress(quiet=args.quiet)
+    view = drive(engine, run_id, saga, max_wait=args.wait, progress=progress, times=times)
+    if args.format == "json":
+        print(json.dumps(run_json(engine, view, saga), indent=2, default=str))
+    else:
+        print_run(engine, view, saga, times)
+        for line in _next_steps(engine, view, saga, times, args):
+            print(line)
+    return _exit_code(mode, view.status)
+
+
+def _next_steps(engine: Engine, view: RunView, saga: Saga | None, times: Times,
+                args: argparse.Namespace) -> list[str]:
+    """What to do about a run that is not over: how to follow it, and what it waits for."""
+    if view.status not in ("suspended", "waiting", "running"):
+        return []
+    store = "" if args.store == DEFAULT_STORE else f" --store {args.store}"
+    waits = waiting_on(view, saga, times, engine.clock.now()) or "more work"
+    lines = ["", f"The run goes on: it waits for {waits}.",
+             f"  follow it:   concordia inspect {view.id[:13]} --follow{store}"]
+    if view.status == "suspended":
+        lines.append(f"  deliver it:  concordia events send EVENT.json{store}")
+    lines.append(f"  a worker drives it: concordia worker --handlers {args.handlers}{store}")
+    return lines
+
+
+def _exit_code(mode: str, status: str) -> int:
+    """As each command's epilog documents."""
+    if mode == "run":
+        return EXIT_OK if status in ("completed", "suspended", "waiting", "running") else (
+            EXIT_PROBLEM)
+    return EXIT_PROBLEM if status in ("compensation_failed", "stuck") else EXIT_OK
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -163,156 +269,3 @@ def cmd_worker(args: argparse.Namespace) -> int:
         print(f"concordia worker: stopped: {exc}", file=sys.stderr)
         return 1
     return 0
-
-
-def cmd_inspect(args: argparse.Namespace) -> int:
-    from concordia.errors import ConcordiaError
-
-    try:
-        engine = _engine(args, None)
-        with engine:
-            view = engine.get_run(args.run_id)
-            if args.format == "json":
-                print(json.dumps(_as_json(engine, view), indent=2, default=str))
-            else:
-                _print_run(view, engine)
-    except ConcordiaError as exc:
-        return _usage(str(exc))
-    return 0
-
-
-def cmd_runs(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
-    from concordia.errors import ConcordiaError
-
-    try:
-        engine = _engine(args, None)
-    except ConcordiaError as exc:
-        return _usage(str(exc))
-    with engine:
-        views = engine.list_runs(args.status, args.saga, args.limit)
-        if args.format == "json":
-            print(json.dumps([{"id": v.id, "saga": v.saga, "version": v.version,
-                               "status": v.status, "state": v.state, "error": v.error,
-                               "created_at": v.created_at} for v in views], indent=2))
-            return 0
-        table = Table(title=f"Runs in {args.store}", title_justify="left")
-        table.add_column("run", no_wrap=True, overflow="fold")
-        for col in ("saga", "v", "status", "state", "error"):
-            table.add_column(col)
-        for view in views:
-            table.add_row(view.id, view.saga, str(view.version), view.status, view.state,
-                          (view.error or "")[:60])
-        Console().print(table)
-    return 0
-
-
-def cmd_graph(args: argparse.Namespace) -> int:
-    from concordia.definitions.catalog import Catalog
-    from concordia.errors import ConcordiaError
-    from concordia.machine import compile_saga, to_dot, to_mermaid
-
-    try:
-        catalog = Catalog.load_strict([p for p in args.definitions if os.path.exists(p)])
-        current = None
-        if args.run:
-            engine = _engine(args, None)
-            with engine:
-                view = engine.get_run(args.run)
-            current = view.state
-            saga = catalog.saga(view.saga, view.version)
-        else:
-            saga = catalog.saga(args.saga, args.version)
-    except KeyError:
-        return _usage(f"no saga {args.saga!r} in {', '.join(args.definitions)}")
-    except ConcordiaError as exc:
-        return _usage(str(exc))
-    compiled = compile_saga(saga)
-    if args.format == "mermaid":
-        print(to_mermaid(compiled, current), end="")
-        return 0
-    dot = to_dot(compiled, current)
-    if args.format == "dot":
-        print(dot, end="")
-        return 0
-    binary = shutil.which("dot")
-    if binary is None:
-        return _usage("--format svg needs Graphviz's `dot` on PATH; use --format dot and "
-                      "render it elsewhere")
-    done = subprocess.run([binary, "-Tsvg"], input=dot.encode(), capture_output=True,
-                          check=False)
-    if done.returncode != 0:
-        return _usage(f"dot failed: {done.stderr.decode(errors='replace').strip()}")
-    sys.stdout.write(done.stdout.decode())
-    return 0
-
-
-def _print_run(view: RunView, engine: Engine | None = None) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    console.print(f"[bold]run {view.id}[/] {view.saga} v{view.version}: "
-                  f"[bold]{view.status}[/] (state {view.state})")
-    console.print(f"correlation {view.correlation_id}  causation {view.causation_id or '-'}")
-    if view.error:
-        console.print(f"error: {view.error}")
-    steps = Table(title="Steps", title_justify="left")
-    for col in ("step", "status", "attempts", "result / checkpoint", "error", "compensation"):
-        steps.add_column(col)
-    for s in view.steps:
-        shown = s.result if s.result is not None else s.checkpoint
-        comp = "-" if s.comp_status is None else f"{s.comp_status} ({s.comp_attempt})"
-        if s.comp_error:
-            comp += f": {s.comp_error}"
-        steps.add_row(s.name, s.status, str(s.attempt),
-                      _short(json.dumps(shown)) if shown is not None else "",
-                      s.error or "", comp)
-    console.print(steps)
-    history = Table(title="History", title_justify="left")
-    for col in ("kind", "step", "attempt", "detail"):
-        history.add_column(col)
-    for h in view.history:
-        history.add_row(h.kind, h.step or "", "" if h.attempt is None else str(h.attempt),
-                        _short(json.dumps(h.detail, default=str), 90))
-    console.print(history)
-    if view.decisions:
-        decisions = Table(title="Policy decisions", title_justify="left")
-        for col in ("policy", "rule", "decision", "reason"):
-            decisions.add_column(col)
-        for d in view.decisions:
-            decisions.add_row(f"{d['policy']} v{d['policy_version']}", d.get("rule") or "default",
-                              d["decision"], d["reason"])
-        console.print(decisions)
-    if view.events:
-        events = Table(title="Events (with causation chain)", title_justify="left")
-        for col in ("type", "id", "correlation", "caused by"):
-            events.add_column(col)
-        for e in view.events:
-            chain = " <- ".join(c["type"] for c in reversed(engine.causation_chain(e["id"]))
-                                ) if engine else e.get("causationid", "")
-            events.add_row(e["type"], e["id"], e.get("correlationid", ""), chain)
-        console.print(events)
-
-
-def _as_json(engine: Engine, view: RunView) -> dict[str, Any]:
-    return {
-        "id": view.id, "saga": view.saga, "version": view.version, "status": view.status,
-        "state": view.state, "input": view.input, "correlation_id": view.correlation_id,
-        "causation_id": view.causation_id, "error": view.error,
-        "steps": [{"name": s.name, "status": s.status, "attempt": s.attempt,
-                   "result": s.result, "checkpoint": s.checkpoint, "error": s.error,
-                   "compensation": s.comp_status, "compensation_attempts": s.comp_attempt,
-                   "compensation_error": s.comp_error} for s in view.steps],
-        "history": [{"at": h.at, "kind": h.kind, "step": h.step, "attempt": h.attempt,
-                     "detail": h.detail} for h in view.history],
-        "decisions": view.decisions,
-        "events": [{**e, "causation_chain": [c["id"] for c in engine.causation_chain(e["id"])]}
-                   for e in view.events],
-    }
-
-
-def _short(text: str, limit: int = 60) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"

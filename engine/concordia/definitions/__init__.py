@@ -1,6 +1,7 @@
 """The definition language: models, safe YAML loading, JSON Schemas and the catalog."""
 
-from concordia.definitions.catalog import Catalog, HandlerNames
+from concordia.definitions.catalog import Catalog
+from concordia.definitions.checks import HandlerNames
 from concordia.definitions.models import (
     ActionStep,
     AwaitStep,

@@ -1,26 +1,43 @@
-"""One definition file → located problems and frozen models.
+"""One definition file → located problems, frozen models, and outlines for checking.
 
 Steps: safe YAML load (with marks) → tell the kind of document → JSON Schema validation
-with messages rewritten to say what to do → per-kind semantic checks that need no other
-file → pydantic models. Cross-file checks belong to :mod:`concordia.definitions.catalog`.
+with messages rewritten to say what to do (:mod:`~concordia.definitions.messages`) →
+per-kind checks that need no other file → pydantic models. A problem spoils only its
+region (a step, a rule, one event of a domain file, a top-level key): what lies outside
+is still built into an outline (:mod:`~concordia.definitions.outline`) so that the
+catalog checks it in the same pass. Cross-file checks belong to
+:mod:`concordia.definitions.catalog`.
 """
 
 from __future__ import annotations
 
-import difflib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from jsonschema import ValidationError
 from jsonschema.exceptions import SchemaError
 from pydantic import ValidationError as PydanticValidationError
 
 from concordia.definitions.durations import parse_duration
-from concordia.definitions.models import EventDef, Policy, Saga, step_from_document
+from concordia.definitions.messages import cut, describe, quote, type_name
+from concordia.definitions.models import (
+    EventDef,
+    Policy,
+    Rule,
+    Saga,
+    Step,
+    step_from_document,
+)
+from concordia.definitions.outline import PolicyOutline, Regions, SagaOutline, StepSlot
 from concordia.definitions.payload import is_full_json_schema
-from concordia.definitions.problems import Problem, pointer_join
+from concordia.definitions.problems import Problem, Severity, pointer_join
 from concordia.definitions.schema import Kind, fast_validator, validator
-from concordia.definitions.yamlsafe import Document, YamlLoadError, load_yaml_bytes
+from concordia.definitions.yamlsafe import (
+    Document,
+    YamlLoadError,
+    load_yaml_bytes,
+    read_regular_file,
+)
 
 # Keys that only make sense on one kind of step.
 _STEP_KEYS: dict[str, set[str]] = {
@@ -31,27 +48,40 @@ _STEP_KEYS: dict[str, set[str]] = {
     "policy": {"name", "description", "depends_on", "emit", "timeout", "policy", "version",
                "input"},
 }
+_SAGA_KEYS = ("name", "version", "description", "input_schema", "trigger", "defaults",
+              "on_complete", "on_failure")
+_POLICY_KEYS = ("name", "version", "description", "input_schema", "rules", "default")
+# JSON Schema keywords that name another schema by URI.
+_REF_KEYWORDS = ("$ref", "$dynamicRef")
 
 
 @dataclass
 class ParsedFile:
-    """What one file contributed: its models, its marks and its own problems."""
+    """What one file contributed: its models, its outlines, its marks and its problems."""
 
     path: str
     document: Document | None = None
     kind: Kind | None = None
-    sagas: list[Saga] = field(default_factory=list)
+    sagas: list[Saga] = field(default_factory=list)  # definitions without problems
     events: list[tuple[EventDef, str]] = field(default_factory=list)  # (event, pointer)
     policies: list[Policy] = field(default_factory=list)
+    outlines: list[SagaOutline] = field(default_factory=list)  # every saga, for checking
+    policy_outlines: list[PolicyOutline] = field(default_factory=list)
+    # (kind, name) of definitions left out for problems of their own: a reference to one
+    # of them is not also an unknown name.
+    broken_names: list[tuple[str, str]] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
 
     def problem(self, code: str, message: str, pointer: str = "",
-                hint: str | None = None, severity: str = "error") -> Problem:
+                hint: str | None = None, severity: Severity = "error") -> Problem:
         line, col = self.document.locate(pointer) if self.document else (0, 0)
-        p = Problem(code, message, self.path, line, col, pointer, hint=hint,
-                    severity=severity)  # type: ignore[arg-type]
+        p = Problem(code, message, self.path, line, col, pointer, hint=hint, severity=severity)
         self.problems.append(p)
         return p
+
+    @property
+    def has_errors(self) -> bool:
+        return any(p.severity == "error" for p in self.problems)
 
 
 def detect_kind(data: Any) -> Kind | None:
@@ -85,248 +115,260 @@ def parse_bytes(raw: bytes, path: str) -> ParsedFile:
     if kind is None:
         if not isinstance(data, dict):
             parsed.problem("not-a-mapping",
-                           f"a definition must be a YAML mapping, not {_type_name(data)}")
+                           f"a definition must be a YAML mapping, not {type_name(data)}")
         else:
             parsed.problem("unknown-kind", "cannot tell what this document defines",
                            hint="a saga has `steps`, a policy `rules`, an event "
                                 "`payload_schema`; or set `kind: saga|event|policy`")
         return parsed
     parsed.kind = kind
+    regions = Regions()
     # The compiled validator accepts valid documents quickly; jsonschema explains the others.
-    errors = [] if fast_validator(kind).is_valid(data) else sorted(
-        validator(kind).iter_errors(data), key=lambda e: list(e.absolute_path))
-    if errors:
-        for err in errors:
-            _schema_problem(parsed, err)
-        return parsed
+    if not fast_validator(kind).is_valid(data):
+        _schema_problems(parsed, data, kind, regions)
     if kind == "saga":
-        _build_saga(parsed, data)
+        _build_saga(parsed, data, regions)
     elif kind == "policy":
-        _build_policy(parsed, data)
+        _build_policy(parsed, data, regions)
     else:
-        _build_events(parsed, data)
+        _build_events(parsed, data, regions)
     return parsed
 
 
 def parse_file(path: str) -> ParsedFile:
-    from concordia.definitions.yamlsafe import MAX_BYTES
-
+    """Parse the file at ``path``; a FIFO, device or oversized file is never read."""
     try:
-        with open(path, "rb") as fh:
-            raw = fh.read(MAX_BYTES + 1)
-    except OSError as exc:
+        raw = read_regular_file(path)
+    except YamlLoadError as exc:
         parsed = ParsedFile(path)
-        parsed.problems.append(Problem("unreadable", f"cannot read file: {exc.strerror}", path))
+        parsed.problems.append(exc.problem)
         return parsed
     return parse_bytes(raw, path)
 
 
-# -- JSON Schema errors, rewritten to say what to do ---------------------------------------
-
-def _schema_problem(parsed: ParsedFile, err: ValidationError) -> None:
-    pointer = "".join(pointer_join("", p) for p in err.absolute_path)
-    where = _field_name(err.absolute_path)
-    v = err.validator
-    if v == "additionalProperties":
-        allowed = sorted((err.schema.get("properties") or {}).keys())  # type: ignore[union-attr]
-        extras = [k for k in err.instance if k not in allowed] if isinstance(
-            err.instance, dict) else []
-        for key in extras:
-            close = difflib.get_close_matches(key, allowed, n=1)
-            hint = f"did you mean {close[0]!r}?" if close else (
-                f"allowed keys: {', '.join(allowed)}" if allowed else None)
-            parsed.problem("unknown-key", f"unknown key {key!r} in {where}",
-                           pointer_join(pointer, key), hint=hint)
-        return
-    if v == "required":
-        missing = [k for k in err.validator_value if isinstance(err.instance, dict)  # type: ignore[union-attr]
-                   and k not in err.instance]
-        # jsonschema raises one error per missing key, each carrying the whole list.
-        reported = {p.message for p in parsed.problems
-                    if p.code == "missing-key" and p.pointer == pointer}
-        for key in missing:
-            message = f"{where} is missing required key {key!r}"
-            if message not in reported:
-                parsed.problem("missing-key", message, pointer)
-        return
-    if v == "oneOf" and list(err.absolute_path)[:1] == ["steps"] and len(
-            err.absolute_path) == 2:
-        if not isinstance(err.instance, dict):
-            return  # reported as a wrong type; no kind of step can be told apart
-        name = err.instance.get("name", f"#{int(err.absolute_path[1]) + 1}")
-        kinds = [k for k in ("action", "await", "policy") if k in err.instance]
-        msg = (f"step {name!r} has {' and '.join(kinds)}; a step is exactly "
-               "one of action, await or policy") if kinds else (
-            f"step {name!r} needs one of action, await or policy")
-        parsed.problem("bad-step-kind", msg, pointer)
-        return
-    if v == "type":
-        parsed.problem("wrong-type", f"{where} must be {_expected(err.validator_value)}, "
-                       f"not {_type_name(err.instance)}", pointer)
-        return
-    if v in ("enum", "const"):
-        options = err.validator_value if v == "enum" else [err.validator_value]
-        close = difflib.get_close_matches(str(err.instance), [str(o) for o in options], n=1)  # type: ignore[union-attr]
-        parsed.problem("bad-value", f"{where} is {err.instance!r}; expected one of "
-                       f"{', '.join(repr(o) for o in options)}", pointer,  # type: ignore[union-attr]
-                       hint=f"did you mean {close[0]!r}?" if close else None)
-        return
-    if v == "pattern" and "propertyNames" in err.schema_path:
-        # jsonschema reports a bad key at its parent mapping; point at the key itself.
-        parsed.problem("bad-name", f"key {err.instance!r} in {where} must be an identifier "
-                       "(letters, digits and _, not starting with a digit)",
-                       pointer_join(pointer, str(err.instance)))
-        return
-    if v == "pattern":
-        parsed.problem("bad-name", f"{where} {err.instance!r} does not match "
-                       f"{_pattern_words(err.validator_value)}", pointer)
-        return
-    if v == "oneOf" and err.schema.get("description", "").startswith("A duration"):  # type: ignore[union-attr]
-        parsed.problem("bad-duration", f"{where} {err.instance!r} is not a duration",
-                       pointer, hint="write e.g. 250ms, 30s, 5m, 2h, 1d or a number of seconds")
-        return
-    parsed.problem("schema", f"{where}: {err.message}", pointer)
+def _schema_problems(parsed: ParsedFile, data: Any, kind: Kind, regions: Regions) -> None:
+    seen: set[tuple[str, str]] = set()
+    for err in sorted(validator(kind).iter_errors(data), key=lambda e: list(e.absolute_path)):
+        regions.add_error(err)
+        for f in describe(err):
+            # jsonschema raises one `required` error per missing key, each carrying the
+            # whole list; each missing key is reported once.
+            if (f.pointer, f.message) not in seen:
+                seen.add((f.pointer, f.message))
+                parsed.problem(f.code, f.message, f.pointer, hint=f.hint)
 
 
-def _field_name(path: Any) -> str:
-    parts = [str(p) for p in path]
-    return "`" + ".".join(parts) + "`" if parts else "the document"
+# -- sagas ------------------------------------------------------------------------------------
 
-
-def _expected(value: Any) -> str:
-    names: dict[str, str] = {"object": "a mapping", "array": "a list", "string": "a string",
-             "integer": "an integer", "number": "a number", "boolean": "true or false"}
-    if isinstance(value, list):
-        return " or ".join(names.get(str(v), str(v)) for v in value)
-    return names.get(value, str(value))
-
-
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    return {dict: "a mapping", list: "a list", str: "a string", int: "an integer",
-            float: "a number"}.get(type(value), type(value).__name__)
-
-
-def _pattern_words(pattern: Any) -> str:
-    if pattern == r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*){2,}$":
-        return "domain.entity.action (lowercase, at least three dot-separated segments)"
-    if pattern == r"^[a-z][a-z0-9_]*$":
-        return "a lowercase identifier (a-z, 0-9, _)"
-    if pattern == r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$":
-        return "a handler name (lowercase identifiers joined by dots, e.g. billing.charge)"
-    if pattern.startswith(r"^(\d+"):
-        return "a duration such as 250ms, 30s, 5m, 2h or 1d"
-    return f"the pattern {pattern}"
-
-
-# -- per-kind checks and models ---------------------------------------------------------------
-
-def _build_saga(parsed: ParsedFile, data: dict[str, Any]) -> None:
-    ok = _check_payload_schema(parsed, data.get("input_schema"), "/input_schema")
-    steps = []
-    for i, raw in enumerate(data["steps"]):
-        base = f"/steps/{i}"
-        kind = next(k for k in ("action", "await", "policy") if k in raw)
-        for key in raw:
-            if key not in _STEP_KEYS[kind]:
-                parsed.problem("key-not-for-step-kind",
-                               f"key {key!r} does not apply to {kind} step {raw['name']!r}",
-                               pointer_join(base, key))
-                ok = False
-        if kind == "action":
-            if "compensate" not in raw:
-                parsed.problem(
-                    "missing-compensation",
-                    f"action step {raw['name']!r} has side effects but names no compensation",
-                    base, hint="add `compensate: <handler>`, or `compensate: none` with a "
-                               "`reason` saying why nothing needs undoing")
-                ok = False
-            elif raw["compensate"] == "none" and "reason" not in raw:
-                parsed.problem("missing-reason",
-                               f"step {raw['name']!r} says `compensate: none` without a reason",
-                               pointer_join(base, "compensate"),
-                               hint="add `reason:` explaining why nothing needs undoing")
-                ok = False
-            elif raw["compensate"] != "none" and "reason" in raw:
-                parsed.problem("reason-without-none",
-                               f"step {raw['name']!r} gives a reason but does compensate",
-                               pointer_join(base, "reason"),
-                               hint="`reason` explains `compensate: none`; remove it")
-                ok = False
-        if kind == "await" and "timeout" not in raw:
-            parsed.problem("await-without-timeout",
-                           f"await step {raw['name']!r} has no timeout; it could wait forever",
-                           base, hint="add `timeout:` (e.g. 30m) and `on_timeout:`")
-            ok = False
-        for dkey in ("timeout",):
-            if dkey in raw:
-                ok &= _check_duration(parsed, raw[dkey], pointer_join(base, dkey))
-        steps.append(raw)
-    if not ok:
-        return
+def _build_saga(parsed: ParsedFile, data: dict[str, Any], regions: Regions) -> None:
+    if regions.ok("/input_schema") and not _check_payload_schema(
+            parsed, data.get("input_schema"), "/input_schema"):
+        regions.add("/input_schema")
+    if regions.ok("/defaults") and not _check_durations(parsed, data.get("defaults"),
+                                                        "/defaults"):
+        regions.add("/defaults")
+    raw_steps = data.get("steps") if regions.ok("/steps") else None
+    slots = [_step_slot(parsed, raw, i, regions)
+             for i, raw in enumerate(raw_steps if isinstance(raw_steps, list) else [])]
+    name = data.get("name")
+    named = regions.ok("/name") and isinstance(name, str)
+    top = {k: data[k] for k in _SAGA_KEYS if k in data and regions.ok(f"/{k}")}
+    top.update(name=name if named else "?", version=top.get("version", 0))
     try:
-        built = [step_from_document(s) for s in steps]
-        saga = Saga.model_validate({**{k: v for k, v in data.items() if k not in ("steps", "kind")},
-                                    "steps": built, "source": parsed.path})
+        saga = Saga.model_validate({**top, "steps": [s.step for s in slots if s.step],
+                                    "source": parsed.path})
     except (PydanticValidationError, ValueError) as exc:
         _pydantic_problem(parsed, exc, "")
         return
-    parsed.sagas.append(saga)
+    complete = not parsed.has_errors
+    checked = frozenset(k for k in ("on_complete", "on_failure") if regions.ok(f"/{k}"))
+    parsed.outlines.append(SagaOutline(saga, tuple(slots), complete, checked))
+    if complete:
+        parsed.sagas.append(saga)
+    elif named:
+        parsed.broken_names.append(("saga", str(name)))
 
 
-def _build_policy(parsed: ParsedFile, data: dict[str, Any]) -> None:
-    if not _check_payload_schema(parsed, data.get("input_schema"), "/input_schema"):
-        return
-    try:
-        policy = Policy.model_validate({**{k: v for k, v in data.items() if k != "kind"},
-                                        "source": parsed.path})
-    except (PydanticValidationError, ValueError) as exc:
-        _pydantic_problem(parsed, exc, "")
-        return
-    parsed.policies.append(policy)
-
-
-def _build_events(parsed: ParsedFile, data: dict[str, Any]) -> None:
-    entries = ([(e, f"/events/{i}") for i, e in enumerate(data["events"])]
-               if "events" in data else [(data, "")])
-    for raw, pointer in entries:
-        if not _check_payload_schema(parsed, raw["payload_schema"],
-                                     pointer + "/payload_schema"):
-            continue
+def _step_slot(parsed: ParsedFile, raw: Any, index: int, regions: Regions) -> StepSlot:
+    base = f"/steps/{index}"
+    entry = raw if isinstance(raw, dict) else {}
+    name = entry.get("name") if isinstance(entry.get("name"), str) else None
+    deps = entry.get("depends_on")
+    depends_on = tuple(deps) if isinstance(deps, list) and all(
+        isinstance(d, str) for d in deps) else None
+    step: Step | None = None
+    if regions.ok(base) and _check_step(parsed, entry, base):
         try:
-            event = EventDef.model_validate({**{k: v for k, v in raw.items() if k != "kind"},
-                                             "file": parsed.path})
+            step = step_from_document(entry)
         except (PydanticValidationError, ValueError) as exc:
-            _pydantic_problem(parsed, exc, pointer)
-            continue
-        parsed.events.append((event, pointer))
+            _pydantic_problem(parsed, exc, base)
+    return StepSlot(index, name, depends_on, step)
 
+
+def _check_step(parsed: ParsedFile, raw: dict[str, Any], base: str) -> bool:
+    """The checks of one schema-valid step that JSON Schema cannot express."""
+    ok = True
+    kind = next(k for k in ("action", "await", "policy") if k in raw)
+    name = quote(raw["name"])
+    for key in raw:
+        if key not in _STEP_KEYS[kind]:
+            parsed.problem("key-not-for-step-kind",
+                           f"key {key!r} does not apply to {kind} step {name}",
+                           pointer_join(base, key))
+            ok = False
+    if kind == "action":
+        if "compensate" not in raw:
+            parsed.problem(
+                "missing-compensation",
+                f"action step {name} has side effects but names no compensation",
+                base, hint="add `compensate: <handler>`, or `compensate: none` with a "
+                           "`reason` saying why nothing needs undoing")
+            ok = False
+        elif raw["compensate"] == "none" and "reason" not in raw:
+            parsed.problem("missing-reason",
+                           f"step {name} says `compensate: none` without a reason",
+                           pointer_join(base, "compensate"),
+                           hint="add `reason:` explaining why nothing needs undoing")
+            ok = False
+        elif raw["compensate"] != "none" and "reason" in raw:
+            parsed.problem("reason-without-none",
+                           f"step {name} gives a reason but does compensate",
+                           pointer_join(base, "reason"),
+                           hint="`reason` explains `compensate: none`; remove it")
+            ok = False
+    if kind == "await" and "timeout" not in raw:
+        parsed.problem("await-without-timeout",
+                       f"await step {name} has no timeout; it could wait forever",
+                       base, hint="add `timeout:` (e.g. 30m) and `on_timeout:`")
+        ok = False
+    return _check_durations(parsed, raw, base) and ok
+
+
+# -- policies and events -------------------------------------------------------------------
+
+def _build_policy(parsed: ParsedFile, data: dict[str, Any], regions: Regions) -> None:
+    if regions.ok("/input_schema") and not _check_payload_schema(
+            parsed, data.get("input_schema"), "/input_schema"):
+        regions.add("/input_schema")
+    rules: list[tuple[int, Rule]] = []
+    raw_rules = data.get("rules") if regions.ok("/rules") else None
+    for i, raw in enumerate(raw_rules if isinstance(raw_rules, list) else []):
+        if regions.ok(f"/rules/{i}"):
+            try:
+                rules.append((i, Rule.model_validate(raw)))
+            except (PydanticValidationError, ValueError) as exc:
+                _pydantic_problem(parsed, exc, f"/rules/{i}")
+    default = data.get("default") if regions.ok("/default") else None
+    default_reason = default.get("reason") if isinstance(default, dict) else None
+    name = data.get("name")
+    named = regions.ok("/name") and isinstance(name, str)
+    policy = None
+    if not parsed.has_errors:
+        try:
+            policy = Policy.model_validate(
+                {**{k: data[k] for k in _POLICY_KEYS if k in data}, "source": parsed.path})
+        except (PydanticValidationError, ValueError) as exc:
+            _pydantic_problem(parsed, exc, "")
+    if policy is not None:
+        parsed.policies.append(policy)
+    elif named:
+        parsed.broken_names.append(("policy", str(name)))
+    parsed.policy_outlines.append(PolicyOutline(
+        str(name) if named else "?", parsed.path, tuple(rules),
+        default_reason if isinstance(default_reason, str) else None, policy))
+
+
+def _build_events(parsed: ParsedFile, data: dict[str, Any], regions: Regions) -> None:
+    listed = data.get("events")
+    if "events" in data and not (isinstance(listed, list) and regions.ok("/events")):
+        return
+    entries = ([(e, f"/events/{i}") for i, e in enumerate(listed)] if isinstance(listed, list)
+               else [(data, "")])
+    for raw, pointer in entries:
+        good = regions.ok(pointer) if pointer else not regions
+        if good and not _check_payload_schema(parsed, raw["payload_schema"],
+                                              pointer + "/payload_schema"):
+            good = False
+        if good:
+            try:
+                event = EventDef.model_validate({**{k: v for k, v in raw.items() if k != "kind"},
+                                                 "file": parsed.path})
+            except (PydanticValidationError, ValueError) as exc:
+                _pydantic_problem(parsed, exc, pointer)
+            else:
+                parsed.events.append((event, pointer))
+                continue
+        name = raw.get("name") if isinstance(raw, dict) else None
+        if isinstance(name, str):
+            parsed.broken_names.append(("event", name))
+
+
+# -- values that load but cannot run ---------------------------------------------------------
 
 def _check_payload_schema(parsed: ParsedFile, schema: Any, pointer: str) -> bool:
-    if schema is None or not is_full_json_schema(schema):
+    if not isinstance(schema, dict) or not is_full_json_schema(schema):
         return True
+    ok = True
+    for where, ref in _references(schema, pointer):
+        # Only the document itself: a remote or file reference would be fetched (or fail)
+        # when a payload is checked, far from the definition that caused it.
+        if not ref.startswith("#"):
+            parsed.problem("external-ref", f"{quote(ref)} refers outside this schema; only "
+                           "references within it (starting with #) are allowed", where,
+                           hint="copy the referenced schema under $defs and refer to "
+                                "#/$defs/<name>")
+            ok = False
+    if not ok:
+        return False
     from jsonschema import Draft202012Validator
 
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:
         sub = "".join(pointer_join("", p) for p in exc.absolute_path)
-        parsed.problem("bad-payload-schema", f"not a valid JSON Schema: {exc.message}",
+        parsed.problem("bad-payload-schema", f"not a valid JSON Schema: {cut(exc.message)}",
                        pointer + sub)
         return False
     return True
 
 
-def _check_duration(parsed: ParsedFile, value: Any, pointer: str) -> bool:
-    try:
-        parse_duration(value)
-    except ValueError as exc:
-        parsed.problem("bad-duration", str(exc), pointer)
-        return False
-    return True
+def _references(value: Any, pointer: str) -> Iterator[tuple[str, str]]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            child = pointer_join(pointer, key)
+            if key in _REF_KEYWORDS and isinstance(item, str):
+                yield child, item
+            else:
+                yield from _references(item, child)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _references(item, pointer_join(pointer, i))
+
+
+def _durations(holder: Any, base: str) -> Iterator[tuple[str, Any]]:
+    """(pointer, value) of every duration in a step or ``defaults`` mapping."""
+    if not isinstance(holder, dict):
+        return
+    if "timeout" in holder:
+        yield pointer_join(base, "timeout"), holder["timeout"]
+    for key in ("retry", "compensation_retry"):
+        backoff = holder.get(key, {}).get("backoff") if isinstance(holder.get(key),
+                                                                    dict) else None
+        if isinstance(backoff, dict):
+            for name in ("initial", "max"):
+                if name in backoff:
+                    yield pointer_join(base, key, "backoff", name), backoff[name]
+
+
+def _check_durations(parsed: ParsedFile, holder: Any, base: str) -> bool:
+    ok = True
+    for pointer, value in _durations(holder, base):
+        try:
+            parse_duration(value)
+        except (ValueError, TypeError) as exc:
+            parsed.problem("bad-duration", str(exc), pointer)
+            ok = False
+    return ok
 
 
 def _pydantic_problem(parsed: ParsedFile, exc: Exception, base: str) -> None:

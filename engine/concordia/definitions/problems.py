@@ -30,7 +30,9 @@ class Problem:
         where = f"{self.file}:{self.line}:{self.column}" if self.line else self.file
         text = f"{where}: {self.severity} {self.code} {self.message}"
         if self.pointer:
-            text += f" [at {self.pointer}]"
+            # A pointer holds keys as written; a huge key must not make a huge line.
+            shown = self.pointer if len(self.pointer) <= 120 else self.pointer[:120] + "…"
+            text += f" [at {shown}]"
         if self.hint:
             text += f" ({self.hint})"
         return text

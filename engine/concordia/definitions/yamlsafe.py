@@ -3,19 +3,29 @@
 PyYAML's composer builds a node tree with line/column marks; we construct plain Python
 data from it ourselves so that we can (1) refuse duplicate mapping keys, which PyYAML
 silently overwrites, (2) bound alias expansion ("billion laughs"), nesting depth and file
-size, (3) keep a JSON-pointer → (line, column) map for every value, and (4) never build
-anything but JSON-like data (no tags, no objects, dates stay strings).
+size, (3) keep a JSON-pointer → (line, column) map for every value, (4) never build
+anything but JSON-like data (no tags, no objects, dates stay strings), and (5) refuse
+numbers that load but cannot run: ``.nan``/``.inf`` and integers beyond what JSON
+consumers read exactly (2**53 - 1), each with its line and column.
+
+Alias expansion is bounded twice: by the number of values built (each use of an alias
+counts again) and by the characters of the strings built, so one large anchored string
+reused by many aliases is refused as soon as the expanded text passes the limit, long
+before it is copied into messages or compared with names.
 """
 
 from __future__ import annotations
 
+import math
+import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
-from concordia.definitions.problems import Problem
+from concordia.definitions.problems import Problem, Severity
 
 try:  # libyaml's composer is several times faster; the pure one is a fallback.
     from yaml import CSafeLoader as _BaseLoader
@@ -61,6 +71,16 @@ assert not _BaseLoader.yaml_path_resolvers, "path resolvers would make resolve()
 MAX_BYTES = 1_000_000
 MAX_DEPTH = 64
 MAX_NODES = 200_000  # counted with aliases expanded: bounds alias bombs
+# Characters of scalar text (keys and values), counted with aliases expanded. Four times
+# the file limit leaves room for modest reuse of anchored text and refuses a large string
+# reused by many aliases after a few uses (900 KB x 2,000 aliases: after the fifth).
+MAX_CHARS = 4 * MAX_BYTES
+# The largest integer a JSON consumer that reads numbers as doubles keeps exactly.
+MAX_SAFE_INTEGER = 2**53 - 1
+# Digits (sign and `_` separators aside) above which an integer is refused before it is
+# converted: Python refuses more than 4,300 digits with an exception, and nothing near
+# that size is safe anyway.
+_MAX_INT_TEXT = 24
 
 _COLLECTION_TAGS: dict[type[yaml.Node], str] = {
     yaml.MappingNode: "tag:yaml.org,2002:map",
@@ -69,6 +89,8 @@ _COLLECTION_TAGS: dict[type[yaml.Node], str] = {
 # Timestamps stay the string that was written: definitions hold no datetimes.
 _STRING_TAGS = frozenset({"tag:yaml.org,2002:str", "tag:yaml.org,2002:timestamp"})
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_INT_TAG = "tag:yaml.org,2002:int"
+_FLOAT_TAG = "tag:yaml.org,2002:float"
 # The per-tag builders, called directly: SafeConstructor.construct_object would also
 # remember every node it built (constructed_objects), which in a shared constructor keeps
 # each document's nodes alive for the life of the process.
@@ -109,15 +131,20 @@ class YamlLoadError(Exception):
 
 
 def _fail(path: str, code: str, message: str, line: int = 0, column: int = 0,
-          hint: str | None = None) -> YamlLoadError:
-    return YamlLoadError(Problem(code, message, path, line, column, hint=hint))
+          hint: str | None = None, severity: Severity = "error") -> YamlLoadError:
+    return YamlLoadError(Problem(code, message, path, line, column, hint=hint,
+                                 severity=severity))
+
+
+def too_large(path: str, size: int) -> YamlLoadError:
+    """The error for a file of ``size`` bytes (its real size, not what was read of it)."""
+    return _fail(path, "file-too-large", f"file is {size:,} bytes; the limit is {MAX_BYTES:,}")
 
 
 def load_yaml_bytes(raw: bytes, path: str) -> Document:
     """Load one YAML document from ``raw``; raise :class:`YamlLoadError` with a location."""
     if len(raw) > MAX_BYTES:
-        raise _fail(path, "file-too-large",
-                    f"file is {len(raw)} bytes; the limit is {MAX_BYTES}")
+        raise too_large(path, len(raw))
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -175,19 +202,56 @@ def load_yaml_bytes(raw: bytes, path: str) -> Document:
     if node is None:
         raise _fail(path, "empty-file", "file is empty; a definition document is expected")
     marks: dict[str, tuple[int, int]] = {}
-    budget = [MAX_NODES]
+    budget = [MAX_NODES, MAX_CHARS]
     data = _construct(node, "", 0, marks, budget, path)
     return Document(path=path, data=data, marks=marks)
 
 
-def load_yaml_file(path: str) -> Document:
-    """Read and load ``path``; size is checked before the whole file is read."""
+def read_regular_file(path: str) -> bytes:
+    """The bytes of ``path`` if it is a regular file within the size limit.
+
+    The file is opened without blocking and checked before anything is read: a FIFO or a
+    device named ``*.yaml`` would otherwise block the reader or stream forever. Raises
+    :class:`YamlLoadError` (code ``not-a-regular-file``, ``file-too-large`` with the
+    file's real size, or ``unreadable``).
+    """
     try:
-        with open(path, "rb") as fh:
-            raw = fh.read(MAX_BYTES + 1)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
-        raise _fail(path, "unreadable", f"cannot read file: {exc.strerror}") from None
-    return load_yaml_bytes(raw, path)
+        raise _fail(path, "unreadable", f"cannot read file: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "rb") as fh:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            # A warning: the file is left alone, and nothing in it can be wrong.
+            raise _fail(path, "not-a-regular-file",
+                        f"{_file_kind(info.st_mode)}, not a regular file; skipped unread",
+                        severity="warning")
+        if info.st_size > MAX_BYTES:
+            raise too_large(path, info.st_size)
+        try:
+            raw = fh.read(MAX_BYTES + 1)
+        except OSError as exc:
+            raise _fail(path, "unreadable", f"cannot read file: {exc.strerror or exc}") from None
+    if len(raw) > MAX_BYTES:  # grew since it was measured
+        raise too_large(path, max(len(raw), os.path.getsize(path)))
+    return raw
+
+
+def load_yaml_file(path: str) -> Document:
+    """Read and load ``path``; its kind and size are checked before anything is read."""
+    return load_yaml_bytes(read_regular_file(path), path)
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    return "not a plain file"
 
 
 def _construct(node: yaml.Node, pointer: str, depth: int,
@@ -209,12 +273,22 @@ def _construct(node: yaml.Node, pointer: str, depth: int,
     tag = node.tag
     cls = type(node)
     if cls is yaml.ScalarNode:
+        text = node.value
+        budget[1] -= len(text)
+        if budget[1] < 0:
+            raise _too_much_text(path, line, col)
         if tag in _STRING_TAGS:
-            return str(node.value)
+            return str(text)
         build = _SCALAR_BUILDERS.get(tag)
         if build is None:
             raise _fail(path, "bad-tag", f"YAML tag {tag!r} is not allowed", line, col)
-        return build(node)
+        if tag == _INT_TAG:
+            return _integer(build, node, path, line, col)
+        value = build(node)
+        if tag == _FLOAT_TAG and not math.isfinite(value):
+            raise _fail(path, "bad-number", f"{_cut(text)} is not a finite number",
+                        line, col, hint="JSON has no NaN or infinity; write a number")
+        return value
     # Tags on collections matter as much as on scalars: `!!python/object:x {..}` is a
     # mapping node, and `!!set`/`!!omap` would otherwise pass as plain data.
     if tag != _COLLECTION_TAGS.get(cls, tag):
@@ -231,6 +305,9 @@ def _construct(node: yaml.Node, pointer: str, depth: int,
                 raise _fail(path, "bad-key", "mapping keys must be plain strings",
                             kmark.line + 1, kmark.column + 1)
             key = str(key_node.value)
+            budget[1] -= len(key)
+            if budget[1] < 0:
+                raise _too_much_text(path, kmark.line + 1, kmark.column + 1)
             child = pointer + "/" + (
                 key.replace("~", "~0").replace("/", "~1") if "~" in key or "/" in key else key)
             if key in out:
@@ -246,3 +323,27 @@ def _construct(node: yaml.Node, pointer: str, depth: int,
         return [_construct(item, f"{pointer}/{i}", depth, marks, budget, path)
                 for i, item in enumerate(node.value)]
     raise _fail(path, "bad-tag", f"YAML node {cls.__name__} is not allowed", line, col)
+
+
+def _integer(build: Callable[[Any], Any], node: yaml.Node, path: str, line: int,
+             col: int) -> int:
+    digits = sum(c.isalnum() for c in node.value)
+    value: int | None = None if digits > _MAX_INT_TEXT else build(node)
+    if value is None or abs(value) > MAX_SAFE_INTEGER:
+        what = f"an integer of {digits} digits" if value is None else _cut(node.value)
+        raise _fail(path, "bad-number", f"{what} is beyond what JSON consumers read "
+                    f"exactly (±{MAX_SAFE_INTEGER:,})", line, col,
+                    hint="quote it if it is an identifier rather than a number")
+    return value
+
+
+def _too_much_text(path: str, line: int, col: int) -> YamlLoadError:
+    return _fail(path, "too-many-nodes",
+                 f"document expands to more than {MAX_CHARS:,} characters of text "
+                 "(aliases are counted each time they are used)", line, col,
+                 hint="remove YAML anchors/aliases that repeat large strings")
+
+
+def _cut(text: str, limit: int = 40) -> str:
+    """``text`` for a message: at most ``limit`` characters, marked when cut."""
+    return text if len(text) <= limit else text[:limit] + "…"

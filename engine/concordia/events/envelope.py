@@ -34,7 +34,9 @@ _CORE = ("specversion", "id", "source", "type", "time", "datacontenttype", "data
          "subject", "data")
 _OURS = ("correlationid", "causationid", "dataversion")
 _EXTENSION_NAME_RE = re.compile(r"[a-z0-9]+")
-_DATASCHEMA_RE = re.compile(r"urn:concordia:event:(?P<type>[^\s:]+):v(?P<version>[1-9]\d{0,8})")
+_DATASCHEMA_RE = re.compile(r"urn:concordia:event:(?P<type>[^\s:]+):v(?P<version>[1-9]\d{0,9})")
+# Taxonomy versions are at most 2**31 - 1, as the definitions' schema says.
+MAX_VERSION = 2**31 - 1
 _EVENT_TYPE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]*")
 ExtensionValue = str | int | bool
 
@@ -104,87 +106,127 @@ class Envelope:
 
     @classmethod
     def from_dict(cls, raw: Any) -> Envelope:
-        """Read a structured-mode event; raise :class:`EventError` naming the bad attribute."""
-        if not isinstance(raw, Mapping):
-            raise EventError(f"an event must be a JSON object, not {_kind(raw)}")
-        event_type = raw.get("type") if isinstance(raw.get("type"), str) else None
+        """Read a structured-mode event; raise :class:`EventError` naming every bad
+        attribute (``field`` is the first of them)."""
+        envelope, problems = read_envelope(raw)
+        if envelope is None:
+            event_type = raw.get("type") if isinstance(raw, Mapping) else None
+            raise EventError("; ".join(p.text() for p in problems),
+                             event_type=event_type if isinstance(event_type, str) else None,
+                             field=problems[0].attribute or None)
+        return envelope
 
-        def fail(attribute: str, message: str) -> EventError:
-            return EventError(f"attribute {attribute!r}: {message}", event_type=event_type,
-                              field=attribute)
 
-        for name in ("specversion", "id", "source", "type", "time"):
-            if name not in raw or raw[name] is None:
-                raise fail(name, "required attribute is missing")
-        if raw["specversion"] != SPECVERSION:
-            raise fail("specversion", f"{raw['specversion']!r} is not supported; "
-                                      f"only CloudEvents {SPECVERSION!r} is")
-        if not is_uuid(raw["id"]):
-            raise fail("id", f"{_short(raw['id'])} is not a UUID "
-                             "(e.g. 01938f6e-7c1a-7cc2-9b6e-3f2d4c5b6a79)")
-        source = _string(raw, "source", fail)
-        type_ = _string(raw, "type", fail)
-        if not _EVENT_TYPE_RE.fullmatch(type_):
-            raise fail("type", f"{_short(type_)} is not an event type name "
-                               "(letters, digits, '.', '_' and '-')")
-        time = _string(raw, "time", fail)
+@dataclass(frozen=True, slots=True)
+class AttributeProblem:
+    """One thing wrong with an envelope: the attribute ("" for the whole) and why."""
+
+    attribute: str
+    message: str
+
+    def text(self) -> str:
+        return f"attribute {self.attribute!r}: {self.message}" if self.attribute else (
+            self.message)
+
+
+def read_envelope(raw: Any) -> tuple[Envelope | None, list[AttributeProblem]]:
+    """The envelope ``raw`` describes, or None and every problem with it (each once)."""
+    if not isinstance(raw, Mapping):
+        return None, [AttributeProblem("", f"an event must be a JSON object, not {_kind(raw)}")]
+    problems: list[AttributeProblem] = []
+
+    def fail(attribute: str, message: str) -> None:
+        problems.append(AttributeProblem(attribute, message))
+
+    for name in ("specversion", "id", "source", "type", "time"):
+        if name not in raw or raw[name] is None:
+            fail(name, "required attribute is missing")
+    specversion = raw.get("specversion")
+    if specversion is not None and specversion != SPECVERSION:
+        fail("specversion", f"{_short(specversion)} is not supported; "
+                            f"only CloudEvents {SPECVERSION!r} is")
+    if raw.get("id") is not None and not is_uuid(raw["id"]):
+        fail("id", f"{_short(raw['id'])} is not a UUID "
+                   "(e.g. 01938f6e-7c1a-7cc2-9b6e-3f2d4c5b6a79)")
+    source = _string(raw, "source", fail)
+    type_ = _string(raw, "type", fail)
+    if type_ is not None and not _EVENT_TYPE_RE.fullmatch(type_):
+        fail("type", f"{_short(type_)} is not an event type name "
+                     "(letters, digits, '.', '_' and '-')")
+        type_ = None
+    time = _string(raw, "time", fail)
+    if time is not None:
         try:
             parse_timestamp(time)
         except ValueError as exc:
-            raise fail("time", str(exc)) from None
-        content_type = raw.get("datacontenttype", JSON_CONTENT_TYPE)
-        if content_type is None:
-            content_type = JSON_CONTENT_TYPE
-        if not isinstance(content_type, str) or not _is_json_media_type(content_type):
-            raise fail("datacontenttype", f"{_short(content_type)} is not supported; "
-                                          "event data must be application/json")
-        if "data_base64" in raw:
-            raise fail("data_base64", "binary data is not supported; send JSON in 'data'")
-        optional: dict[str, str | None] = {}
-        for name in ("dataschema", "subject", "correlationid", "causationid"):
-            value = raw.get(name)
-            if value is not None and (not isinstance(value, str) or not value):
-                raise fail(name, f"must be a non-empty string, not {_short(value)}")
-            optional[name] = value
-        dataschema = optional["dataschema"]
-        if dataschema is not None and dataschema.startswith(DATASCHEMA_PREFIX):
-            match = _DATASCHEMA_RE.fullmatch(dataschema)
-            if match is None:
-                raise fail("dataschema", f"{dataschema!r} is not of the form "
-                                         f"{DATASCHEMA_PREFIX}<type>:v<version>")
-            if match.group("type") != type_:
-                raise fail("dataschema", f"names event type {match.group('type')!r} but the "
-                                         f"event's type is {type_!r}")
-        extensions: dict[str, ExtensionValue] = {}
-        for name, value in raw.items():
-            if name in _CORE or name in ("correlationid", "causationid"):
-                continue
-            if not isinstance(name, str) or not _EXTENSION_NAME_RE.fullmatch(name):
-                hint = _extension_hint(name)
-                raise fail(str(name), "not a CloudEvents attribute, and extension attribute "
-                                      "names are lowercase letters and digits only" + hint)
-            if value is None:  # CloudEvents: a null attribute is an absent one
-                continue
-            if isinstance(value, float) or not isinstance(value, str | int | bool):
-                raise fail(name, f"extension values must be strings, integers or booleans, "
-                                 f"not {_kind(value)}")
-            extensions[name] = value
-        if "dataversion" in extensions:
-            version = _int_version(extensions["dataversion"])
-            if version is None:
-                raise fail("dataversion", f"{_short(extensions['dataversion'])} is not a "
-                                          "positive integer version")
+            fail("time", str(exc) if len(time) <= 60 else f"{_short(time)} is not an RFC 3339 "
+                                                          "date-time")
+    content_type = raw.get("datacontenttype", JSON_CONTENT_TYPE)
+    if content_type is None:
+        content_type = JSON_CONTENT_TYPE
+    if not isinstance(content_type, str) or not _is_json_media_type(content_type):
+        fail("datacontenttype", f"{_short(content_type)} is not supported; "
+                                "event data must be application/json")
+    if "data_base64" in raw:
+        fail("data_base64", "binary data is not supported; send JSON in 'data'")
+    optional: dict[str, str | None] = {}
+    for name in ("dataschema", "subject", "correlationid", "causationid"):
+        value = raw.get(name)
+        if value is not None and (not isinstance(value, str) or not value):
+            fail(name, f"must be a non-empty string, not {_short(value)}")
+            value = None
+        optional[name] = value
+    dataschema = optional["dataschema"]
+    if dataschema is not None and dataschema.startswith(DATASCHEMA_PREFIX):
+        match = _DATASCHEMA_RE.fullmatch(dataschema)
+        if match is None or int(match.group("version")) > MAX_VERSION:
+            fail("dataschema", f"{_short(dataschema)} is not of the form "
+                               f"{DATASCHEMA_PREFIX}<type>:v<version>")
+        elif type_ is not None and match.group("type") != type_:
+            fail("dataschema", f"names event type {match.group('type')!r} but the "
+                               f"event's type is {type_!r}")
+    extensions = _extensions(raw, fail)
+    if "dataversion" in extensions:
+        version = _int_version(extensions["dataversion"])
+        if version is None:
+            fail("dataversion", f"{_short(extensions['dataversion'])} is not a "
+                                "positive integer version")
+        else:
             from_schema = _schema_version(dataschema)
             if from_schema is not None and from_schema != version:
-                raise fail("dataversion", f"says version {version} but dataschema says "
-                                          f"version {from_schema}")
-        return cls(
-            id=raw["id"], source=source, type=type_, time=time, data=raw.get("data"),
-            datacontenttype=content_type, dataschema=dataschema,
-            subject=optional["subject"], correlationid=optional["correlationid"],
-            causationid=optional["causationid"],
-            extensions=MappingProxyType(extensions),
-        )
+                fail("dataversion", f"says version {version} but dataschema says "
+                                    f"version {from_schema}")
+    if problems or source is None or type_ is None or time is None:
+        return None, problems
+    return Envelope(
+        id=raw["id"], source=source, type=type_, time=time, data=raw.get("data"),
+        datacontenttype=content_type, dataschema=dataschema,
+        subject=optional["subject"], correlationid=optional["correlationid"],
+        causationid=optional["causationid"],
+        extensions=MappingProxyType(extensions),
+    ), []
+
+
+def _extensions(raw: Mapping[str, Any], fail: Callable[[str, str], None]
+                ) -> dict[str, ExtensionValue]:
+    extensions: dict[str, ExtensionValue] = {}
+    for name, value in raw.items():
+        if name in _CORE or name in ("correlationid", "causationid"):
+            continue
+        if not isinstance(name, str) or not _EXTENSION_NAME_RE.fullmatch(name):
+            hint = _extension_hint(name)
+            fail(_short(name).strip("'") if isinstance(name, str) else str(name),
+                 "not a CloudEvents attribute, and extension attribute names are "
+                 "lowercase letters and digits only" + hint)
+            continue
+        if value is None:  # CloudEvents: a null attribute is an absent one
+            continue
+        if isinstance(value, float) or not isinstance(value, str | int | bool):
+            fail(name, f"extension values must be strings, integers or booleans, "
+                       f"not {_kind(value)}")
+            continue
+        extensions[name] = value
+    return extensions
 
 
 def dataschema_for(event_type: str, version: int) -> str:
@@ -238,10 +280,13 @@ def new_event(
     )
 
 
-def _string(raw: Mapping[str, Any], name: str, fail: Callable[[str, str], EventError]) -> str:
-    value = raw[name]
+def _string(raw: Mapping[str, Any], name: str, fail: Callable[[str, str], None]) -> str | None:
+    value = raw.get(name)
+    if value is None:
+        return None  # reported as missing
     if not isinstance(value, str) or not value.strip():
-        raise fail(name, f"must be a non-empty string, not {_short(value)}")
+        fail(name, f"must be a non-empty string, not {_short(value)}")
+        return None
     return value
 
 
@@ -249,9 +294,9 @@ def _int_version(raw: ExtensionValue) -> int | None:
     if isinstance(raw, bool):
         return None
     if isinstance(raw, int):
-        return raw if raw >= 1 else None
-    if raw.isdigit() and raw.isascii() and not raw.startswith("0"):
-        return int(raw)
+        return raw if 1 <= raw <= MAX_VERSION else None
+    if raw.isdigit() and raw.isascii() and not raw.startswith("0") and len(raw) <= 10:
+        return int(raw) if int(raw) <= MAX_VERSION else None
     return None
 
 

@@ -16,7 +16,7 @@ from concordia.definitions.catalog import Catalog
 from concordia.definitions.models import EventDef
 from concordia.errors import EventError
 from concordia.events.envelope import Envelope
-from concordia.jsonvalidation import SchemaError, check, summarise
+from concordia.jsonvalidation import FieldError, SchemaError, check, summarise
 
 
 def resolve_event(catalog: Catalog, event_type: str, version: int | None = None) -> EventDef:
@@ -36,16 +36,24 @@ def resolve_event(catalog: Catalog, event_type: str, version: int | None = None)
     return catalog.event(event_type, version)
 
 
-def validate_payload(catalog: Catalog, event_type: str, version: int | None,
-                     data: Any) -> EventDef:
-    """Check ``data`` against the payload schema; return the entry it was checked against."""
-    event = resolve_event(catalog, event_type, version)
+def payload_errors(event: EventDef, data: Any) -> list[FieldError]:
+    """Every way ``data`` breaks ``event``'s payload schema, each once, in a stable order."""
     try:
         errors = check(event.payload_schema, data)
     except SchemaError as exc:
         # The catalog validates schemas when it loads, so this means a hand-built catalog.
-        raise EventError(f"event type {event_type!r} v{event.version} has an invalid payload "
-                         f"schema: {exc.message}", event_type=event_type) from None
+        raise EventError(f"event type {event.name!r} v{event.version} has an invalid payload "
+                         f"schema: {exc.message}", event_type=event.name) from None
+    # jsonschema reports a missing required field once per `required` error, and each
+    # error names the whole list; a field is reported once however often it is named.
+    return list(dict.fromkeys(errors))
+
+
+def validate_payload(catalog: Catalog, event_type: str, version: int | None,
+                     data: Any) -> EventDef:
+    """Check ``data`` against the payload schema; return the entry it was checked against."""
+    event = resolve_event(catalog, event_type, version)
+    errors = payload_errors(event, data)
     if errors:
         count = f"{len(errors)} problems" if len(errors) > 1 else "1 problem"
         raise EventError(

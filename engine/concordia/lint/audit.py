@@ -12,6 +12,7 @@ from typing import Any
 
 from concordia.definitions.catalog import Catalog
 from concordia.definitions.models import ActionStep, AwaitStep
+from concordia.definitions.problems import Problem
 from concordia.lint.handlers import (
     calls_missing_correlation,
     correlation_callees,
@@ -63,6 +64,13 @@ class Finding:
         where = f"{self.file}:{self.line}" if self.line else self.file
         what = f"{self.saga}.{self.step}: " if self.saga and self.step else ""
         return f"{where}: {self.severity} {self.rule} {what}{self.message}"
+
+
+def load_problems(catalog: Catalog) -> list[Problem]:
+    """The catalog's problems that are no gap of their own: files that do not load, or
+    break the schema, or the tree's other rules. The audit cannot vouch for them, so they
+    are reported as ``concordia validate`` reports them, and their errors fail the audit."""
+    return [p for p in catalog.problems if p.code not in _CATALOG_RULES]
 
 
 def audit(catalog: Catalog, registry: Registry | None) -> list[Finding]:
@@ -198,11 +206,19 @@ def _handler_findings(catalog: Catalog, registry: Registry) -> list[Finding]:
     return out
 
 
-def render_markdown(findings: Sequence[Finding], title: str = "Compensation gaps tracker") -> str:
+def render_markdown(findings: Sequence[Finding], title: str = "Compensation gaps tracker",
+                    unloaded: Sequence[Problem] = ()) -> str:
     """A gap tracker shaped like the audit document the project was born from."""
     lines = [f"# {title}", "", f"**Findings**: {len(findings)} "
              f"({sum(f.severity == 'error' for f in findings)} errors, "
-             f"{sum(f.severity == 'warning' for f in findings)} warnings)", "", "---", ""]
+             f"{sum(f.severity == 'warning' for f in findings)} warnings)", ""]
+    if unloaded:
+        lines += ["## Definitions that do not load", "",
+                  "These are not audited until fixed (as `concordia validate` reports them):",
+                  ""]
+        lines += [f"- `{p.format_text()}`" for p in unloaded]
+        lines.append("")
+    lines += ["---", ""]
     for i, f in enumerate(findings, start=1):
         what = f"{f.saga} - {f.title}" if f.saga else f.title
         lines += [
@@ -215,5 +231,6 @@ def render_markdown(findings: Sequence[Finding], title: str = "Compensation gaps
             f"**Recommendation**: {f.recommendation}", "",
             "**Status**: Open", "", "---", ""]
     if not findings:
-        lines.append("No gaps found.")
+        lines.append("No gaps found in the definitions that load." if any(
+            p.severity == "error" for p in unloaded) else "No gaps found.")
     return "\n".join(lines) + "\n"
