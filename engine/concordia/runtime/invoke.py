@@ -33,6 +33,7 @@ structlog, so module-level loggers inside a handler carry them too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import threading
 import time
@@ -367,10 +368,10 @@ async def _in_pool(pool: HandlerPool, invocation: Invocation,
     done: asyncio.Future[Outcome] = loop.create_future()
 
     def on_start() -> None:
-        loop.call_soon_threadsafe(_settle, started, None)
+        _tell(loop, started, None)
 
     def on_done(outcome: Outcome) -> None:
-        loop.call_soon_threadsafe(_settle, done, outcome)
+        _tell(loop, done, outcome)
 
     job = _Job(invocation, on_start, on_done, context)
     pool.submit(job)
@@ -386,6 +387,14 @@ async def _in_pool(pool: HandlerPool, invocation: Invocation,
     except BaseException:
         pool.abandon(job)  # the engine is going away: a queued call must not start later
         raise
+
+
+def _tell(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], value: Any) -> None:
+    """Settle ``future`` on its loop, from a pool thread."""
+    # RuntimeError: the loop is closed. The engine stopped waiting for this call (it was
+    # abandoned, then the engine closed): nobody is left to tell.
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(_settle, future, value)
 
 
 def _settle(future: asyncio.Future[Any], value: Any) -> None:
