@@ -204,6 +204,9 @@ class _Job:
     on_done: Callable[[Outcome], None]
     context: contextvars.Context
     finished: bool = False
+    # Set by ``abandon`` when it stops counting the running call against ``size``. A call
+    # marked abandoned elsewhere (its run's lease was lost) still counts until it returns.
+    released: bool = False
 
 
 class HandlerPool:
@@ -248,6 +251,7 @@ class HandlerPool:
             job.invocation.abandoned = True
             if job.invocation.started is None or job.finished:
                 return
+            job.released = True
             self._live -= 1
             self._abandoned += 1
             if not self._queue.empty() and self._idle == 0 and self._live < self.size:
@@ -273,21 +277,27 @@ class HandlerPool:
                     self._live -= 1
                 return
             with self._lock:
-                if job.invocation.abandoned:  # given up on while queued: never started
+                skipped = job.invocation.abandoned
+                if skipped:  # given up on while queued: never started
                     self._idle += 1
-                    continue
-                job.invocation.started = time.monotonic()
+                else:
+                    job.invocation.started = time.monotonic()
+            if skipped:
+                # Whoever may still wait for it (its run's lease was lost) learns it ended.
+                job.on_done(Outcome(False, error=StepAbandonedError(
+                    f"{job.invocation.label} was given up on before it started")))
+                continue
             job.on_start()
             outcome = job.context.run(call_sync, job.invocation.binding.fn, job.invocation.ctx)
             with self._lock:
                 job.finished = True
-                abandoned = job.invocation.abandoned
-                if abandoned:
+                released = job.released
+                if released:
                     self._abandoned -= 1
                 else:
                     self._idle += 1
             job.on_done(outcome)
-            if abandoned:
+            if released:
                 return  # no longer counted against ``size``: end the thread
 
     def close(self) -> None:
