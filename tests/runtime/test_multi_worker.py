@@ -199,6 +199,9 @@ def test_four_workers_share_the_runs_and_never_run_an_attempt_twice(tmp_path: Pa
             assert worker.terminate() == 0, worker.stderr()
     finally:
         stop_all(workers)
+    # Each worker renewed its leases in time: none found one lost (taken by another).
+    for worker in workers:
+        assert '"event": "lease.lost"' not in worker.stderr(), worker.stderr()[-2000:]
 
     calls = executions(read_side_log(tmp_path / "side.log"))
     assert [c for c in calls if c.end is None] == []
@@ -267,5 +270,7 @@ def test_workers_killed_at_random_rerun_only_the_attempts_they_were_running(
         reruns += len(group) - 1
     check_journal(store, definitions, calls, exactly_once=False)
     assert cut, f"no kill interrupted a handler call {note}"
+    lost = sum(w.stderr().count('"event": "lease.lost"') for w in every)
     print(f"\n{RUNS} runs, {len(calls)} handler calls, {len(killed)} kills, {len(cut)} calls "
-          f"cut short, {reruns} attempts re-run, 0 overlaps, {took:.1f}s {note}")
+          f"cut short, {reruns} attempts re-run, 0 overlaps, {lost} leases lost, {took:.1f}s "
+          f"{note}")
