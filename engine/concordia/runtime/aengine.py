@@ -35,7 +35,7 @@ from concordia.registry import Registry
 from concordia.runtime.core import Core
 from concordia.runtime.delivery import Delivery
 from concordia.runtime.effects import Flow, adrive
-from concordia.runtime.engine import is_run_fault, load_directory, release_claims
+from concordia.runtime.engine import is_run_fault, load_directory, release_claims, renew_leases
 from concordia.runtime.invoke import AsyncInvoker, HandlerPool, HandlerStopError
 from concordia.runtime.leases import LeaseKeeper
 from concordia.runtime.views import RunView, read_list, read_view
@@ -113,9 +113,7 @@ class AsyncEngine:
             bus.publish(envelope)
 
     def _renew(self, run_ids: list[str]) -> list[str]:
-        core = self.core
-        return core.store.renew_leases(core.config.owner, run_ids,
-                                       core.clock.now() + core.config.lease_ttl)
+        return renew_leases(self.core, run_ids)
 
     def _lease_lost(self, run_id: str) -> None:
         # Another worker may carry the run on now: calls not yet started must not start.

@@ -110,9 +110,7 @@ class Engine:
             self.core.bus.publish(envelope)
 
     def _renew(self, run_ids: list[str]) -> list[str]:
-        core = self.core
-        return core.store.renew_leases(core.config.owner, run_ids,
-                                       core.clock.now() + core.config.lease_ttl)
+        return renew_leases(self.core, run_ids)
 
     # -- runs --------------------------------------------------------------------------------
 
@@ -319,6 +317,23 @@ def release_claims(core: Core, run_ids: list[str]) -> None:
         except StoreError as exc:  # they expire on their own
             _log.warning("lease.release_failed", runs=len(run_ids), error=str(exc))
             return
+
+
+def renew_leases(core: Core, run_ids: list[str]) -> list[str]:
+    """Extend this worker's leases on the runs it holds; return those not lost.
+
+    A run whose lease this worker does not hold is lost only if another worker holds a
+    live lease on it. Otherwise its pass has not taken the lease yet (a renewal can come
+    between the start of a pass and its first commit) or has just given it up.
+    """
+    owner = core.config.owner
+    kept = core.store.renew_leases(owner, run_ids, core.clock.now() + core.config.lease_ttl)
+    if len(kept) == len(run_ids):
+        return kept
+    now = core.clock.now()
+    missing = set(run_ids).difference(kept)
+    runs = [core.store.get_run(run_id) for run_id in missing]
+    return kept + [r.id for r in runs if r is not None and not r.leased_to_other(owner, now)]
 
 
 def is_run_fault(exc: Exception) -> bool:

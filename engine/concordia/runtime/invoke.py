@@ -34,6 +34,7 @@ structlog, so module-level loggers inside a handler carry them too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import threading
 import time
@@ -227,6 +228,9 @@ class _Job:
     on_done: Callable[[Outcome], None]
     context: contextvars.Context
     finished: bool = False
+    # Set by ``abandon`` when it stops counting the running call against ``size``. A call
+    # marked abandoned elsewhere (its run's lease was lost) still counts until it returns.
+    released: bool = False
 
 
 class HandlerPool:
@@ -271,6 +275,7 @@ class HandlerPool:
             job.invocation.abandoned = True
             if job.invocation.started is None or job.finished:
                 return
+            job.released = True
             self._live -= 1
             self._abandoned += 1
             if not self._queue.empty() and self._idle == 0 and self._live < self.size:
@@ -296,21 +301,27 @@ class HandlerPool:
                     self._live -= 1
                 return
             with self._lock:
-                if job.invocation.abandoned:  # given up on while queued: never started
+                skipped = job.invocation.abandoned
+                if skipped:  # given up on while queued: never started
                     self._idle += 1
-                    continue
-                job.invocation.started = time.monotonic()
+                else:
+                    job.invocation.started = time.monotonic()
+            if skipped:
+                # Whoever may still wait for it (its run's lease was lost) learns it ended.
+                job.on_done(Outcome(False, error=StepAbandonedError(
+                    f"{job.invocation.label} was given up on before it started")))
+                continue
             job.on_start()
             outcome = job.context.run(call_sync, job.invocation.binding.fn, job.invocation.ctx)
             with self._lock:
                 job.finished = True
-                abandoned = job.invocation.abandoned
-                if abandoned:
+                released = job.released
+                if released:
                     self._abandoned -= 1
                 else:
                     self._idle += 1
             job.on_done(outcome)
-            if abandoned:
+            if released:
                 return  # no longer counted against ``size``: end the thread
 
     def close(self) -> None:
@@ -420,10 +431,10 @@ async def _in_pool(pool: HandlerPool, invocation: Invocation,
     done: asyncio.Future[Outcome] = loop.create_future()
 
     def on_start() -> None:
-        loop.call_soon_threadsafe(_settle, started, None)
+        _tell(loop, started, None)
 
     def on_done(outcome: Outcome) -> None:
-        loop.call_soon_threadsafe(_settle, done, outcome)
+        _tell(loop, done, outcome)
 
     job = _Job(invocation, on_start, on_done, context)
     pool.submit(job)
@@ -439,6 +450,14 @@ async def _in_pool(pool: HandlerPool, invocation: Invocation,
     except BaseException:
         pool.abandon(job)  # the engine is going away: a queued call must not start later
         raise
+
+
+def _tell(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], value: Any) -> None:
+    """Settle ``future`` on its loop, from a pool thread."""
+    # RuntimeError: the loop is closed. The engine stopped waiting for this call (it was
+    # abandoned, then the engine closed): nobody is left to tell.
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(_settle, future, value)
 
 
 def _settle(future: asyncio.Future[Any], value: Any) -> None:

@@ -26,7 +26,8 @@ class LeaseKeeper:
     """Renews the leases of the runs held, every ``ttl / 3`` seconds.
 
     ``renew(run_ids)`` extends those leases in the store and returns the ids whose lease
-    this worker still held; ``on_lost(run_id)`` is called for the others.
+    is not lost (another worker holds none on them); ``on_lost(run_id)`` is called for the
+    others.
     """
 
     def __init__(self, renew: Renew, ttl: float,

@@ -97,7 +97,21 @@ def json_clone(value: Any) -> Any:
     return copy.deepcopy(value)
 
 
+# The most of an error's message the journal keeps (it is written on the step, the run
+# and a history line): a handler's exception may carry any amount of text.
+MAX_ERROR_TEXT = 16_384
+
+
 def describe(error: BaseException) -> str:
-    text = str(error)
+    """An error as the journal records it: its class name and (the start of) its message.
+
+    A handler's exception is the handler's own failure even when its ``str()`` fails.
+    """
     name = type(error).__name__
+    try:
+        text = str(error)
+    except Exception as exc:
+        return f"{name} (its message could not be read: {type(exc).__name__})"
+    if len(text) > MAX_ERROR_TEXT:
+        text = f"{text[:MAX_ERROR_TEXT]}... ({len(text) - MAX_ERROR_TEXT} more characters)"
     return f"{name}: {text}" if text else name
