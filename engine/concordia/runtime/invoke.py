@@ -156,28 +156,59 @@ def call_sync(fn: Callable[[Any], Any], ctx: Any) -> Outcome:
         return _failed(exc)
 
 
+# Seconds an async handler cancelled at its timeout has to end before it is reported
+# (and, from then on, run where it can be abandoned).
+ABANDON_GRACE = 1.0
+# Handlers seen ignoring their cancellation: from then on each call of them runs as a task
+# of its own, which can be abandoned. Every other async handler is awaited in the calling
+# task: a task per call would cost a third of the async engine's time per step.
+_ISOLATED: set[str] = set()
+# Abandoned handler tasks, kept referenced until they end (Python cannot stop them).
+_ABANDONED: set[asyncio.Task[Any]] = set()
+
+
 class _Deadline:
-    """Cancels the current task when a call's time is up: ``asyncio.timeout`` minus its
-    general bookkeeping (this runs for every async handler call)."""
+    """Cancels the current task when a call's time is up, and reports a call that ignores
+    the cancellation (``asyncio.timeout`` minus its general bookkeeping: this runs for
+    every async handler call)."""
 
-    __slots__ = ("expired", "handle", "task")
+    __slots__ = ("expired", "grace", "handle", "invocation", "loop", "task")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, at: float) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, at: float,
+                 invocation: Invocation) -> None:
+        self.loop = loop
+        self.invocation = invocation
         self.task = asyncio.current_task()
         self.expired = False
+        self.grace: asyncio.TimerHandle | None = None
         self.handle = loop.call_at(at, self._expire)
 
     def _expire(self) -> None:
         if self.task is not None and not self.task.done():
             self.expired = True
             self.task.cancel()
+            self.grace = self.loop.call_later(ABANDON_GRACE, self._ignored)
+
+    def _ignored(self) -> None:
+        binding = self.invocation.binding
+        _ISOLATED.add(binding.name)
+        _log.error("handler.ignores_cancellation", handler=self.invocation.label,
+                   timeout=self.invocation.timeout,
+                   remedy=f"it is waited for this time; later calls of {binding.name} "
+                          f"are abandoned {ABANDON_GRACE:g}s after their timeout")
+
+    def cancel(self) -> None:
+        self.handle.cancel()
+        if self.grace is not None:
+            self.grace.cancel()
 
 
-async def call_async(fn: Callable[[Any], Any], ctx: Any, timeout: float) -> Outcome:
-    """Await an async handler under its timeout (measured on the loop's clock)."""
+async def call_here(invocation: Invocation) -> Outcome:
+    """An async handler awaited in the calling task, under its timeout."""
+    fn, ctx, timeout = invocation.binding.fn, invocation.ctx, invocation.timeout
     loop = asyncio.get_running_loop()
     began = loop.time()
-    deadline = _Deadline(loop, began + timeout)
+    deadline = _Deadline(loop, began + timeout, invocation)
     try:
         value = await fn(ctx)
     except asyncio.CancelledError as exc:
@@ -190,13 +221,71 @@ async def call_async(fn: Callable[[Any], Any], ctx: Any, timeout: float) -> Outc
     except BaseException as exc:  # see the module docstring (TimeoutError included)
         return _failed(exc)
     finally:
-        deadline.handle.cancel()
-    took = loop.time() - began
-    if took > timeout:  # it blocked the loop past its deadline: the timeout never fired
-        _log.warning("handler.overran_timeout", took=round(took, 3), timeout=timeout,
-                     blocking=True)
-        return Outcome(False, error=timeout_error(timeout, took))
-    return Outcome(True, value)
+        deadline.cancel()
+    return _in_time(invocation, loop.time() - began, Outcome(True, value))
+
+
+def _in_time(invocation: Invocation, took: float, outcome: Outcome) -> Outcome:
+    if took > invocation.timeout:  # it blocked the loop past its deadline
+        _log.warning("handler.overran_timeout", handler=invocation.label, took=round(took, 3),
+                     timeout=invocation.timeout, blocking=True)
+        return Outcome(False, error=timeout_error(invocation.timeout, took))
+    return outcome
+
+
+async def _run_async(fn: Callable[[Any], Any], ctx: Any) -> Outcome:
+    try:
+        return Outcome(True, await fn(ctx))
+    except asyncio.CancelledError:
+        raise  # ends the task cancelled: the caller tells whose doing it was
+    except BaseException as exc:  # see the module docstring (TimeoutError included)
+        return _failed(exc)
+
+
+async def call_in_task(invocation: Invocation, context: contextvars.Context) -> Outcome:
+    """An async handler as a task of its own, under its timeout: at the deadline the task
+    is cancelled, and one that ignores its cancellation is abandoned ``ABANDON_GRACE``
+    seconds later, like a sync call that outlives its timeout."""
+    loop = asyncio.get_running_loop()
+    timeout = invocation.timeout
+    task = loop.create_task(_run_async(invocation.binding.fn, invocation.ctx),
+                            context=context)
+    began = loop.time()
+    ended: asyncio.Future[None] = loop.create_future()
+    expired = False
+
+    def expire() -> None:
+        nonlocal expired
+        expired = True
+        task.cancel()
+
+    def end(*_: Any) -> None:
+        if not ended.done():
+            ended.set_result(None)
+
+    task.add_done_callback(end)
+    deadline = loop.call_at(began + timeout, expire)
+    give_up = loop.call_at(began + timeout + ABANDON_GRACE, end)
+    try:
+        await ended
+    except asyncio.CancelledError:  # the engine itself is being cancelled (shutdown)
+        task.cancel()
+        raise
+    finally:
+        deadline.cancel()
+        give_up.cancel()
+    if not task.done():
+        invocation.abandoned = True
+        _ABANDONED.add(task)
+        task.add_done_callback(_ABANDONED.discard)
+        _log.warning("handler.abandoned", handler=invocation.label, timeout=timeout,
+                     reason="it ignored its cancellation")
+        return Outcome(False, error=timeout_error(timeout))
+    if task.cancelled():
+        if expired:
+            return Outcome(False, error=timeout_error(timeout))
+        return Outcome(False, error=asyncio.CancelledError())  # raised by the handler itself
+    return _in_time(invocation, loop.time() - began, task.result())
 
 
 def _bound_call(fn: Callable[[Any], Any], ctx: Any) -> Outcome:
@@ -377,10 +466,7 @@ class AsyncInvoker:
         self.in_flight.update(calls)
         try:
             if len(calls) == 1:
-                call = calls[0]
-                if call.binding.is_async:
-                    return [await _await_here(call)]
-                return [await _call_one(self.pool, call)]
+                return [await _call_one(self.pool, calls[0])]
             return await _gather(self.pool, calls)
         finally:
             self.in_flight.difference_update(calls)
@@ -401,25 +487,19 @@ async def _gather(pool: HandlerPool, calls: Sequence[Invocation]) -> list[Outcom
     return list(await asyncio.gather(*(_call_one(pool, c) for c in calls)))
 
 
-async def _await_here(invocation: Invocation) -> Outcome:
-    """One async call awaited in the calling task (no task of its own to schedule), with the
-    call's identity bound for structlog meanwhile and unbound after."""
-    ctx = invocation.ctx
-    tokens = [(var, var.set(getattr(ctx, name, Ellipsis))) for var, name in _LOG_VARS]
-    try:
-        return await call_async(invocation.binding.fn, ctx, invocation.timeout)
-    finally:
-        for var, token in reversed(tokens):
-            var.reset(token)
-
-
 async def _call_one(pool: HandlerPool, invocation: Invocation) -> Outcome:
+    if invocation.binding.is_async and invocation.binding.name not in _ISOLATED:
+        ctx = invocation.ctx
+        # Bound in the calling task's own context, and unbound after.
+        tokens = [(var, var.set(getattr(ctx, name, Ellipsis))) for var, name in _LOG_VARS]
+        try:
+            return await call_here(invocation)
+        finally:
+            for var, token in reversed(tokens):
+                var.reset(token)
     context = call_context(invocation.ctx)
     if invocation.binding.is_async:
-        loop = asyncio.get_running_loop()
-        task = loop.create_task(call_async(invocation.binding.fn, invocation.ctx,
-                                           invocation.timeout), context=context)
-        return await task
+        return await call_in_task(invocation, context)
     return await _in_pool(pool, invocation, context)
 
 

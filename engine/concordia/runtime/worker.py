@@ -61,13 +61,29 @@ class Worker:
         finally:
             engine.working = False
             if self.in_flight:  # finish the steps in hand; each pass releases its lease
-                await asyncio.wait(list(self.in_flight.values()))
+                await self._finish_in_hand()
             watchdog.stop()
             if engine.core.bus is not None and engine.exit_error is None:
                 try:
                     await engine.relay_outbox()
                 except Exception as exc:  # a bus outage must not hide why the loop ended
                     _log.warning("outbox.relay_failed", error=str(exc))
+
+    async def _finish_in_hand(self) -> None:
+        """Wait for the passes in flight, but not for ever: a handler that neither ends nor
+        heeds its cancellation must not keep a stopping worker alive. Past the longest
+        step timeout, the passes are cancelled; one that still will not end is left
+        behind (its lease expires, another worker carries its run on)."""
+        passes = list(self.in_flight.values())
+        grace = self.engine.core.config.step_timeout + 1.0
+        _, pending = await asyncio.wait(passes, timeout=grace)
+        if not pending:
+            return
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=1.0)
+        for task in pending:
+            _log.error("worker.pass_left_behind", task=task.get_name())
 
     async def _fill(self) -> None:
         free = self.concurrency - len(self.in_flight)
