@@ -72,10 +72,14 @@ class Worker:
     async def _finish_in_hand(self) -> None:
         """Wait for the passes in flight, but not for ever: a handler that neither ends nor
         heeds its cancellation must not keep a stopping worker alive. Past the longest
-        step timeout, the passes are cancelled; one that still will not end is left
+        timeout any step has, the passes are cancelled; one that still will not end is left
         behind (its lease expires, another worker carries its run on)."""
         passes = list(self.in_flight.values())
-        grace = self.engine.core.config.step_timeout + 1.0
+        core = self.engine.core
+        sagas = [c.saga for c in core.book.compiled.values()]
+        grace = 1.0 + max([core.config.step_timeout,
+                           *(s.defaults.timeout or 0.0 for s in sagas),
+                           *(step.timeout or 0.0 for s in sagas for step in s.steps)])
         _, pending = await asyncio.wait(passes, timeout=grace)
         if not pending:
             return
