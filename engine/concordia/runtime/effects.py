@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import structlog
 
+from concordia.runtime.invoke import preserve_log_context, restore_log_context
 from concordia.store.base import Store
 
 if TYPE_CHECKING:
@@ -97,6 +98,20 @@ def drive(flow: Flow[T], store: Store, invoker: Invoker, publish: Publisher) -> 
 async def adrive(flow: Flow[T], store: AsyncStoreLike, invoker: AsyncInvoker,
                  publish: Callable[[dict[str, Any]], Awaitable[None]]) -> T:
     """Carry ``flow`` out on the running event loop."""
+    # A store that does no I/O (in memory) is called directly: a coroutine per effect
+    # would cost more than the call.
+    direct = getattr(store, "store", None) if getattr(store, "inline", False) else None
+    # Async handlers are awaited in this task with their identity bound for structlog;
+    # whoever awaits this flow gets its own values back at the end.
+    tokens = preserve_log_context()
+    try:
+        return await _adrive(flow, store, invoker, publish, direct)
+    finally:
+        restore_log_context(tokens)
+
+
+async def _adrive(flow: Flow[T], store: AsyncStoreLike, invoker: AsyncInvoker,
+                  publish: Callable[[dict[str, Any]], Awaitable[None]], direct: Any) -> T:
     value: Any = None
     error: BaseException | None = None
     while True:
@@ -108,7 +123,9 @@ async def adrive(flow: Flow[T], store: AsyncStoreLike, invoker: AsyncInvoker,
         value = error = None
         try:
             kind = type(effect)
-            if kind is Write:
+            if direct is not None and (kind is Write or kind is Read):
+                value = getattr(direct, effect.method)(*effect.args)  # type: ignore[union-attr]
+            elif kind is Write:
                 value = await store.write(effect.method, *effect.args)  # type: ignore[union-attr]
             elif kind is Read:
                 value = await store.read(effect.method, *effect.args)  # type: ignore[union-attr]

@@ -38,6 +38,7 @@ import contextlib
 import contextvars
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -132,6 +133,18 @@ def _bind(ctx: Any) -> None:
         var.set(getattr(ctx, name, Ellipsis))
 
 
+def preserve_log_context() -> list[tuple[contextvars.ContextVar[Any], contextvars.Token[Any]]]:
+    """Tokens that give the call identity's variables back their current values (hand them
+    to :func:`restore_log_context` once the calls that bind them are done)."""
+    return [(var, var.set(var.get(Ellipsis))) for var, _ in _LOG_VARS]
+
+
+def restore_log_context(tokens: list[tuple[contextvars.ContextVar[Any],
+                                           contextvars.Token[Any]]]) -> None:
+    for var, token in reversed(tokens):
+        var.reset(token)
+
+
 def call_context(ctx: Any) -> contextvars.Context:
     """A copy of the caller's context with the handler context's identity bound."""
     context = contextvars.copy_context()
@@ -167,27 +180,32 @@ _ISOLATED: set[str] = set()
 _ABANDONED: set[asyncio.Task[Any]] = set()
 
 
+# Timeouts of a second or more are checked by one watch per event loop, every TICK
+# seconds (so enforced within TICK of the deadline): registering a call is a dict entry,
+# where a timer per call costs a heap entry and a handle for every async handler call.
+# Shorter timeouts get a timer of their own, to the millisecond.
+TICK = 0.05
+_PRECISE = 1.0
+
+
 class _Deadline:
-    """Cancels the current task when a call's time is up, and reports a call that ignores
-    the cancellation (``asyncio.timeout`` minus its general bookkeeping: this runs for
-    every async handler call)."""
+    """One async call's deadline: cancels its task when the time is up, and reports a
+    call that ignores the cancellation."""
 
-    __slots__ = ("expired", "grace", "handle", "invocation", "loop", "task")
+    __slots__ = ("at", "expired", "handle", "invocation", "task")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, at: float,
-                 invocation: Invocation) -> None:
-        self.loop = loop
+    def __init__(self, at: float, invocation: Invocation) -> None:
+        self.at = at
         self.invocation = invocation
         self.task = asyncio.current_task()
         self.expired = False
-        self.grace: asyncio.TimerHandle | None = None
-        self.handle = loop.call_at(at, self._expire)
+        self.handle: asyncio.TimerHandle | None = None
 
-    def _expire(self) -> None:
-        if self.task is not None and not self.task.done():
+    def expire(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.task is not None and not self.task.done() and not self.expired:
             self.expired = True
             self.task.cancel()
-            self.grace = self.loop.call_later(ABANDON_GRACE, self._ignored)
+            self.handle = loop.call_later(ABANDON_GRACE, self._ignored)
 
     def _ignored(self) -> None:
         binding = self.invocation.binding
@@ -197,10 +215,50 @@ class _Deadline:
                    remedy=f"it is waited for this time; later calls of {binding.name} "
                           f"are abandoned {ABANDON_GRACE:g}s after their timeout")
 
-    def cancel(self) -> None:
-        self.handle.cancel()
-        if self.grace is not None:
-            self.grace.cancel()
+
+class _Watch:
+    """The deadlines of one event loop's async calls, checked every ``TICK`` seconds while
+    there are any."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.deadlines: set[_Deadline] = set()
+        self.ticking = False
+
+    def add(self, deadline: _Deadline, now: float) -> None:
+        if deadline.at - now < _PRECISE:
+            deadline.handle = self.loop.call_at(deadline.at, deadline.expire, self.loop)
+            return
+        self.deadlines.add(deadline)
+        if not self.ticking:
+            self.ticking = True
+            self.loop.call_later(TICK, self._tick)
+
+    def remove(self, deadline: _Deadline) -> None:
+        self.deadlines.discard(deadline)
+        if deadline.handle is not None:
+            deadline.handle.cancel()
+
+    def _tick(self) -> None:
+        now = self.loop.time()
+        for deadline in [d for d in self.deadlines if d.at <= now]:
+            self.deadlines.discard(deadline)
+            deadline.expire(self.loop)
+        if self.deadlines:
+            self.loop.call_later(TICK, self._tick)
+        else:
+            self.ticking = False
+
+
+_WATCHES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Watch] = (
+    weakref.WeakKeyDictionary())
+
+
+def _watch(loop: asyncio.AbstractEventLoop) -> _Watch:
+    watch = _WATCHES.get(loop)
+    if watch is None:
+        watch = _WATCHES[loop] = _Watch(loop)
+    return watch
 
 
 async def call_here(invocation: Invocation) -> Outcome:
@@ -208,7 +266,9 @@ async def call_here(invocation: Invocation) -> Outcome:
     fn, ctx, timeout = invocation.binding.fn, invocation.ctx, invocation.timeout
     loop = asyncio.get_running_loop()
     began = loop.time()
-    deadline = _Deadline(loop, began + timeout, invocation)
+    deadline = _Deadline(began + timeout, invocation)
+    watch = _watch(loop)
+    watch.add(deadline, began)
     try:
         value = await fn(ctx)
     except asyncio.CancelledError as exc:
@@ -221,7 +281,7 @@ async def call_here(invocation: Invocation) -> Outcome:
     except BaseException as exc:  # see the module docstring (TimeoutError included)
         return _failed(exc)
     finally:
-        deadline.cancel()
+        watch.remove(deadline)
     return _in_time(invocation, loop.time() - began, Outcome(True, value))
 
 
@@ -463,13 +523,19 @@ class AsyncInvoker:
         self.in_flight: set[Invocation] = set()
 
     async def call_many(self, calls: Sequence[Invocation]) -> list[Outcome]:
-        self.in_flight.update(calls)
+        in_flight = self.in_flight
+        if len(calls) == 1:
+            call = calls[0]
+            in_flight.add(call)
+            try:
+                return [await _call_one(self.pool, call)]
+            finally:
+                in_flight.discard(call)
+        in_flight.update(calls)
         try:
-            if len(calls) == 1:
-                return [await _call_one(self.pool, calls[0])]
             return await _gather(self.pool, calls)
         finally:
-            self.in_flight.difference_update(calls)
+            in_flight.difference_update(calls)
 
     def close(self) -> None:
         self.pool.close()
@@ -489,14 +555,10 @@ async def _gather(pool: HandlerPool, calls: Sequence[Invocation]) -> list[Outcom
 
 async def _call_one(pool: HandlerPool, invocation: Invocation) -> Outcome:
     if invocation.binding.is_async and invocation.binding.name not in _ISOLATED:
-        ctx = invocation.ctx
-        # Bound in the calling task's own context, and unbound after.
-        tokens = [(var, var.set(getattr(ctx, name, Ellipsis))) for var, name in _LOG_VARS]
-        try:
-            return await call_here(invocation)
-        finally:
-            for var, token in reversed(tokens):
-                var.reset(token)
+        # Bound in the calling task's own context: the driver of the flow restores the
+        # variables when the flow ends (see ``preserve_log_context``).
+        _bind(invocation.ctx)
+        return await call_here(invocation)
     context = call_context(invocation.ctx)
     if invocation.binding.is_async:
         return await call_in_task(invocation, context)
