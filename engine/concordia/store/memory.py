@@ -75,10 +75,12 @@ class MemoryStore:
             if current is None or (commit.expect_rev is not None
                                    and current.rev != commit.expect_rev):
                 raise ConflictError(commit.run.id)
-            seen = set(commit.buffered_seen)
-            if any(b.event_id not in seen for a in commit.awaits_add
-                   for b in self.find_buffered(a.event_type, a.key, commit.run.updated_at)):
-                raise ConflictError(commit.run.id)  # an early event it has not looked at
+            if commit.awaits_add:
+                seen = set(commit.buffered_seen)
+                if any(b.event_id not in seen for a in commit.awaits_add
+                       for b in self.find_buffered(a.event_type, a.key,
+                                                   commit.run.updated_at)):
+                    raise ConflictError(commit.run.id)  # an early event it has not seen
             if current.cancel_reason is not None:  # a cancellation asked for meanwhile
                 commit.run.cancel_reason = current.cancel_reason
             self._apply(commit, current.rev + 1)
@@ -92,6 +94,11 @@ class MemoryStore:
         for s in c.steps:
             steps[s.name] = copy_step(s)
         self._history.setdefault(run.id, []).extend(c.history)
+        if c.events or c.decisions or c.awaits_remove or c.awaits_add or c.consume_buffered:
+            self._apply_rest(c, run)
+
+    def _apply_rest(self, c: Commit, run: RunRecord) -> None:
+        """What a commit adds besides the run and its steps (most commits add none)."""
         for e in c.events:
             env = e["envelope"]
             key = (env["id"], env["source"])
