@@ -10,20 +10,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from concordia.cli.common import (
-    DEFAULT_PATHS,
     DEFAULT_STORE,
     EXIT_OK,
     EXIT_PROBLEM,
     EXIT_USAGE,
     UsageError,
     command,
-    env_paths,
 )
 from concordia.cli.drive import Progress, drive
 from concordia.cli.engines import resolve_run_id, saga_of, writer
@@ -123,10 +120,7 @@ def register(sub: Any, env: EnvDefault, common: Callable[[argparse.ArgumentParse
                         "claim; another worker carries on the runs of one that died after "
                         "this long (default 30)")
     common(p)
-    p.add_argument("--definitions", nargs="+", metavar="PATH",
-                   default=env_paths() or list(DEFAULT_PATHS),
-                   help="definition files or directories (default: definitions policies; env "
-                        f"CONCORDIA_DEFINITIONS, '{os.pathsep}'-separated)")
+    definitions(p)
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("cancel", help="cancel a run and compensate what it did",
@@ -229,26 +223,24 @@ def _exit_code(mode: str, status: str) -> int:
     return EXIT_PROBLEM if status in ("compensation_failed", "stuck") else EXIT_OK
 
 
+@command
 def cmd_worker(args: argparse.Namespace) -> int:
     import asyncio
     import signal
 
-    from concordia.definitions.catalog import Catalog
-    from concordia.errors import ConcordiaError
+    from concordia.cli.common import load_handlers
+    from concordia.cli.engines import check_store_parent, load_definitions
     from concordia.logging import ensure_configured
-    from concordia.registry import load_registry
     from concordia.runtime.aengine import AsyncEngine
     from concordia.runtime.invoke import HandlerStopError
 
     if args.concurrency < 1:
         return _usage("--concurrency must be at least 1")
     ensure_configured()
-    try:
-        catalog = Catalog.load_strict([p for p in args.definitions if os.path.exists(p)])
-        engine = AsyncEngine(catalog, load_registry(args.handlers), args.store,
-                             lease_ttl=args.lease_ttl)
-    except (ConcordiaError, ImportError) as exc:
-        return _usage(str(exc))
+    catalog = load_definitions(args.definitions)
+    registry = load_handlers(args.handlers)
+    check_store_parent(args.store)
+    engine = AsyncEngine(catalog, registry, args.store, lease_ttl=args.lease_ttl)
 
     async def work() -> None:
         loop = asyncio.get_running_loop()
