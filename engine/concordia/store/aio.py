@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from concordia.store.base import Store
+from concordia.store.records import Commit
 
 WriteFn = Callable[[Store], Any]
 Done = Callable[[Any, BaseException | None], None]
@@ -69,11 +70,44 @@ class GroupWriter:
                     return
                 batch = self._queue[: self.max_batch]
                 del self._queue[: self.max_batch]
-            outcomes = self.store.write_batch([fn for fn, _ in batch])
+            grouped, sizes = self._grouped(batch)
+            outcomes = _spread(self.store.write_batch(grouped), sizes)
             self.batches += 1
             self.writes += len(batch)
             for (_, done), (value, error) in zip(batch, outcomes, strict=True):
                 done(value, error)
+
+    def _grouped(self, batch: list[tuple[WriteFn, Done]]
+                 ) -> tuple[list[WriteFn], list[int]]:
+        """The batch's writes, each run of consecutive plain commits (a step's, with no
+        events or awaits) made one write when the store can write several at once
+        (``commit_many``); and how many of the batch's writes each one stands for."""
+        fns = [fn for fn, _ in batch]
+        if not hasattr(self.store, "commit_many"):
+            return fns, [1] * len(fns)
+        grouped: list[WriteFn] = []
+        sizes: list[int] = []
+        commits: list[Commit] = []
+
+        def close_group() -> None:
+            if len(commits) == 1:
+                grouped.append(_single(commits[0]))
+                sizes.append(1)
+            elif commits:
+                grouped.append(_CommitGroup(list(commits)))
+                sizes.append(len(commits))
+            commits.clear()
+
+        for fn in fns:
+            commit = getattr(fn, "commit", None)
+            if commit is not None:
+                commits.append(commit)
+                continue
+            close_group()
+            grouped.append(fn)
+            sizes.append(1)
+        close_group()
+        return grouped, sizes
 
     def close(self) -> None:
         with self._cv:
@@ -169,7 +203,50 @@ def _write_fn(method: str, args: tuple[Any, ...]) -> WriteFn:
     def write(store: Store) -> Any:
         return getattr(store, method)(*args)
 
+    if method == "commit" and _plain(args[0]):  # the writer may group it with others
+        write.commit = args[0]  # type: ignore[attr-defined]
     return write
+
+
+def _plain(commit: Commit) -> bool:
+    """A commit of a run's row and steps only: nothing in it can fail once its run's
+    revision is found current, so it can share a statement with other runs'."""
+    return not (commit.events or commit.decisions or commit.awaits_add
+                or commit.awaits_remove or commit.consume_buffered)
+
+
+class _CommitGroup:
+    """Consecutive runs' commits written together; its result is one outcome each."""
+
+    def __init__(self, commits: list[Commit]) -> None:
+        self.commits = commits
+
+    def __call__(self, store: Store) -> list[BaseException | None]:
+        many: list[BaseException | None] = store.commit_many(  # type: ignore[attr-defined]
+            self.commits)
+        return many
+
+
+def _single(commit: Commit) -> WriteFn:
+    def write(store: Store) -> Any:
+        return store.commit(commit)
+
+    return write
+
+
+def _spread(outcomes: list[tuple[Any, BaseException | None]], sizes: list[int]
+            ) -> list[tuple[Any, BaseException | None]]:
+    """One outcome per write again: a group's list of per-commit refusals spread out (or
+    its one failure given to each of its commits)."""
+    spread: list[tuple[Any, BaseException | None]] = []
+    for (value, error), size in zip(outcomes, sizes, strict=True):
+        if size == 1:
+            spread.append((value, error))
+        elif error is not None:
+            spread.extend([(None, error)] * size)
+        else:
+            spread.extend((None, refused) for refused in value)
+    return spread
 
 
 def _settle(future: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:

@@ -64,6 +64,15 @@ _UPDATE_RUN = ("UPDATE runs SET {queue}state=:state, cause=:cause, updated_at=:u
                + " WHERE id=:id AND rev=:expected RETURNING num, length(tail), cancel_reason")
 _UPDATE_RUN_SQL = {queue: _UPDATE_RUN.format(
     queue="status=:status, wake_at=:wake_at, " if queue else "") for queue in (False, True)}
+# The same update for a batch of runs (executemany: no RETURNING; the batch read the rows'
+# revisions first, under the same write lock).
+_UPDATE_MANY = ("UPDATE runs SET {queue}state=?, cause=?, updated_at=?, error=?, "
+                "cancel_reason=COALESCE(cancel_reason, ?), compensated_any=?, rev=?, "
+                "lease_owner=?, lease_expires=?, tail=CASE WHEN tail = '[]' THEN ? "
+                "WHEN ? = '[]' THEN tail ELSE substr(tail, 1, length(tail) - 1) || ',' || "
+                "substr(?, 2) END WHERE num=?")
+_UPDATE_MANY_SQL = {queue: _UPDATE_MANY.format(
+    queue="status=?, wake_at=?, " if queue else "") for queue in (False, True)}
 _UPSERT_STEP = ("INSERT INTO steps (num, name, record) VALUES (?, ?, ?) "
                 "ON CONFLICT (num, name) DO UPDATE SET record=excluded.record")
 # A step record in ``steps``: a JSON array in this field order (compact, and the cheapest
@@ -344,6 +353,72 @@ class SqliteStore:
             self._settle(conn, num)
         self._apply(conn, commit)
         return expected + 1
+
+    def commit_many(self, commits: Sequence[Commit]) -> list[ConflictError | None]:
+        """Several runs' transitions in one transaction, with a handful of statements for
+        them all instead of a few each (what the async engine's writer sends with many
+        runs in flight); per commit, None or the ConflictError that refused it (a
+        refused commit writes nothing, and the others are written all the same)."""
+        with self._tx() as conn:
+            return self._update_many(conn, commits)
+
+    def _update_many(self, conn: sqlite3.Connection, commits: Sequence[Commit]
+                     ) -> list[ConflictError | None]:
+        ids = [c.run.id for c in commits]
+        if len(set(ids)) != len(ids):  # one run twice: its commits must apply in order
+            return [self._one_commit(conn, c) for c in commits]
+        marks = ", ".join("?" * len(ids))
+        rows = {r[0]: r[1:] for r in conn.execute(
+            f"SELECT id, num, rev, length(tail), cancel_reason FROM runs WHERE id IN ({marks})",
+            ids)}
+        out: list[ConflictError | None] = []
+        writes: dict[bool, list[tuple[Any, ...]]] = {False: [], True: []}
+        steps: list[tuple[Any, ...]] = []
+        after: list[tuple[Commit, int, int, bool]] = []
+        for commit in commits:
+            run = commit.run
+            expected = run.rev if commit.expect_rev is None else commit.expect_rev
+            row = rows.get(run.id)
+            if row is None or row[1] != expected or (
+                    commit.awaits_add and self._unseen_buffered(conn, commit)):
+                out.append(ConflictError(run.id))  # refused before anything is written
+                continue
+            num, _, tail, cancel_reason = row
+            if cancel_reason is not None:  # asked meanwhile; the first reason wins
+                run.cancel_reason = cancel_reason
+            lines = _encode(_history_rows(commit.history))
+            queue = self._queue.get(run.id) != (expected, run.status, run.wake_at)
+            values = (run.state, run.cause, run.updated_at, run.error, run.cancel_reason,
+                      int(run.compensated_any), expected + 1, run.lease_owner,
+                      run.lease_expires, lines, lines, lines)
+            writes[queue].append(((run.status, run.wake_at, *values) if queue else values)
+                                 + (num,))
+            steps.extend((num, st.name, _encode(_step_row(st))) for st in commit.steps)
+            # the tail's length after the append, as the statement computes it
+            grown = (len(lines) if tail == 2 else tail if lines == "[]"
+                     else tail + len(lines) - 1)
+            after.append((commit, num, expected + 1, grown > TAIL_LIMIT or run.status in ENDED))
+            out.append(None)
+        for queue, params in writes.items():
+            if params:
+                conn.executemany(_UPDATE_MANY_SQL[queue], params)
+        if steps:
+            conn.executemany(_UPSERT_STEP, steps)
+        for commit, num, rev, settle in after:
+            if settle:
+                self._settle(conn, num)
+            self._apply(conn, commit)
+            commit.run.rev = rev
+            self._remember(commit.run)
+        return out
+
+    def _one_commit(self, conn: sqlite3.Connection, commit: Commit) -> ConflictError | None:
+        try:
+            commit.run.rev = self._update(conn, commit)
+        except ConflictError as exc:
+            return exc
+        self._remember(commit.run)
+        return None
 
     @staticmethod
     def _settle(conn: sqlite3.Connection, num: int) -> None:
