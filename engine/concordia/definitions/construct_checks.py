@@ -58,9 +58,11 @@ class ConstructChecks:
                 self._check_list(path, step.for_each, outline.saga.input_schema,
                                  f"{base}/for_each")
         elif isinstance(step, SagaStep):
+            self._check_catch(path, step, base, readable, names, depth)
             self._check_child(path, step, base, readable, names)
 
-    def _check_catch(self, path: str, step: ActionStep, base: str, readable: set[str],
+    def _check_catch(self, path: str, step: ActionStep | SagaStep, base: str,
+                     readable: set[str],
                      names: list[str], depth: dict[str, int]) -> None:
         from concordia.definitions.checks import _did_you_mean
 

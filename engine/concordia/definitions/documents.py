@@ -49,7 +49,7 @@ _STEP_KEYS: dict[str, set[str]] = {
     "policy": {"name", "description", "depends_on", "emit", "timeout", "if", "policy",
                "version", "input"},
     "saga": {"name", "description", "depends_on", "emit", "timeout", "if", "saga", "version",
-             "input"},
+             "input", "catch"},
 }
 STEP_KINDS = ("action", "await", "policy", "saga")
 # Keys that only mean something beside `for_each`.
@@ -263,6 +263,12 @@ def _check_constructs(parsed: ParsedFile, raw: dict[str, Any], base: str, name: 
                                "with `for_each`", pointer_join(base, key),
                                hint="add `for_each: <list expression>` or remove it")
                 ok = False
+    if "for_each" in raw and "emit_on_compensate" in raw:
+        parsed.problem("key-not-for-fan-out", f"step {name} fans out: a fan-out's "
+                       "compensation runs once per item, so it emits no events of its own",
+                       pointer_join(base, "emit_on_compensate"),
+                       hint="emit from a later step, or from on_failure")
+        ok = False
     if raw.get("as") in RESERVED_NAMES:
         parsed.problem("reserved-name", f"step {name} names its item {raw['as']!r}, which "
                        "expressions already use", pointer_join(base, "as"),

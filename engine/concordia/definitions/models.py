@@ -158,6 +158,7 @@ class SagaStep(_StepBase):
     saga: str
     version: int | None = None
     input: dict[str, str] | None = None  # None: the child gets this run's input
+    catch: tuple[CatchClause, ...] = ()
 
     @property
     def compensable(self) -> bool:

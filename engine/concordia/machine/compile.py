@@ -127,7 +127,7 @@ def jump_targets(step: Step) -> list[str]:
     """The later steps a step may jump to: an await's ``on_timeout``, catch ``goto``s."""
     if isinstance(step, AwaitStep) and step.on_timeout != "compensate":
         return [step.on_timeout]
-    if isinstance(step, ActionStep):
+    if isinstance(step, ActionStep | SagaStep):
         return [c.goto for c in step.catch if c.goto != "continue"]
     return []
 
@@ -139,7 +139,7 @@ def _marked(step: Step) -> str:
         name += "[*]" if step.for_each is not None else ""
         name += "!" if step.catch else ""
     elif isinstance(step, SagaStep):
-        name += f" => {step.saga}"
+        name += f" => {step.saga}" + ("!" if step.catch else "")
     return name
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from concordia.definitions.expressions import compile_expression
-from concordia.definitions.models import ActionStep
+from concordia.definitions.models import ActionStep, SagaStep
 from concordia.errors import ExpressionError, ValueLimitError
 from concordia.runtime.children import Children
 from concordia.runtime.decision import Decision
@@ -102,7 +102,7 @@ class Constructs:
     def catch(self, p: RunPass, name: str, now: float) -> None:
         step = p.compiled.steps[name]
         rec = p.steps[name]
-        assert isinstance(step, ActionStep)
+        assert isinstance(step, ActionStep | SagaStep)
         assert rec.caught is not None
         clause = step.catch[rec.caught]
         error: dict[str, Any] = dict(rec.error_detail or {"message": rec.error})

@@ -25,7 +25,14 @@ import structlog
 
 from concordia.clock import Clock
 from concordia.definitions.catalog import Catalog
-from concordia.definitions.models import ActionStep, AwaitStep, PolicyStep, Saga, Step
+from concordia.definitions.models import (
+    ActionStep,
+    AwaitStep,
+    PolicyStep,
+    Saga,
+    SagaStep,
+    Step,
+)
 from concordia.errors import (
     ConcordiaError,
     EventError,
@@ -465,7 +472,7 @@ class Executor:
         rec.wake_at = None
         rec.finished_at = now
         # A catch entry that takes the error lets the run go on (the planner decides).
-        table = step.catch if type(step) is ActionStep else ()
+        table = step.catch if type(step) is ActionStep or type(step) is SagaStep else ()
         rec.caught = matching_entry(table, error, rec.error_detail) if table else None
         if rec.caught is None:
             p.run.error = f"step {step.name}: {message}"

@@ -208,9 +208,12 @@ class FanOut:
         p.pending.note(now, Kind.STEP_FAILED, name, rec.attempt, error=rec.error, item=index)
 
     def abandon_items(self, p: RunPass, name: str) -> None:
-        """Stop a fan-out's open items: no new attempt, no timer."""
-        for item in self._records(p, name):
-            if item.status in _OPEN:
+        """Stop a fan-out's open items: no new attempt, no timer (items never started have
+        no record, and get none)."""
+        steps = p.steps
+        for item_name_ in item_names(name, len(steps[name].items or ())):
+            item = steps.get(item_name_)
+            if item is not None and item.status in _OPEN:
                 item.status = StepStatus.ABANDONED
                 item.wake_at = None
                 p.pending.touch(item)

@@ -128,7 +128,8 @@ def forward(compiled: CompiledSaga, run: RunRecord, steps: dict[str, StepRecord]
 
 def _jump(compiled: CompiledSaga, step: object, rec: StepRecord) -> list[int]:
     """The stage a caught step's catch entry jumps to, if it names a step."""
-    if not isinstance(step, ActionStep) or rec.caught is None or rec.caught >= len(step.catch):
+    if (not isinstance(step, ActionStep | SagaStep) or rec.caught is None
+            or rec.caught >= len(step.catch)):
         return []
     goto = step.catch[rec.caught].goto
     target = compiled.stage_of.get(goto)

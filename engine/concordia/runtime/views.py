@@ -82,7 +82,7 @@ def make_view(order: Iterable[str], run: RunRecord, steps: Iterable[StepRecord],
     shown as pending)."""
     by_name = {s.name: s for s in steps}
     ordered = [by_name.get(name) or StepRecord(name) for name in order]
-    if len(by_name) > len(ordered):  # a fan-out's items, each after its step
+    if any(is_item(name) for name in by_name):  # a fan-out's items, each after its step
         ordered = _with_items(ordered, by_name)
     return RunView(id=run.id, saga=run.saga, version=run.version,
                    status=RunStatus(run.status), state=run.state, input=json_clone(run.input),
