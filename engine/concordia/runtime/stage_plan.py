@@ -91,7 +91,12 @@ def forward(compiled: CompiledSaga, run: RunRecord, steps: dict[str, StepRecord]
             else:
                 assert isinstance(step, ActionStep)
                 decided = _items(step, rec, steps, now, waits)
-                if decided is not None and (items is None or items.kind == "items"):
+                if decided is None or (items is not None and items.kind != "items"):
+                    pass  # bookkeeping found first goes first
+                elif items is not None and decided.kind == "items":
+                    # Several fan-outs of a stage: their items run together.
+                    items = Decision("items", steps=items.steps + decided.steps)
+                else:
                     items = decided
         elif name in compiled.children:
             if status in _NOT_STARTED or (rec.wake_at is not None and rec.wake_at <= now):
