@@ -179,3 +179,18 @@ def test_inspect_lists_a_fan_outs_items(catalog_of: CatalogOf, tmp_path: Path,
     assert data["steps"][0]["items"] == ["a", "b", "c"]
     assert main(["inspect", run.id, "--store", _store(tmp_path)]) == 0
     assert "each[2]" in capsys.readouterr().out
+
+
+def test_inspect_says_what_a_parent_waits_for(catalog_of: CatalogOf, tmp_path: Path,
+                                              clock: VirtualClock,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    catalog = catalog_of(saga("onboard", [{"name": "verify", "saga": "kyc"}]),
+                         saga("kyc", [action("collect")]))
+    rec = Recorder(["collect"])
+    with Engine(catalog, rec.registry, _store(tmp_path), clock=clock) as engine:
+        run = engine.start("onboard", {})
+        engine.advance(run.id)  # the parent only: the child has not run yet
+    assert main(["inspect", run.id, "--store", _store(tmp_path)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    child = child_run_id(run.id, "verify")
+    assert f"step verify waits for child saga kyc (run {child}) to end" in out

@@ -116,6 +116,8 @@ class FanOut:
                 from concordia.runtime.executor import _stop_error
 
                 stop = _stop_error(outcome, p.run.id, rec.name)
+        for parent in {step.name for step, _, _ in started}:
+            _count_done(p, parent)
         return stop
 
     def _context(self, p: RunPass, step: ActionStep, index: int, rec: StepRecord
@@ -279,6 +281,17 @@ class FanOut:
                        error=message)
             return _stop_error(outcome, run.id, name)
         return None
+
+
+def _count_done(p: RunPass, name: str) -> None:
+    """Move the fan-out's planning hint past its first items that succeeded."""
+    parent = p.steps[name]
+    names = item_names(name, len(parent.items or ()))
+    done, steps = parent.done_items, p.steps
+    while done < len(names) and (item := steps.get(names[done])) is not None and (
+            item.status == StepStatus.SUCCEEDED):
+        done += 1
+    parent.done_items = done
 
 
 def _split(name: str) -> tuple[str, int]:

@@ -149,13 +149,14 @@ def _items(step: ActionStep, rec: StepRecord, steps: dict[str, StepRecord], now:
     slots = step.concurrency
     start: list[str] = []
     ended = True
-    for name in names:
+    for name in names[rec.done_items:]:  # the first ones succeeded (see StepRecord)
         item = steps.get(name)
         if item is None:  # not started yet: items start in order, so none after it has
             ended = False
             if len(start) < slots:
                 start.append(name)
-            continue
+                continue
+            break
         status = item.status
         if status == StepStatus.SUCCEEDED:
             continue

@@ -83,6 +83,10 @@ class StepRecord:
     # A fan-out's list, evaluated once when the step starts (its items are journaled as
     # steps of their own, named ``<step>[<index>]``).
     items: list[Any] | None = None
+    # A fan-out's planning hint, never journaled (0 when read back): how many of its first
+    # items are known to have succeeded, so that deciding the next item does not look at
+    # every item again. Only ever grows: a succeeded item stays so going forward.
+    done_items: int = 0
 
     @property
     def has_effect(self) -> bool:
