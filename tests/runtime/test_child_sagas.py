@@ -228,3 +228,54 @@ def test_grandchildren_are_reverted_too(catalog_of: CatalogOf,
     assert engine.get_run(middle).status == "cancelled"
     assert engine.get_run(bottom).status == "cancelled"
     assert engine.get_run(bottom).parent_run_id == middle
+
+
+def test_a_child_resumed_by_an_event_wakes_its_parent_in_the_same_delivery(
+        catalog_of: CatalogOf, engine_for: EngineFor) -> None:
+    from concordia.events.envelope import new_event
+
+    rec = Recorder(["order", "ship"])
+    catalog = catalog_of(
+        saga("checkout", [action("order"), {"name": "pay", "saga": "payment"},
+                          action("ship")]),
+        saga("payment", [{"name": "confirmed", "await": "shop.payment.confirmed",
+                          "match": "event.data.order_id == input.order_id",
+                          "timeout": "1h"}]),
+        {"name": "shop.payment.confirmed", "version": 1, "reliability": "persistent",
+         "payload_schema": {"order_id": {"type": "string", "required": True}}})
+    engine = engine_for(catalog, rec.registry)
+    run = engine.start("checkout", {"order_id": "o-1"})
+    engine.run_until_idle()
+    child_id = child_run_id(run.id, "pay")
+    assert engine.get_run(child_id).status == "suspended"
+    assert engine.get_run(run.id).status == "suspended"
+    delivery = engine.deliver(new_event("shop.payment.confirmed", {"order_id": "o-1"},
+                                        source="urn:test:bank"))
+    assert delivery.resumed == [child_id]
+    # The delivery's commit ended the child and woke the parent: nothing else ran yet.
+    assert engine.get_run(child_id).status == "completed"
+    assert engine.get_run(run.id).status == "running"
+    engine.run_until_idle()
+    view = engine.get_run(run.id)
+    assert view.status == "completed"
+    assert view.step("pay").result["results"] == {"confirmed": {"order_id": "o-1"}}
+    assert rec.actions() == ["order", "ship"]
+
+
+def test_the_command_line_driving_a_run_drives_its_children_too(
+        catalog_of: CatalogOf, clock: VirtualClock) -> None:
+    from concordia.cli.drive import Progress, drive
+    from concordia.cli.render import Times
+
+    rec = Recorder(NAMES, behaviours={"ship": fail("no courier")})
+    catalog = transfer(catalog_of)
+    with Engine(catalog, rec.registry, "memory://", clock=clock) as engine:
+        run = engine.start("checkout", {"total": 2})
+        other = engine.start("checkout", {"total": 5})  # not this command's: left alone
+        view = drive(engine, run.id, catalog.saga("checkout"), max_wait=60,
+                     progress=Progress(quiet=True), times=Times())
+        assert view.status == "compensated"
+        assert engine.get_run(child_run_id(run.id, "pay")).status == "cancelled"
+        assert engine.get_run(other.id).status == "running"
+    assert rec.actions() == ["order", "charge", "capture", "ship"]
+    assert rec.compensations() == ["capture", "charge", "order"]
