@@ -279,3 +279,28 @@ def test_the_command_line_driving_a_run_drives_its_children_too(
         assert engine.get_run(other.id).status == "running"
     assert rec.actions() == ["order", "charge", "capture", "ship"]
     assert rec.compensations() == ["capture", "charge", "order"]
+
+
+def test_a_child_halted_for_an_operator_keeps_its_parent_waiting_until_retried(
+        catalog_of: CatalogOf, engine_for: EngineFor) -> None:
+    broken = {"on": True}
+
+    def undo_charge(ctx: Any) -> None:
+        if broken["on"]:
+            raise PermanentError("refund service down")
+
+    rec = Recorder(NAMES, behaviours={"capture": fail("capture refused")},
+                   compensations={"charge": undo_charge})
+    engine = engine_for(transfer(catalog_of), rec.registry)
+    run = engine.start("checkout", {"total": 1})
+    engine.run_until_idle()
+    child_id = child_run_id(run.id, "pay")
+    assert engine.get_run(child_id).status == "compensation_failed"
+    assert engine.get_run(run.id).status == "suspended"  # waits: nothing to decide yet
+    broken["on"] = False
+    engine.retry(child_id)
+    engine.run_until_idle()
+    assert engine.get_run(child_id).status == "compensated"
+    view = engine.get_run(run.id)
+    assert view.status == "compensated"
+    assert view.step("pay").status == "failed"

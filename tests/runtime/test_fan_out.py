@@ -34,6 +34,7 @@ class Adapters:
         self.fail = fail or {}  # item index -> "before" | "after_checkpoint"
         self.flaky = flaky or {}  # item index -> attempts that fail transiently
         self.activate_fails = activate_fails
+        self.undo_fails: set[int] = set()  # item indexes whose compensation fails for now
         self.calls: list[tuple[str, str, int | None, int, str, Any]] = []
         self.in_flight = 0
         self.most_in_flight = 0
@@ -80,6 +81,8 @@ class Adapters:
     def restore(self, ctx: Any) -> None:
         self.calls.append(("undo", "sync", ctx.index, ctx.attempt, ctx.idempotency_key,
                            ctx.result))
+        if ctx.index in self.undo_fails:
+            raise PermanentError(f"adapter {ctx.item} unreachable")
 
     def activate(self, ctx: Any) -> Any:
         self.calls.append(("action", "activate", None, ctx.attempt, ctx.idempotency_key, None))
@@ -309,3 +312,26 @@ def test_sqlite_keeps_one_row_per_item(catalog_of: CatalogOf, sqlite_url: str,
         assert steps["sync"].items == NAMES
     finally:
         store.close()
+
+
+def test_an_item_whose_compensation_keeps_failing_halts_the_run_until_retried(
+        catalog_of: CatalogOf, engine_for: EngineFor) -> None:
+    handlers = Adapters(activate_fails=True)
+    handlers.undo_fails.add(2)
+    engine = engine_for(fan_out_saga(catalog_of), handlers.registry)
+    run = engine.start("adapters", {"adapters": NAMES})
+    engine.run_until_idle()
+    view = engine.get_run(run.id)
+    assert view.status == "compensation_failed"
+    assert view.error == ("compensation of sync[2] failed: PermanentError: adapter a2 "
+                          "unreachable")
+    assert [s.comp_status for s in view.items("sync")] == [
+        None, None, "failed", "succeeded", "succeeded"]
+    handlers.undo_fails.clear()
+    view = engine.retry(run.id)
+    engine.run_until_idle()
+    view = engine.get_run(run.id)
+    assert view.status == "compensated"
+    assert [(step, index) for step, index, _ in handlers.undone()] == [
+        ("sync", 4), ("sync", 3), ("sync", 2), ("sync", 2), ("sync", 1), ("sync", 0),
+        ("prepare", None)]
