@@ -50,6 +50,7 @@ from concordia.registry import Binding, Registry
 from concordia.runtime.book import SagaBook
 from concordia.runtime.catching import matching_entry
 from concordia.runtime.config import EngineConfig
+from concordia.runtime.constructs import Constructs
 from concordia.runtime.context import CompensationContext, Results, StepContext
 from concordia.runtime.decision import CONSTRUCT_KINDS
 from concordia.runtime.effects import Call, Flow, Read, Write, outcomes, publish_best_effort
@@ -145,8 +146,8 @@ class Executor:
         # moved a run meanwhile, the pass's first commit — always before any handler is
         # called — is refused, and the run is read again.
         self.recent: OrderedDict[str, tuple[RunRecord, dict[str, StepRecord]]] = OrderedDict()
-        from concordia.runtime.constructs import Constructs  # it builds on this class
-
+        # Carries out the decisions of the language's constructs, with this executor's
+        # primitives (flush, invocation, success, failure).
         self.constructs = Constructs(self)
 
     def remember(self, run: RunRecord, steps: dict[str, StepRecord]) -> None:
