@@ -25,6 +25,12 @@ Configurations (the ``store``, ``engine``, ``concurrency``, ``saga_length`` fiel
   grow with the saga's length.
 - stored runs: the memory store already holding 1,000 or 20,000 finished runs, each saga
   started and driven with ``run_until_idle`` (which asks the store for due runs).
+- for_each: a saga of one step that fans out over a list of 100 items, where every fifth
+  run fails for good at item 50, so items 0-49 are compensated, last first. Here a "step"
+  is one item's handler call, action or compensation (100.2 per saga on average). The
+  memory floor is the same handler called per item as a plain function (and the
+  compensations for the failing runs); the SQLite floor is the raw journal committing
+  once per item call.
 
 Each figure is the best of ``--repeat`` interleaved passes after a warm-up. The table comes
 first, then one JSON object per line per configuration.
@@ -59,6 +65,9 @@ from concordia.store.sqlite import SqliteStore  # noqa: E402
 
 FAIL_EVERY = 5  # 20% of runs
 MEMORY_TARGET_US = 40.0
+FAN_ITEMS, FAN_FAILS_AT = 100, 50
+FAN_MEMORY_TARGET_US = 60.0
+FAN_SQLITE_TARGET_RATIO = 0.60
 SQLITE_TARGET_RATIO = 0.70
 IN_FLIGHT_TARGET = 2.0
 ASYNC_TARGET = 0.90
@@ -252,6 +261,99 @@ def check(store: Any, shape: Shape, runs: int) -> None:
         raise SystemExit(f"unexpected compensations: {undone}")
 
 
+# -- the fan-out (for_each) configuration -------------------------------------------------------
+
+FAN_YAML = (f"name: fan{FAN_ITEMS}\nversion: 1\nsteps:\n  - name: items\n"
+            "    action: bench.item\n    compensate: bench.undo_item\n"
+            "    for_each: input.items\n")
+
+
+def fan_items(i: int) -> list[int]:
+    """The list run ``i`` fans out over: a failing run's item FAN_FAILS_AT is refused."""
+    items = list(range(FAN_ITEMS))
+    if fails(i):
+        items[FAN_FAILS_AT] = -1
+    return items
+
+
+def fan_steps_of(runs: int) -> int:
+    failed = sum(fails(i) for i in range(runs))
+    return (runs - failed) * FAN_ITEMS + failed * (2 * FAN_FAILS_AT + 1)
+
+
+def fan_registry() -> Registry:
+    reg = Registry()
+
+    def item(ctx: Any) -> Any:
+        if ctx.item < 0:
+            raise PermanentError(f"item {ctx.index} refused")
+        return {"item": ctx.item, "ref": ctx.idempotency_key}
+
+    reg.add_action("bench.item", item)
+    reg.add_compensation("bench.undo_item", lambda ctx: None)
+    return reg
+
+
+@dataclass
+class PlainItemCtx:
+    item: Any
+    index: int
+    idempotency_key: str
+    result: Any = None
+
+
+def plain_fan_calls(runs: int, journal: Callable[[str, str, str, Any], None] | None = None
+                    ) -> int:
+    """The fan-out's handler called per item as a plain function (optionally journaling
+    each call with one commit); return item calls."""
+    reg = fan_registry()
+    act, undo = reg.get_action("bench.item").fn, reg.get_compensation("bench.undo_item").fn
+    steps = 0
+    for i in range(runs):
+        run_id = f"r{i}"
+        done: list[tuple[int, Any]] = []
+        for index, value in enumerate(fan_items(i)):
+            steps += 1
+            name = f"items[{index}]"
+            try:
+                result = act(PlainItemCtx(value, index, f"{run_id}:items:{index}"))
+            except PermanentError as exc:
+                if journal is not None:
+                    journal(run_id, name, "failed", str(exc))
+                for prior, prior_result in reversed(done):
+                    steps += 1
+                    undo(PlainItemCtx(prior, prior, f"{run_id}:items:{prior}:compensate",
+                                      prior_result))
+                    if journal is not None:
+                        journal(run_id, f"items[{prior}]", "compensated", None)
+                break
+            if journal is not None:
+                journal(run_id, name, "succeeded", result)
+            done.append((index, result))
+    return steps
+
+
+def drive_fan(engine: Engine, runs: int, offset: int = 0) -> int:
+    for i in range(offset, offset + runs):
+        engine.advance(engine.start(f"fan{FAN_ITEMS}", {"items": fan_items(i)}).id)
+    return fan_steps_of(runs)
+
+
+def check_fan(store: Any, runs: int) -> None:
+    """The engine really fanned out: statuses as planned, the failing runs' items undone
+    last first."""
+    views = store.list_runs(limit=runs + 1)
+    got = {s: sum(v.status == s for v in views) for s in ("completed", "compensated")}
+    want = {"completed": sum(not fails(i) for i in range(runs)),
+            "compensated": sum(fails(i) for i in range(runs))}
+    if got != want or len(views) != runs:
+        raise SystemExit(f"fan-out runs ended wrongly: {got}, expected {want}")
+    failed = next(v for v in views if v.status == "compensated")
+    undone = [h.step for h in store.history(failed.id) if h.kind == "compensation.succeeded"]
+    if undone != [f"items[{k}]" for k in reversed(range(FAN_FAILS_AT))]:
+        raise SystemExit(f"unexpected fan-out compensations: {undone[:5]}...")
+
+
 # -- the passes ------------------------------------------------------------------------------
 
 
@@ -322,6 +424,24 @@ class Bench:
             return FIVE.steps_of(runs)
 
         return Pass(work, engine.close)
+
+    def fan(self, store: Any, runs: int) -> Pass:
+        engine = Engine(self.catalogs[FAN_ITEMS], fan_registry(), store, clock=SystemClock())
+        drive_fan(engine, WARM_UP // 4)
+
+        def teardown() -> None:
+            check_fan(engine.store, WARM_UP // 4 + runs)
+            engine.close()
+
+        return Pass(lambda: drive_fan(engine, runs, WARM_UP // 4), teardown)
+
+    def plain_fan(self, runs: int) -> Pass:
+        return Pass(lambda: plain_fan_calls(runs))
+
+    def raw_fan(self, runs: int) -> Pass:
+        journal = RawJournal(self.path("rawfan"))
+        plain_fan_calls(2, journal)
+        return Pass(lambda: plain_fan_calls(runs, journal), journal.close)
 
 
 def best(repeat: int, setups: dict[str, Callable[[], Pass]]) -> dict[str, tuple[float, int]]:
@@ -403,9 +523,14 @@ def main(argv: list[str] | None = None) -> int:
         with open(path, "w") as fh:
             fh.write(shape.yaml())
         catalogs[shape.length] = Catalog.load_strict([path])
+    fan_path = os.path.join(workdir, f"fan{FAN_ITEMS}.yaml")
+    with open(fan_path, "w") as fh:
+        fh.write(FAN_YAML)
+    catalogs[FAN_ITEMS] = Catalog.load_strict([fan_path])
     bench = Bench(workdir, catalogs)
     runs, sql_runs = args.runs, args.sqlite_runs
     long_runs, long_sql = max(runs // 10, 20), max(sql_runs // 10, 10)
+    fan_runs, fan_sql = max(runs // 20, 10), max(sql_runs // 20, 3)
 
     def sqlite() -> str:
         return f"sqlite:///{bench.path('engine')}"
@@ -426,6 +551,10 @@ def main(argv: list[str] | None = None) -> int:
         "sqlite/sync/50": lambda: bench.sync(sqlite(), FIFTY, long_sql),
         "stored/1000": lambda: bench.stored(1000, runs // 4),
         "stored/20000": lambda: bench.stored(20000, runs // 4),
+        "plain_fan": lambda: bench.plain_fan(fan_runs),
+        "memory/fan": lambda: bench.fan("memory://", fan_runs),
+        "raw_fan": lambda: bench.raw_fan(fan_sql),
+        "sqlite/fan": lambda: bench.fan(sqlite(), fan_sql),
     }
     timings = best(args.repeat, setups)
     commits, frames = commits_per_saga(bench, 100)
@@ -482,20 +611,41 @@ def main(argv: list[str] | None = None) -> int:
                      "steps": steps})
     rows[-1]["ratio_to_1000_stored"] = round(rows[-1]["us_per_saga"] / rows[-2]["us_per_saga"],
                                              3)
+    fan_rows = []
+    for store, name, floor, count in (("memory", "memory/fan", "plain_fan", fan_runs),
+                                      ("sqlite", "sqlite/fan", "raw_fan", fan_sql)):
+        t, steps = timings[name]
+        floor_t, floor_steps = timings[floor]
+        plain_t, plain_steps = timings["plain_fan"]
+        fan_rows.append({
+            "configuration": "for_each", "store": store, "engine": "sync", "concurrency": 1,
+            "items": FAN_ITEMS, "fails_at_item": FAN_FAILS_AT, "failing_runs": 1 / FAIL_EVERY,
+            "sagas_per_s": round(count / t, 1), "item_calls_per_s": round(steps / t, 1),
+            "overhead_us_per_item": round((t / steps - plain_t / plain_steps) * 1e6, 1),
+            "floor": floor, "floor_item_calls_per_s": round(floor_steps / floor_t, 1),
+            "ratio_to_floor": round((steps / t) / (floor_steps / floor_t), 3),
+            "runs": count, "item_calls": steps})
+    mem_fan, sql_fan = fan_rows
+    rows += fan_rows
 
     print(f"Sagas run start-then-drive, 1 in {FAIL_EVERY} failing at step L-1; best of "
           f"{args.repeat}; Python {sys.version.split()[0]}, SQLite {sqlite3.sqlite_version}")
     print(f"{'store':<7}{'engine':<7}{'in flight':>10}{'L':>4}{'sagas/s':>10}{'steps/s':>10}"
           f"{'µs/step over':>14}{'of floor':>10}  floor")
     for r in rows:
-        if "stored_runs" in r:
+        if "stored_runs" in r or "configuration" in r:
             continue
         print(f"{r['store']:<7}{r['engine']:<7}{r['concurrency']:>10}{r['saga_length']:>4}"
               f"{r['sagas_per_s']:>10.1f}{r['steps_per_s']:>10.1f}"
               f"{r['overhead_us_per_step']:>14.1f}{r['ratio_to_floor']:>10.1%}  {r['floor']}")
-    for r in rows[-2:]:
-        print(f"memory store holding {r['stored_runs']:>6} finished runs: "
-              f"{r['us_per_saga']:.0f} µs per saga with run_until_idle")
+    for r in rows:
+        if "stored_runs" in r:
+            print(f"memory store holding {r['stored_runs']:>6} finished runs: "
+                  f"{r['us_per_saga']:.0f} µs per saga with run_until_idle")
+    for r in fan_rows:
+        print(f"for_each over {FAN_ITEMS} items ({r['store']}): {r['item_calls_per_s']:.0f} "
+              f"item calls/s, {r['overhead_us_per_item']:.1f} µs/item over plain calls, "
+              f"{r['ratio_to_floor']:.1%} of {r['floor']}")
 
     def verdict(ok: bool) -> str:
         return "met" if ok else "MISSED"
@@ -522,9 +672,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  50-step overhead per step within {LENGTH_TARGET:g}x of 5-step ({store}): "
               f"{r['overhead_ratio_to_5_steps']:.2f}x — "
               f"{verdict(r['overhead_ratio_to_5_steps'] <= LENGTH_TARGET)}")
+    stored20k = next(r for r in rows if r.get("stored_runs") == 20000)
     print(f"  memory store at 20,000 stored runs within {LENGTH_TARGET:g}x of 1,000: "
-          f"{rows[-1]['ratio_to_1000_stored']:.2f}x — "
-          f"{verdict(rows[-1]['ratio_to_1000_stored'] <= LENGTH_TARGET)}")
+          f"{stored20k['ratio_to_1000_stored']:.2f}x — "
+          f"{verdict(stored20k['ratio_to_1000_stored'] <= LENGTH_TARGET)}")
+    print(f"  for_each per-item overhead on memory < {FAN_MEMORY_TARGET_US:g} µs: "
+          f"{mem_fan['overhead_us_per_item']:.1f} — "
+          f"{verdict(mem_fan['overhead_us_per_item'] < FAN_MEMORY_TARGET_US)}")
+    print(f"  for_each on SQLite >= {FAN_SQLITE_TARGET_RATIO:.0%} of a raw journal committing "
+          f"once per item: {sql_fan['ratio_to_floor']:.1%} — "
+          f"{verdict(sql_fan['ratio_to_floor'] >= FAN_SQLITE_TARGET_RATIO)}")
     print()
     for r in rows:
         print(json.dumps(r))

@@ -8,7 +8,8 @@ import sys
 import concordia
 
 PUBLIC = {
-    "AsyncEngine", "BindingError", "Bus", "Catalog", "CompensationContext", "ConcordiaError",
+    "AsyncEngine", "BindingError", "Bus", "Catalog", "ChildSagaError", "CompensationContext",
+    "ConcordiaError", "ItemCompensationContext", "ItemContext",
     "DefinitionChangedError", "DefinitionError", "Delivery", "Engine", "Envelope",
     "EventError", "ExpressionError", "InMemoryBus", "InputError", "PermanentError",
     "PolicyError", "Registry", "RetryableError", "RunView", "StepContext", "StoreError",

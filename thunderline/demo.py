@@ -104,6 +104,7 @@ SHORT = {
     "run compensated what it did": "undo",
     "no training jobs left running": "jobs",
     "adapters on their previous snapshot": "adapters",
+    "each moved adapter undone by its own compensation": "per-adapter",
     "no stray memberships": "members",
     "magic link and its telemetry carry the correlation id": "email-corr",
     "events carry the trigger's correlation id": "corr",

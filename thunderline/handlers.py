@@ -30,7 +30,12 @@ from typing import Any
 
 from concordia.errors import HandlerError, PermanentError, RetryableError
 from concordia.registry import Registry
-from concordia.runtime.context import CompensationContext, StepContext
+from concordia.runtime.context import (
+    CompensationContext,
+    ItemCompensationContext,
+    ItemContext,
+    StepContext,
+)
 from thunderline.systems.errors import ExternalSystemError, Rejected, Unavailable
 from thunderline.systems.models import parse_candidates
 from thunderline.world import World
@@ -59,6 +64,8 @@ FAULT_POINTS: dict[str, str] = {
     "thunderbolt.load_snapshot": "upm.load",
     "thunderbolt.mark_snapshot_activating": "upm.mark_activating",
     "thunderbolt.mark_snapshot_shadow": "upm.mark_shadow",
+    "thunderblock.sync_adapter": "thunderblock.sync_adapter",
+    "thunderblock.restore_adapter": "thunderblock.restore_adapter",
     "thunderblock.sync_adapters": "thunderblock.sync_adapters",
     "thunderblock.restore_adapters": "thunderblock.restore_adapters",
     "thunderbolt.activate_snapshot": "upm.activate",
@@ -247,9 +254,10 @@ class ThunderlineHandlers:
         if snapshot.status != "shadow":
             raise PermanentError(f"snapshot {snapshot_id} is {snapshot.status}; "
                                  "only a shadow snapshot can be promoted")
+        adapters = self.world.block.adapter_ids()
         return {"snapshot_id": snapshot_id, "drift_score": snapshot.drift_score,
                 "shadow_validated": snapshot.shadow_validated,
-                "adapter_count": self.world.block.count_adapters()}
+                "adapter_count": len(adapters), "adapters": adapters}
 
     def mark_snapshot_activating(self, ctx: StepContext) -> dict[str, Any]:
         snapshot_id = str(_input(ctx, "snapshot_id"))
@@ -265,6 +273,37 @@ class ThunderlineHandlers:
         ctx.log.info("snapshot back to shadow", snapshot_id=snapshot_id, was=before)
         return {"snapshot_id": snapshot_id, "status_before": before}
 
+    def sync_adapter(self, ctx: ItemContext) -> dict[str, Any]:
+        """One adapter of the fan-out: its previous snapshot is checkpointed before it
+        changes, so a sync that dies midway is still undone for this adapter (GAP-002)."""
+        snapshot_id = str(_input(ctx, "snapshot_id"))
+        adapter_id = str(ctx.item)
+
+        def remember(previous: str | None) -> None:
+            ctx.checkpoint({"snapshot_id": snapshot_id, "adapter_id": adapter_id,
+                            "previous": previous})
+
+        with _external("thunderblock.sync_adapter"):
+            previous = self.world.block.sync_adapter(snapshot_id, adapter_id,
+                                                     ctx.idempotency_key,
+                                                     before_change=remember)
+        ctx.log.info("adapter synced", snapshot_id=snapshot_id, adapter_id=adapter_id)
+        return {"snapshot_id": snapshot_id, "adapter_id": adapter_id, "previous": previous}
+
+    def restore_adapter(self, ctx: ItemCompensationContext) -> dict[str, Any]:
+        """Put one adapter back on the snapshot its sync found it on."""
+        record = _record(ctx)
+        snapshot_id = record.get("snapshot_id") or ctx.input["snapshot_id"]
+        adapter_id = str(record.get("adapter_id") or ctx.item)
+        if "previous" not in record:  # nothing journaled: this adapter was never moved
+            return {"adapter_id": adapter_id, "restored": False}
+        with _external("thunderblock.restore_adapter"):
+            restored = self.world.block.restore_adapter(snapshot_id, adapter_id,
+                                                        record["previous"])
+        ctx.log.info("adapter restored", adapter_id=adapter_id, restored=restored)
+        return {"adapter_id": adapter_id, "restored": restored}
+
+    # Version 1 of the saga synced every adapter in one step; kept for its runs in flight.
     def sync_adapters(self, ctx: StepContext) -> dict[str, Any]:
         snapshot_id = str(_input(ctx, "snapshot_id"))
         previous: dict[str, str | None] = {}
@@ -405,6 +444,7 @@ ACTIONS: dict[str, str] = {
     "thunderlink.add_community_membership": "add_community_membership",
     "thunderbolt.load_snapshot": "load_snapshot",
     "thunderbolt.mark_snapshot_activating": "mark_snapshot_activating",
+    "thunderblock.sync_adapter": "sync_adapter",
     "thunderblock.sync_adapters": "sync_adapters",
     "thunderbolt.activate_snapshot": "activate_snapshot",
     "thunderbolt.create_model_run": "create_model_run",
@@ -417,12 +457,20 @@ COMPENSATIONS: dict[str, str] = {
     "thunderblock.delete_vault": "delete_vault",
     "thunderlink.remove_community_membership": "remove_community_membership",
     "thunderbolt.mark_snapshot_shadow": "mark_snapshot_shadow",
+    "thunderblock.restore_adapter": "restore_adapter",
     "thunderblock.restore_adapters": "restore_adapters",
     "thunderbolt.deactivate_snapshot": "deactivate_snapshot",
     "thunderbolt.fail_model_run": "fail_model_run",
     "cerebros.cancel_training": "cancel_training",
     "thunderbolt.retire_model_version": "retire_model_version",
 }
+
+
+# Handlers no current definition names, kept bound for the runs that started on an earlier
+# version of their saga (a run finishes on the version it started with): upm_activation
+# version 1 synced every adapter in one step.
+EARLIER_VERSIONS: dict[str, str] = {"thunderblock.sync_adapters": "upm_activation v1",
+                                    "thunderblock.restore_adapters": "upm_activation v1"}
 
 
 def build_registry(world: World | Callable[[], World]) -> Registry:

@@ -1,4 +1,5 @@
-"""The reference domain's scenarios: each saga on its happy path and failing at every step.
+"""The reference domain's scenarios: each saga on its happy path and failing at every step
+(and, for the adapter fan-out, at its first adapter, midway, and after an adapter's change).
 
 A scenario injects a failure into the simulated world (not into the engine), starts the
 saga the way production would (a trigger event delivered to the engine), plays the outside
@@ -123,6 +124,12 @@ class Runner:
         if view.saga == "upm_activation" and view.status != "completed":
             checks.append(("adapters on their previous snapshot",
                            not world.adapters_not_on(adapters_before)))
+            # GAP-002: exactly the adapters the run moved, each by its own compensation.
+            moved = world.block.synced_by(f"{view.id}:sync_adapters:")
+            undone = {f"{view.id}:{name.replace('[', ':').rstrip(']')}"
+                      for name in view.compensated_steps() if name.startswith("sync_adapters[")}
+            checks.append(("each moved adapter undone by its own compensation",
+                           undone == set(moved)))
         if view.saga == "user_provisioning":
             checks.append(("no stray memberships", not world.orphan_memberships()))
             if view.status == "completed" or any(
@@ -144,9 +151,10 @@ class Runner:
         checks.append(("causation chains reach the trigger", chains_ok and bool(events)))
 
 
-def _permanent(operation: str, after: int = 0) -> Callable[[World], None]:
+def _permanent(operation: str, after: int = 0, skip: int = 0) -> Callable[[World], None]:
     def inject(world: World) -> None:
-        world.fail_next(operation, after=after, error=Rejected(operation, "injected failure"))
+        world.fail_next(operation, after=after, skip=skip,
+                        error=Rejected(operation, "injected failure"))
     return inject
 
 
@@ -173,12 +181,22 @@ def scenarios(engine: Engine) -> list[Scenario]:
         "user_provisioning": user_input, "upm_activation": upm_input(0.12),
         "cerebros_nas": nas_input}
     # Multi-item steps fail midway, so compensation must work from the checkpoint.
-    midway = {"cerebros.dispatch_training": 2, "thunderblock.sync_adapters": 1}
+    midway = {"cerebros.dispatch_training": 2}
+    # A fan-out fails at its first item, at a later item before its change, and at an item
+    # whose change was made (its reply lost): (label, items passed, after).
+    fan_out = [("adapter 1", 0, 0), ("adapter 2 of 3, mid fan-out", 1, 0),
+               ("adapter 3, change made, reply lost", 2, 1)]
     for saga_name in ("user_provisioning", "upm_activation", "cerebros_nas"):
         saga = catalog.saga(saga_name)
         out.append(Scenario(saga_name, "-", "completed", prepare[saga_name]))
         for step in saga.steps:
             if not isinstance(step, ActionStep):
+                continue
+            if step.for_each is not None:
+                for where, skip, after in fan_out:
+                    out.append(Scenario(saga_name, f"{step.name} ({where})", "undone",
+                                        prepare[saga_name],
+                                        _permanent(FAULT_POINTS[step.action], after, skip)))
                 continue
             after = midway.get(step.action, 0)
             label = step.name + (f" (after {after} items)" if after else "")

@@ -81,8 +81,9 @@ class World:
         return [point for system in self._systems for point in system.fault_points()]
 
     def fail_next(self, operation: str, *, times: int = 1, after: int = 0,
-                  error: ErrorSpec = None) -> None:
-        """Make the next ``times`` calls of ``operation`` fail.
+                  error: ErrorSpec = None, skip: int = 0) -> None:
+        """Make the next ``times`` calls of ``operation`` fail (after ``skip`` calls that
+        pass untouched: ``skip=2`` fails the third adapter a fan-out syncs).
 
         ``after`` is how many items the call completes first: 0 fails before any side
         effect; for a multi-item operation (dispatching n jobs, syncing n adapters) a
@@ -94,7 +95,7 @@ class World:
         if operation not in self.operations:
             raise ValueError(f"unknown operation {operation!r}; known: "
                              + ", ".join(self.operations))
-        self.faults.fail_next(operation, times=times, after=after, error=error)
+        self.faults.fail_next(operation, times=times, after=after, error=error, skip=skip)
 
     def clear_failures(self) -> None:
         self.faults.clear()

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from concordia.definitions.catalog import Catalog
     from concordia.errors import (
         BindingError,
+        ChildSagaError,
         ConcordiaError,
         DefinitionChangedError,
         DefinitionError,
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
         Delivery,
         Engine,
         InputError,
+        ItemCompensationContext,
+        ItemContext,
         RunView,
         StepContext,
     )
@@ -44,7 +47,8 @@ if TYPE_CHECKING:
 _EXPORTS = {
     "SystemClock": "concordia.clock", "VirtualClock": "concordia.clock",
     "Catalog": "concordia.definitions.catalog",
-    "BindingError": "concordia.errors", "ConcordiaError": "concordia.errors",
+    "BindingError": "concordia.errors", "ChildSagaError": "concordia.errors",
+    "ConcordiaError": "concordia.errors",
     "DefinitionChangedError": "concordia.errors",
     "DefinitionError": "concordia.errors", "EventError": "concordia.errors",
     "ExpressionError": "concordia.errors", "PermanentError": "concordia.errors",
@@ -58,6 +62,7 @@ _EXPORTS = {
     "CompensationContext": "concordia.runtime", "Delivery": "concordia.runtime",
     "Engine": "concordia.runtime", "InputError": "concordia.runtime",
     "RunView": "concordia.runtime", "StepContext": "concordia.runtime",
+    "ItemContext": "concordia.runtime", "ItemCompensationContext": "concordia.runtime",
     "open_store": "concordia.store",
 }
 
@@ -80,6 +85,7 @@ __all__ = [
     "BindingError",
     "Bus",
     "Catalog",
+    "ChildSagaError",
     "CompensationContext",
     "ConcordiaError",
     "DefinitionChangedError",
@@ -91,6 +97,8 @@ __all__ = [
     "ExpressionError",
     "InMemoryBus",
     "InputError",
+    "ItemCompensationContext",
+    "ItemContext",
     "PermanentError",
     "PolicyError",
     "Registry",

@@ -15,6 +15,7 @@
     ├── HandlerError             raised by handlers to steer retries
     │   ├── RetryableError       worth another attempt
     │   └── PermanentError       retrying cannot help; fail the step now
+    ├── ChildSagaError           a child saga ended without completing (fails its step)
     └── IllegalTransitionError   the compiled machine forbids the requested move
 
 Each carries structured attributes so callers need not parse messages.
@@ -130,10 +131,20 @@ class PolicyError(ConcordiaError):
 
 
 class HandlerError(ConcordiaError):
-    """Raised by handlers to tell the engine how to treat a failure."""
+    """Raised by handlers to tell the engine how to treat a failure.
 
-    def __init__(self, message: str = "", *, details: Any = None) -> None:
+    The journal keeps, besides the message, what identifies the failure for people and
+    for ``catch`` tables (problem details, as RFC 9457 has them): ``type`` (a name or URI;
+    default the class name), ``title`` (a short summary of the type), ``status`` (an
+    HTTP-like code) and ``details`` (a mapping of JSON data).
+    """
+
+    def __init__(self, message: str = "", *, details: Any = None, type: str | None = None,
+                 title: str | None = None, status: int | None = None) -> None:
         self.details = details
+        self.type = type
+        self.title = title
+        self.status = status
         super().__init__(message)
 
 
@@ -143,6 +154,23 @@ class RetryableError(HandlerError):
 
 class PermanentError(HandlerError):
     """Retrying cannot help: the step fails now, whatever its retry policy says."""
+
+
+class ChildSagaError(ConcordiaError):
+    """A child saga's run ended without completing; the parent's step fails with it."""
+
+    def __init__(self, saga: str, run_id: str, status: str, error: str | None) -> None:
+        self.saga = saga
+        self.run_id = run_id
+        self.status = status
+        self.error = error
+        super().__init__(f"child saga {saga} (run {run_id}) ended {status}"
+                         + (f": {error}" if error else ""))
+
+    def to_problem(self) -> dict[str, Any]:
+        return {"type": "ChildSagaError", "title": f"child saga {self.status}",
+                "detail": str(self), "details": {"saga": self.saga, "run_id": self.run_id,
+                                                 "status": self.status, "error": self.error}}
 
 
 class IllegalTransitionError(ConcordiaError):

@@ -47,17 +47,20 @@ class StepStatus(StrEnum):
     """Where one step of a run stands (its forward attempts)."""
 
     PENDING = "pending"
+    READY = "ready"  # its condition (`if`) held: it starts when the planner says so
     RUNNING = "running"  # an attempt started (durably, before its side effect)
     WAITING_RETRY = "waiting_retry"
     AWAITING = "awaiting"  # an await step, suspended on its event
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     SKIPPED = "skipped"
+    CAUGHT = "caught"  # failed for good, and a catch entry took the error: the run goes on
     ABANDONED = "abandoned"  # its stage failed or was cancelled before it finished
 
 
 # Step statuses in which nothing more happens to the step going forward.
-STEP_SETTLED = frozenset({StepStatus.SUCCEEDED, StepStatus.SKIPPED, StepStatus.FAILED})
+STEP_SETTLED = frozenset({StepStatus.SUCCEEDED, StepStatus.SKIPPED, StepStatus.FAILED,
+                          StepStatus.CAUGHT})
 
 
 class CompStatus(StrEnum):
@@ -65,6 +68,7 @@ class CompStatus(StrEnum):
 
     RUNNING = "running"
     WAITING_RETRY = "waiting_retry"
+    AWAITING = "awaiting"  # a child saga step's undo: waiting for the child to undo itself
     SUCCEEDED = "succeeded"
     FAILED = "failed"
 
@@ -82,12 +86,19 @@ class Kind(StrEnum):
     RUN_CANCEL_REQUESTED = "run.cancel_requested"
     RUN_RETRIED = "run.retried"
     RUN_EMIT_FAILED = "run.emit_failed"
+    RUN_REVERT_REQUESTED = "run.revert_requested"  # a parent compensates this completed run
     STATE = "state"  # a move of the compiled machine: {"from", "to", "event"}
     STEP_STARTED = "step.started"
     STEP_SUCCEEDED = "step.succeeded"
     STEP_FAILED = "step.failed"
     STEP_RETRY_SCHEDULED = "step.retry_scheduled"
     STEP_CHECKPOINT = "step.checkpoint"
+    STEP_SKIPPED = "step.skipped"  # its condition was false
+    STEP_READY = "step.ready"  # its condition held
+    STEP_CAUGHT = "step.caught"  # a catch entry took its error
+    STEP_EXPANDED = "step.expanded"  # a fan-out's list, evaluated: {"items": n}
+    CHILD_STARTED = "child.started"  # a child saga's run: {"run_id", "saga", "version"}
+    CHILD_ENDED = "child.ended"  # {"run_id", "status"}
     COMPENSATION_STARTED = "compensation.started"
     COMPENSATION_SUCCEEDED = "compensation.succeeded"
     COMPENSATION_RETRY_SCHEDULED = "compensation.retry_scheduled"

@@ -29,7 +29,7 @@ def _broken_copy(tmp_path: Path) -> Path:
     up = root / "definitions/sagas/user_provisioning.yaml"
     up.write_text(up.read_text().replace("    compensate: thunderlink.delete_user\n", "", 1))
     upm = root / "definitions/sagas/upm_activation.yaml"
-    upm.write_text(upm.read_text().replace("version: 1\n", "version: 1\nversion: 2\n", 1))
+    upm.write_text(upm.read_text().replace("version: 2\n", "version: 2\nversion: 3\n", 1))
     return root
 
 

@@ -64,6 +64,8 @@ VOCABULARY = [
     ("retry", SAGA["$defs"]["retry"], models.RetryPolicy, set()),
     ("backoff", SAGA["$defs"]["backoff"], models.Backoff, set()),
     ("emit", SAGA["$defs"]["emit"], models.Emit, set()),
+    ("catch", SAGA["$defs"]["step"]["properties"]["catch"]["items"], models.CatchClause,
+     set()),
     ("event", EVENT["$defs"]["event"], models.EventDef, {"file"}),
     ("policy", POLICY, models.Policy, {"source"}),
     ("rule", POLICY["properties"]["rules"]["items"], models.Rule, set()),
@@ -81,7 +83,7 @@ def test_schema_properties_match_model_fields(
     assert _required(schema) == _yaml_required(model), what
 
 
-def test_step_vocabulary_matches_the_three_step_models() -> None:
+def test_step_vocabulary_matches_the_four_step_models() -> None:
     step = SAGA["$defs"]["step"]
     renamed = {"event": "await"}  # AwaitStep.event is written `await:`
     derived = {"kind", "compensate_none"}  # set from which key is present / `none`
@@ -89,6 +91,7 @@ def test_step_vocabulary_matches_the_three_step_models() -> None:
         "action": models.ActionStep,
         "await": models.AwaitStep,
         "policy": models.PolicyStep,
+        "saga": models.SagaStep,
     }
     union: set[str] = set()
     for kind, model in per_kind.items():
@@ -101,7 +104,7 @@ def test_step_vocabulary_matches_the_three_step_models() -> None:
     assert union == _props(step)
     assert _required(step) == {"name"}
     assert [set(alt["required"]) for alt in step["oneOf"]] == [
-        {"action"}, {"await"}, {"policy"}]
+        {"action"}, {"await"}, {"policy"}, {"saga"}]
 
 
 def test_event_source_alias_and_compensate_none() -> None:

@@ -50,10 +50,12 @@ def test_a_schema_version_2_store_keeps_its_runs_steps_and_history(tmp_path: Pat
     _v2_store(path)
     store = SqliteStore(f"sqlite:///{path}")
     try:
-        assert store.schema_version() == SCHEMA_VERSION == 4
+        assert store.schema_version() == SCHEMA_VERSION == 5
         loaded = store.load("r-1")
         assert loaded is not None
         run, steps = loaded
+        # Columns and step fields added later read as their defaults in migrated rows.
+        assert (run.parent_run_id, run.parent_step) == (None, None)
         assert (run.status, run.state, run.rev, run.input) == ("running", "run_1", 3,
                                                                {"order": 7})
         assert steps == {

@@ -74,6 +74,22 @@ class FakeCompensationContext:
     log: Any = field(default_factory=lambda: structlog.get_logger("test"))
 
 
+@dataclass
+class FakeItemContext(FakeStepContext):
+    """The context of one item of a fan-out: its item, its index, and ``vars``."""
+
+    item: Any = None
+    index: int = 0
+    vars: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class FakeItemCompensationContext(FakeCompensationContext):
+    item: Any = None
+    index: int = 0
+    vars: dict[str, Any] = field(default_factory=dict)
+
+
 def undo_of(ctx: FakeStepContext, result: Any = None) -> FakeCompensationContext:
     """The compensation context the engine builds for the step ``ctx`` ran: its result
     if it completed, else its last checkpoint."""

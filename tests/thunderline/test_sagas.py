@@ -23,7 +23,7 @@ USER = {"email": "ada@example.com", "display_name": "Ada",
         "redirect": "https://app.example/welcome"}
 NAS = {"search_space": "cnn-small", "trials": 4, "dataset": "cifar10"}
 # Operations that work through several items; a failure "midway" stops after two.
-MULTI_ITEM = {"cerebros.dispatch", "thunderblock.sync_adapters"}
+MULTI_ITEM = {"cerebros.dispatch"}
 
 
 @dataclass
@@ -140,14 +140,43 @@ def test_upm_activation_failing_anywhere_restores_every_adapter(
     view = harness.run("upm_activation", {"snapshot_id": new})
     assert view.status in ("compensated", "failed")
     assert view.step(step).status == "failed"
-    if operation == "thunderblock.sync_adapters" and after:
-        # GAP-002: adapters changed before the failure were checkpointed and restored.
-        assert "sync_adapters" in compensated(view)
+    if operation == "thunderblock.sync_adapter" and after:
+        # GAP-002: the adapter changed before its sync failed was checkpointed and restored.
+        assert compensated(view)[0] == "sync_adapters[0]"
     assert world.adapters_not_on(before) == {}
     assert world.upm.active_snapshot() == world.upm.snapshot(base)
     assert world.upm.snapshot(new).status == "shadow"
     assert world.check_invariants() == []
     event(view, "ai.upm.activation.failed")
+
+
+@pytest.mark.parametrize("failing", range(4))
+@pytest.mark.parametrize("after", [0, 1])
+def test_gap_002_a_failure_mid_fan_out_restores_exactly_the_adapters_it_moved(
+        harness: Harness, failing: int, after: int) -> None:
+    """Adapter ``failing`` fails before its change (``after=0``) or once its change is
+    made (``after=1``, the response lost): each adapter moved is restored by its own
+    compensation, last first, and no other adapter is touched."""
+    world = harness.world
+    world.ensure_upm_baseline(adapters=4)
+    new = world.upm.create_snapshot(0.1)
+    before = world.adapter_snapshots()
+    world.fail_next("thunderblock.sync_adapter", skip=failing, after=after,
+                    error=PermanentError)
+    view = harness.run("upm_activation", {"snapshot_id": new})
+    assert view.status == "compensated"
+    moved = failing + after  # adapters whose snapshot changed before the failure
+    items = [f"sync_adapters[{i}]" for i in reversed(range(moved))]
+    assert compensated(view) == [*items, "mark_activating"]
+    ledger = world.block.synced_by(f"{view.id}:sync_adapters:")
+    ids = world.block.adapter_ids()
+    assert ledger == {f"{view.id}:sync_adapters:{i}": ids[i] for i in range(moved)}
+    restored = [h.step for h in view.history if h.kind == "compensation.succeeded"]
+    assert restored[:moved] == items
+    assert [s.name for s in view.items("sync_adapters")] == [
+        f"sync_adapters[{i}]" for i in range(failing + 1)]
+    assert world.adapters_not_on(before) == {}
+    assert world.check_invariants() == []
 
 
 @pytest.mark.parametrize(("drift", "validated"), [(0.5, True), (0.1, False)])

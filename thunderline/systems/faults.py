@@ -1,8 +1,9 @@
 """Failure injection: a plan of failures the simulated systems raise on demand.
 
 Tests and the demo arm a failure on a named operation (``"cerebros.dispatch"``,
-``"thunderblock.sync_adapters"``, ...). The next call of that operation fails, either
-before doing anything (``after=0``) or *midway*, after ``after`` of its items are done:
+``"thunderblock.sync_adapter"``, ...). The next call of that operation (or, with
+``skip=n``, the call after the next ``n``: the third adapter of a fan-out, say) fails,
+either before doing anything (``after=0``) or *midway*, after ``after`` of its items are done:
 that is how a step comes to fail with part of its side effects already in the world,
 the case a compensation must still undo. ``after`` at or beyond the number of items
 fails the call once all its work is done, like a response lost on the way back.
@@ -27,6 +28,7 @@ class PlannedFailure:
     operation: str
     after: int
     error: ErrorSpec
+    skip: int = 0  # calls that pass before this failure is armed
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,19 +49,21 @@ class FailurePlan:
         self._fired: list[FiredFailure] = []
 
     def fail_next(self, operation: str, *, times: int = 1, after: int = 0,
-                  error: ErrorSpec = None) -> None:
-        """Make the next ``times`` calls of ``operation`` fail after ``after`` items.
+                  error: ErrorSpec = None, skip: int = 0) -> None:
+        """Make the next ``times`` calls of ``operation`` fail after ``after`` items,
+        once ``skip`` calls have passed untouched.
 
         ``error`` is an exception instance or class to raise (a class is called with a
         message); by default a transient ``InjectedFailure``.
         """
         if times < 1:
             raise ValueError("times must be at least 1")
-        if after < 0:
-            raise ValueError("after must not be negative")
+        if after < 0 or skip < 0:
+            raise ValueError("after and skip must not be negative")
         with self._lock:
             queue = self._planned.setdefault(operation, deque())
-            queue.extend(PlannedFailure(operation, after, error) for _ in range(times))
+            queue.extend(PlannedFailure(operation, after, error, skip if k == 0 else 0)
+                         for k in range(times))
 
     def clear(self, operation: str | None = None) -> None:
         """Drop the planned failures of one operation, or of all."""
@@ -84,6 +88,11 @@ class FailurePlan:
         with self._lock:
             queue = self._planned.get(operation)
             planned = queue.popleft() if queue else None
+            if queue is not None and planned is not None and planned.skip:
+                # This call passes untouched; the failure waits for a later one.
+                queue.appendleft(PlannedFailure(planned.operation, planned.after,
+                                                planned.error, planned.skip - 1))
+                planned = None
         return Trip(self, operation, planned)
 
     def _fire(self, planned: PlannedFailure) -> BaseException:

@@ -1,11 +1,13 @@
 """ThunderBlock: the adapters that serve UPM snapshots, and user vaults.
 
-Every adapter points at one snapshot (``active_snapshot_id``). Moving adapters to a new
-snapshot is one remote call per adapter, so it can fail with some adapters moved; the
-system keeps a ledger of each adapter's snapshot before a sync (per idempotency key) so
-that a retried sync still reports the *original* previous snapshot, not the one the
-first attempt already set. Restoring is a single transaction: all adapters go back, or
-none do.
+Every adapter points at one snapshot (``active_snapshot_id``). Moving an adapter to a
+new snapshot is one remote call (``sync_adapter``); the system keeps a ledger of each
+adapter's snapshot before a sync (per idempotency key) so that a retried sync still
+reports the *original* previous snapshot, not the one the first attempt already set.
+``restore_adapter`` puts one adapter back. ``sync_adapters``/``restore_adapters`` do the
+same for every adapter in one call (a failure midway leaves the earlier ones moved; the
+restore is one transaction); they serve runs that started before the saga synced each
+adapter as a step of its own.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ class Vault:
 
 class ThunderBlock(System):
     name = "thunderblock"
-    OPERATIONS = ("sync_adapters", "restore_adapters", "provision_vault", "delete_vault")
+    OPERATIONS = ("sync_adapter", "restore_adapter", "sync_adapters", "restore_adapters",
+                  "provision_vault", "delete_vault")
     SCHEMA = """
     CREATE TABLE IF NOT EXISTS thunderblock_adapters (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -90,6 +93,64 @@ class ThunderBlock(System):
 
     def count_adapters(self) -> int:
         return int(self._db.scalar("SELECT COUNT(*) FROM thunderblock_adapters"))
+
+    def adapter_ids(self) -> list[str]:
+        """Every adapter's id, in the order they were created."""
+        return [a.adapter_id for a in self.adapters()]
+
+    def sync_adapter(self, snapshot_id: str, adapter_id: str, idempotency_key: str, *,
+                     before_change: Callable[[str | None], None] | None = None,
+                     ) -> str | None:
+        """Point one adapter at ``snapshot_id``; returns the snapshot it was on before.
+
+        ``before_change(previous)`` is called before the adapter changes, so the caller can
+        record the previous snapshot durably first. A retry with the same key reports the
+        snapshot from before the first attempt (the ledger), not the one it set.
+        """
+        trip = self._guard("sync_adapter")
+        adapter = self.adapter(adapter_id)
+        ledger = self._db.row(
+            "SELECT previous_snapshot_id FROM thunderblock_sync_ledger"
+            " WHERE idempotency_key = ? AND adapter_id = ?", (idempotency_key, adapter_id))
+        prev = adapter.active_snapshot_id if ledger is None else ledger[0]
+        if before_change is not None:
+            before_change(prev)
+        now = self._now()
+        with self._db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO thunderblock_sync_ledger (idempotency_key, adapter_id,"
+                " previous_snapshot_id, target_snapshot_id, recorded_at)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (idempotency_key, adapter_id, prev, snapshot_id, now))
+            conn.execute("UPDATE thunderblock_adapters SET active_snapshot_id = ?,"
+                         " updated_at = ? WHERE adapter_id = ?", (snapshot_id, now, adapter_id))
+        trip.finish()
+        return prev
+
+    def restore_adapter(self, snapshot_id: str, adapter_id: str,
+                        previous: str | None) -> bool:
+        """Put one adapter that the ``snapshot_id`` sync moved back on ``previous``.
+
+        Only while it is still on ``snapshot_id``: one never moved, or moved on by someone
+        else since, is not ours to roll back. Returns whether it was restored (False when
+        there was nothing to do, so restoring twice is harmless).
+        """
+        trip = self._guard("restore_adapter")
+        with self._db.transaction() as conn:
+            changed = conn.execute(
+                "UPDATE thunderblock_adapters SET active_snapshot_id = ?, updated_at = ?"
+                " WHERE adapter_id = ? AND active_snapshot_id IS ?",
+                (previous, self._now(), adapter_id, snapshot_id)).rowcount
+        trip.finish()
+        return bool(changed) and previous != snapshot_id
+
+    def synced_by(self, key_prefix: str) -> dict[str, str]:
+        """Adapters a sync moved, by the idempotency key it used (those starting with
+        ``key_prefix``): key -> adapter id."""
+        rows = self._db.rows("SELECT idempotency_key, adapter_id FROM thunderblock_sync_ledger"
+                             " WHERE substr(idempotency_key, 1, ?) = ?",
+                             (len(key_prefix), key_prefix))
+        return {r["idempotency_key"]: r["adapter_id"] for r in rows}
 
     def sync_adapters(self, snapshot_id: str, idempotency_key: str, *,
                       before_change: Callable[[str, str | None], None] | None = None,

@@ -1,7 +1,8 @@
 """Driving one run from the command line, with progress on standard error.
 
 ``run``, ``cancel``, ``retry`` and ``events send --handlers`` drive only the runs they
-touched, never the rest of the store: other runs belong to workers. Progress shows the
+touched, never the rest of the store: other runs belong to workers. The child runs a run
+waits for (child sagas) are the run's own work: they are driven too, in turn. Progress shows the
 step in hand; on a terminal it is one line redrawn in place, when piped one line per
 change. The run is left (and the command returns) when it ends, when it suspends on an
 await (the event and its deadline are shown), or when its next timer is further away
@@ -68,6 +69,8 @@ def drive(engine: Engine, run_id: str, saga: Saga | None, *, max_wait: float,
             now = engine.clock.now()
             if view.status in SETTLED:
                 if view.status == "suspended":
+                    if _drive_children(engine, view, saga, max_wait, progress, times):
+                        continue  # a child ended: its parent has work again
                     progress.show(f"run {run_id[:13]}: {waiting_on(view, saga, times, now)}",
                                   key="suspended")
                 return view
@@ -88,6 +91,34 @@ def drive(engine: Engine, run_id: str, saga: Saga | None, *, max_wait: float,
                 time.sleep(_IDLE)
     finally:
         progress.done()
+
+
+def _drive_children(engine: Engine, view: RunView, saga: Saga | None, max_wait: float,
+                    progress: Progress, times: Times) -> bool:
+    """Drive the child runs ``view`` waits for; whether the run has work again after."""
+    from concordia.definitions.models import SagaStep
+
+    if saga is None:
+        return False
+    for rec in view.steps:
+        step = _step_of(saga, rec.name)
+        child = rec.checkpoint.get("run_id") if isinstance(rec.checkpoint, dict) else None
+        if not (isinstance(step, SagaStep) and isinstance(child, str) and "awaiting" in (
+                rec.status, rec.comp_status)):
+            continue
+        child_view = engine.get_run(child)
+        if child_view.status in ("running", "waiting", "suspended"):
+            child_saga = engine.core.book.of(child_view.saga, child_view.version).saga
+            drive(engine, child, child_saga, max_wait=max_wait, progress=progress,
+                  times=times)
+    return engine.get_run(view.id).status not in SETTLED
+
+
+def _step_of(saga: Saga, name: str) -> Any:
+    try:
+        return saga.step(name)
+    except KeyError:
+        return None
 
 
 def _sleep_until(engine: Engine, at: float) -> None:

@@ -116,7 +116,8 @@ def run_marks(view: RunView) -> dict[str, str]:
     from concordia.machine.flow import step_id, undo_id
 
     forward = {"succeeded": "done", "failed": "failed", "running": "active",
-               "awaiting": "active", "waiting_retry": "active", "skipped": "done"}
+               "awaiting": "active", "waiting_retry": "active", "skipped": "skipped",
+               "caught": "caught", "ready": "active"}
     undo = {"succeeded": "undone", "failed": "undo-failed", "running": "active",
             "waiting_retry": "active"}
     marks: dict[str, str] = {}

@@ -28,6 +28,7 @@ from concordia.cli.render import (
     step_row,
     waiting_on,
 )
+from concordia.errors import ConcordiaError
 
 if TYPE_CHECKING:
     from concordia.definitions.catalog import Catalog
@@ -70,7 +71,9 @@ def register(sub: Any, common: Any) -> None:
 
     p = sub.add_parser("inspect", help="show one run: steps, history, events, deadlines",
                        description="Show a run: its state, each step's attempts, results and "
-                                   "compensation, its history, the events it emitted and the "
+                                   "compensation (a fan-out's items one by one), the details "
+                                   "of its errors, its parent and child runs (child sagas, as "
+                                   "a tree), its history, the events it emitted and the "
                                    "policy decisions it recorded.",
                        epilog=_INSPECT_EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -247,6 +250,8 @@ def print_run(engine: Engine, view: RunView, saga: Saga | None, times: Times) ->
               ("state", escape(state_label(view.state, saga))),
               ("started", times.stamp(view.created_at)), ("updated", times.stamp(view.updated_at)),
               ("correlation", view.correlation_id), ("caused by", view.causation_id or "-")]
+    if view.parent_run_id:
+        fields.append(("parent", f"{view.parent_run_id} (step {view.parent_step})"))
     waiting = waiting_on(view, saga, times, now)
     if waiting:
         fields.append(("waiting", escape(waiting)))
@@ -264,6 +269,17 @@ def print_run(engine: Engine, view: RunView, saga: Saga | None, times: Times) ->
     for rec in view.steps:
         steps.add_row(*(escape(cell) for cell in step_row(rec)))
     console.print(steps)
+    failed = [rec for rec in view.steps if rec.error_detail]
+    if failed:
+        console.print("[bold]Errors[/] (the last failure of each step, with its details)")
+        for rec in failed:
+            console.print(escape(f"  {rec.name}: {problem_line(rec.error_detail or {})}"),
+                          soft_wrap=True)
+    tree = child_tree(engine, view, saga)
+    if tree:
+        console.print("[bold]Child runs[/]")
+        for line in tree_lines(tree):
+            console.print(escape(line), soft_wrap=True)
     console.print("[bold]History[/]")
     for entry in view.history:
         console.print(escape(history_line(entry, times, saga)), soft_wrap=True)
@@ -279,19 +295,88 @@ def print_run(engine: Engine, view: RunView, saga: Saga | None, times: Times) ->
             console.print(escape(f"  {e['type']}  {e['id']}  {cut(chain, 120)}"))
 
 
+def problem_line(problem: dict[str, Any]) -> str:
+    """An error's details on one line: ``type (status) title: message {details}``."""
+    text = str(problem.get("type") or "error")
+    if problem.get("status") is not None:
+        text += f" ({problem['status']})"
+    if problem.get("title") and problem.get("title") != problem.get("type"):
+        text += f" {problem['title']}"
+    if problem.get("message"):
+        text += f": {problem['message']}"
+    if problem.get("details") is not None:
+        text += " " + cut(json.dumps(problem["details"], default=str), 400)
+    return text
+
+
+# How deep `inspect` follows child sagas (validation refuses sagas that call themselves,
+# so this only bounds the output).
+MAX_TREE_DEPTH = 8
+
+
+def child_tree(engine: Engine, view: RunView, saga: Saga | None, depth: int = 0
+               ) -> list[dict[str, Any]]:
+    """The child runs a run started (child saga steps), each with its own children."""
+    from concordia.definitions.models import SagaStep
+
+    out: list[dict[str, Any]] = []
+    if depth >= MAX_TREE_DEPTH:
+        return out
+    for rec in view.steps:
+        step = saga_step(saga, rec.name)
+        child_id = rec.checkpoint.get("run_id") if isinstance(rec.checkpoint, dict) else None
+        if not (isinstance(step, SagaStep) and isinstance(child_id, str)):
+            continue
+        try:
+            child = engine.get_run(child_id)
+        except ConcordiaError:
+            out.append({"step": rec.name, "run_id": child_id, "missing": True})
+            continue
+        child_saga = saga_of(engine, child.saga, child.version)
+        out.append({"step": rec.name, "run_id": child.id, "saga": child.saga,
+                    "version": child.version, "status": child.status,
+                    "children": child_tree(engine, child, child_saga, depth + 1)})
+    return out
+
+
+def tree_lines(tree: list[dict[str, Any]], indent: int = 2) -> list[str]:
+    lines: list[str] = []
+    for node in tree:
+        if node.get("missing"):
+            lines.append(f"{' ' * indent}{node['step']} -> run {node['run_id']} (not in the "
+                         "store)")
+            continue
+        lines.append(f"{' ' * indent}{node['step']} -> {node['saga']} v{node['version']}  "
+                     f"{node['run_id']}  {node['status']}")
+        lines += tree_lines(node["children"], indent + 4)
+    return lines
+
+
+def saga_step(saga: Saga | None, name: str) -> Any:
+    if saga is None:
+        return None
+    try:
+        return saga.step(name)
+    except KeyError:
+        return None
+
+
 def run_json(engine: Engine, view: RunView, saga: Saga | None) -> dict[str, Any]:
     return {
         "id": view.id, "saga": view.saga, "version": view.version, "status": view.status,
         "state": view.state, "state_label": state_label(view.state, saga),
         "input": view.input, "correlation_id": view.correlation_id,
         "causation_id": view.causation_id, "error": view.error,
+        "parent_run_id": view.parent_run_id, "parent_step": view.parent_step,
         "created_at": view.created_at, "updated_at": view.updated_at, "wake_at": view.wake_at,
         "steps": [{"name": s.name, "status": s.status, "attempt": s.attempt,
                    "result": s.result, "checkpoint": s.checkpoint, "error": s.error,
                    "wake_at": s.wake_at, "started_at": s.started_at,
                    "finished_at": s.finished_at,
                    "compensation": s.comp_status, "compensation_attempts": s.comp_attempt,
-                   "compensation_error": s.comp_error} for s in view.steps],
+                   "compensation_error": s.comp_error, "error_detail": s.error_detail,
+                   "caught": s.caught, "items": s.items} for s in view.steps],
+        "children": child_tree(engine, view, saga),
         "history": [_history_json(h) for h in view.history],
         "decisions": view.decisions,
         "events": [{**e, "causation_chain": [c["id"] for c in engine.causation_chain(e["id"])]}

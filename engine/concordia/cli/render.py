@@ -129,15 +129,21 @@ def _scalar(value: Any) -> str:
 
 def waiting_on(view: RunView, saga: Saga | None, times: Times, now: float) -> str | None:
     """What a run that is not moving waits for: an event (and its deadline) or a timer."""
-    from concordia.definitions.models import AwaitStep
+    from concordia.definitions.models import AwaitStep, SagaStep
 
     if view.status == "suspended":
-        awaits = [s for s in view.steps if s.status == "awaiting"]
+        awaits = [s for s in view.steps if s.status == "awaiting" or s.comp_status == "awaiting"]
         parts: list[str] = []
         for rec in awaits:
             step = _step(saga, rec.name)
-            event = step.event if isinstance(step, AwaitStep) else "an event"
             deadline = f" until {times.until(rec.wake_at, now)}" if rec.wake_at else ""
+            if isinstance(step, SagaStep):
+                child = rec.checkpoint.get("run_id") if isinstance(rec.checkpoint, dict) else None
+                what = "to undo itself" if rec.comp_status == "awaiting" else "to end"
+                parts.append(f"step {rec.name} waits for child saga {step.saga} (run "
+                             f"{child}) {what}{deadline}")
+                continue
+            event = step.event if isinstance(step, AwaitStep) else "an event"
             parts.append(f"step {rec.name} awaits {event}{deadline}")
         return "; ".join(parts) or "an event"
     if view.status == "waiting" and view.wake_at is not None:
@@ -163,7 +169,8 @@ def _step(saga: Saga | None, name: str) -> Any:
 def step_in_hand(view: RunView, saga: Saga | None) -> str:
     """The step a run is at now, as a short phrase for progress lines."""
     active = [s for s in view.steps if s.status in ("running", "waiting_retry", "awaiting")]
-    undoing = [s for s in view.steps if s.comp_status in ("running", "waiting_retry")]
+    undoing = [s for s in view.steps
+               if s.comp_status in ("running", "waiting_retry", "awaiting")]
     if undoing:
         return "undoing " + ", ".join(s.name for s in undoing)
     if active:

@@ -7,7 +7,7 @@ from rich.table import Table
 
 from concordia.cli.report import render_text
 from concordia.definitions.catalog import Catalog
-from concordia.definitions.models import ActionStep, AwaitStep, PolicyStep
+from concordia.definitions.models import ActionStep, AwaitStep, PolicyStep, SagaStep
 
 
 def catalog_table(catalog: Catalog, console: Console | None = None) -> None:
@@ -20,10 +20,16 @@ def catalog_table(catalog: Catalog, console: Console | None = None) -> None:
         for i, step in enumerate(saga.steps):
             if isinstance(step, ActionStep):
                 does, undo = step.action, step.compensate or "none: " + (step.reason or "")
+                if step.for_each is not None:
+                    does += f" for each in {step.for_each}"
             elif isinstance(step, AwaitStep):
                 does, undo = f"await {step.event}", "-"
             elif isinstance(step, PolicyStep):
                 does, undo = f"policy {step.policy}", "-"
+            elif isinstance(step, SagaStep):
+                does, undo = f"saga {step.saga}", "its own compensations"
+            if step.if_ is not None:
+                does = f"if {step.if_}: {does}"
             first = i == 0
             sagas.add_row(saga.name if first else "", str(saga.version) if first else "",
                           (saga.trigger.event if saga.trigger else "-") if first else "",

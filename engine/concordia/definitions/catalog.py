@@ -129,6 +129,9 @@ class Catalog:
     def policy(self, name: str, version: int | None = None) -> Policy:
         return self.policies[self._key("policy", name, version)]
 
+    def has_saga(self, name: str, version: int | None = None) -> bool:
+        return self._known("saga", self.sagas, name, version)
+
     def has_event(self, name: str, version: int | None = None) -> bool:
         return self._known("event", self.events, name, version)
 

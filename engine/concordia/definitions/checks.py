@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from concordia.definitions.celcheck import bound_names, describe_functions, unknown_functions
+from concordia.definitions.construct_checks import ConstructChecks
 from concordia.definitions.expressions import (
     compile_expression,
     result_references,
@@ -51,10 +52,12 @@ class TreeChecks:
 
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
+        self.constructs = ConstructChecks(self)
 
     def run(self, handlers: HandlerNames | None) -> None:
         for outline in self.catalog.outlines:
             self._check_saga(outline)
+        self.constructs.check_recursion(self.catalog.outlines)
         for policy in self.catalog.policy_outlines:
             self._check_policy(policy)
         if handlers is not None:
@@ -94,6 +97,7 @@ class TreeChecks:
             base = f"/steps/{slot.index}"
             readable = ancestors.get(step.name, set())
             self._check_step(path, step, base, readable, names, depth)
+            self.constructs.check_step(outline, step, base, readable, names, depth)
             self._check_emits(path, step.emit, f"{base}/emit", readable | {step.name}, names)
             if isinstance(step, ActionStep):
                 self._check_emits(path, step.emit_on_compensate, f"{base}/emit_on_compensate",
@@ -103,6 +107,7 @@ class TreeChecks:
             self._check_emits(path, emits, f"/{key}", every, names)
         if "on_failure" in outline.emits_checked:
             self._check_failure_reads(path, saga.on_failure)
+        self.constructs.check_conditional_reads(outline)
 
     def _check_failure_reads(self, path: str, on_failure: Sequence[Emit]) -> None:
         """``on_failure`` runs after any step may have failed: an unguarded read of a step's

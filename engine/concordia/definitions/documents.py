@@ -41,13 +41,21 @@ from concordia.definitions.yamlsafe import (
 
 # Keys that only make sense on one kind of step.
 _STEP_KEYS: dict[str, set[str]] = {
-    "action": {"name", "description", "depends_on", "emit", "timeout", "action", "compensate",
-               "reason", "retry", "compensation_retry", "emit_on_compensate"},
-    "await": {"name", "description", "depends_on", "emit", "timeout", "await", "match",
+    "action": {"name", "description", "depends_on", "emit", "timeout", "if", "action",
+               "compensate", "reason", "retry", "compensation_retry", "emit_on_compensate",
+               "catch", "for_each", "as", "concurrency", "mode"},
+    "await": {"name", "description", "depends_on", "emit", "timeout", "if", "await", "match",
               "on_timeout", "version"},
-    "policy": {"name", "description", "depends_on", "emit", "timeout", "policy", "version",
-               "input"},
+    "policy": {"name", "description", "depends_on", "emit", "timeout", "if", "policy",
+               "version", "input"},
+    "saga": {"name", "description", "depends_on", "emit", "timeout", "if", "saga", "version",
+             "input", "catch"},
 }
+STEP_KINDS = ("action", "await", "policy", "saga")
+# Keys that only mean something beside `for_each`.
+_FAN_OUT_KEYS = ("as", "concurrency", "mode")
+# Names an item may not take: the variables expressions already read, and `index`.
+RESERVED_NAMES = frozenset({"input", "results", "run", "event", "error", "index"})
 _SAGA_KEYS = ("name", "version", "description", "input_schema", "trigger", "defaults",
               "on_complete", "on_failure")
 _POLICY_KEYS = ("name", "version", "description", "input_schema", "rules", "default")
@@ -208,7 +216,7 @@ def _step_slot(parsed: ParsedFile, raw: Any, index: int, regions: Regions) -> St
 def _check_step(parsed: ParsedFile, raw: dict[str, Any], base: str) -> bool:
     """The checks of one schema-valid step that JSON Schema cannot express."""
     ok = True
-    kind = next(k for k in ("action", "await", "policy") if k in raw)
+    kind = next(k for k in STEP_KINDS if k in raw)
     name = quote(raw["name"])
     for key in raw:
         if key not in _STEP_KEYS[kind]:
@@ -236,12 +244,44 @@ def _check_step(parsed: ParsedFile, raw: dict[str, Any], base: str) -> bool:
                            pointer_join(base, "reason"),
                            hint="`reason` explains `compensate: none`; remove it")
             ok = False
+    ok = _check_constructs(parsed, raw, base, name) and ok
     if kind == "await" and "timeout" not in raw:
         parsed.problem("await-without-timeout",
                        f"await step {name} has no timeout; it could wait forever",
                        base, hint="add `timeout:` (e.g. 30m) and `on_timeout:`")
         ok = False
     return _check_durations(parsed, raw, base) and ok
+
+
+def _check_constructs(parsed: ParsedFile, raw: dict[str, Any], base: str, name: str) -> bool:
+    """Fan-out keys only beside ``for_each``; names the engine reserves left alone."""
+    ok = True
+    if "for_each" not in raw:
+        for key in _FAN_OUT_KEYS:
+            if key in raw:
+                parsed.problem("needs-for-each", f"key {key!r} of step {name} only applies "
+                               "with `for_each`", pointer_join(base, key),
+                               hint="add `for_each: <list expression>` or remove it")
+                ok = False
+    if "for_each" in raw and "emit_on_compensate" in raw:
+        parsed.problem("key-not-for-fan-out", f"step {name} fans out: a fan-out's "
+                       "compensation runs once per item, so it emits no events of its own",
+                       pointer_join(base, "emit_on_compensate"),
+                       hint="emit from a later step, or from on_failure")
+        ok = False
+    if raw.get("as") in RESERVED_NAMES:
+        parsed.problem("reserved-name", f"step {name} names its item {raw['as']!r}, which "
+                       "expressions already use", pointer_join(base, "as"),
+                       hint="pick another name, e.g. the singular of the list's name")
+        ok = False
+    for i, clause in enumerate(raw.get("catch") or []):
+        if isinstance(clause, dict) and "error" in (clause.get("result") or {}):
+            parsed.problem("reserved-name", f"the catch result of step {name} sets `error`, "
+                           "which holds the caught error", pointer_join(
+                               base, "catch", i, "result", "error"),
+                           hint="name the key otherwise; `error` is added by the engine")
+            ok = False
+    return ok
 
 
 # -- policies and events -------------------------------------------------------------------

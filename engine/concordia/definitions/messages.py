@@ -82,10 +82,10 @@ def describe(err: ValidationError) -> list[SchemaFinding]:
         if not isinstance(err.instance, dict):
             return []  # reported as a wrong type; no kind of step can be told apart
         name = err.instance.get("name", f"#{int(err.absolute_path[1]) + 1}")
-        kinds = [k for k in ("action", "await", "policy") if k in err.instance]
+        kinds = [k for k in ("action", "await", "policy", "saga") if k in err.instance]
         msg = (f"step {quote(name)} has {' and '.join(kinds)}; a step is exactly "
-               "one of action, await or policy") if kinds else (
-            f"step {quote(name)} needs one of action, await or policy")
+               "one of action, await, policy or saga") if kinds else (
+            f"step {quote(name)} needs one of action, await, policy or saga")
         return [SchemaFinding("bad-step-kind", msg, pointer)]
     if v == "type":
         return [SchemaFinding("wrong-type", f"{where} must be {_expected(err.validator_value)}, "

@@ -82,8 +82,22 @@ class _StepBase(_Model):
     depends_on: tuple[str, ...] | None = None
     emit: tuple[Emit, ...] = ()
     timeout: float | None = None
+    # `if:` in YAML: a CEL condition; false skips the step.
+    if_: str | None = Field(default=None, alias="if")
 
     _dur = field_validator("timeout", mode="before")(_seconds)
+
+
+class CatchClause(_Model):
+    """One entry of an action's catch table: which errors, where the run goes on, and the
+    step's result when caught."""
+
+    errors: tuple[str | int, ...]
+    goto: str = "continue"
+    result: dict[str, str] = Field(default_factory=dict)
+
+
+FanOutMode = Literal["all", "best_effort"]
 
 
 class ActionStep(_StepBase):
@@ -97,6 +111,12 @@ class ActionStep(_StepBase):
     retry: RetryPolicy | None = None
     compensation_retry: RetryPolicy | None = None
     emit_on_compensate: tuple[Emit, ...] = ()
+    catch: tuple[CatchClause, ...] = ()
+    # Fan-out: the CEL list the handler runs over, one item at a time or `concurrency`.
+    for_each: str | None = None
+    as_: str = Field(default="item", alias="as")
+    concurrency: int = 1
+    mode: FanOutMode = "all"
 
     @property
     def compensable(self) -> bool:
@@ -130,7 +150,22 @@ class PolicyStep(_StepBase):
         return False
 
 
-Step = ActionStep | AwaitStep | PolicyStep
+class SagaStep(_StepBase):
+    """Runs another saga as a child run and waits for its end; undone by the child's own
+    compensations."""
+
+    kind: Literal["saga"] = "saga"
+    saga: str
+    version: int | None = None
+    input: dict[str, str] | None = None  # None: the child gets this run's input
+    catch: tuple[CatchClause, ...] = ()
+
+    @property
+    def compensable(self) -> bool:
+        return True
+
+
+Step = ActionStep | AwaitStep | PolicyStep | SagaStep
 
 
 class Saga(_Model):
@@ -235,4 +270,6 @@ def step_from_document(data: dict[str, Any]) -> Step:
     if "await" in data:
         data["event"] = data.pop("await")
         return AwaitStep.model_validate(data)
+    if "saga" in data:
+        return SagaStep.model_validate(data)
     return PolicyStep.model_validate(data)

@@ -4,11 +4,14 @@ This is the diagram ``concordia graph`` draws by default. Forward, the steps run
 stage (a stage is the steps whose dependencies all finished; a sequential saga has one
 step a stage), each step drawn as what it is: an action (with its handler), an await (of
 an event, with its timeout edge), a policy check (approve onward, reject into
-compensation). Retries are a labelled loop on the step. On failure, the steps that
-declared a compensation are undone in reverse: one "undo" node per such step, chained
-back up to ``compensated``; a step with ``compensate: none`` has no undo node and no
-compensation edge. The engine's full state machine stays available as
-:mod:`concordia.machine.graph`.
+compensation), a child saga (the saga it runs). Retries are a labelled loop on the step.
+A conditional step says its condition and has a ``skip`` edge past itself; a fan-out says
+what it runs over, how many at once and in which mode; a catch table is one ``catch``
+edge per entry, to the step the run goes on with. On failure, the steps that declared a
+compensation (and child sagas, undone by their own compensations) are undone in
+reverse: one "undo" node per such step, chained back up to ``compensated``; a step with
+``compensate: none`` has no undo node and no compensation edge. The engine's full state
+machine stays available as :mod:`concordia.machine.graph`.
 """
 
 from __future__ import annotations
@@ -23,12 +26,14 @@ from concordia.definitions.models import (
     PolicyStep,
     RetryPolicy,
     Saga,
+    SagaStep,
     Step,
 )
 from concordia.machine.compile import stages_of
 
-NodeKind = Literal["start", "action", "await", "policy", "undo", "end"]
-EdgeKind = Literal["next", "approve", "fail", "reject", "timeout", "retry", "undo", "goto"]
+NodeKind = Literal["start", "action", "await", "policy", "saga", "undo", "end"]
+EdgeKind = Literal["next", "approve", "fail", "reject", "timeout", "retry", "undo", "goto",
+                   "catch", "skip"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +74,8 @@ class Flow:
 
     @property
     def forward(self) -> list[Node]:
-        return [n for n in self.nodes.values() if n.kind in ("action", "await", "policy")]
+        return [n for n in self.nodes.values()
+                if n.kind in ("action", "await", "policy", "saga")]
 
     @property
     def undo(self) -> list[Node]:
@@ -101,15 +107,19 @@ def build_flow(saga: Saga) -> Flow:
                   if _compensable(saga.step(name))]
     for name in undo_order:
         step = saga.step(name)
-        assert isinstance(step, ActionStep)
         row = stage_of[name]
         col = [n for n in reversed(stages[row]) if _compensable(saga.step(n))].index(name)
-        flow.add(Node(undo_id(name), "undo", f"undo {name}", (str(step.compensate),),
-                      row=row, col=col, step=name))
+        lines: tuple[str, ...] = ((f"its children undo themselves (saga {step.saga})",)
+                 if isinstance(step, SagaStep) else (str(getattr(step, "compensate", "")),))
+        if isinstance(step, ActionStep) and step.for_each is not None:
+            lines += ("each item done, last first",)
+        flow.add(Node(undo_id(name), "undo", f"undo {name}", lines, row=row, col=col,
+                      step=name))
     top_row = -1
     flow.add(Node("compensated", "end", "compensated", row=top_row, col=1))
     flow.add(Node("failed", "end", "failed", row=top_row, col=2))
     _forward_edges(flow, saga, stages)
+    _construct_edges(flow, saga)
     _failure_edges(flow, saga, stages, stage_of, undo_order)
     for a, b in itertools.pairwise(undo_order):
         flow.link(undo_id(a), undo_id(b), "undo")
@@ -125,19 +135,31 @@ def build_flow(saga: Saga) -> Flow:
 
 
 def _compensable(step: Step) -> bool:
-    return isinstance(step, ActionStep) and step.compensate is not None
+    return isinstance(step, SagaStep) or (isinstance(step, ActionStep)
+                                          and step.compensate is not None)
 
 
 def _step_node(saga: Saga, step: Step, row: int, col: int) -> Node:
     lines: list[str] = []
+    if step.if_ is not None:
+        lines.append(f"if {step.if_}")
     if isinstance(step, ActionStep):
         kind: NodeKind = "action"
         lines.append(step.action)
+        if step.for_each is not None:
+            lines.append(f"for each {step.as_} in {step.for_each}")
+            lines.append(f"{step.concurrency} at a time, mode {step.mode}")
         timeout = step.timeout or saga.defaults.timeout
         if timeout:
             lines.append(f"timeout {_seconds(timeout)} per try")
         if step.compensate_none:
             lines.append("no compensation")
+    elif isinstance(step, SagaStep):
+        kind = "saga"
+        lines.append(f"runs saga {step.saga}"
+                     + (f" v{step.version}" if step.version is not None else ""))
+        if step.timeout:
+            lines.append(f"waits at most {_seconds(step.timeout)}")
     elif isinstance(step, AwaitStep):
         kind = "await"
         lines.append(f"await {step.event}")
@@ -176,6 +198,36 @@ def _forward_edges(flow: Flow, saga: Saga, stages: tuple[tuple[str, ...], ...]) 
                       f"retry up to {retry.attempts - 1}x, {_seconds(b.initial)}…{_seconds(b.max)}")
 
 
+def _successors(saga: Saga) -> dict[str, list[str]]:
+    """Each step's node and the nodes it leads to when it is done."""
+    names = [s.name for s in saga.steps]
+    out: dict[str, list[str]] = {n: [] for n in names}
+    for i, step in enumerate(saga.steps):
+        deps = step.depends_on if step.depends_on is not None else (
+            (names[i - 1],) if i else ())
+        for dep in deps:
+            out[dep].append(step_id(step.name))
+    return {n: targets or ["completed"] for n, targets in out.items()}
+
+
+def _construct_edges(flow: Flow, saga: Saga) -> None:
+    """A conditional step's ``skip`` edge past itself; a catch entry's edge to where the
+    run goes on."""
+    after = _successors(saga)
+    for step in saga.steps:
+        if step.if_ is not None:
+            for target in after[step.name]:
+                flow.link(step_id(step.name), target, "skip", "if false: skip")
+        if not isinstance(step, ActionStep | SagaStep):
+            continue
+        for clause in step.catch:
+            label = "catch " + ", ".join(str(e) for e in clause.errors)
+            targets = (after[step.name] if clause.goto == "continue"
+                       else [step_id(clause.goto)])
+            for target in targets:
+                flow.link(step_id(step.name), target, "catch", label)
+
+
 def _link_forward(flow: Flow, source: str, target: str) -> None:
     if flow.nodes[source].kind == "policy":
         flow.link(source, target, "approve", "approve")
@@ -196,6 +248,9 @@ def _failure_edges(flow: Flow, saga: Saga, stages: tuple[tuple[str, ...], ...],
             continue
         if isinstance(step, PolicyStep):
             flow.link(step_id(step.name), target, "reject", "reject")
+            continue
+        if isinstance(step, SagaStep):
+            flow.link(step_id(step.name), target, "fail", "child fails")
             continue
         retry = _retry(saga, step)
         tries = retry.attempts if retry else 1

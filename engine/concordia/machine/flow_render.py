@@ -14,16 +14,19 @@ from concordia.machine.flow import Edge, Flow, Node
 
 Marks = Mapping[str, str]
 
-_FILL = {"action": "#ffffff", "await": "#e8f1fb", "policy": "#fdf3e1", "undo": "#f6eefc",
-         "start": "#eeeeee", "end": "#eeeeee"}
+_FILL = {"action": "#ffffff", "await": "#e8f1fb", "policy": "#fdf3e1", "saga": "#eef6ee",
+         "undo": "#f6eefc", "start": "#eeeeee", "end": "#eeeeee"}
 _MARK_FILL = {"done": "#d9f2d9", "active": "#fff2b3", "failed": "#f8d0d0",
-              "undone": "#dcdcf5", "undo-failed": "#f8d0d0"}
+              "undone": "#dcdcf5", "undo-failed": "#f8d0d0", "caught": "#ffe0b2",
+              "skipped": "#f2f2f2"}
 _EDGE = {"next": svg.Style(stroke="#333333"), "approve": svg.Style(stroke="#2e7d32"),
          "fail": svg.Style(stroke="#c62828", dash="5 3"),
          "reject": svg.Style(stroke="#c62828", dash="5 3"),
          "timeout": svg.Style(stroke="#ef6c00", dash="5 3"),
          "goto": svg.Style(stroke="#ef6c00", dash="5 3"),
          "retry": svg.Style(stroke="#1565c0"),
+         "catch": svg.Style(stroke="#ad1457", dash="6 2"),
+         "skip": svg.Style(stroke="#757575", dash="2 4"),
          "undo": svg.Style(stroke="#6a1b9a", dash="2 3", width=1.6)}
 
 
@@ -36,13 +39,14 @@ def flow_mermaid(flow: Flow, marks: Marks | None = None) -> str:
         lines.append(f"    {node.id}{_mermaid_shape(node)}")
     for edge in flow.edges:
         arrow = {"fail": "-.->", "reject": "-.->", "timeout": "-.->", "goto": "-.->",
-                 "undo": "-.->"}.get(edge.kind, "-->")
+                 "undo": "-.->", "catch": "-.->", "skip": "-.->"}.get(edge.kind, "-->")
         label = f"|{_mermaid_text(edge.label)}|" if edge.label else ""
         lines.append(f"    {edge.source} {arrow}{label} {edge.target}")
     lines += ["    classDef await fill:#e8f1fb,stroke:#1565c0",
               "    classDef policy fill:#fdf3e1,stroke:#ef6c00",
+              "    classDef saga fill:#eef6ee,stroke:#2e7d32",
               "    classDef undo fill:#f6eefc,stroke:#6a1b9a,stroke-dasharray:4 3"]
-    for kind in ("await", "policy", "undo"):
+    for kind in ("await", "policy", "saga", "undo"):
         ids = [n.id for n in flow.nodes.values() if n.kind == kind]
         if ids:
             lines.append(f"    class {','.join(ids)} {kind}")
@@ -67,6 +71,8 @@ def _mermaid_shape(node: Node) -> str:
         return f'[/"{text}"/]'
     if node.kind == "policy":
         return f'{{{{"{text}"}}}}'
+    if node.kind == "saga":
+        return f'[["{text}"]]'
     return f'["{text}"]'
 
 
@@ -87,7 +93,7 @@ def flow_dot(flow: Flow, marks: Marks | None = None) -> str:
              '    node [fontname="Helvetica", fontsize=11];',
              '    edge [fontname="Helvetica", fontsize=10];']
     shapes = {"start": "circle", "end": "doublecircle", "action": "box", "await":
-              "parallelogram", "policy": "hexagon", "undo": "box"}
+              "parallelogram", "policy": "hexagon", "saga": "box3d", "undo": "box"}
     undo = [n for n in flow.nodes.values() if n.kind == "undo"]
     for node in flow.nodes.values():
         if node.kind == "undo":
@@ -156,7 +162,7 @@ def flow_drawing(flow: Flow, marks: Marks | None = None) -> svg.Drawing:
         top[r] = y
         y += height[r] + _GAP_Y
     # Room on the left for the retry loops' labels and the jumps back (goto).
-    loops = [len(e.label) for e in flow.edges if e.kind in ("retry", "goto")]
+    loops = [len(e.label) for e in flow.edges if e.kind in ("retry", "goto", "catch", "skip")]
     left = 60 + max([svg.CHAR_WIDTH * n + 60 for n in loops] + [40.0])
     left_cols = max([len(s) for s in flow.stages] + [1])
     right_x = left + left_cols * (_W + _GAP_X) - _GAP_X + _LANE
@@ -174,6 +180,10 @@ def flow_drawing(flow: Flow, marks: Marks | None = None) -> svg.Drawing:
     drawing.legend = [("next", _EDGE["next"]), ("fails / rejected", _EDGE["fail"]),
                       ("timeout", _EDGE["timeout"]), ("retry", _EDGE["retry"]),
                       ("compensation", _EDGE["undo"])]
+    if any(e.kind == "catch" for e in flow.edges):
+        drawing.legend.append(("caught", _EDGE["catch"]))
+    if any(e.kind == "skip" for e in flow.edges):
+        drawing.legend.append(("condition false", _EDGE["skip"]))
     return drawing
 
 
@@ -181,7 +191,7 @@ def _place(node: Node, top: dict[int, float], height: dict[int, float], left: fl
            right_x: float, ends: list[str], marks: Marks) -> svg.Box:
     shapes: dict[str, svg.Shape] = {"start": "stadium", "end": "stadium", "action": "round",
                                     "await": "parallelogram", "policy": "hexagon",
-                                    "undo": "round"}
+                                    "saga": "box", "undo": "round"}
     shape = shapes[node.kind]
     style = svg.Style(fill=_MARK_FILL.get(marks.get(node.id, ""), _FILL[node.kind]),
                       stroke="#6a1b9a" if node.kind == "undo" else "#444444",
@@ -223,8 +233,9 @@ def _route(edge: Edge, boxes: dict[str, svg.Box], lanes: _Lanes, top: dict[int, 
         half = svg.CHAR_WIDTH * len(edge.label) / 2 + 4
         return svg.Line([(x, y - 8), (x - 46, y - 24), (x - 46, y), (x - 46, y + 24),
                          (x, y + 8)], edge.label, (x - 52 - half, y), style, curve=True)
-    if edge.kind == "goto":
-        bend = min(a.x, b.x) - 100
+    if edge.kind in ("goto", "catch", "skip"):
+        bend = min(a.x, b.x) - (100 if edge.kind == "goto" else 60 if edge.kind == "catch"
+                                else 30)
         return svg.Line([(a.x, a.cy), (bend, (a.cy + b.cy) / 2), (b.x, b.cy)], edge.label,
                         (bend + 40, (a.cy + b.cy) / 2), style, curve=True)
     if edge.kind in ("fail", "reject", "timeout"):

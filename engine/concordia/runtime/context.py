@@ -168,3 +168,47 @@ class CompensationContext(_Context):
     def __repr__(self) -> str:
         return (f"CompensationContext(run_id={self.run_id!r}, saga={self.saga!r}, "
                 f"step={self.step!r}, attempt={self.attempt})")
+
+
+class ItemContext(StepContext):
+    """The context of one attempt of one item of a fan-out (``for_each``).
+
+    ``item`` is the item (a copy), ``index`` its place in the list; ``vars`` maps the
+    step's ``as`` name (``item`` by default) to the item. ``idempotency_key`` is the
+    item's own (``<run>:<step>:<index>``), and ``checkpoint`` records the item's progress.
+    """
+
+    __slots__ = ("index", "item", "vars")
+
+    def __init__(self, run_id: str, saga: str, step: str, attempt: int, input: Any,
+                 results: Mapping[str, Any], correlation_id: str, causation_id: str | None,
+                 idempotency_key: str, checkpoints: Checkpointer | None = None,
+                 checkpoint_data: Any = None, *, item: Any = None, index: int = 0,
+                 name: str = "item") -> None:
+        super().__init__(run_id, saga, step, attempt, input, results, correlation_id,
+                         causation_id, idempotency_key, checkpoints, checkpoint_data)
+        self.item = json_clone(item)
+        self.index = index
+        self.vars: Mapping[str, Any] = {name: self.item}
+
+    def __repr__(self) -> str:
+        return (f"ItemContext(run_id={self.run_id!r}, saga={self.saga!r}, step={self.step!r}, "
+                f"index={self.index}, attempt={self.attempt})")
+
+
+class ItemCompensationContext(CompensationContext):
+    """The context of the compensation of one item of a fan-out: ``result`` is the item's
+    result (or its checkpoint), ``item``, ``index`` and ``vars`` as for the item."""
+
+    __slots__ = ("index", "item", "vars")
+
+    def __init__(self, run_id: str, saga: str, step: str, attempt: int, input: Any,
+                 results: Mapping[str, Any], correlation_id: str, causation_id: str | None,
+                 idempotency_key: str, result: Any, completed: bool,
+                 checkpoint_data: Any = None, *, item: Any = None, index: int = 0,
+                 name: str = "item") -> None:
+        super().__init__(run_id, saga, step, attempt, input, results, correlation_id,
+                         causation_id, idempotency_key, result, completed, checkpoint_data)
+        self.item = json_clone(item)
+        self.index = index
+        self.vars: Mapping[str, Any] = {name: self.item}

@@ -25,7 +25,14 @@ import structlog
 
 from concordia.clock import Clock
 from concordia.definitions.catalog import Catalog
-from concordia.definitions.models import ActionStep, AwaitStep, PolicyStep, Saga, Step
+from concordia.definitions.models import (
+    ActionStep,
+    AwaitStep,
+    PolicyStep,
+    Saga,
+    SagaStep,
+    Step,
+)
 from concordia.errors import (
     ConcordiaError,
     EventError,
@@ -41,17 +48,23 @@ from concordia.machine.compile import CompiledSaga
 from concordia.policies import evaluate_policy
 from concordia.registry import Binding, Registry
 from concordia.runtime.book import SagaBook
+from concordia.runtime.catching import matching_entry
 from concordia.runtime.config import EngineConfig
+from concordia.runtime.constructs import Constructs
 from concordia.runtime.context import CompensationContext, Results, StepContext
+from concordia.runtime.decision import CONSTRUCT_KINDS
 from concordia.runtime.effects import Call, Flow, Read, Write, outcomes, publish_best_effort
 from concordia.runtime.emitter import Emitter, evaluate, run_fields
 from concordia.runtime.invoke import HandlerStopError, Invocation, Outcome, StepAbandonedError
+from concordia.runtime.items import stage_index
 from concordia.runtime.pending import Pending, describe, journal_value, json_clone, utc
 from concordia.runtime.planner import plan, retry_policy
+from concordia.runtime.problem import problem_of
 from concordia.runtime.retry import after_failure
 from concordia.status import (
     ACTIVE,
     END_KIND,
+    FINAL,
     HALTED,
     CompStatus,
     Kind,
@@ -96,14 +109,24 @@ _NOTHING = PassResult(False)
 
 def with_defaults(compiled: CompiledSaga, stored: dict[str, StepRecord]
                   ) -> dict[str, StepRecord]:
-    """Every step's record: a store keeps only the steps a run has touched."""
-    if len(stored) == len(compiled.steps):
-        return stored
-    return {name: stored.get(name) or StepRecord(name) for name in compiled.steps}
+    """Every step's record: a store keeps only the steps a run has touched (and a
+    fan-out's items, kept beside the steps)."""
+    if not compiled.fan_outs:
+        if len(stored) == len(compiled.steps):
+            return stored
+        return {name: stored.get(name) or StepRecord(name) for name in compiled.steps}
+    steps = {name: stored.get(name) or StepRecord(name) for name in compiled.steps}
+    steps.update((name, rec) for name, rec in stored.items() if name not in steps)
+    return steps
+
+
+_WITH_RESULT = frozenset({StepStatus.SUCCEEDED, StepStatus.CAUGHT})
 
 
 def results_of(steps: dict[str, StepRecord]) -> dict[str, Any]:
-    return {n: r.result for n, r in steps.items() if r.status == StepStatus.SUCCEEDED}
+    """The results later steps read: succeeded and caught steps' (not items')."""
+    return {n: r.result for n, r in steps.items()
+            if r.status in _WITH_RESULT and n[-1] != "]"}
 
 
 class Executor:
@@ -123,6 +146,9 @@ class Executor:
         # moved a run meanwhile, the pass's first commit — always before any handler is
         # called — is refused, and the run is read again.
         self.recent: OrderedDict[str, tuple[RunRecord, dict[str, StepRecord]]] = OrderedDict()
+        # Carries out the decisions of the language's constructs, with this executor's
+        # primitives (flush, invocation, success, failure).
+        self.constructs = Constructs(self)
 
     def remember(self, run: RunRecord, steps: dict[str, StepRecord]) -> None:
         """Keep ``run`` as this executor last wrote it (the records are handed over)."""
@@ -167,7 +193,7 @@ class Executor:
         if claim:
             run.lease_owner, run.lease_expires = self.owner, now + self.config.lease_ttl
             for name in compiled.stages[0]:
-                if type(compiled.steps[name]) is ActionStep:
+                if name in compiled.plain_actions:
                     steps.append(StepRecord(name, StepStatus.RUNNING, 1, started_at=now))
                     history.append(HistoryEntry(rid, now, Kind.STEP_STARTED, name, 1, {}))
         return Commit(run=run, steps=steps, history=history)
@@ -184,7 +210,9 @@ class Executor:
         another step (the lease released), so a stopping worker finishes the step in hand.
         """
         loaded = self.recent.pop(run_id, None)
-        if loaded is None:
+        # A run this executor last wrote as ended is read again: only another writer can
+        # have moved it since (a parent reverting its completed child saga).
+        if loaded is None or loaded[0].status not in ACTIVE:
             loaded = yield Read("load", run_id)
             if loaded is None:
                 return _NOTHING
@@ -210,6 +238,10 @@ class Executor:
                     stop = yield from self._start_steps(p, decision.steps, now)
                 else:
                     stop = yield from self._compensate(p, decision.steps[0], now)
+                continue
+            if kind in CONSTRUCT_KINDS and stop is None and (draining is None
+                                                             or not draining()):
+                stop = yield from self.constructs.carry_out(p, decision, now)
                 continue
             if kind == "wait":
                 run.status = RunStatus.SUSPENDED if decision.suspended else RunStatus.WAITING
@@ -287,6 +319,11 @@ class Executor:
                 except (EventError, ExpressionError) as exc:
                     pending.note(now, Kind.RUN_EMIT_FAILED, error=str(exc))
             pending.note(now, END_KIND[status], error=run.error)
+            if run.parent_run_id is not None and status in FINAL:
+                # A child saga's end wakes its parent's waiting step, in this commit; the
+                # parent as this executor last wrote it is stale from then on.
+                pending.wake.append((run.parent_run_id, str(run.parent_step)))
+                self.forget(run.parent_run_id)
         pending.dirty = True
 
     def _abandon_stage(self, p: RunPass, now: float) -> None:
@@ -299,6 +336,8 @@ class Executor:
                 rec.status = StepStatus.ABANDONED
                 rec.wake_at = None
                 p.pending.touch(rec)
+            if name in p.compiled.fan_outs:
+                self.constructs.abandon_items(p, name)
 
     # -- forward steps ---------------------------------------------------------------------------
 
@@ -408,6 +447,7 @@ class Executor:
             del p.results[step.name]
             raise
         rec.error = None
+        rec.error_detail = None
         rec.wake_at = None
         rec.finished_at = now
         p.pending.touch(rec)
@@ -418,6 +458,7 @@ class Executor:
         """Journal a failed attempt: retry after a delay, or fail the step for good."""
         message = describe(error)
         rec.error = message
+        rec.error_detail = problem_of(error)
         p.pending.touch(rec)
         key = f"{p.run.id}:{step.name}"
         delay = (after_failure(retry_policy(p.compiled.saga, step), rec.attempt, error, key)
@@ -431,7 +472,11 @@ class Executor:
         rec.status = StepStatus.FAILED
         rec.wake_at = None
         rec.finished_at = now
-        p.run.error = f"step {step.name}: {message}"
+        # A catch entry that takes the error lets the run go on (the planner decides).
+        table = step.catch if type(step) is ActionStep or type(step) is SagaStep else ()
+        rec.caught = matching_entry(table, error, rec.error_detail) if table else None
+        if rec.caught is None:
+            p.run.error = f"step {step.name}: {message}"
         p.pending.note(now, Kind.STEP_FAILED, step.name, rec.attempt, error=message)
 
     def _run_policy(self, p: RunPass, step: PolicyStep, rec: StepRecord, now: float) -> None:
@@ -652,7 +697,7 @@ class Executor:
             p.pending.dirty = True
         else:
             stuck = [r for r in steps.values() if r.comp_status == CompStatus.FAILED]
-            stage = max(compiled.stage_of[r.name] for r in stuck) if stuck else 0
+            stage = max(stage_index(compiled, r.name) for r in stuck) if stuck else 0
             for rec in stuck:
                 rec.comp_status = None
                 rec.comp_attempt = 0
@@ -727,11 +772,13 @@ def take_commit(pending: Pending, now: float) -> tuple[Commit, list[dict[str, An
                     events=pending.events, decisions=pending.decisions,
                     awaits_add=pending.awaits_add, awaits_remove=pending.awaits_remove,
                     consume_buffered=pending.consume, buffered_seen=pending.buffered_seen,
-                    expect_rev=run.rev)
+                    expect_rev=run.rev, wake=pending.wake)
     transient = [e["envelope"] for e in pending.events if not e["persistent"]]
     pending.steps, pending.history, pending.events, pending.decisions = {}, [], [], []
     pending.awaits_add, pending.awaits_remove, pending.consume = [], [], []
     pending.buffered_seen = []
+    if pending.wake:
+        pending.wake = []
     pending.dirty = False
     return commit, transient
 

@@ -25,6 +25,7 @@ class Pending:
     awaits_remove: list[tuple[str, str]] = field(default_factory=list)
     consume: list[str] = field(default_factory=list)
     buffered_seen: list[str] = field(default_factory=list)
+    wake: list[tuple[str, str]] = field(default_factory=list)  # see Commit.wake
     dirty: bool = False
 
     def touch(self, rec: StepRecord) -> None:

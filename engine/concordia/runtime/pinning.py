@@ -14,10 +14,20 @@ from typing import Any
 
 from concordia.definitions.models import Saga
 
+# Step fields the language gained after stores began pinning definitions, with their
+# defaults: left out of the document while at their default, so a definition that uses
+# none of them keeps the fingerprint it was pinned with (and runs in flight keep going).
+_LATER_STEP_FIELDS: dict[str, Any] = {"if_": None, "catch": [], "for_each": None,
+                                      "as_": "item", "concurrency": 1, "mode": "all"}
+
 
 def definition_document(saga: Saga) -> dict[str, Any]:
     """The saga as JSON, without where it was read from."""
     document: dict[str, Any] = saga.model_dump(mode="json", exclude={"source"})
+    for step in document["steps"]:
+        for key, default in _LATER_STEP_FIELDS.items():
+            if key in step and step[key] == default:
+                del step[key]
     return document
 
 

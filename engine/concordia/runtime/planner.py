@@ -12,6 +12,11 @@ compiled machine and returns one :class:`Decision`:
   until an event arrives (``suspended``);
 - ``end``: the run is over (or halted for an operator).
 
+A stage whose steps use the language's constructs (conditions, catch tables, fan-outs,
+child sagas) is planned by :mod:`concordia.runtime.stage_plan`, which adds the decisions
+listed in :mod:`concordia.runtime.decision`; a stage without them takes the plain path
+below, unchanged.
+
 What happens after a failed attempt (retry after a delay, or give up) is decided by
 :func:`concordia.runtime.retry.after_failure`, for actions and compensations alike. The
 executor carries decisions out and journals their outcome; both engines share it.
@@ -19,39 +24,24 @@ executor carries decisions out and journals their outcome; both engines share it
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
 from concordia.definitions.models import (
     DEFAULT_COMPENSATION_RETRY,
     DEFAULT_RETRY,
     ActionStep,
     RetryPolicy,
     Saga,
+    SagaStep,
     Step,
 )
 from concordia.machine.compile import CompiledSaga
+from concordia.runtime import stage_plan
+from concordia.runtime.decision import END, MOVES, Decision, DecisionKind, undo_finished
 from concordia.status import ACTIVE, CompStatus, StepStatus
 from concordia.store.records import RunRecord, StepRecord
 
-DecisionKind = Literal["start", "compensate", "move", "wait", "end"]
+__all__ = ["END", "Decision", "DecisionKind", "needs_compensation", "plan", "retry_policy"]
 
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """What to do next for one run."""
-
-    kind: DecisionKind
-    steps: tuple[str, ...] = ()
-    event: str | None = None
-    wake_at: float | None = None
-    suspended: bool = False
-
-
-END = Decision("end")
-_MOVES = {name: Decision("move", event=name) for name in (
-    "done", "fail", "cancel", "undone", "stuck", "finish_compensated", "finish_failed",
-    "finish_cancelled")}
+_MOVES = MOVES
 _SETTLED = (StepStatus.SUCCEEDED, StepStatus.SKIPPED)
 _READY = (StepStatus.PENDING, StepStatus.RUNNING)
 _TIMED = (StepStatus.WAITING_RETRY, StepStatus.AWAITING)
@@ -60,6 +50,8 @@ _TIMED = (StepStatus.WAITING_RETRY, StepStatus.AWAITING)
 def needs_compensation(compiled: CompiledSaga, rec: StepRecord) -> bool:
     """A step is undone when it has a compensation and may have changed the world."""
     step = compiled.steps[rec.name]
+    if type(step) is SagaStep:  # a child that was started may have done something
+        return rec.checkpoint is not None and rec.comp_status != CompStatus.SUCCEEDED
     return (type(step) is ActionStep and step.compensate is not None
             and rec.has_effect and rec.comp_status != CompStatus.SUCCEEDED)
 
@@ -73,6 +65,10 @@ def plan(compiled: CompiledSaga, run: RunRecord, steps: dict[str, StepRecord],
     if where is None:  # an end state
         return END
     kind, index = where
+    if not compiled.plain[index]:
+        if kind == "run":
+            return stage_plan.forward(compiled, run, steps, index, now)
+        return stage_plan.undo(compiled, run, steps, index, now)
     if kind == "run":
         return _plan_forward(compiled, run, steps, index, now)
     return _plan_undo(compiled, run, steps, index, now)
@@ -124,11 +120,7 @@ def _plan_undo(compiled: CompiledSaga, run: RunRecord, steps: dict[str, StepReco
                 and rec.wake_at > now):
             return Decision("wait", wake_at=rec.wake_at)
         return Decision("compensate", steps=(name,))
-    if index > 0:
-        return _MOVES["undone"]
-    if run.cancel_reason is not None:
-        return _MOVES["finish_cancelled"]
-    return _MOVES["finish_compensated" if run.compensated_any else "finish_failed"]
+    return undo_finished(run, index)
 
 
 def retry_policy(saga: Saga, step: Step, *, compensation: bool = False) -> RetryPolicy:

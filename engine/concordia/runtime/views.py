@@ -8,6 +8,7 @@ from typing import Any
 
 from concordia.errors import UnknownRunError
 from concordia.runtime.effects import Flow, Read
+from concordia.runtime.items import is_item, split_item
 from concordia.runtime.pending import json_clone
 from concordia.status import ENDED, Kind, RunStatus, StepStatus
 from concordia.store.records import Commit, HistoryEntry, RunRecord, StepRecord, copy_step
@@ -15,7 +16,8 @@ from concordia.store.records import Commit, HistoryEntry, RunRecord, StepRecord,
 
 @dataclass(frozen=True)
 class RunView:
-    """A run as the journal knows it: status, state, steps in definition order, history."""
+    """A run as the journal knows it: status, state, steps in definition order (a fan-out's
+    items, ``step[i]``, right after their step), history."""
 
     id: str
     saga: str
@@ -35,6 +37,9 @@ class RunView:
     decisions: list[dict[str, Any]] = field(default_factory=list)
     lease_owner: str | None = None
     lease_expires: float | None = None
+    # A child saga's run: the run and step that started it.
+    parent_run_id: str | None = None
+    parent_step: str | None = None
 
     @property
     def ended(self) -> bool:
@@ -42,7 +47,14 @@ class RunView:
 
     @property
     def results(self) -> dict[str, Any]:
-        return {s.name: s.result for s in self.steps if s.status == StepStatus.SUCCEEDED}
+        """What later steps read as ``results``: succeeded and caught steps (not items)."""
+        return {s.name: s.result for s in self.steps
+                if s.status in _WITH_RESULT and not is_item(s.name)}
+
+    def items(self, step: str) -> list[StepRecord]:
+        """A fan-out's item records, in list order."""
+        found = [(split_item(s.name), s) for s in self.steps]
+        return [s for key, s in sorted((k, s) for k, s in found if k and k[0] == step)]
 
     def step(self, name: str) -> StepRecord:
         for s in self.steps:
@@ -60,6 +72,9 @@ class RunView:
                 if h.kind == Kind.STEP_SUCCEEDED and h.step is not None]
 
 
+_WITH_RESULT = (StepStatus.SUCCEEDED, StepStatus.CAUGHT)
+
+
 def make_view(order: Iterable[str], run: RunRecord, steps: Iterable[StepRecord],
               history: list[HistoryEntry], events: list[dict[str, Any]],
               decisions: list[dict[str, Any]]) -> RunView:
@@ -67,13 +82,30 @@ def make_view(order: Iterable[str], run: RunRecord, steps: Iterable[StepRecord],
     shown as pending)."""
     by_name = {s.name: s for s in steps}
     ordered = [by_name.get(name) or StepRecord(name) for name in order]
+    if any(is_item(name) for name in by_name):  # a fan-out's items, each after its step
+        ordered = _with_items(ordered, by_name)
     return RunView(id=run.id, saga=run.saga, version=run.version,
                    status=RunStatus(run.status), state=run.state, input=json_clone(run.input),
                    correlation_id=run.correlation_id, causation_id=run.causation_id,
                    error=run.error, created_at=run.created_at, updated_at=run.updated_at,
                    wake_at=run.wake_at, steps=ordered, history=history, events=events,
                    decisions=decisions, lease_owner=run.lease_owner,
-                   lease_expires=run.lease_expires)
+                   lease_expires=run.lease_expires, parent_run_id=run.parent_run_id,
+                   parent_step=run.parent_step)
+
+
+def _with_items(ordered: list[StepRecord], by_name: dict[str, StepRecord]
+                ) -> list[StepRecord]:
+    items: dict[str, list[tuple[int, StepRecord]]] = {}
+    for name, rec in by_name.items():
+        split = split_item(name)
+        if split is not None:
+            items.setdefault(split[0], []).append((split[1], rec))
+    out: list[StepRecord] = []
+    for rec in ordered:
+        out.append(rec)
+        out.extend(r for _, r in sorted(items.get(rec.name, ()), key=lambda e: e[0]))
+    return out
 
 
 def created_view(order: Iterable[str], commit: Commit) -> RunView:

@@ -36,7 +36,9 @@ class Store(Protocol):
     def create_run(self, commit: Commit) -> None: ...
     # Write a transition, refused (ConflictError) unless the run is at ``expect_rev``.
     # Sets ``commit.run.rev`` and, if a cancellation was requested meanwhile (the first
-    # request wins and is never overwritten), ``commit.run.cancel_reason``.
+    # request wins and is never overwritten), ``commit.run.cancel_reason``. Applies
+    # ``commit.wake`` (parents a child's end wakes) in the same transaction, as
+    # ``create_run`` and ``apply_delivery`` do for their commits.
     def commit(self, commit: Commit) -> None: ...
     # Record a checkpoint of ``attempt`` of ``step`` unless that attempt is no longer the
     # current one (another attempt started, or another worker holds the run's lease);

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from concordia.status import ACTIVE, Kind, RunStatus, StepStatus
+from concordia.status import ACTIVE, CompStatus, Kind, RunStatus, StepStatus
 from concordia.store.base import ConflictError, Store
 from concordia.store.records import (
     APPLIED,
@@ -119,6 +119,22 @@ class MemoryStore:
                 (rec.run_id, rec.step))
         for event_id in c.consume_buffered:
             self._buffered.pop(event_id, None)
+        if c.wake:
+            self._wake(c.wake, c.run.updated_at)
+
+    def _wake(self, wake: list[tuple[str, str]], at: float) -> None:
+        """Make each parent's waiting step due and the parent runnable (see Commit.wake)."""
+        for run_id, step in wake:
+            run = self._runs.get(run_id)
+            if run is None or run.status not in ACTIVE:
+                continue
+            rec = self._steps.get(run_id, {}).get(step)
+            if rec is not None and (rec.status == StepStatus.AWAITING
+                                    or rec.comp_status == CompStatus.AWAITING):
+                rec.wake_at = at
+            run.rev += 1
+            run.status, run.wake_at = RunStatus.RUNNING, None
+            self._index(run)
 
     def _index(self, run: RunRecord) -> None:
         """Keep the due-run indexes in step with ``run``'s status and wake time."""

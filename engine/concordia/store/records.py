@@ -49,6 +49,9 @@ class RunRecord:
     # ends; others leave a run alone until its lease has expired.
     lease_owner: str | None = None
     lease_expires: float | None = None
+    # A child saga's run: the run and step that started it (and wait for its end).
+    parent_run_id: str | None = None
+    parent_step: str | None = None
 
     def leased_to_other(self, owner: str, now: float) -> bool:
         """Whether another worker holds a lease on this run that has not expired."""
@@ -72,6 +75,18 @@ class StepRecord:
     comp_error: str | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    # The last failure as structured data ({type, title, status, message, details}; see
+    # concordia.runtime.problem), beside ``error``, its one-line text.
+    error_detail: dict[str, Any] | None = None
+    # The index of the catch entry that matched the failure, if any.
+    caught: int | None = None
+    # A fan-out's list, evaluated once when the step starts (its items are journaled as
+    # steps of their own, named ``<step>[<index>]``).
+    items: list[Any] | None = None
+    # A fan-out's planning hint, never journaled (0 when read back): how many of its first
+    # items are known to have succeeded, so that deciding the next item does not look at
+    # every item again. Only ever grows: a succeeded item stays so going forward.
+    done_items: int = 0
 
     @property
     def has_effect(self) -> bool:
@@ -132,6 +147,10 @@ class Commit:
     # event racing the run to its await is never left in the buffer while the run waits.
     buffered_seen: list[str] = field(default_factory=list)
     expect_rev: int | None = None  # optimistic concurrency: the rev the writer read
+    # (run id, step) of parents waiting on this run (a child saga) that its end wakes: in
+    # the same transaction, the step is made due and the run runnable (its rev moves on,
+    # so a writer holding an older copy reloads it). A wake-up is never lost to a crash.
+    wake: list[tuple[str, str]] = field(default_factory=list)
 
 
 # What a store did with one Inbound.

@@ -48,11 +48,11 @@ MIN_SQLITE = (3, 35, 0)
 
 _RUN_COLS = ("id, saga, version, status, state, input, correlation_id, causation_id, cause, "
              "created_at, updated_at, wake_at, error, cancel_reason, compensated_any, rev, "
-             "lease_owner, lease_expires")
+             "lease_owner, lease_expires, parent_run_id, parent_step")
 # ``tail`` with the JSON array {arg} appended, by text (both are arrays of history lines).
 _APPEND_TAIL = ("CASE WHEN tail = '[]' THEN {arg} WHEN {arg} = '[]' THEN tail "
                 "ELSE substr(tail, 1, length(tail) - 1) || ',' || substr({arg}, 2) END")
-_INSERT_RUN = f"INSERT INTO runs ({_RUN_COLS}, tail) VALUES ({', '.join('?' * 19)})"
+_INSERT_RUN = f"INSERT INTO runs ({_RUN_COLS}, tail) VALUES ({', '.join('?' * 21)})"
 # A run's input, correlation and causation never change after it is created: not rewritten.
 # Status and wake time are set only when they change: SQLite rewrites an index entry for
 # every indexed column an UPDATE assigns, even to the same value. A cancellation asked
@@ -78,10 +78,18 @@ _UPSERT_STEP = ("INSERT INTO steps (num, name, record) VALUES (?, ?, ?) "
 # A step record in ``steps``: a JSON array in this field order (compact, and the cheapest
 # shape to write and read).
 _STEP_FIELDS = ("status", "attempt", "result", "checkpoint", "error", "wake_at", "comp_status",
-                "comp_attempt", "comp_error", "started_at", "finished_at")
+                "comp_attempt", "comp_error", "started_at", "finished_at", "error_detail",
+                "caught", "items")
 _CHECKPOINT = _STEP_FIELDS.index("checkpoint")
 _LOAD = (f"SELECT {_RUN_COLS}, (SELECT json_group_object(name, json(record)) FROM steps "
          "WHERE steps.num = runs.num) FROM runs WHERE id=?")
+# A child's end wakes its parent: the run becomes runnable (a new revision, so a writer
+# holding an older one reloads it) and the waiting step (forward or undoing) due now.
+_WAKE_RUN = ("UPDATE runs SET status='running', wake_at=NULL, rev=rev + 1 WHERE id=? AND "
+             "status IN ('running', 'waiting', 'suspended') RETURNING num")
+_WAKE_STEP = ("UPDATE steps SET record=json_set(record, '$[5]', ?) WHERE num=? AND name=? "
+              "AND (json_extract(record, '$[0]')='awaiting' "
+              "OR json_extract(record, '$[6]')='awaiting')")
 # A run's history keys run from ``num << 32`` up; the next one follows the largest.
 _RUN_SPAN = 1 << 32
 _MAX_RUN_NUM = (1 << 31) - 1
@@ -113,7 +121,8 @@ def _history_keys(num: int) -> tuple[int, int]:
 
 def _step_row(s: StepRecord) -> list[Any]:
     return [s.status, s.attempt, s.result, s.checkpoint, s.error, s.wake_at, s.comp_status,
-            s.comp_attempt, s.comp_error, s.started_at, s.finished_at]
+            s.comp_attempt, s.comp_error, s.started_at, s.finished_at, s.error_detail,
+            s.caught, s.items]
 
 
 def _history_rows(history: Sequence[HistoryEntry]) -> list[list[Any]]:
@@ -464,6 +473,16 @@ class SqliteStore:
         if c.consume_buffered:
             conn.executemany("DELETE FROM buffered WHERE event_id=?",
                              [(i,) for i in c.consume_buffered])
+        if c.wake:
+            self._wake(conn, c.wake, c.run.updated_at)
+
+    def _wake(self, conn: sqlite3.Connection, wake: list[tuple[str, str]], at: float) -> None:
+        """Make each parent's waiting step due and the parent runnable (see Commit.wake)."""
+        for run_id, step in wake:
+            row = conn.execute(_WAKE_RUN, (run_id,)).fetchall()
+            if row:
+                conn.execute(_WAKE_STEP, (at, row[0][0], step))
+                self._forget(run_id)
 
     def _append_line(self, conn: sqlite3.Connection, num: int, entry: HistoryEntry,
                      ended: bool = False) -> None:
@@ -866,12 +885,13 @@ def _run_row(run: RunRecord) -> tuple[Any, ...]:
     return (run.id, run.saga, run.version, run.status, run.state, _dumps(run.input),
             run.correlation_id, run.causation_id, run.cause, run.created_at, run.updated_at,
             run.wake_at, run.error, run.cancel_reason, int(run.compensated_any), run.rev,
-            run.lease_owner, run.lease_expires)
+            run.lease_owner, run.lease_expires, run.parent_run_id, run.parent_step)
 
 
 def _step_from(name: str, f: list[Any]) -> StepRecord:
+    # Rows written before schema 5 end at finished_at; the fields after it default.
     return StepRecord(name, _STEP_STATUS[f[0]], f[1], f[2], f[3], f[4], f[5],
-                      _COMP_STATUS[f[6]], f[7], f[8], f[9], f[10])
+                      _COMP_STATUS[f[6]], f[7], f[8], f[9], f[10], *f[11:14])
 
 
 def _steps_from(text: str | None) -> dict[str, StepRecord]:
@@ -885,4 +905,5 @@ def _run_from(r: Sequence[Any]) -> RunRecord:
                      input=json.loads(r[5]), correlation_id=r[6], causation_id=r[7], cause=r[8],
                      created_at=r[9], updated_at=r[10], wake_at=r[11], error=r[12],
                      cancel_reason=r[13], compensated_any=bool(r[14]), rev=r[15],
-                     lease_owner=r[16], lease_expires=r[17])
+                     lease_owner=r[16], lease_expires=r[17], parent_run_id=r[18],
+                     parent_step=r[19])

@@ -136,5 +136,11 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         "CREATE INDEX events_run ON events (run_id)",
         "CREATE INDEX outbox_pending ON outbox (seq) WHERE published_at IS NULL",
     ]),
+    # 5: child sagas: a child run names the run and step that started it. (Step records
+    # gained fields too, appended to their JSON array: older rows read as they are.)
+    (5, [
+        "ALTER TABLE runs ADD COLUMN parent_run_id TEXT",
+        "ALTER TABLE runs ADD COLUMN parent_step TEXT",
+    ]),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
