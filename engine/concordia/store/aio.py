@@ -212,7 +212,7 @@ def _plain(commit: Commit) -> bool:
     """A commit of a run's row and steps only: nothing in it can fail once its run's
     revision is found current, so it can share a statement with other runs'."""
     return not (commit.events or commit.decisions or commit.awaits_add
-                or commit.awaits_remove or commit.consume_buffered)
+                or commit.awaits_remove or commit.consume_buffered or commit.wake)
 
 
 class _CommitGroup:
