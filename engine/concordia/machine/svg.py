@@ -42,6 +42,7 @@ class Box:
     lines: tuple[str, ...] = ()
     style: Style = field(default_factory=Style)
     tooltip: str = ""
+    css_class: str = ""  # for pages that style or find parts of a drawing
 
     @property
     def cx(self) -> float:
@@ -59,6 +60,7 @@ class Line:
     label_at: tuple[float, float] | None = None
     style: Style = field(default_factory=Style)
     curve: bool = False  # draw a smooth curve through the points (for loops and lanes)
+    css_class: str = ""
 
 
 @dataclass
@@ -123,7 +125,8 @@ def _line(line: Line) -> str:
             for i in range(1, len(pts) - 1, 2))
     else:
         d = "M" + " L".join(f"{x:.1f},{y:.1f}" for x, y in pts)
-    return f'<path d="{d}" {_stroke(line.style)} marker-end="url(#arrow)"/>'
+    css = f" class={quoteattr(line.css_class)}" if line.css_class else ""
+    return f'<path d="{d}"{css} {_stroke(line.style)} marker-end="url(#arrow)"/>'
 
 
 def _label(line: Line) -> str:
@@ -175,7 +178,8 @@ def _box(box: Box) -> str:
                     f'text-anchor="middle" style="{FONT};font-size:11px" fill="{s.text}">'
                     f"{escape(fit(line, w - 24))}</text>")
     tip = f"<title>{escape(box.tooltip)}</title>" if box.tooltip else ""
-    return f'<g id={quoteattr(box.id)}>{tip}{shape}{"".join(text)}</g>'
+    css = f" class={quoteattr(box.css_class)}" if box.css_class else ""
+    return f'<g id={quoteattr(box.id)}{css}>{tip}{shape}{"".join(text)}</g>'
 
 
 def _points(pts: list[tuple[float, float]]) -> str:

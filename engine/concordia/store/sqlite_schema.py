@@ -136,5 +136,12 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         "CREATE INDEX events_run ON events (run_id)",
         "CREATE INDEX outbox_pending ON outbox (seq) WHERE published_at IS NULL",
     ]),
+    # 5: the operators' queries (RunQueries): runs of one saga or one correlation id,
+    # newest first. Both columns are written once, when a run is created, so these
+    # indexes cost a run's creation an entry each and its steps nothing.
+    (5, [
+        "CREATE INDEX runs_saga ON runs (saga)",
+        "CREATE INDEX runs_correlation ON runs (correlation_id)",
+    ]),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
