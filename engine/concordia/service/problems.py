@@ -103,6 +103,9 @@ def install(app: FastAPI) -> None:
         detail = f"{first['field'] or 'the request'}: {first['message']}"
         if len(errors) > 1:
             detail += f" (and {len(errors) - 1} more)"
+        if any(e.get("type") == "json_invalid" for e in exc.errors()):
+            return response(Problem(400, "malformed-json", f"the body is not JSON: {detail}",
+                                    errors=errors), request.url.path)
         return response(Problem(422 if _has_body_error(exc) else 400, "invalid-request",
                                 detail, errors=errors), request.url.path)
 
