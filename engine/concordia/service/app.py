@@ -29,6 +29,7 @@ from concordia.service.routes_ops import router as ops_router
 from concordia.service.routes_runs import router as runs_router
 from concordia.service.routes_sagas import router as sagas_router
 from concordia.service.state import Service, ServiceOptions
+from concordia.service.timing import ServerTiming
 
 _log = structlog.get_logger("concordia.service")
 
@@ -65,6 +66,7 @@ def create_app(engine: AsyncEngine, options: ServiceOptions | None = None, *,
         app.include_router(router)
     app.mount("/ui/static", page.static_files(), name="static")
     app.add_middleware(BodyLimit, max_body=options.max_body)
+    app.add_middleware(ServerTiming)  # outermost: the whole of the server's time
     return app
 
 

@@ -24,7 +24,8 @@ class StartRun(BaseModel):
     """What to start: a saga by name (its latest version unless ``version`` is given),
     its input, and the correlation id to carry (a new one is made if none is given)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"saga": "checkout", "input": {"order_id": "o-1"}, "correlation_id": "req-7f3a"}]})
     saga: str = Field(min_length=1, max_length=200, pattern=_NAME)
     input: dict[str, Any] = Field(default_factory=dict)
     correlation_id: str | None = Field(default=None, min_length=1, max_length=200)
@@ -36,8 +37,16 @@ class CancelRun(BaseModel):
     reason: str = Field(min_length=1, max_length=2000)
 
 
-@router.post("/runs", status_code=201, summary="Start a run",
-             responses=problem_responses(400, 404, 413, 422, 503))
+_RUN_LINKS = {name: {"operationId": op, "parameters": {"run_id": "$response.body#/id"}}
+              for name, op in (("GetRun", "getRun"), ("GetRunGraph", "getRunGraph"),
+                               ("CancelRun", "cancelRun"), ("RetryRun", "retryRun"))}
+
+
+@router.post("/runs", status_code=201, summary="Start a run", operation_id="startRun",
+             responses={201: {"description": "Started", "links": _RUN_LINKS},
+                        200: {"description": "Started before, by a request with the same "
+                                             "Idempotency-Key", "links": _RUN_LINKS},
+                        **problem_responses(400, 404, 413, 422, 503)})
 async def start_run(body: StartRun, svc: Svc, response: Response,
                     idempotency_key: Annotated[str | None, Header(
                         alias="Idempotency-Key", description="a retried request with the "
@@ -70,7 +79,7 @@ async def start_run(body: StartRun, svc: Svc, response: Response,
     return runs_json.summary(view)
 
 
-@router.get("/runs", summary="List runs, newest first",
+@router.get("/runs", summary="List runs, newest first", operation_id="listRuns",
             responses=problem_responses(400, 422))
 async def list_runs(svc: Svc, request: Request,
                     saga: Annotated[str | None, Query(max_length=200)] = None,
@@ -92,7 +101,7 @@ async def list_runs(svc: Svc, request: Request,
 
 
 @router.get("/runs/{run_id}", summary="A run: state, steps, errors, compensations, "
-            "decisions, events and their causation chains",
+            "decisions, events and their causation chains", operation_id="getRun",
             responses=problem_responses(404))
 async def get_run(run_id: Annotated[str, _path_id()], svc: Svc) -> dict[str, Any]:
     engine = svc.engine
@@ -106,6 +115,7 @@ async def get_run(run_id: Annotated[str, _path_id()], svc: Svc) -> dict[str, Any
 
 
 @router.get("/runs/{run_id}/graph", summary="The run's saga diagram, coloured by the run",
+            operation_id="getRunGraph",
             responses={200: {"content": {"image/svg+xml": {}, "text/plain": {}}},
                        **problem_responses(404)})
 async def run_graph(run_id: Annotated[str, _path_id()], svc: Svc,
@@ -116,6 +126,7 @@ async def run_graph(run_id: Annotated[str, _path_id()], svc: Svc,
 
 
 @router.post("/runs/{run_id}/cancel", status_code=202, summary="Cancel a run (it compensates)",
+             operation_id="cancelRun",
              responses=problem_responses(404, 409, 422))
 async def cancel_run(run_id: Annotated[str, _path_id()], body: CancelRun,
                      svc: Svc) -> dict[str, Any]:
@@ -133,6 +144,7 @@ async def cancel_run(run_id: Annotated[str, _path_id()], body: CancelRun,
 
 @router.post("/runs/{run_id}/retry", status_code=202,
              summary="Resume a run halted in compensation_failed or stuck",
+             operation_id="retryRun",
              responses=problem_responses(404, 409))
 async def retry_run(run_id: Annotated[str, _path_id()], svc: Svc) -> dict[str, Any]:
     engine = svc.engine

@@ -45,7 +45,8 @@ class Service:
         return self.engine.core.catalog
 
 
-def service_of(request: Request) -> Service:
-    """The app's :class:`Service` (a FastAPI dependency)."""
+async def service_of(request: Request) -> Service:
+    """The app's :class:`Service` (a FastAPI dependency; a coroutine, since FastAPI runs a
+    plain function dependency in a worker thread, which costs more than the request)."""
     svc: Service = request.app.state.service
     return svc
