@@ -31,6 +31,7 @@ from concordia.service.signatures import KeyRing, signature_header
 from concordia.service.state import ServiceOptions
 from concordia.status import ENDED
 
+ROOT_DIR = Path(__file__).resolve().parents[2]
 DOMAIN = Path(__file__).parent / "domain"
 DEFINITIONS = str(DOMAIN / "definitions")
 HANDLERS = "tests.service.domain.handlers"
