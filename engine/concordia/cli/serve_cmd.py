@@ -30,8 +30,11 @@ CONCORDIA_WEBHOOK_SECRETS (comma-separated) or --webhook-secrets-file (one a lin
 again when it changes), never from the definitions. Without secrets, POST /events
 answers 503 and the rest works.
 
+Ctrl-C or SIGTERM stops it: the requests in hand are answered, the worker finishes the
+steps in hand and gives up its leases, then the process ends by that signal (130 for
+Ctrl-C).
+
 exit status:
-  0  stopped (Ctrl-C or SIGTERM: the steps in hand finish, leases are given up)
   2  usage error: definitions with problems, handlers that do not import or leave a
      handler unbound, a store that cannot be opened, unusable secrets
 """
