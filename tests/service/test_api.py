@@ -28,9 +28,11 @@ def test_a_run_started_over_http_is_driven_and_shown_whole(served: Served) -> No
     assert [(s["name"], s["status"], s["attempt"]) for s in run["steps"]] == [
         ("reserve", "succeeded", 1), ("charge", "succeeded", 1), ("ship", "succeeded", 1)]
     assert run["steps"][1]["result"] == {"charge_id": "ch-o-1"}
-    assert run["errors"] == [] and run["compensations"] == []
+    assert run["errors"] == []
+    assert run["compensations"] == []
     kinds = [h["kind"] for h in run["history"]]
-    assert kinds[0] == "run.started" and kinds[-1] == "run.completed"
+    assert kinds[0] == "run.started"
+    assert kinds[-1] == "run.completed"
     (shipped,) = run["events"]
     assert shipped["event"]["type"] == "shop.order.shipped"
     assert shipped["event"]["correlationid"] == "corr-o-1"
@@ -48,11 +50,13 @@ def test_a_compensated_run_shows_its_errors_compensations_and_path(served: Serve
     svg = served.client.get(f"/runs/{started['id']}/graph")
     assert svg.headers["content-type"] == "image/svg+xml"
     text = svg.text
-    assert 'class="edge taken fail"' in text and text.count('class="edge taken undo"') == 2
+    assert 'class="edge taken fail"' in text
+    assert text.count('class="edge taken undo"') == 2
     assert '<g id="compensated" class="mark-done current">' in text
     assert '<g id="undo_charge" class="mark-undone">' in text
     mermaid = served.client.get(f"/runs/{started['id']}/graph", params={"format": "mermaid"})
-    assert mermaid.text.startswith("flowchart TD") and "linkStyle" in mermaid.text
+    assert mermaid.text.startswith("flowchart TD")
+    assert "linkStyle" in mermaid.text
 
 
 def test_an_idempotency_key_starts_one_run_however_often_it_is_sent(served: Served) -> None:
@@ -61,7 +65,8 @@ def test_an_idempotency_key_starts_one_run_however_often_it_is_sent(served: Serv
     first = served.client.post("/runs", json=body, headers=key)
     assert first.status_code == 201
     again = served.client.post("/runs", json=body, headers=key)
-    assert again.status_code == 200 and again.headers["idempotent-replayed"] == "true"
+    assert again.status_code == 200
+    assert again.headers["idempotent-replayed"] == "true"
     assert again.json()["id"] == first.json()["id"]
     # the same key sent at once by many clients: still one run
     racing = {"Idempotency-Key": str(uuid.uuid4())}
@@ -98,7 +103,8 @@ def test_runs_are_listed_newest_first_filtered_and_paged(served: Served) -> None
     suspended = served.client.get("/runs", params={"status": "suspended"}).json()["runs"]
     assert [r["id"] for r in suspended] == [payment]
     bad = served.client.get("/runs", params={"status": "sleeping"})
-    assert bad.status_code == 400 and bad.headers["content-type"] == PROBLEM
+    assert bad.status_code == 400
+    assert bad.headers["content-type"] == PROBLEM
     assert served.client.get("/runs", params={"limit": 0}).status_code == 400
 
 
@@ -136,7 +142,8 @@ def test_an_event_in_binary_mode_signs_its_ce_headers_too(served: Served) -> Non
     tampered = {**headers, "ce-id": str(uuid.uuid4())}
     assert served.client.post("/events", content=body, headers=tampered).status_code == 401
     answer = served.client.post("/events", content=body, headers=headers)
-    assert answer.status_code == 202 and answer.json()["mode"] == "binary"
+    assert answer.status_code == 202
+    assert answer.json()["mode"] == "binary"
     assert served.settle(waiting["id"])["status"] == "completed"
 
 
@@ -150,7 +157,8 @@ def test_cancel_compensates_and_retry_resumes_a_halted_run(served: Served, tmp_p
     assert run["status"] == "cancelled"
     assert [c["step"] for c in run["compensations"]] == ["hold"]
     again = served.client.post(f"/runs/{waiting['id']}/cancel", json={"reason": "again"})
-    assert again.status_code == 409 and again.headers["content-type"] == PROBLEM
+    assert again.status_code == 409
+    assert again.headers["content-type"] == PROBLEM
     blocker = tmp_path / "refunds-blocked"
     blocker.write_text("")
     stuck = served.start("order", {"order_id": "o-8", "fail_at": "ship",
@@ -164,9 +172,11 @@ def test_cancel_compensates_and_retry_resumes_a_halted_run(served: Served, tmp_p
     assert served.settle(stuck["id"], lambda r: r["status"] == "compensated")["status"] == (
         "compensated")
     refused = served.client.post(f"/runs/{stuck['id']}/retry")
-    assert refused.status_code == 409 and "only a run in" in refused.json()["detail"]
+    assert refused.status_code == 409
+    assert "only a run in" in refused.json()["detail"]
     missing = served.client.post("/runs/no-such-run/retry")
-    assert missing.status_code == 404 and missing.json()["run_id"] == "no-such-run"
+    assert missing.status_code == 404
+    assert missing.json()["run_id"] == "no-such-run"
 
 
 def test_sagas_their_yaml_and_diagrams(served: Served) -> None:
@@ -175,21 +185,25 @@ def test_sagas_their_yaml_and_diagrams(served: Served) -> None:
     assert sagas["order"]["trigger"] == "shop.order.placed"
     order = served.client.get("/sagas/order").json()
     (v1,) = order["versions"]
-    assert v1["version"] == 1 and v1["yaml"].startswith("name: order")
+    assert v1["version"] == 1
+    assert v1["yaml"].startswith("name: order")
     assert v1["definition"]["steps"][0]["name"] == "reserve"
     svg = served.client.get("/sagas/order/graph")
-    assert svg.headers["content-type"] == "image/svg+xml" and "<svg" in svg.text
+    assert svg.headers["content-type"] == "image/svg+xml"
+    assert "<svg" in svg.text
     mermaid = served.client.get("/sagas/order/graph", headers={"Accept": "text/plain"})
     assert mermaid.text.startswith("flowchart TD")
     missing = served.client.get("/sagas/nope/graph")
-    assert missing.status_code == 404 and "known: order, payment" in missing.json()["detail"]
+    assert missing.status_code == 404
+    assert "known: order, payment" in missing.json()["detail"]
     assert served.client.get("/sagas/order/graph", params={"version": 9}).status_code == 404
 
 
 def test_health_readiness_and_metrics(served: Served) -> None:
     assert served.client.get("/healthz").json() == {"status": "ok"}
     ready = served.client.get("/readyz").json()
-    assert ready["status"] == "ready" and ready["worker"] is True
+    assert ready["status"] == "ready"
+    assert ready["worker"] is True
     done = served.start("order", {"order_id": "m-1"})
     failed = served.start("order", {"order_id": "m-2", "fail_at": "ship"})
     waiting = served.start("payment", {"order_id": "m-3"})
@@ -206,7 +220,8 @@ def test_health_readiness_and_metrics(served: Served) -> None:
     assert ('concordia_step_duration_seconds_count{kind="compensation",outcome="ok",'
             'saga="order",step="refund"}') not in text  # labelled by step, not handler
     assert 'step="charge"} 1.0' in text.split("kind=\"compensation\"", 1)[1]
-    assert "concordia_outbox_pending_events" in text and "concordia_outbox_lag_seconds" in text
+    assert "concordia_outbox_pending_events" in text
+    assert "concordia_outbox_lag_seconds" in text
 
 
 def test_the_openapi_document_validates_and_errors_are_problem_details(served: Served) -> None:
@@ -216,17 +231,22 @@ def test_the_openapi_document_validates_and_errors_are_problem_details(served: S
             "/events", "/sagas", "/sagas/{name}", "/sagas/{name}/graph", "/healthz",
             "/readyz", "/metrics"} <= set(document["paths"])
     missing = served.client.get("/runs/nope")
-    assert missing.status_code == 404 and missing.headers["content-type"] == PROBLEM
+    assert missing.status_code == 404
+    assert missing.headers["content-type"] == PROBLEM
     assert missing.json()["detail"] == "no run 'nope' in the store"
     malformed = served.client.post("/runs", content=b"{not json",
                                    headers={"Content-Type": "application/json"})
-    assert malformed.status_code == 400 and malformed.headers["content-type"] == PROBLEM
+    assert malformed.status_code == 400
+    assert malformed.headers["content-type"] == PROBLEM
     unknown = served.client.post("/runs", json={"saga": "nope", "input": {}})
-    assert unknown.status_code == 404 and unknown.json()["saga"] == "nope"
+    assert unknown.status_code == 404
+    assert unknown.json()["saga"] == "nope"
     invalid = served.client.post("/runs", json={"saga": "order", "input": {"order_id": 7}})
-    assert invalid.status_code == 422 and invalid.json()["field"] == "order_id"
+    assert invalid.status_code == 422
+    assert invalid.json()["field"] == "order_id"
     extra = served.client.post("/runs", json={"saga": "order", "input": {}, "colour": "red"})
-    assert extra.status_code == 422 and extra.json()["errors"][0]["field"] == "body/colour"
+    assert extra.status_code == 422
+    assert extra.json()["errors"][0]["field"] == "body/colour"
     assert served.client.get("/nowhere").json()["type"].endswith("/not-found")
 
 
@@ -247,7 +267,8 @@ def test_without_a_worker_the_api_leaves_runs_to_workers(store_url: str) -> None
 def test_the_page_shell_and_its_assets_are_served_from_the_package(served: Served,
                                                                    path: str) -> None:
     shell = served.client.get(path)
-    assert shell.status_code == 200 and "text/html" in shell.headers["content-type"]
+    assert shell.status_code == 200
+    assert "text/html" in shell.headers["content-type"]
     assert "script-src 'self'" in shell.headers["content-security-policy"]
     assert '<script src="/ui/static/app.js"' in shell.text
     for asset in ("/ui/static/app.js", "/ui/static/app.css"):

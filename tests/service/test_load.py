@@ -95,14 +95,17 @@ def test_a_burst_of_runs_and_events_lands_each_accepted_one_exactly_once(tmp_pat
             if kind == "run":
                 assert status in (200, 201)
                 run_ids.setdefault(key, set()).add(body["id"])
-        assert len(run_ids) == STARTS and all(len(ids) == 1 for ids in run_ids.values())
+        assert len(run_ids) == STARTS
+        assert all(len(ids) == 1 for ids in run_ids.values())
         created = Counter(key for kind, key, status, _ in answers
                           if kind == "run" and status == 201)
-        assert set(created.values()) == {1} and len(created) == STARTS
+        assert set(created.values()) == {1}
+        assert len(created) == STARTS
         # an event is accepted once (202); its retry is refused as a replay (409)
         accepted = Counter(key for kind, key, status, _ in answers
                            if kind != "run" and status == 202)
-        assert len(accepted) == WAITING + TRIGGERS and set(accepted.values()) == {1}
+        assert len(accepted) == WAITING + TRIGGERS
+        assert set(accepted.values()) == {1}
         replays = [s for kind, _, s, _ in answers if kind != "run" and s == 409]
         assert len(replays) == sum(1 for k, _, _, _ in answers if k != "run") - len(accepted)
         started_by = {key: body["started"] for kind, key, status, body in answers
@@ -119,7 +122,7 @@ def test_a_burst_of_runs_and_events_lands_each_accepted_one_exactly_once(tmp_pat
         by_id = {r.id: r for r in runs}
         assert {i for ids in run_ids.values() for i in ids} <= set(by_id)
         causes = Counter(r.causation_id for r in runs if r.causation_id)
-        assert causes == Counter({key: 1 for key in started_by})
+        assert causes == Counter(dict.fromkeys(started_by, 1))
         for key in accepted:
             assert store.get_event(key) is not None
         for run_id in waiting:

@@ -105,7 +105,8 @@ def test_the_page_shows_runs_and_a_compensated_run_as_a_picture(browser: Any,
         kinds = sorted(p.get_attribute("class").split()[-1] for p in taken)
         assert kinds == ["fail", "next", "next", "next", "undo", "undo"]
         faint = browser.find_elements(By.CSS_SELECTOR, "#diagram path.edge:not(.taken)")
-        assert faint and all(p.get_attribute("stroke") == "#c8c8c8" for p in faint)
+        assert faint
+        assert all(p.get_attribute("stroke") == "#c8c8c8" for p in faint)
         current = browser.find_element(By.CSS_SELECTOR, "#diagram g.current")
         assert current.get_attribute("id") == "compensated"
         undone_nodes = browser.find_elements(By.CSS_SELECTOR, "#diagram g.mark-undone")
@@ -113,7 +114,8 @@ def test_the_page_shows_runs_and_a_compensated_run_as_a_picture(browser: Any,
                                                                        "undo_reserve"]
         entries = _wait(browser, "#timeline tr.timeline-entry", 10)
         kinds = [e.get_attribute("data-kind") for e in entries]
-        assert "step.failed" in kinds and kinds.count("compensation.succeeded") == 2
+        assert "step.failed" in kinds
+        assert kinds.count("compensation.succeeded") == 2
         assert kinds[-1] == "run.compensated"
         failed = browser.find_element(By.CSS_SELECTOR, "#timeline tr[data-kind='step.failed']")
         assert "ship refused for order b-2" in failed.text
@@ -129,7 +131,8 @@ def test_the_page_shows_runs_and_a_compensated_run_as_a_picture(browser: Any,
 
         browser.get(url + "/ui/sagas/order")
         yaml_text = _wait(browser, "#yaml")[0].text
-        assert yaml_text.startswith("name: order") and "compensate: shop.refund" in yaml_text
+        assert yaml_text.startswith("name: order")
+        assert "compensate: shop.refund" in yaml_text
         _wait(browser, "#diagram svg g#undo_charge")
         _shot(browser, "05-saga-order.png")
         errors = [e for e in browser.get_log("browser") if e.get("level") == "SEVERE"]

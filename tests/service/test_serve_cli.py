@@ -73,7 +73,8 @@ def served_demo(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         log.close()
         # uvicorn stops gracefully on SIGTERM, then ends by the signal it was sent
         output = (tmp_path / "serve.log").read_text()
-        assert status in (0, -15) and "Traceback" not in output, output
+        assert status in (0, -15), output
+        assert "Traceback" not in output, output
 
 
 def test_serve_shows_the_demo_and_a_signed_curl_resumes_an_awaiting_nas_run(
@@ -85,7 +86,8 @@ def test_serve_shows_the_demo_and_a_signed_curl_resumes_an_awaiting_nas_run(
 
 def _curl_flow(base: str, client: httpx.Client) -> None:
     listed = client.get("/runs", params={"limit": 100}).json()["runs"]
-    assert len(listed) == 18 and {r["saga"] for r in listed} == {
+    assert len(listed) == 18
+    assert {r["saga"] for r in listed} == {
         "cerebros_nas", "upm_activation", "user_provisioning"}
     assert client.get("/ui/").status_code == 200
     assert client.get(listed[0]["links"]["graph"]).text.startswith("<svg")

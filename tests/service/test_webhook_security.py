@@ -183,7 +183,8 @@ def test_keys_rotate_a_request_signed_with_any_active_key_is_taken(served: Serve
         served.settle(run["id"])
         settled = event("shop.payment.settled", {"order_id": order, "amount": 3})
         answer = served.post_event(settled, secrets=secrets)
-        assert answer.status_code == 202 and answer.json()["resumed"] == [run["id"]]
+        assert answer.status_code == 202
+        assert answer.json()["resumed"] == [run["id"]]
 
 
 def test_a_server_without_secrets_refuses_events_503(tmp_path: Any) -> None:
