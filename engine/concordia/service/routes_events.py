@@ -2,9 +2,10 @@
 
 The order of checks is the order of cost, and none writes anything until the last: the
 body's size (:mod:`.limits`, before this route runs), the signature over the raw bytes
-(:mod:`.signatures`), the CloudEvents binding (:mod:`.cloudevents_http`), the envelope,
-the taxonomy; then ``engine.deliver``, which resumes the runs awaiting the event and
-starts the runs it triggers, in one transaction with the event's inbox entry. That entry
+(:mod:`.signatures`), the CloudEvents binding (:mod:`.cloudevents_http`), the envelope;
+then ``engine.deliver``, which checks the event against the taxonomy, then resumes the
+runs awaiting it and starts the runs it triggers, in one transaction with the event's
+inbox entry. That entry
 is the replay protection: an event (by source and id) already accepted is refused with
 409, writing nothing, even after a restart.
 """
@@ -17,9 +18,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import JSONResponse
 
-from concordia.errors import EventError
+from concordia.errors import EventError, ValueLimitError
 from concordia.events.envelope import read_envelope
-from concordia.events.taxonomy import validate_event
 from concordia.service.cloudevents_http import STRUCTURED, ce_headers, read_event
 from concordia.service.problems import Problem, problem_responses
 from concordia.service.signatures import HEADER, SignatureError
@@ -86,14 +86,16 @@ async def post_event(request: Request, svc: Svc) -> JSONResponse:
             raise Problem(400, "invalid-event", "; ".join(p.text() for p in problems),
                           field=problems[0].attribute or None)
         try:
-            validate_event(svc.catalog, envelope)
-        except EventError as exc:
-            raise Problem(422, "invalid-event", str(exc), field=exc.field,
-                          event_type=exc.event_type) from None
+            # Delivery checks the event against the taxonomy before it writes anything
+            # (and maps a trigger's input): what it refuses is a 422 here.
+            delivery = await svc.engine.deliver(envelope)
+        except (EventError, ValueLimitError) as exc:
+            field = exc.field if isinstance(exc, EventError) else exc.path or None
+            raise Problem(422, "invalid-event", str(exc), field=field,
+                          event_type=envelope.type) from None
     except Problem as problem:
         svc.metrics.webhooks.labels("invalid").inc()
         raise problem from None
-    delivery = await svc.engine.deliver(envelope)
     if delivery.duplicate:
         svc.metrics.webhooks.labels("replayed").inc()
         raise Problem(409, "event-replayed",
