@@ -77,7 +77,13 @@ def register(sub: Any, env: EnvDefault) -> None:
 
 @command
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    try:
+        import fastapi  # noqa: F401
+        import prometheus_client  # noqa: F401
+        import uvicorn
+    except ImportError as exc:
+        raise UsageError(f"`concordia serve` needs its extra ({exc.name} is missing): "
+                         "pip install 'concordia[serve]'") from None
 
     from concordia.cli.engines import check_store_parent
     from concordia.logging import ensure_configured
