@@ -23,8 +23,8 @@ from concordia.cli.common import (
 EnvDefault = Callable[[str, str | None], str | None]
 
 _EPILOG = """\
-The page is at http://HOST:PORT/ui/, the OpenAPI document at /openapi.json (browsable at
-/docs). POST /events takes CloudEvents signed with HMAC-SHA256 (header
+The page is at http://HOST:PORT/ui/, the OpenAPI document at /openapi.json. POST /events
+takes CloudEvents signed with HMAC-SHA256 (header
 Concordia-Signature: t=<unix time>,v1=<hex>); the secrets come from
 CONCORDIA_WEBHOOK_SECRETS (comma-separated) or --webhook-secrets-file (one a line, read
 again when it changes), never from the definitions. Without secrets, POST /events

@@ -58,8 +58,10 @@ def create_app(engine: AsyncEngine, options: ServiceOptions | None = None, *,
         finally:
             await _shut_down(service, own_engine)
 
+    # No /docs: FastAPI's Swagger UI loads its scripts from a CDN, and nothing this server
+    # shows may depend on another host; /openapi.json is the document.
     app = FastAPI(title="Concordia", version=__version__, description=DESCRIPTION,
-                  lifespan=lifespan, docs_url="/docs", redoc_url=None)
+                  lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.service = service
     problems.install(app)
     for router in (runs_router, events_router, sagas_router, ops_router, page.router):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from concordia.runtime.effects import adrive
@@ -17,6 +17,7 @@ from concordia.store.base import ConflictError
 
 router = APIRouter(tags=["runs"])
 Svc = Annotated[Service, Depends(service_of)]
+RunId = Annotated[str, Path(min_length=1, max_length=200, description="the run's id")]
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._\-]*$"
 
 
@@ -103,7 +104,7 @@ async def list_runs(svc: Svc, request: Request,
 @router.get("/runs/{run_id}", summary="A run: state, steps, errors, compensations, "
             "decisions, events and their causation chains", operation_id="getRun",
             responses=problem_responses(404))
-async def get_run(run_id: Annotated[str, _path_id()], svc: Svc) -> dict[str, Any]:
+async def get_run(run_id: RunId, svc: Svc) -> dict[str, Any]:
     engine = svc.engine
     view = await engine.get_run(run_id)
     chains: dict[str, list[dict[str, Any]]] = {}
@@ -118,7 +119,7 @@ async def get_run(run_id: Annotated[str, _path_id()], svc: Svc) -> dict[str, Any
             operation_id="getRunGraph",
             responses={200: {"content": {"image/svg+xml": {}, "text/plain": {}}},
                        **problem_responses(404)})
-async def run_graph(run_id: Annotated[str, _path_id()], svc: Svc,
+async def run_graph(run_id: RunId, svc: Svc,
                     format: Literal["svg", "mermaid"] = "svg") -> Response:
     view = await svc.engine.get_run(run_id)
     saga = svc.engine.core.book.of(view.saga, view.version).saga
@@ -128,7 +129,7 @@ async def run_graph(run_id: Annotated[str, _path_id()], svc: Svc,
 @router.post("/runs/{run_id}/cancel", status_code=202, summary="Cancel a run (it compensates)",
              operation_id="cancelRun",
              responses=problem_responses(404, 409, 422))
-async def cancel_run(run_id: Annotated[str, _path_id()], body: CancelRun,
+async def cancel_run(run_id: RunId, body: CancelRun,
                      svc: Svc) -> dict[str, Any]:
     engine = svc.engine
     if svc.options.worker:
@@ -146,7 +147,7 @@ async def cancel_run(run_id: Annotated[str, _path_id()], body: CancelRun,
              summary="Resume a run halted in compensation_failed or stuck",
              operation_id="retryRun",
              responses=problem_responses(404, 409))
-async def retry_run(run_id: Annotated[str, _path_id()], svc: Svc) -> dict[str, Any]:
+async def retry_run(run_id: RunId, svc: Svc) -> dict[str, Any]:
     engine = svc.engine
     if svc.options.worker:
         view = await engine.retry(run_id)
@@ -159,12 +160,6 @@ async def retry_run(run_id: Annotated[str, _path_id()], svc: Svc) -> dict[str, A
 
 async def _no_send(envelope: dict[str, Any]) -> None:
     return None
-
-
-def _path_id() -> Any:
-    from fastapi import Path
-
-    return Path(min_length=1, max_length=200, description="the run's id")
 
 
 def _diagram(text: str, fmt: str) -> Response:
