@@ -194,3 +194,37 @@ def test_a_server_without_secrets_refuses_events_503(tmp_path: Any) -> None:
         answer = httpx.post(base + "/events", content=body, headers=STRUCTURED)
         assert answer.status_code == 503
         assert "CONCORDIA_WEBHOOK_SECRETS" in answer.json()["detail"]
+
+
+@pytest.mark.parametrize(("body", "headers", "status"), [
+    (b"{not json", {"Content-Type": "application/json"}, 400),
+    (b'{"saga": "order", "input": {"order_id": 7}}', {"Content-Type": "application/json"},
+     422),
+    (b'{"saga": "nope", "input": {}}', {"Content-Type": "application/json"}, 404),
+    (b'{"saga": "order", "input": {}, "extra": 1}', {"Content-Type": "application/json"}, 422),
+    (b'{"saga": "order", "input": {"order_id": "x"}}',
+     {"Content-Type": "application/json", "Idempotency-Key": "k" * 256}, 400),
+], ids=["not JSON", "input off schema", "unknown saga", "unknown field", "key too long"])
+def test_a_malformed_run_request_gets_its_4xx_and_writes_nothing(
+        served: Served, body: bytes, headers: dict[str, str], status: int) -> None:
+    _waiting(served)
+    before = served.journal()
+    answer = served.client.post("/runs", content=body, headers=headers)
+    assert answer.status_code == status, answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert served.journal() == before
+
+
+def test_a_request_whose_length_is_not_a_number_is_refused_400(served: Served) -> None:
+    import socket
+    from urllib.parse import urlsplit
+
+    _waiting(served)
+    before = served.journal()
+    where = urlsplit(served.url)
+    with socket.create_connection((where.hostname, where.port), timeout=10) as conn:
+        conn.sendall(b"POST /runs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 12abc\r\n\r\n{}")
+        answer = conn.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+    assert served.journal() == before
