@@ -111,7 +111,9 @@ def test_runs_are_listed_newest_first_filtered_and_paged(served: Served) -> None
 def test_a_signed_event_resumes_the_awaiting_run_and_starts_triggered_ones(served: Served
                                                                              ) -> None:
     waiting = served.start("payment", {"order_id": "o-4"})
-    assert served.settle(waiting["id"])["status"] == "suspended"
+    suspended = served.settle(waiting["id"])
+    assert (suspended["status"], suspended["state"]) == ("suspended", "run_1")
+    assert suspended["state_label"] == "await_settlement"  # as the saga names it
     settled = event("shop.payment.settled", {"order_id": "o-4", "amount": 1250})
     answer = served.post_event(settled)
     assert answer.status_code == 202, answer.text

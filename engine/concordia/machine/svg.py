@@ -89,9 +89,11 @@ def render(drawing: Drawing) -> str:
            f'height="{drawing.height:.0f}" viewBox="0 0 {drawing.width:.0f} '
            f'{drawing.height:.0f}" role="img" aria-label={quoteattr(drawing.title)}>',
            f"<title>{escape(drawing.title)}</title>",
-           '<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" '
-           'markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" '
-           'fill="context-stroke"/></marker></defs>',
+           # Arrowheads sized in the drawing's units, not the line's: a bold line (the
+           # path a run took) keeps the same head as a thin one.
+           '<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="9" '
+           'markerHeight="9" markerUnits="userSpaceOnUse" orient="auto-start-reverse">'
+           '<path d="M0,0 L10,5 L0,10 z" fill="context-stroke"/></marker></defs>',
            '<rect width="100%" height="100%" fill="#ffffff"/>']
     for line in drawing.lines:
         out.append(_line(line))

@@ -7,13 +7,16 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from concordia.errors import UnknownSagaError
 from concordia.runtime.effects import adrive
+from concordia.runtime.views import RunView
 from concordia.service import idempotency, runs_json
 from concordia.service.diagrams import draw
 from concordia.service.problems import Problem, problem_responses
 from concordia.service.state import Service, service_of
 from concordia.status import RunStatus
 from concordia.store.base import ConflictError
+from concordia.store.records import RunRecord
 
 router = APIRouter(tags=["runs"])
 Svc = Annotated[Service, Depends(service_of)]
@@ -74,10 +77,10 @@ async def start_run(body: StartRun, svc: Svc, response: Response,
         response.status_code = 200
         response.headers["Idempotent-Replayed"] = "true"
         response.headers["Location"] = f"/runs/{run_id}"
-        return runs_json.summary(first)
+        return runs_json.summary(first, _labels(svc, first))
     svc.metrics.runs_requested.labels("started").inc()
     response.headers["Location"] = f"/runs/{view.id}"
-    return runs_json.summary(view)
+    return runs_json.summary(view, _labels(svc, view))
 
 
 @router.get("/runs", summary="List runs, newest first", operation_id="listRuns",
@@ -98,7 +101,8 @@ async def list_runs(svc: Svc, request: Request,
     if more:
         url = request.url.include_query_params(before=records[-1].id)
         next_link = f"{url.path}?{url.query}"
-    return {"runs": [runs_json.summary(r) for r in records], "next": next_link}
+    return {"runs": [runs_json.summary(r, _labels(svc, r)) for r in records],
+            "next": next_link}
 
 
 @router.get("/runs/{run_id}", summary="A run: state, steps, errors, compensations, "
@@ -112,7 +116,7 @@ async def get_run(run_id: RunId, svc: Svc) -> dict[str, Any]:
         chains[event["id"]] = await engine.causation_chain(event["id"])
     if view.causation_id:
         chains[view.causation_id] = await engine.causation_chain(view.causation_id)
-    return runs_json.detail(view, chains)
+    return runs_json.detail(view, chains, _labels(svc, view))
 
 
 @router.get("/runs/{run_id}/graph", summary="The run's saga diagram, coloured by the run",
@@ -140,7 +144,7 @@ async def cancel_run(run_id: RunId, body: CancelRun,
         await adrive(engine.core.executor.request_cancel(run_id, body.reason), engine.astore,
                      engine.invoker, _no_send)
         view = await engine.get_run(run_id)
-    return runs_json.summary(view)
+    return runs_json.summary(view, _labels(svc, view))
 
 
 @router.post("/runs/{run_id}/retry", status_code=202,
@@ -155,7 +159,15 @@ async def retry_run(run_id: RunId, svc: Svc) -> dict[str, Any]:
         await adrive(engine.core.executor.retry(run_id), engine.astore, engine.invoker,
                      _no_send)
         view = await engine.get_run(run_id)
-    return runs_json.summary(view)
+    return runs_json.summary(view, _labels(svc, view))
+
+
+def _labels(svc: Service, run: RunView | RunRecord) -> dict[str, str]:
+    """The run's saga's state names (none for a version this server cannot compile)."""
+    try:
+        return svc.engine.core.book.of(run.saga, run.version).labels
+    except UnknownSagaError:
+        return {}
 
 
 async def _no_send(envelope: dict[str, Any]) -> None:

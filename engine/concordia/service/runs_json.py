@@ -8,6 +8,7 @@ in UTC; statuses are the enums' plain names.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,9 +27,13 @@ def when(at: float | None) -> str | None:
     return None if at is None else format_timestamp(datetime.fromtimestamp(at, UTC))
 
 
-def summary(run: RunView | RunRecord) -> dict[str, Any]:
+def summary(run: RunView | RunRecord, labels: Mapping[str, str] | None = None
+            ) -> dict[str, Any]:
+    """A run without its steps and history; ``labels`` names the compiled machine's states
+    as the saga does (``charge``, ``undo charge``)."""
     return {"id": run.id, "saga": run.saga, "version": run.version,
             "status": str(run.status), "state": run.state,
+            "state_label": (labels or {}).get(run.state, run.state),
             "correlation_id": run.correlation_id, "causation_id": run.causation_id,
             "error": run.error, "created_at": when(run.created_at),
             "updated_at": when(run.updated_at), "wake_at": when(run.wake_at),
@@ -47,7 +52,8 @@ def step_json(s: StepRecord) -> dict[str, Any]:
             "compensation": compensation}
 
 
-def detail(view: RunView, chains: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+def detail(view: RunView, chains: dict[str, list[dict[str, Any]]],
+           labels: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The whole run; ``chains`` maps an event id to its causation chain (oldest first)."""
     history = [{"at": when(h.at), "kind": str(h.kind), "step": h.step, "attempt": h.attempt,
                 "detail": h.detail} for h in view.history]
@@ -61,7 +67,7 @@ def detail(view: RunView, chains: dict[str, list[dict[str, Any]]]) -> dict[str, 
     compensations.sort(key=lambda c: order.get(str(c["step"]), len(order)))
     events = [{"event": e, "causation_chain": [_link(c) for c in chains.get(e["id"], [])]}
               for e in view.events]
-    out = summary(view)
+    out = summary(view, labels)
     out.update({"input": view.input, "steps": [step_json(s) for s in view.steps],
                 "errors": errors, "compensations": compensations,
                 "decisions": view.decisions, "events": events, "history": history,

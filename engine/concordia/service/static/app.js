@@ -98,7 +98,7 @@ async function runsPage() {
       body.replaceChildren(...page.runs.map((r) => el("tr", { id: `run-${r.id}`, "data-status": r.status },
         el("td", { class: "mono" }, el("a", { href: `/ui/runs/${r.id}` }, r.id)),
         el("td", {}, el("a", { href: `/ui/sagas/${r.saga}` }, `${r.saga} v${r.version}`)),
-        el("td", {}, badge(r.status)), el("td", { class: "mono" }, r.state),
+        el("td", {}, badge(r.status)), el("td", {}, r.state_label),
         el("td", { class: "mono" }, r.correlation_id), el("td", {}, time(r.created_at)),
         el("td", {}, time(r.updated_at)))));
       if (!page.runs.length) body.append(el("tr", {}, el("td", { colspan: 7, class: "muted" }, "no runs")));
@@ -178,7 +178,8 @@ async function runPage(id) {
     diagram.innerHTML = svg;  // drawn by the server, every text escaped there
     const facts = el("dl", { class: "facts" },
       el("dt", {}, "status"), el("dd", { id: "run-status" }, badge(run.status)),
-      el("dt", {}, "state"), el("dd", { class: "mono" }, run.state),
+      el("dt", {}, "state"), el("dd", { id: "run-state" }, run.state_label,
+                                 el("span", { class: "muted mono" }, ` (${run.state})`)),
       el("dt", {}, "correlation id"), el("dd", { class: "mono", id: "correlation" }, run.correlation_id),
       el("dt", {}, "causation id"), el("dd", { class: "mono" }, run.causation_id || "—"),
       el("dt", {}, "started"), el("dd", {}, time(run.created_at)),
