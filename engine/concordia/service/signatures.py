@@ -17,7 +17,9 @@ sender may send several ``v1`` (one per key), so a secret is rotated without a m
 which requests are refused: add the new key to the receiver, move senders to it, remove
 the old one. Secrets come from the environment (``CONCORDIA_WEBHOOK_SECRETS``, separated
 by commas or whitespace) or a file (one a line, ``#`` comments), never from definitions;
-a file is read again when it changes, so a rotation needs no restart.
+a file is read again when it changes, so a rotation needs no restart (a file that cannot
+be read, or holds a secret too short, is refused at start; later, the keys read last stay
+in force and the log says why).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ import os
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+
+import structlog
 
 from concordia.errors import ConcordiaError
 
@@ -40,6 +44,7 @@ MIN_SECRET_LENGTH = 16
 # request can cause stays bounded whatever it sends.
 MAX_SIGNATURES = 8
 MAX_HEADER_LENGTH = 2048
+_log = structlog.get_logger("concordia.service")
 
 
 class SignatureError(ConcordiaError):
@@ -142,7 +147,13 @@ class KeyRing:
 
     def keys(self) -> tuple[bytes, ...]:
         if self.path is not None:
-            self._reload()
+            try:
+                self._reload()
+            except SecretsError as exc:
+                # A file being rewritten or mistyped while the server runs: the keys read
+                # last stay in force (refusing every sender would be an outage), and the
+                # log says why the new ones were not taken.
+                _log.error("webhook_secrets.unreadable", error=str(exc))
         return self._given + self._file_keys
 
     def __bool__(self) -> bool:
@@ -158,13 +169,13 @@ class KeyRing:
         with self._lock:
             if stamp == self._stamp:
                 return
+            self._stamp = stamp  # tried once per version of the file
             try:
                 with open(self.path, encoding="utf-8") as f:
                     lines = [line.split("#", 1)[0].strip() for line in f]
             except (OSError, UnicodeDecodeError) as exc:
                 raise SecretsError(f"webhook secrets file {self.path}: {exc}") from None
             self._file_keys = _checked([s for s in lines if s], self.path)
-            self._stamp = stamp
 
     def verify(self, header: str | None, body: bytes, ce_headers: Mapping[str, str] | None,
                now: float, tolerance: float = DEFAULT_TOLERANCE) -> int:
