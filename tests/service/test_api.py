@@ -121,6 +121,9 @@ def test_a_signed_event_resumes_the_awaiting_run_and_starts_triggered_ones(serve
     run = served.settle(waiting["id"])
     assert run["status"] == "completed"
     assert any(h["kind"] == "await.resumed" for h in run["history"])
+    (received,) = [e for e in run["events"] if e["direction"] == "in"]
+    assert received["event"]["id"] == settled["id"]
+    assert [c["id"] for c in received["causation_chain"]] == [settled["id"]]
     placed = event("shop.order.placed", {"order_id": "o-5"}, correlationid="corr-o-5")
     answer = served.post_event(placed)
     assert answer.status_code == 202

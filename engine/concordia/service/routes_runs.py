@@ -111,12 +111,17 @@ async def list_runs(svc: Svc, request: Request,
 async def get_run(run_id: RunId, svc: Svc) -> dict[str, Any]:
     engine = svc.engine
     view = await engine.get_run(run_id)
+    received = []
+    for event_id in runs_json.received_ids(view):
+        envelope = await engine.astore.read("get_event", event_id)
+        if envelope is not None:
+            received.append(envelope)
     chains: dict[str, list[dict[str, Any]]] = {}
-    for event in view.events:
+    for event in [*view.events, *received]:
         chains[event["id"]] = await engine.causation_chain(event["id"])
     if view.causation_id:
         chains[view.causation_id] = await engine.causation_chain(view.causation_id)
-    return runs_json.detail(view, chains, _labels(svc, view))
+    return runs_json.detail(view, chains, _labels(svc, view), received)
 
 
 @router.get("/runs/{run_id}/graph", summary="The run's saga diagram, coloured by the run",

@@ -52,9 +52,17 @@ def step_json(s: StepRecord) -> dict[str, Any]:
             "compensation": compensation}
 
 
+def received_ids(view: RunView) -> list[str]:
+    """The ids of the events that resumed the run's awaits, in the order they did."""
+    return [str(h.detail["event_id"]) for h in view.history
+            if h.kind == Kind.AWAIT_RESUMED and h.detail.get("event_id")]
+
+
 def detail(view: RunView, chains: dict[str, list[dict[str, Any]]],
-           labels: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The whole run; ``chains`` maps an event id to its causation chain (oldest first)."""
+           labels: Mapping[str, str] | None = None,
+           received: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The whole run; ``chains`` maps an event id to its causation chain (oldest first);
+    ``received`` are the events that resumed it, ``events`` those it emitted."""
     history = [{"at": when(h.at), "kind": str(h.kind), "step": h.step, "attempt": h.attempt,
                 "detail": h.detail} for h in view.history]
     errors = [{"at": when(h.at), "kind": str(h.kind), "step": h.step, "attempt": h.attempt,
@@ -65,8 +73,11 @@ def detail(view: RunView, chains: dict[str, list[dict[str, Any]]],
     order = {h.step: i for i, h in enumerate(view.history)
              if h.kind == Kind.COMPENSATION_STARTED and h.step is not None}
     compensations.sort(key=lambda c: order.get(str(c["step"]), len(order)))
-    events = [{"event": e, "causation_chain": [_link(c) for c in chains.get(e["id"], [])]}
-              for e in view.events]
+    flows = [("out", e) for e in view.events] + [("in", e) for e in received or []]
+    flows.sort(key=lambda f: str(f[1].get("time", "")))
+    events = [{"event": e, "direction": direction,
+               "causation_chain": [_link(c) for c in chains.get(e["id"], [])]}
+              for direction, e in flows]
     out = summary(view, labels)
     out.update({"input": view.input, "steps": [step_json(s) for s in view.steps],
                 "errors": errors, "compensations": compensations,

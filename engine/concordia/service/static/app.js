@@ -120,7 +120,7 @@ function detailText(kind, d) {
   if (kind === "policy.decided") return `${d.decision}: ${d.reason || ""} (rule ${d.rule || "-"})`;
   if (kind === "state") return `${d.from} → ${d.to} (${d.event})`;
   if (d.result !== undefined) return "result " + short(d.result, 160);
-  if (d.event_id || d.event) return `event ${d.event || ""} ${d.event_id || ""}`.trim();
+  if (d.event_id || d.event) return `event ${d.type || d.event || ""} ${d.event_id || ""}`.trim();
   if (d.reason) return d.reason;
   if (d.input !== undefined) return "input " + short(d.input, 160);
   return short(d, 160);
@@ -139,14 +139,16 @@ function timeline(run) {
 }
 
 function eventsTable(run) {
-  const rows = run.events.map(({ event, causation_chain }) => el("tr", { class: "event", "data-type": event.type },
-    el("td", {}, time(event.time)), el("td", { class: "mono" }, event.type),
+  const rows = run.events.map(({ event, direction, causation_chain }) => el("tr", {
+      class: `event event-${direction}`, "data-type": event.type, "data-direction": direction },
+    el("td", {}, time(event.time)), el("td", {}, direction === "in" ? "received" : "emitted"),
+    el("td", { class: "mono" }, event.type),
     el("td", { class: "mono" }, event.id), el("td", { class: "mono" }, event.correlationid || ""),
     el("td", { class: "mono" }, event.causationid || ""),
     el("td", { class: "mono" }, causation_chain.map((c) => c.type).join(" → "))));
   return el("table", { id: "events" }, el("thead", {}, el("tr", {},
-    ["time", "type", "id", "correlation id", "causation id", "causation chain"].map((h) => el("th", {}, h)))),
-    el("tbody", {}, rows.length ? rows : el("tr", {}, el("td", { colspan: 6, class: "muted" }, "none"))));
+    ["time", "", "type", "id", "correlation id", "causation id", "causation chain"].map((h) => el("th", {}, h)))),
+    el("tbody", {}, rows.length ? rows : el("tr", {}, el("td", { colspan: 7, class: "muted" }, "none"))));
 }
 
 function stepsTable(run) {
