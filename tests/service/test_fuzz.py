@@ -9,8 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.service.conftest import ThreadedServer, make_app
 
+pytestmark = pytest.mark.slow
 EXAMPLES = int(os.environ.get("CONCORDIA_FUZZ_EXAMPLES", "40"))
 
 
