@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -225,8 +226,14 @@ def test_health_readiness_and_metrics(served: Served) -> None:
     assert ('concordia_step_duration_seconds_count{kind="compensation",outcome="ok",'
             'saga="order",step="refund"}') not in text  # labelled by step, not handler
     assert 'step="charge"} 1.0' in text.split("kind=\"compensation\"", 1)[1]
-    assert "concordia_outbox_pending_events" in text
-    assert "concordia_outbox_lag_seconds" in text
+    # the shipped order's persistent event waits in the outbox (no bus here to take it)
+    pending = re.search(r"^concordia_outbox_pending_events (\S+)$", text, re.MULTILINE)
+    lag = re.search(r"^concordia_outbox_lag_seconds (\S+)$", text, re.MULTILINE)
+    assert pending is not None
+    assert float(pending.group(1)) == 1.0
+    assert lag is not None
+    assert 0.0 < float(lag.group(1)) < 120.0
+    assert 'concordia_api_runs_requested_total{outcome="started"} 3.0' in text
 
 
 def test_the_openapi_document_validates_and_errors_are_problem_details(served: Served) -> None:
