@@ -28,3 +28,22 @@ def test_the_path_taken_follows_the_run_forward_then_back() -> None:
     running = {"step_a": "done", "step_b": "active"}
     assert {(flow.edges[i].source, flow.edges[i].target)
             for i in path_taken(flow, running)} == {("start", "step_a"), ("step_a", "step_b")}
+
+
+def test_a_drawing_shows_the_path_bold_the_rest_faint_and_where_the_run_stands() -> None:
+    from concordia.machine.flow_render import flow_mermaid, flow_svg
+
+    flow = build_flow(SAGA)
+    marks = {"step_a": "done", "step_b": "active"}
+    path = path_taken(flow, marks)
+    svg = flow_svg(flow, marks, path, {"step_b"})
+    assert svg.count('class="edge taken next"') == 2
+    assert svg.count('stroke="#c8c8c8"') == len(flow.edges) - 2
+    assert '<g id="step_b" class="mark-active current">' in svg
+    assert 'stroke="#d84315" stroke-width="3.6"' in svg
+    plain = flow_svg(flow)
+    assert "taken" not in plain
+    assert "current" not in plain
+    mermaid = flow_mermaid(flow, marks, path, {"step_b"})
+    assert "    linkStyle 0,1 stroke-width:4px" in mermaid
+    assert "    class step_b current" in mermaid
