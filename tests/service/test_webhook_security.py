@@ -99,17 +99,24 @@ def test_a_replayed_event_is_refused_409_and_writes_nothing(served: Served) -> N
     assert served.journal() == before
 
 
-def test_replays_are_refused_after_a_restart(tmp_path: Any) -> None:
+def test_replays_and_idempotency_keys_hold_across_a_restart(tmp_path: Any) -> None:
     url = f"sqlite:///{tmp_path / 'runs.db'}"
     settled = event("shop.payment.settled", {"order_id": "nobody", "amount": 1})
     body = json.dumps(settled).encode()
-    for expected in (202, 409):  # the second server is a new process's state: one store
+    start = {"saga": "order", "input": {"order_id": "restart-1"}}
+    key = {"Idempotency-Key": "restart-key-1"}
+    started: list[str] = []
+    for expected, again in ((202, 201), (409, 200)):  # a new server on the same store
         app, engine = make_app(url)
         with ThreadedServer(app) as base, httpx.Client(base_url=base) as client:
             probe = Served(base, engine, client, url)
             answer = client.post("/events", content=body,
                                  headers={**STRUCTURED, **probe.signed(body)})
             assert answer.status_code == expected, answer.text
+            run = client.post("/runs", json=start, headers=key)
+            assert run.status_code == again, run.text
+            started.append(run.json()["id"])
+    assert started[0] == started[1]
 
 
 def _bad_body_cases() -> Iterator[tuple[str, bytes, dict[str, str], int, str]]:
