@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -111,11 +111,22 @@ class Served:
     engine: Any
     client: httpx.Client
     store_url: str
-    sent: list[str] = field(default_factory=list)
+    reader: Any = None
 
     @property
     def store(self) -> Any:
-        return self.engine.store
+        """The store as another process would read it: opened on its own (read-only where
+        the backend allows), never the server's connections."""
+        if self.reader is None:
+            from concordia.store import open_store
+
+            readonly = self.store_url.startswith("sqlite:")
+            self.reader = open_store(self.store_url, readonly=readonly)
+        return self.reader
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
 
     def signed(self, body: bytes, *, secrets: tuple[str, ...] = (SECRET,),
                at: int | None = None, ce: dict[str, str] | None = None) -> dict[str, str]:
@@ -177,4 +188,8 @@ def make_app(store_url: str, *, worker: bool = True, max_body: int = 64 * 1024,
 def served(store_url: str) -> Iterator[Served]:
     app, engine = make_app(store_url)
     with ThreadedServer(app) as url, httpx.Client(base_url=url, timeout=30) as client:
-        yield Served(url, engine, client, store_url)
+        served = Served(url, engine, client, store_url)
+        try:
+            yield served
+        finally:
+            served.close()

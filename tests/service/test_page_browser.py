@@ -80,7 +80,7 @@ def test_the_page_shows_runs_and_a_compensated_run_as_a_picture(browser: Any,
     shutil.rmtree(ARTIFACTS, ignore_errors=True)
     app, engine = make_app(f"sqlite:///{tmp_path / 'runs.db'}")
     with ThreadedServer(app) as url, httpx.Client(base_url=url) as client:
-        served = Served(url, engine, client, "")
+        served = Served(url, engine, client, "")  # for starting and settling only
         done = served.start("order", {"order_id": "b-1"}, correlation_id="corr-done")
         undone = served.start("order", {"order_id": "b-2", "fail_at": "ship"},
                               correlation_id="corr-undone")

@@ -109,7 +109,7 @@ def test_replays_and_idempotency_keys_hold_across_a_restart(tmp_path: Any) -> No
     for expected, again in ((202, 201), (409, 200)):  # a new server on the same store
         app, engine = make_app(url)
         with ThreadedServer(app) as base, httpx.Client(base_url=base) as client:
-            probe = Served(base, engine, client, url)
+            probe = Served(base, engine, client, url)  # for signing only
             answer = client.post("/events", content=body,
                                  headers={**STRUCTURED, **probe.signed(body)})
             assert answer.status_code == expected, answer.text
