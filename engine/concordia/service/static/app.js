@@ -220,9 +220,8 @@ async function sagaPage(name) {
     " · ", el("a", { href: `/ui/?saga=${encodeURIComponent(name)}` }, "its runs"));
   main().replaceChildren(el("h1", {}, `${saga.name} v${chosen.version}`),
     el("p", { class: "muted" }, chosen.description || ""), versions,
-    el("div", { class: "cols" },
-      el("section", {}, el("h2", {}, "Diagram"), diagram),
-      el("section", {}, el("h2", {}, "YAML"), el("pre", { class: "yaml", id: "yaml" }, chosen.yaml))));
+    el("h2", {}, "Diagram"), diagram,
+    el("h2", {}, "YAML"), el("pre", { class: "yaml", id: "yaml" }, chosen.yaml));
 }
 
 // -- routing ----------------------------------------------------------------------------
