@@ -65,9 +65,14 @@ def _wait(driver: Any, css: str, count: int = 1, timeout: float = 20) -> list[An
 
 
 def _shot(driver: Any, name: str) -> Path:
+    """The whole page (not only the window) as a PNG artefact, through DevTools."""
+    import base64
+
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / name
-    assert driver.save_screenshot(str(path))
+    shot = driver.execute_cdp_cmd("Page.captureScreenshot",
+                                  {"format": "png", "captureBeyondViewport": True})
+    path.write_bytes(base64.b64decode(shot["data"]))
     assert path.stat().st_size > 10_000
     return path
 

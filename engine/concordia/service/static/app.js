@@ -39,7 +39,7 @@ function badge(status) {
 function time(text) {
   if (!text) return "";
   const d = new Date(text);
-  return isNaN(d) ? text : d.toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z");
+  return isNaN(d) ? text : d.toISOString().replace("T", " ");  // to the millisecond, UTC
 }
 
 function short(value, n) {
