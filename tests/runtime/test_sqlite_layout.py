@@ -50,7 +50,7 @@ def test_a_schema_version_2_store_keeps_its_runs_steps_and_history(tmp_path: Pat
     _v2_store(path)
     store = SqliteStore(f"sqlite:///{path}")
     try:
-        assert store.schema_version() == SCHEMA_VERSION == 5
+        assert store.schema_version() == SCHEMA_VERSION == 6
         loaded = store.load("r-1")
         assert loaded is not None
         run, steps = loaded

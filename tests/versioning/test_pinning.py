@@ -133,7 +133,7 @@ def test_a_schema_version_1_store_is_migrated_on_open(tmp_path: Path) -> None:
     conn.commit()
     conn.close()
     store = SqliteStore(f"sqlite:///{path}")
-    assert store.schema_version() == SCHEMA_VERSION == 5
+    assert store.schema_version() == SCHEMA_VERSION == 6
     assert store.pinned_definition("nothing", 1) is None
     store.close()
 

@@ -98,6 +98,10 @@ def register(sub: Any, env: EnvDefault) -> None:
                    help="the shell to complete in")
     p.set_defaults(func=cmd_completion)
 
+    from concordia.cli import serve_cmd  # `concordia serve`; its heavy imports are lazy
+
+    serve_cmd.register(sub, env)
+
 
 def _registry(module: str | None) -> Any:
     return None if module is None else load_handlers(module)

@@ -1,13 +1,15 @@
 """The author-level diagram (:mod:`concordia.machine.flow`) as Mermaid, DOT or SVG.
 
 ``marks`` colours nodes by what a run did (``done``, ``active``, ``failed``, ``undone``,
-``undo-failed``), for ``concordia graph --run``. Node ids are derived from step names
+``undo-failed``), for ``concordia graph --run``; ``path`` (edge indexes, see
+:mod:`concordia.machine.flow_path`) draws the edges a run travelled bold and the others
+faint, and ``current`` outlines the nodes where the run stands. Node ids are derived from step names
 (identifiers by the schema); titles and labels are quoted or escaped for each format.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 from concordia.machine import svg
 from concordia.machine.flow import Edge, Flow, Node
@@ -28,11 +30,14 @@ _EDGE = {"next": svg.Style(stroke="#333333"), "approve": svg.Style(stroke="#2e7d
          "catch": svg.Style(stroke="#ad1457", dash="6 2"),
          "skip": svg.Style(stroke="#757575", dash="2 4"),
          "undo": svg.Style(stroke="#6a1b9a", dash="2 3", width=1.6)}
+_FAINT = "#c8c8c8"
+_CURRENT = "#d84315"
 
 
 # -- Mermaid -----------------------------------------------------------------------------
 
-def flow_mermaid(flow: Flow, marks: Marks | None = None) -> str:
+def flow_mermaid(flow: Flow, marks: Marks | None = None, path: Collection[int] | None = None,
+                 current: Collection[str] = ()) -> str:
     """A Mermaid ``flowchart TD``."""
     lines = ["flowchart TD"]
     for node in flow.nodes.values():
@@ -57,6 +62,11 @@ def flow_mermaid(flow: Flow, marks: Marks | None = None) -> str:
                 name = mark.replace("-", "_")
                 lines.append(f"    classDef {name} fill:{fill},stroke:#333,stroke-width:2px")
                 lines.append(f"    class {','.join(ids)} {name}")
+    if path:
+        lines.append(f"    linkStyle {','.join(map(str, sorted(path)))} stroke-width:4px")
+    if current:
+        lines.append(f"    classDef current stroke:{_CURRENT},stroke-width:4px")
+        lines.append(f"    class {','.join(sorted(current))} current")
     return "\n".join(lines) + "\n"
 
 
@@ -146,11 +156,13 @@ _LANE = 190.0  # between the steps and the compensation chain: labels, then lane
 _LANES = 60.0  # the part of it where edges run up or down
 
 
-def flow_svg(flow: Flow, marks: Marks | None = None) -> str:
-    return svg.render(flow_drawing(flow, marks))
+def flow_svg(flow: Flow, marks: Marks | None = None, path: Collection[int] | None = None,
+             current: Collection[str] = ()) -> str:
+    return svg.render(flow_drawing(flow, marks, path, current))
 
 
-def flow_drawing(flow: Flow, marks: Marks | None = None) -> svg.Drawing:
+def flow_drawing(flow: Flow, marks: Marks | None = None, path: Collection[int] | None = None,
+                 current: Collection[str] = ()) -> svg.Drawing:
     """Steps top to bottom by stage on the left; compensations beside them, going up."""
     marks = marks or {}
     rows = range(-1, len(flow.stages) + 1)
@@ -175,8 +187,17 @@ def flow_drawing(flow: Flow, marks: Marks | None = None) -> svg.Drawing:
     drawing = svg.Drawing(width, y + 30, f"saga {flow.saga.name} v{flow.saga.version}")
     drawing.boxes = list(boxes.values())
     lane = _Lanes(right_x - _LANES, right_x - 12)
-    for edge in flow.edges:
-        drawing.lines.append(_route(edge, boxes, lane, top, height))
+    for i, edge in enumerate(flow.edges):
+        line = _route(edge, boxes, lane, top, height)
+        if path is not None:
+            _highlight(line, edge, i in path)
+        drawing.lines.append(line)
+    for node_id in current:
+        if node_id in boxes:
+            box = boxes[node_id]
+            box.style = svg.Style(fill=box.style.fill, stroke=_CURRENT, width=3.6,
+                                  dash=box.style.dash)
+            box.css_class = (box.css_class + " current").strip()
     drawing.legend = [("next", _EDGE["next"]), ("fails / rejected", _EDGE["fail"]),
                       ("timeout", _EDGE["timeout"]), ("retry", _EDGE["retry"]),
                       ("compensation", _EDGE["undo"])]
@@ -185,6 +206,11 @@ def flow_drawing(flow: Flow, marks: Marks | None = None) -> svg.Drawing:
     if any(e.kind == "skip" for e in flow.edges):
         drawing.legend.append(("condition false", _EDGE["skip"]))
     return drawing
+
+
+def _mark_class(marks: Marks, node_id: str) -> str:
+    mark = marks.get(node_id)
+    return f"mark-{mark}" if mark else ""
 
 
 def _place(node: Node, top: dict[int, float], height: dict[int, float], left: float,
@@ -204,12 +230,24 @@ def _place(node: Node, top: dict[int, float], height: dict[int, float], left: fl
         else:
             x = left + (_W - w) / 2
         return svg.Box(node.id, x, top[node.row] + (height[node.row] - h) / 2, w, h, shape,
-                       node.title, style=style, tooltip=node.title)
+                       node.title, style=style, tooltip=node.title,
+                       css_class=_mark_class(marks, node.id))
     h = svg.box_height(len(node.lines))
     x = (right_x if node.kind == "undo" else left) + node.col * (_W + _GAP_X)
     tooltip = "\n".join((node.title, *node.lines))
     return svg.Box(node.id, x, top[node.row], _W, h, shape, node.title, node.lines, style,
-                   tooltip=tooltip)
+                   tooltip=tooltip, css_class=_mark_class(marks, node.id))
+
+
+def _highlight(line: svg.Line, edge: Edge, taken: bool) -> None:
+    """A travelled edge drawn bold in its colour; one not travelled, faint."""
+    style = line.style
+    if taken:
+        line.style = svg.Style(stroke=style.stroke, width=3.4, dash=style.dash)
+        line.css_class = f"edge taken {edge.kind}"
+    else:
+        line.style = svg.Style(stroke=_FAINT, width=style.width, dash=style.dash)
+        line.css_class = f"edge {edge.kind}"
 
 
 class _Lanes:

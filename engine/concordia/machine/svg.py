@@ -42,6 +42,7 @@ class Box:
     lines: tuple[str, ...] = ()
     style: Style = field(default_factory=Style)
     tooltip: str = ""
+    css_class: str = ""  # for pages that style or find parts of a drawing
 
     @property
     def cx(self) -> float:
@@ -59,6 +60,7 @@ class Line:
     label_at: tuple[float, float] | None = None
     style: Style = field(default_factory=Style)
     curve: bool = False  # draw a smooth curve through the points (for loops and lanes)
+    css_class: str = ""
 
 
 @dataclass
@@ -87,9 +89,11 @@ def render(drawing: Drawing) -> str:
            f'height="{drawing.height:.0f}" viewBox="0 0 {drawing.width:.0f} '
            f'{drawing.height:.0f}" role="img" aria-label={quoteattr(drawing.title)}>',
            f"<title>{escape(drawing.title)}</title>",
-           '<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" '
-           'markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" '
-           'fill="context-stroke"/></marker></defs>',
+           # Arrowheads sized in the drawing's units, not the line's: a bold line (the
+           # path a run took) keeps the same head as a thin one.
+           '<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="9" '
+           'markerHeight="9" markerUnits="userSpaceOnUse" orient="auto-start-reverse">'
+           '<path d="M0,0 L10,5 L0,10 z" fill="context-stroke"/></marker></defs>',
            '<rect width="100%" height="100%" fill="#ffffff"/>']
     for line in drawing.lines:
         out.append(_line(line))
@@ -123,7 +127,8 @@ def _line(line: Line) -> str:
             for i in range(1, len(pts) - 1, 2))
     else:
         d = "M" + " L".join(f"{x:.1f},{y:.1f}" for x, y in pts)
-    return f'<path d="{d}" {_stroke(line.style)} marker-end="url(#arrow)"/>'
+    css = f" class={quoteattr(line.css_class)}" if line.css_class else ""
+    return f'<path d="{d}"{css} {_stroke(line.style)} marker-end="url(#arrow)"/>'
 
 
 def _label(line: Line) -> str:
@@ -175,7 +180,8 @@ def _box(box: Box) -> str:
                     f'text-anchor="middle" style="{FONT};font-size:11px" fill="{s.text}">'
                     f"{escape(fit(line, w - 24))}</text>")
     tip = f"<title>{escape(box.tooltip)}</title>" if box.tooltip else ""
-    return f'<g id={quoteattr(box.id)}>{tip}{shape}{"".join(text)}</g>'
+    css = f" class={quoteattr(box.css_class)}" if box.css_class else ""
+    return f'<g id={quoteattr(box.id)}{css}>{tip}{shape}{"".join(text)}</g>'
 
 
 def _points(pts: list[tuple[float, float]]) -> str:

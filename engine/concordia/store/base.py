@@ -101,3 +101,20 @@ class Store(Protocol):
     def pinned_definition(self, saga: str, version: int) -> dict[str, Any] | None: ...
 
     def close(self) -> None: ...
+
+
+class RunQueries(Protocol):
+    """Reads for operators' views (the HTTP API, its page, its metrics), apart from the
+    engine's own: pages of runs under filters, counts by saga and status, the outbox
+    backlog. Every store implements them beside :class:`Store`."""
+
+    # Runs newest first, filtered by whichever of saga, status and correlation id are
+    # given; ``before`` (a run id) continues a listing after that run. Unknown ``before``:
+    # an empty page.
+    def page_runs(self, saga: str | None, status: str | None, correlation_id: str | None,
+                  before: str | None, limit: int) -> list[RunRecord]: ...
+    # (saga, status, how many runs) for every pair that has runs.
+    def run_counts(self) -> list[tuple[str, str, int]]: ...
+    # How many persistent events wait in the outbox, and the ``time`` attribute of the
+    # oldest of them (None when none waits).
+    def outbox_backlog(self) -> tuple[int, str | None]: ...

@@ -248,6 +248,41 @@ class MemoryStore:
                     if (status is None or r.status == status) and (saga is None or r.saga == saga))
             return [copy_run(r) for r in itertools.islice(runs, limit)]
 
+    # -- operators' queries (RunQueries) --------------------------------------------------
+
+    def page_runs(self, saga: str | None, status: str | None, correlation_id: str | None,
+                  before: str | None, limit: int) -> list[RunRecord]:
+        with self._lock:
+            ids = list(self._runs)
+            if before is not None:
+                if before not in self._runs:
+                    return []
+                ids = ids[:ids.index(before)]
+            out: list[RunRecord] = []
+            for run_id in reversed(ids):
+                r = self._runs[run_id]
+                if ((saga is None or r.saga == saga) and (status is None or r.status == status)
+                        and (correlation_id is None or r.correlation_id == correlation_id)):
+                    out.append(copy_run(r))
+                    if len(out) >= limit:
+                        break
+            return out
+
+    def run_counts(self) -> list[tuple[str, str, int]]:
+        with self._lock:
+            counts: dict[tuple[str, str], int] = {}
+            for r in self._runs.values():
+                key = (r.saga, str(r.status))
+                counts[key] = counts.get(key, 0) + 1
+            return [(saga, status, n) for (saga, status), n in sorted(counts.items())]
+
+    def outbox_backlog(self) -> tuple[int, str | None]:
+        with self._lock:
+            if not self._outbox:
+                return 0, None
+            oldest = self._events[self._outbox[0][1]]["envelope"].get("time")
+            return len(self._outbox), oldest
+
     def find_run_ids(self, prefix: str, limit: int) -> list[str]:
         with self._lock:
             return sorted(r for r in self._runs if r.startswith(prefix))[:limit]

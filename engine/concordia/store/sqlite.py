@@ -609,6 +609,37 @@ class SqliteStore:
                            "LIMIT ?", (*args, limit))
         return [_run_from(r) for r in rows]
 
+    # -- operators' queries (RunQueries) --------------------------------------------------
+
+    def page_runs(self, saga: str | None, status: str | None, correlation_id: str | None,
+                  before: str | None, limit: int) -> list[RunRecord]:
+        clauses: list[str] = []
+        args: list[Any] = []
+        for column, value in (("saga", saga), ("status", status),
+                              ("correlation_id", correlation_id)):
+            if value is not None:
+                clauses.append(f"{column}=?")
+                args.append(value)
+        if before is not None:
+            clauses.append("num < (SELECT num FROM runs WHERE id=?)")
+            args.append(before)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._query(f"SELECT {_RUN_COLS} FROM runs {where} ORDER BY num DESC LIMIT ?",
+                           (*args, limit))
+        return [_run_from(r) for r in rows]
+
+    def run_counts(self) -> list[tuple[str, str, int]]:
+        rows = self._query("SELECT saga, status, COUNT(*) FROM runs GROUP BY saga, status "
+                           "ORDER BY saga, status")
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    def outbox_backlog(self) -> tuple[int, str | None]:
+        rows = self._query(
+            "SELECT COUNT(*), (SELECT json_extract(e.envelope, '$.time') FROM outbox o "
+            "JOIN events e ON e.seq = o.event WHERE o.published_at IS NULL ORDER BY o.seq "
+            "LIMIT 1) FROM outbox WHERE published_at IS NULL")
+        return int(rows[0][0]), rows[0][1]
+
     def find_run_ids(self, prefix: str, limit: int) -> list[str]:
         # A range search on the unique index of ids (LIKE would need escaping and a scan).
         rows = self._query("SELECT id FROM runs WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",

@@ -142,5 +142,12 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         "ALTER TABLE runs ADD COLUMN parent_run_id TEXT",
         "ALTER TABLE runs ADD COLUMN parent_step TEXT",
     ]),
+    # 6: the operators' queries (RunQueries): the runs of one correlation id. The column is
+    # written once, when a run is created, so the index costs a run's creation one entry
+    # and its steps nothing. Runs of one saga are found newest first by walking the table
+    # backwards (sagas are few, each with many runs), so they need no index of their own.
+    (6, [
+        "CREATE INDEX runs_correlation ON runs (correlation_id)",
+    ]),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -1,0 +1,1 @@
+"""A small shop domain for the service's tests: two sagas, their events, their handlers."""
