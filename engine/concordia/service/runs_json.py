@@ -35,7 +35,8 @@ def summary(run: RunView | RunRecord, labels: Mapping[str, str] | None = None
             "status": str(run.status), "state": run.state,
             "state_label": (labels or {}).get(run.state, run.state),
             "correlation_id": run.correlation_id, "causation_id": run.causation_id,
-            "error": run.error, "created_at": when(run.created_at),
+            "error": run.error, "parent_run_id": run.parent_run_id,
+            "parent_step": run.parent_step, "created_at": when(run.created_at),
             "updated_at": when(run.updated_at), "wake_at": when(run.wake_at),
             "links": {"self": f"/runs/{run.id}", "page": f"/ui/runs/{run.id}",
                       "graph": f"/runs/{run.id}/graph"}}
@@ -48,6 +49,8 @@ def step_json(s: StepRecord) -> dict[str, Any]:
                         "error": s.comp_error}
     return {"name": s.name, "status": str(s.status), "attempt": s.attempt,
             "result": s.result, "checkpoint": s.checkpoint, "error": s.error,
+            # the error as its handler described it (type, title, status, details)
+            "error_detail": s.error_detail, "caught": s.caught, "items": s.items,
             "started_at": when(s.started_at), "finished_at": when(s.finished_at),
             "compensation": compensation}
 
