@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from concordia.cli import bus_cmds
 from concordia.cli.common import (
     DEFAULT_PATHS,
     DEFAULT_STORE,
@@ -122,6 +123,7 @@ def register(sub: Any, env: EnvDefault, common: Callable[[argparse.ArgumentParse
                    help="seconds a run stays claimed by this worker if it stops renewing the "
                         "claim; another worker carries on the runs of one that died after "
                         "this long (default 30)")
+    bus_cmds.bus_options(p, env, inside_worker=True)
     common(p)
     p.add_argument("--definitions", nargs="+", metavar="PATH",
                    default=env_paths() or list(DEFAULT_PATHS),
@@ -242,11 +244,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     if args.concurrency < 1:
         return _usage("--concurrency must be at least 1")
+    if (problem := bus_cmds.check_worker_options(args)) is not None:
+        return _usage(problem)
     ensure_configured()
     try:
         catalog = Catalog.load_strict([p for p in args.definitions if os.path.exists(p)])
         engine = AsyncEngine(catalog, load_registry(args.handlers), args.store,
-                             lease_ttl=args.lease_ttl)
+                             lease_ttl=args.lease_ttl, bus=bus_cmds.worker_bus(args))
     except (ConcordiaError, ImportError) as exc:
         return _usage(str(exc))
 
@@ -257,7 +261,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, engine.stop)
         async with engine:
-            await engine.work(concurrency=args.concurrency, poll_interval=args.poll_interval)
+            await bus_cmds.work_with_bus(engine, args)
 
     print(f"concordia worker on {args.store} ({args.concurrency} at once); Ctrl-C to stop",
           file=sys.stderr)
