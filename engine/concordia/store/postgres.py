@@ -424,9 +424,13 @@ class PostgresStore:
     def renew_leases(self, owner: str, run_ids: Sequence[str], expires: float) -> list[str]:
         if not run_ids:
             return []
+        # A row another transaction is writing is skipped, not waited for: that is a
+        # commit of the run (ours, which renews the lease itself, or another worker's
+        # taking it over), and waiting on it could deadlock with this worker's own batch.
         with self._tx() as cur:
-            rows = cur.execute("UPDATE runs SET lease_expires=%s WHERE lease_owner=%s AND "
-                               "id = ANY(%s) RETURNING id",
+            rows = cur.execute("UPDATE runs SET lease_expires=%s WHERE num IN (SELECT num "
+                               "FROM runs WHERE lease_owner=%s AND id = ANY(%s) "
+                               "FOR UPDATE SKIP LOCKED) RETURNING id",
                                (expires, owner, list(run_ids))).fetchall()
         return [r[0] for r in rows]
 
@@ -434,8 +438,11 @@ class PostgresStore:
         if not run_ids:
             return
         with self._tx() as cur:
+            # Rows locked in id order, as every multi-row write here, so that two of them
+            # never wait for each other in a circle.
             rows = cur.execute("UPDATE runs SET lease_owner=NULL, lease_expires=NULL WHERE "
-                               "lease_owner=%s AND id = ANY(%s) RETURNING status",
+                               "num IN (SELECT num FROM runs WHERE lease_owner=%s AND "
+                               "id = ANY(%s) ORDER BY id FOR UPDATE) RETURNING status",
                                (owner, list(run_ids))).fetchall()
             if any(r[0] == RunStatus.RUNNING for r in rows):
                 self._notify(cur)
