@@ -11,6 +11,7 @@ failure a retry absorbs.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import sqlite3
@@ -198,10 +199,8 @@ class Effects:
         conn = getattr(self.local, "conn", None)
         if conn is not None:
             self.local.conn = None
-            try:
+            with contextlib.suppress(Exception):  # already broken
                 conn.close()
-            except Exception:  # already broken
-                pass
 
 
 _effects: Effects | None = None
