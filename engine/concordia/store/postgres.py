@@ -67,17 +67,31 @@ CHANNEL = "concordia_due"  # NOTIFY channel; the payload is the store's schema
 _RUN_COLS = ("id, saga, version, status, state, input, correlation_id, causation_id, cause, "
              "created_at, updated_at, wake_at, error, cancel_reason, compensated_any, rev, "
              "lease_owner, lease_expires")
-_INSERT_RUN = (f"INSERT INTO runs ({_RUN_COLS}) VALUES ({', '.join(['%s'] * 18)}) "
-               "ON CONFLICT (id) DO NOTHING RETURNING num")
-# A cancellation asked for meanwhile is kept (the first reason wins) and returned.
-_UPDATE_RUN = ("UPDATE runs SET status=%(status)s, wake_at=%(wake_at)s, state=%(state)s, "
-               "cause=%(cause)s, updated_at=%(updated_at)s, error=%(error)s, "
-               "cancel_reason=COALESCE(cancel_reason, %(cancel_reason)s), "
-               "compensated_any=%(compensated_any)s, rev=%(rev)s, "
-               "lease_owner=%(lease_owner)s, lease_expires=%(lease_expires)s "
-               "WHERE id=%(id)s AND rev=%(expected)s RETURNING cancel_reason")
-_UPSERT_STEP = ("INSERT INTO steps (run_id, name, record) VALUES (%s, %s, %s) "
-                "ON CONFLICT (run_id, name) DO UPDATE SET record=excluded.record")
+_RUN_ARGS = ", ".join(f"%({c})s" for c in _RUN_COLS.split(", "))
+_STEPS_OF = ("SELECT {src}.id, t.name, t.record FROM {src}, unnest(%(names)s::text[], "
+             "%(records)s::text[]) AS t(name, record)")
+_LINES_OF = "SELECT {src}.id, %(lines)s FROM {src} WHERE %(lines)s::text IS NOT NULL"
+_UPSERT = " ON CONFLICT (run_id, name) DO UPDATE SET record=excluded.record"
+# A new run, its step records and history lines, in one statement (nothing if the id
+# is taken).
+_CREATE = (f"WITH r AS (INSERT INTO runs ({_RUN_COLS}) VALUES ({_RUN_ARGS}) "
+           "ON CONFLICT (id) DO NOTHING RETURNING id), "
+           f"s AS (INSERT INTO steps (run_id, name, record) {_STEPS_OF.format(src='r')}), "
+           f"h AS (INSERT INTO history (run_id, entries) {_LINES_OF.format(src='r')}) "
+           "SELECT id FROM r")
+# A transition at the revision its writer read, with its steps and history, in one
+# statement. A cancellation asked for meanwhile is kept (the first reason wins) and
+# returned.
+_COMMIT = ("WITH u AS (UPDATE runs SET status=%(status)s, wake_at=%(wake_at)s, "
+           "state=%(state)s, cause=%(cause)s, updated_at=%(updated_at)s, error=%(error)s, "
+           "cancel_reason=COALESCE(cancel_reason, %(cancel_reason)s), "
+           "compensated_any=%(compensated_any)s, rev=%(rev)s, lease_owner=%(lease_owner)s, "
+           "lease_expires=%(lease_expires)s WHERE id=%(id)s AND rev=%(expected)s "
+           "RETURNING id, cancel_reason), "
+           f"s AS (INSERT INTO steps (run_id, name, record) {_STEPS_OF.format(src='u')}"
+           f"{_UPSERT}), "
+           f"h AS (INSERT INTO history (run_id, entries) {_LINES_OF.format(src='u')}) "
+           "SELECT cancel_reason FROM u")
 _INSERT_EVENT = ("INSERT INTO events (id, source, run_id, type, direction, persistent, "
                  "envelope) VALUES (%s, %s, %s, %s, %s, %s, %s) "
                  "ON CONFLICT (id, source) DO NOTHING RETURNING seq")
@@ -157,13 +171,16 @@ class PostgresStore:
 
     @contextmanager
     def _tx(self) -> Iterator[psycopg.Cursor[Any]]:
-        """One write transaction (inside :meth:`write_batch`, a savepoint of the batch's)."""
+        """One write transaction (inside :meth:`write_batch`, part of the batch's)."""
         if self.readonly:
             raise StoreError(f"PostgreSQL store {self._where()} was opened read-only")
-        batch: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
+        batch: _Batch | None = getattr(self._local, "batch", None)
         if batch is not None:
-            with batch.transaction(), batch.cursor() as cur:
-                yield cur
+            if batch.savepoints:
+                with batch.conn.transaction(), batch.conn.cursor() as cur:
+                    yield cur
+            else:
+                yield batch.cur
             return
         try:
             with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
@@ -231,40 +248,53 @@ class PostgresStore:
 
     def write_batch(self, fns: Sequence[Callable[[Store], Any]]
                     ) -> list[tuple[Any, BaseException | None]]:
-        """Several writes in one transaction, each in a savepoint of its own; the whole
-        batch is tried again after a deadlock with another worker's batch."""
+        """Several writes in one transaction and one WAL flush.
+
+        The writes this store offers refuse (ConflictError) before they write anything, so
+        the batch needs no savepoint per write (each costs two round trips). Any other
+        failure undoes the whole transaction, and the batch is then written again with a
+        savepoint around each write, so that the one failing write does not take the
+        others with it. A deadlock with another worker's batch is tried again.
+        """
         if self.readonly:
             return [(None, StoreError(f"PostgreSQL store {self._where()} was opened "
                                       "read-only"))] * len(fns)
+        savepoints = False
         for attempt in range(5):
             try:
-                return self._batch(fns)
-            except _RETRYABLE:
+                return self._batch(fns, savepoints)
+            except _Undone:
+                savepoints = True
+            except _RETRYABLE as exc:
                 if attempt == 4:
-                    raise
+                    return [(None, self._error(exc))] * len(fns)
             except psycopg.Error as exc:
                 if isinstance(exc, psycopg.OperationalError):
                     self._pool.check()
                 return [(None, self._error(exc))] * len(fns)
-        raise AssertionError("unreachable")
+        return [(None, StoreError(f"PostgreSQL store {self._where()}: a batch kept "
+                                  "failing"))] * len(fns)
 
-    def _batch(self, fns: Sequence[Callable[[Store], Any]]
+    def _batch(self, fns: Sequence[Callable[[Store], Any]], savepoints: bool
                ) -> list[tuple[Any, BaseException | None]]:
         out: list[tuple[Any, BaseException | None]] = []
-        with self._pool.connection() as conn, conn.transaction():
-            self._local.conn = conn
+        with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            self._local.batch = _Batch(conn, cur, savepoints)
             try:
                 for fn in fns:
                     try:
                         out.append((fn(self), None))
                     except _RETRYABLE:
                         raise
-                    except psycopg.Error as exc:  # its savepoint is rolled back
-                        out.append((None, self._error(exc)))
-                    except Exception as exc:
+                    except ConflictError as exc:  # refused before it wrote anything
                         out.append((None, exc))
+                    except Exception as exc:
+                        if not savepoints:
+                            raise _Undone() from None
+                        out.append((None, self._error(exc) if isinstance(exc, psycopg.Error)
+                                    else exc))
             finally:
-                self._local.conn = None
+                self._local.batch = None
         return out
 
     # -- writes ------------------------------------------------------------------------------
@@ -281,9 +311,8 @@ class PostgresStore:
     def _insert(self, cur: psycopg.Cursor[Any], commit: Commit) -> None:
         run = commit.run
         run.rev = 1
-        if cur.execute(_INSERT_RUN, _run_row(run)).fetchone() is None:
+        if cur.execute(_CREATE, {**_run_args(run), **_step_args(commit)}).fetchone() is None:
             raise ConflictError(run.id)
-        self._steps(cur, commit)
         self._apply(cur, commit)
         if run.status == RunStatus.RUNNING and run.lease_owner is None:
             self._notify(cur)
@@ -293,30 +322,16 @@ class PostgresStore:
         expected = run.rev if commit.expect_rev is None else commit.expect_rev
         if commit.awaits_add and self._unseen_buffered(cur, commit):
             raise ConflictError(run.id)
-        row = cur.execute(_UPDATE_RUN, {
-            "status": run.status.value, "wake_at": run.wake_at, "state": run.state,
-            "cause": run.cause, "updated_at": run.updated_at, "error": run.error,
-            "cancel_reason": run.cancel_reason, "compensated_any": run.compensated_any,
-            "rev": expected + 1, "lease_owner": run.lease_owner,
-            "lease_expires": run.lease_expires, "id": run.id, "expected": expected,
-        }).fetchone()
+        # One statement: the run's row at the revision read, and only then its steps and
+        # history lines (a refused commit writes nothing, so a batch needs no savepoint).
+        row = cur.execute(_COMMIT, {**_run_args(run), **_step_args(commit), "rev": expected + 1,
+                                    "expected": expected}).fetchone()
         if row is None:
             raise ConflictError(run.id)
         if row[0] is not None:
             run.cancel_reason = row[0]
-        self._steps(cur, commit)
         self._apply(cur, commit)
         return expected + 1
-
-    @staticmethod
-    def _steps(cur: psycopg.Cursor[Any], commit: Commit) -> None:
-        rid = commit.run.id
-        if commit.steps:
-            cur.executemany(_UPSERT_STEP, [(rid, s.name, _encode(_step_row(s)))
-                                           for s in commit.steps])
-        if commit.history:
-            cur.execute("INSERT INTO history (run_id, entries) VALUES (%s, %s)",
-                        (rid, _encode(_history_rows(commit.history))))
 
     def _apply(self, cur: psycopg.Cursor[Any], c: Commit) -> None:
         """Write what a commit adds besides the run's row: events, decisions, awaits."""
@@ -582,11 +597,7 @@ class PostgresStore:
             for c in item.resumes:
                 revs.append(self._update(cur, c))
             for c in item.creates:
-                c.run.rev = 1
-                if cur.execute(_INSERT_RUN, _run_row(c.run)).fetchone() is None:
-                    raise ConflictError(c.run.id)
-                self._steps(cur, c)
-                self._apply(cur, c)
+                self._insert(cur, c)
         except ConflictError:
             return CONFLICT, []
         if item.buffer:
@@ -707,8 +718,33 @@ class _Undo(Exception):
         self.status = status
 
 
-def _run_row(run: RunRecord) -> tuple[Any, ...]:
-    return (run.id, run.saga, run.version, run.status.value, run.state, _dumps(run.input),
-            run.correlation_id, run.causation_id, run.cause, run.created_at, run.updated_at,
-            run.wake_at, run.error, run.cancel_reason, bool(run.compensated_any), run.rev,
-            run.lease_owner, run.lease_expires)
+def _run_args(run: RunRecord) -> dict[str, Any]:
+    return {"id": run.id, "saga": run.saga, "version": run.version,
+            "status": run.status.value, "state": run.state, "input": _dumps(run.input),
+            "correlation_id": run.correlation_id, "causation_id": run.causation_id,
+            "cause": run.cause, "created_at": run.created_at, "updated_at": run.updated_at,
+            "wake_at": run.wake_at, "error": run.error, "cancel_reason": run.cancel_reason,
+            "compensated_any": bool(run.compensated_any), "rev": run.rev,
+            "lease_owner": run.lease_owner, "lease_expires": run.lease_expires}
+
+
+def _step_args(commit: Commit) -> dict[str, Any]:
+    return {"names": [s.name for s in commit.steps],
+            "records": [_encode(_step_row(s)) for s in commit.steps],
+            "lines": _encode(_history_rows(commit.history)) if commit.history else None}
+
+
+class _Batch:
+    """The transaction :meth:`PostgresStore.write_batch` holds for this thread."""
+
+    __slots__ = ("conn", "cur", "savepoints")
+
+    def __init__(self, conn: psycopg.Connection[Any], cur: psycopg.Cursor[Any],
+                 savepoints: bool) -> None:
+        self.conn = conn
+        self.cur = cur
+        self.savepoints = savepoints
+
+
+class _Undone(Exception):
+    """A write in a batch failed after writing: the batch is undone and written again."""
