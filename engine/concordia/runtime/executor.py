@@ -60,6 +60,7 @@ from concordia.status import (
 )
 from concordia.store.base import ConflictError
 from concordia.store.records import AwaitRecord, Commit, HistoryEntry, RunRecord, StepRecord
+from concordia.tracing import make_tracer
 
 _log = structlog.get_logger("concordia.engine")
 
@@ -118,6 +119,9 @@ class Executor:
         self.config = config
         self.owner = config.owner
         self.emitter = Emitter(catalog, config.source)
+        # Tracing (concordia.tracing): spans at run, attempt and compensation boundaries.
+        self.tracer = make_tracer()
+        self.emitter.traceparent_of = self.tracer.traceparent
         # The state of runs this executor wrote last (their records after its commit),
         # taken instead of a read when it advances them next. Optimistic: if anyone else
         # moved a run meanwhile, the pass's first commit — always before any handler is
@@ -138,7 +142,8 @@ class Executor:
 
     def new_run(self, saga: Saga, data: dict[str, Any], correlation_id: str | None,
                 causation_id: str | None, *, run_id: str | None = None,
-                trigger: str | None = None, claim: bool = True) -> Commit:
+                trigger: str | None = None, claim: bool = True,
+                traceparent: str | None = None) -> Commit:
         """The commit that creates a run (its input checked against the saga's schema).
 
         With ``claim`` the run is leased to this engine and its first actions are marked
@@ -162,6 +167,8 @@ class Executor:
         detail: dict[str, Any] = {"input": data, "correlation_id": run.correlation_id}
         if trigger:
             detail["trigger"] = trigger
+        if self.tracer is not None and (traced := self.tracer.run_started(run, traceparent)):
+            detail["traceparent"] = traced  # tracing: every later span is the run's child
         history = [HistoryEntry(rid, now, Kind.RUN_STARTED, None, None, detail)]
         steps: list[StepRecord] = []
         if claim:
@@ -192,6 +199,8 @@ class Executor:
         now = self.clock.now()
         if run.status not in ACTIVE or run.leased_to_other(self.owner, now):
             return _NOTHING
+        if self.tracer is not None and self.tracer.needs(run):  # tracing: the run's trace
+            self.tracer.learn(run, (yield Read("history", run.id)))
         compiled = self.book.of(run.saga, run.version)
         steps = with_defaults(compiled, stored)
         p = RunPass(run, steps, compiled, Pending(run), results_of(steps))
@@ -287,6 +296,8 @@ class Executor:
                 except (EventError, ExpressionError) as exc:
                     pending.note(now, Kind.RUN_EMIT_FAILED, error=str(exc))
             pending.note(now, END_KIND[status], error=run.error)
+            if self.tracer is not None:  # tracing
+                self.tracer.run_ended(run, status)
         pending.dirty = True
 
     def _abandon_stage(self, p: RunPass, now: float) -> None:
@@ -339,7 +350,11 @@ class Executor:
             return None
         calls = [self._invocation(p, step, self.registry.get_action(step.action),
                                   self._step_context(p, step, rec)) for step, rec in actions]
+        spans = self.tracer.calls_started(run, [(s.name, r.attempt) for s, r in actions]
+                                          ) if self.tracer else []  # tracing
         done = outcomes((yield Call(calls)))
+        if self.tracer is not None:  # tracing
+            self.tracer.calls_ended(spans, done)
         now = self.clock.now()
         stop: HandlerStopError | None = None
         for (step, rec), outcome in zip(actions, done, strict=True):
@@ -536,7 +551,11 @@ class Executor:
             journal_clone(rec.checkpoint))
         saga = compiled.saga
         call = self._invocation(p, step, self.registry.get_compensation(step.compensate), ctx)
+        spans = self.tracer.calls_started(run, [(name, rec.comp_attempt)], compensation=True
+                                          ) if self.tracer else []  # tracing
         outcome = outcomes((yield Call([call])))[0]
+        if self.tracer is not None:  # tracing
+            self.tracer.calls_ended(spans, [outcome])
         now = self.clock.now()
         pending.touch(rec)
         if outcome.ok:
