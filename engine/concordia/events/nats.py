@@ -189,7 +189,8 @@ class NatsConsumer:
 
     def __init__(self, settings: JetStreamSettings | str | None = None, *,
                  durable: str = "concordia", filter_subject: str | None = None,
-                 batch: int = 64, ack_wait: float = 30.0) -> None:
+                 batch: int = 64, ack_wait: float = 30.0, only_new: bool = False,
+                 inactive_threshold: float | None = None) -> None:
         if isinstance(settings, str):
             settings = JetStreamSettings(url=settings)
         self.settings = settings or JetStreamSettings()
@@ -197,11 +198,23 @@ class NatsConsumer:
         self.filter_subject = filter_subject or self.settings.subjects
         self.batch = batch
         self.ack_wait = ack_wait
+        # A new consumer starts at the stream's first message, or (``only_new``) at the
+        # next one; one idle for ``inactive_threshold`` seconds is removed by the server.
+        self.only_new = only_new
+        self.inactive_threshold = inactive_threshold
         self.delivered = 0  # messages acknowledged (for tests and benchmarks)
         self._stopping = False
 
     def stop(self) -> None:
         self._stopping = True
+
+    async def subscribe(self) -> None:
+        """Create the durable consumer now (so that ``only_new`` counts from here)."""
+        client, js = await connect(self.settings)
+        try:
+            await self._subscribe(js)
+        finally:
+            await client.close()
 
     async def run(self, deliver: Deliver, *, refuse: Callable[[dict[str, Any] | None,
                                                                Exception], bool] | None = None,
@@ -234,8 +247,11 @@ class NatsConsumer:
 
     async def _subscribe(self, js: JetStreamContext) -> JetStreamContext.PullSubscription:
         config = ConsumerConfig(durable_name=self.durable, ack_policy=AckPolicy.EXPLICIT,
-                                deliver_policy=DeliverPolicy.ALL, ack_wait=self.ack_wait,
-                                filter_subject=self.filter_subject, max_ack_pending=-1)
+                                deliver_policy=(DeliverPolicy.NEW if self.only_new
+                                                else DeliverPolicy.ALL),
+                                ack_wait=self.ack_wait, filter_subject=self.filter_subject,
+                                max_ack_pending=-1,
+                                inactive_threshold=self.inactive_threshold)
         return await js.pull_subscribe(self.filter_subject, durable=self.durable,
                                        stream=self.settings.stream, config=config)
 
