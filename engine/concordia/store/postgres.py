@@ -53,12 +53,12 @@ from concordia.store.records import (
     Inbound,
     RunRecord,
 )
-from concordia.store.sqlite import (  # the row encodings are the SQLite store's
-    _history_rows,
-    _run_from,
-    _step_from,
-    _step_row,
-)
+from concordia.store.rows import dumps as _dumps
+from concordia.store.rows import encode as _encode
+from concordia.store.rows import history_rows as _history_rows
+from concordia.store.rows import run_from as _run_from
+from concordia.store.rows import step_from as _step_from
+from concordia.store.rows import step_row as _step_row
 
 __all__ = ["CHANNEL", "SCHEMA_VERSION", "PostgresStore"]
 
@@ -106,13 +106,8 @@ _CLAIM = (f"UPDATE runs SET lease_owner=%(owner)s, lease_expires=%(until)s WHERE
           "lease_expires <= %(now)s) AND id <> ALL(%(exclude)s::text[]) "
           "ORDER BY status <> 'running', wake_at NULLS FIRST, num LIMIT %(limit)s "
           "FOR UPDATE SKIP LOCKED) RETURNING id, status <> 'running', wake_at, num")
-_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 # Errors after which a transaction is worth trying again from the start.
 _RETRYABLE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
-
-
-def _dumps(value: Any) -> str | None:
-    return None if value is None else _encode(value)
 
 
 def split_url(url: str) -> tuple[str, str | None]:
@@ -129,7 +124,7 @@ class PostgresStore:
 
     does_io = True
 
-    def __init__(self, url: str, *, readonly: bool = False, pool_size: int = 4,
+    def __init__(self, url: str, *, readonly: bool = False, pool_size: int = 10,
                  connect_timeout: float = 10.0) -> None:
         self.url = url
         self.readonly = readonly
@@ -706,6 +701,13 @@ class PostgresStore:
         rows = self._query("SELECT document FROM definitions WHERE saga=%s AND version=%s",
                            (saga, version))
         return json.loads(rows[0][0]) if rows else None
+
+    def loop_store(self) -> Any:
+        """The async engine's view of this store: writes on several lanes at once (see
+        :mod:`concordia.store.postgres_aio`)."""
+        from concordia.store.postgres_aio import PostgresLoopStore
+
+        return PostgresLoopStore(self)
 
     def close(self) -> None:
         self._pool.close()
