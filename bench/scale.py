@@ -48,6 +48,51 @@ for path in (os.path.join(ROOT, "engine"), HERE):
     if path not in sys.path:
         sys.path.insert(0, path)
 
+
+
+def worker_registry() -> Any:
+    """The 5-step saga's handlers (as bench/engine.py's), built without importing that
+    module: it loads the SQLite store, which a PostgreSQL worker does not, and the worker's
+    resident memory is one of the figures."""
+    from concordia.errors import PermanentError
+    from concordia.registry import Registry
+
+    registry = Registry()
+    for i in range(5):
+        def act(ctx: Any, name: str = f"s{i}", failing: bool = i == 3) -> Any:
+            if failing and ctx.input["fail"]:
+                raise PermanentError(f"{name} refused")
+            return {"step": name, "ref": ctx.idempotency_key}
+
+        registry.add_action(f"bench.s{i}", act)
+        registry.add_compensation(f"bench.undo_s{i}", lambda ctx: None)
+    return registry
+
+
+def worker_child(url: str, definitions: str, concurrency: int) -> None:
+    """A worker: says ready, waits for go, works until SIGTERM."""
+    import signal
+
+    from concordia.definitions.catalog import Catalog
+    from concordia.runtime.aengine import AsyncEngine
+
+    engine = AsyncEngine(Catalog.load_strict([definitions]), worker_registry(), url)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, engine.stop)
+        print("ready", flush=True)
+        await loop.run_in_executor(None, sys.stdin.readline)
+        async with engine:
+            await engine.work(concurrency=concurrency, poll_interval=0.2)
+
+    asyncio.run(main())
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--child-worker"]:
+    worker_child(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    raise SystemExit(0)
+
 from engine import (  # noqa: E402
     FIVE,
     RawJournal,
@@ -256,26 +301,6 @@ def dbos_pass(db: str, concurrency: int, runs: int, tmp: str) -> float:
 # -- worker processes on PostgreSQL ------------------------------------------------------------
 
 
-def worker_child(url: str, definitions: str, concurrency: int) -> None:
-    """A worker: says ready, waits for go, works until SIGTERM."""
-    import signal
-
-    from concordia.definitions.catalog import Catalog
-    from concordia.runtime.aengine import AsyncEngine
-
-    engine = AsyncEngine(Catalog.load_strict([definitions]), registry(FIVE), url)
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, engine.stop)
-        print("ready", flush=True)
-        await loop.run_in_executor(None, sys.stdin.readline)
-        async with engine:
-            await engine.work(concurrency=concurrency, poll_interval=0.2)
-
-    asyncio.run(main())
-
-
 def peak_rss_mb(pid: int) -> float:
     with open(f"/proc/{pid}/status", encoding="ascii") as fh:
         for line in fh:
@@ -426,7 +451,5 @@ def report(rows: list[dict[str, Any]]) -> None:
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child-dbos":
         dbos_child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
-    elif len(sys.argv) > 1 and sys.argv[1] == "--child-worker":
-        worker_child(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     else:
         raise SystemExit(main())

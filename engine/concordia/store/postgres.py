@@ -106,13 +106,17 @@ _LOAD = (f"SELECT {_RUN_COLS}, (SELECT json_object_agg(name, record::json)::text
          "WHERE steps.run_id = runs.id) FROM runs WHERE id=%s")
 _ACTIVE_SQL = "('running', 'waiting', 'suspended')"
 _LEASE_LIVE = "(lease_owner IS NOT NULL AND lease_expires > %(now)s)"
-# Due for ``owner``: running, or a timer that is due; never leased live to another owner.
-_CLAIM = (f"UPDATE runs SET lease_owner=%(owner)s, lease_expires=%(until)s WHERE num IN ("
-          f"SELECT num FROM runs WHERE status IN {_ACTIVE_SQL} AND (status='running' OR "
-          "wake_at <= %(now)s) AND (lease_owner IS NULL OR lease_owner=%(owner)s OR "
-          "lease_expires <= %(now)s) AND id <> ALL(%(exclude)s::text[]) "
-          "ORDER BY status <> 'running', wake_at NULLS FIRST, num LIMIT %(limit)s "
-          "FOR UPDATE SKIP LOCKED) RETURNING id, status <> 'running', wake_at, num")
+# Due for ``owner``: running runs in recorded order, then due timers, earliest first;
+# never one leased live to another owner. Two statements, each walking an index (one
+# ordering both kinds at once would sort every active run on every claim).
+_NOT_HELD = ("(lease_owner IS NULL OR lease_owner=%(owner)s OR lease_expires <= %(now)s) "
+             "AND id <> ALL(%(exclude)s::text[])")
+_CLAIM = ("UPDATE runs SET lease_owner=%(owner)s, lease_expires=%(until)s WHERE num IN ("
+          "SELECT num FROM runs WHERE {where} AND " + _NOT_HELD + " ORDER BY {order} "
+          "LIMIT %(limit)s FOR UPDATE SKIP LOCKED) RETURNING id, {order}")
+_CLAIM_RUNNING = _CLAIM.format(where="status='running'", order="num")
+_CLAIM_TIMERS = _CLAIM.format(where="status IN ('waiting', 'suspended') AND "
+                                    "wake_at <= %(now)s", order="wake_at, num")
 # Errors after which a transaction is worth trying again from the start.
 _RETRYABLE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 
@@ -472,11 +476,17 @@ class PostgresStore:
         The lease is set without a new revision: the pass that follows takes it over in
         its first commit, which is checked against the revision its writer read.
         """
+        args = {"owner": owner, "until": lease_until, "now": now, "limit": limit,
+                "exclude": list(exclude)}
         with self._tx() as cur:
-            rows = cur.execute(_CLAIM, {"owner": owner, "until": lease_until, "now": now,
-                                        "limit": limit, "exclude": list(exclude)}).fetchall()
-        rows.sort(key=lambda r: (r[1], r[2] or 0.0, r[3]))
-        return [r[0] for r in rows]
+            running = cur.execute(_CLAIM_RUNNING, args).fetchall()
+            running.sort(key=lambda r: r[1])
+            timers: list[Any] = []
+            if len(running) < limit:
+                args["limit"] = limit - len(running)
+                timers = cur.execute(_CLAIM_TIMERS, args).fetchall()
+                timers.sort(key=lambda r: (r[1], r[2]))
+        return [r[0] for r in running + timers]
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -526,9 +536,10 @@ class PostgresStore:
         return [r[0] for r in rows]
 
     def next_wake_at(self) -> float | None:
+        # Each minimum walks an index: timers by due time, leases by expiry.
         rows = self._query(
-            "SELECT min(CASE WHEN status='running' THEN lease_expires ELSE wake_at END) "
-            f"FROM runs WHERE status IN {_ACTIVE_SQL}")
+            "SELECT least((SELECT min(wake_at) FROM runs WHERE status IN ('waiting', "
+            "'suspended')), (SELECT min(lease_expires) FROM runs WHERE status='running'))")
         value = rows[0][0] if rows else None
         return float(value) if value is not None else None
 
