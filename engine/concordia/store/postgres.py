@@ -337,6 +337,8 @@ class PostgresStore:
         if row[0] is not None:
             run.cancel_reason = row[0]
         self._apply(cur, commit)
+        if run.status == RunStatus.RUNNING and run.lease_owner is None:
+            self._notify(cur)  # left runnable for anyone: a retry, a stopping worker
         return expected + 1
 
     def _apply(self, cur: psycopg.Cursor[Any], c: Commit) -> None:
