@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -117,13 +118,17 @@ class NatsBus:
         if isinstance(settings, str):
             settings = JetStreamSettings(url=settings)
         self.settings = settings or JetStreamSettings()
-        self._conns: dict[int, tuple[Client, JetStreamContext]] = {}
+        # One connection per event loop (a connection belongs to the loop it was made on);
+        # a loop that is gone takes its entry with it.
+        self._conns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop,
+                                               tuple[Client, JetStreamContext]] = (
+            weakref.WeakKeyDictionary())
         self._thread_loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._start = threading.Lock()
 
     async def _js(self) -> JetStreamContext:
-        loop = id(asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
         conn = self._conns.get(loop)
         if conn is None or conn[0].is_closed:
             conn = await connect(self.settings)
@@ -161,7 +166,7 @@ class NatsBus:
 
     async def aclose(self) -> None:
         """Close the connection of the running loop (drain what is in flight)."""
-        conn = self._conns.pop(id(asyncio.get_running_loop()), None)
+        conn = self._conns.pop(asyncio.get_running_loop(), None)
         if conn is not None and not conn[0].is_closed:
             await conn[0].drain()
 
@@ -170,7 +175,7 @@ class NatsBus:
         loop = self._thread_loop
         if loop is None:
             return
-        conn = self._conns.pop(id(loop), None)
+        conn = self._conns.pop(loop, None)
         if conn is not None and not conn[0].is_closed:
             asyncio.run_coroutine_threadsafe(conn[0].close(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)

@@ -530,8 +530,9 @@ class PostgresStore:
 
     def due_runs(self, now: float, limit: int, owner: str | None = None) -> list[str]:
         rows = self._query(
+            # A due timer may be leased too here: another worker's claim_due took it.
             f"SELECT id FROM runs WHERE status IN {_ACTIVE_SQL} AND (status='running' OR "
-            "wake_at <= %(now)s) AND (status <> 'running' OR %(owner)s::text IS NULL OR "
+            "wake_at <= %(now)s) AND (%(owner)s::text IS NULL OR "
             "lease_owner IS NULL OR lease_owner=%(owner)s OR lease_expires <= %(now)s) "
             "ORDER BY status <> 'running', wake_at NULLS FIRST, num LIMIT %(limit)s",
             {"now": now, "owner": owner, "limit": limit})
