@@ -224,7 +224,8 @@ class NatsConsumer:
     async def run(self, deliver: Deliver, *, refuse: Callable[[dict[str, Any] | None,
                                                                Exception], bool] | None = None,
                   stop_when: Callable[[], bool] | None = None) -> None:
-        """Fetch, deliver, ack, until :meth:`stop` (or ``stop_when()``).
+        """Fetch, deliver, ack, until :meth:`stop` (or ``stop_when()``); a server that is
+        down (at start, or for good after a restart) is waited for.
 
         A message that is not a JSON object, or that ``refuse(event, error)`` says will
         never be taken (an event the taxonomy rejects), is terminated (never redelivered)
@@ -232,23 +233,37 @@ class NatsConsumer:
         negatively acknowledged and comes back after a pause.
         """
         stopping = stop_when or (lambda: False)
-        client, js = await connect(self.settings)
-        try:
-            sub = await self._subscribe(js)
-            while not (self._stopping or stopping()):
-                try:
-                    msgs = await sub.fetch(self.batch, timeout=0.5)
-                except (TimeoutError, nats.errors.TimeoutError):
-                    continue
-                except (nats.errors.ConnectionClosedError, nats.errors.NoServersError,
-                        nats.js.errors.APIError, OSError) as exc:
-                    _log.warning("nats.fetch_failed", error=str(exc) or type(exc).__name__)
-                    await asyncio.sleep(0.5)
-                    continue
-                await self._handle(msgs, deliver, refuse)
-        finally:
-            if not client.is_closed:
-                await client.close()
+        while not (self._stopping or stopping()):
+            try:
+                client, js = await connect(self.settings)
+            except BusError as exc:  # not up yet, or gone for now: try again
+                _log.warning("nats.connect_failed", error=str(exc))
+                await asyncio.sleep(1.0)
+                continue
+            try:
+                await self._consume(js, deliver, refuse, stopping)
+            except Exception as exc:  # e.g. JetStream not ready after a restart
+                _log.warning("nats.consumer_failed", error=str(exc) or type(exc).__name__)
+                await asyncio.sleep(1.0)
+            finally:
+                if not client.is_closed:
+                    await client.close()
+
+    async def _consume(self, js: JetStreamContext, deliver: Deliver,
+                       refuse: Callable[[dict[str, Any] | None, Exception], bool] | None,
+                       stopping: Callable[[], bool]) -> None:
+        sub = await self._subscribe(js)
+        while not (self._stopping or stopping()):
+            try:
+                msgs = await sub.fetch(self.batch, timeout=0.5)
+            except (TimeoutError, nats.errors.TimeoutError):
+                continue
+            except (nats.errors.ConnectionClosedError, nats.errors.NoServersError,
+                    nats.js.errors.APIError, OSError) as exc:
+                _log.warning("nats.fetch_failed", error=str(exc) or type(exc).__name__)
+                await asyncio.sleep(0.5)
+                continue
+            await self._handle(msgs, deliver, refuse)
 
     async def _subscribe(self, js: JetStreamContext) -> JetStreamContext.PullSubscription:
         config = ConsumerConfig(durable_name=self.durable, ack_policy=AckPolicy.EXPLICIT,
