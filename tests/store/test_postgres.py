@@ -51,7 +51,11 @@ def layout(schema: str) -> dict[str, list[tuple[str, ...]]]:
             "SELECT conrelid::regclass::text, contype, pg_get_constraintdef(c.oid) "
             "FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace "
             "WHERE n.nspname=%s ORDER BY 1, 2, 3", (schema,)).fetchall()
-    return {"columns": columns, "indexes": indexes,
+        storage = conn.execute(
+            "SELECT c.relname, coalesce(c.reloptions, '{}') FROM pg_class c JOIN "
+            "pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname=%s ORDER BY 1",
+            (schema,)).fetchall()
+    return {"columns": columns, "indexes": indexes, "storage": storage,
             "constraints": [(t.split(".")[-1], k, d) for t, k, d in constraints]}
 
 

@@ -539,7 +539,8 @@ class PostgresStore:
         return [r[0] for r in rows]
 
     def next_wake_at(self) -> float | None:
-        # Each minimum walks an index: timers by due time, leases by expiry.
+        # Timers by their index; leases over the running runs (no index covers the lease,
+        # which every commit renews: see postgres_schema).
         rows = self._query(
             "SELECT least((SELECT min(wake_at) FROM runs WHERE status IN ('waiting', "
             "'suspended')), (SELECT min(lease_expires) FROM runs WHERE status='running'))")
