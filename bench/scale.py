@@ -281,18 +281,23 @@ def dbos_available() -> str | None:
 
 
 def dbos_pass(db: str, concurrency: int, runs: int, tmp: str) -> float:
-    if db == "postgresql":
-        import psycopg
+    import psycopg
 
+    if db == "postgresql":
         with psycopg.connect(PG, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{DBOS_DB}"')
             conn.execute(f'CREATE DATABASE "{DBOS_DB}"')
         url = f"postgresql://127.0.0.1:5432/{DBOS_DB}"
     else:
         url = f"sqlite:///{os.path.join(tmp, uuid.uuid4().hex + '-dbos.db')}"
-    out = subprocess.run([sys.executable, __file__, "--child-dbos", url, str(concurrency),
-                          str(runs)], capture_output=True, text=True, timeout=900,
-                         check=False)
+    try:
+        out = subprocess.run([sys.executable, __file__, "--child-dbos", url, str(concurrency),
+                              str(runs)], capture_output=True, text=True, timeout=900,
+                             check=False)
+    finally:
+        if db == "postgresql":
+            with psycopg.connect(PG, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{DBOS_DB}"')
     if out.returncode != 0:
         raise RuntimeError(f"DBOS failed: {out.stderr[-2000:]}")
     return float(json.loads(out.stdout.strip().splitlines()[-1])["seconds"])
