@@ -158,3 +158,14 @@ def test_a_run_started_and_resumed_over_jetstream_publishes_its_events_there(
     assert {e["type"] for e in mine} == {"shop.payment.requested", "shop.order.confirmed",
                                          "shop.order.completed"}
     assert len({e["id"] for _, e in got}) == len(got)
+
+
+def test_only_errors_that_come_again_have_an_event_redelivered() -> None:
+    from concordia.errors import EventError, ExpressionError, InputError, StoreError
+    from concordia.runtime.streams import refused
+
+    assert refused(None, EventError("unknown event type"))
+    assert refused(None, InputError("checkout", "order_id is required", "order_id"))
+    assert refused(None, ExpressionError("event.data.x", "no such key"))
+    assert not refused(None, StoreError("the database restarts"))
+    assert not refused(None, ConnectionError("reset"))

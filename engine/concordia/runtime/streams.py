@@ -9,7 +9,8 @@ one store may publish an event twice; the bus drops the copy by its id (JetStrea
 ``Nats-Msg-Id``), and a consumer's inbox drops any copy that gets through.
 
 The consumer hands inbound events to ``engine.deliver_many``; the bus acknowledges
-them only after that commit. An event the taxonomy refuses is never retried.
+them only after that commit. An event that will never be taken (the taxonomy refuses it,
+or the saga it triggers refuses its input) is never retried.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from concordia.errors import EventError
+from concordia.errors import ConcordiaError, StoreError
 
 if TYPE_CHECKING:
     from concordia.events.nats import NatsConsumer
@@ -47,8 +48,10 @@ async def relay_forever(engine: AsyncEngine, *, interval: float = 0.1,
 
 
 def refused(event: dict[str, Any] | None, error: Exception) -> bool:
-    """Whether an event will never be taken (so redelivering it is pointless)."""
-    return isinstance(error, EventError)
+    """Whether an event will never be taken, so that redelivering it is pointless: the
+    taxonomy refuses it, or the saga it triggers refuses the input it maps from it. The
+    store being unreachable is not that: the event comes back."""
+    return isinstance(error, ConcordiaError) and not isinstance(error, StoreError)
 
 
 async def consume_forever(engine: AsyncEngine, consumer: NatsConsumer, *,
