@@ -185,3 +185,31 @@ def test_commits_that_make_a_run_due_wake_listeners_of_this_store_only(
         stop()
         other.close()
         drop_schema(other_schema)
+
+
+def test_a_batch_is_one_transaction_where_a_refused_or_failing_write_undoes_only_itself(
+        store: PostgresStore) -> None:
+    from concordia.store.base import ConflictError
+
+    def half_then_fail(s: object) -> None:
+        assert isinstance(s, PostgresStore)
+        s.create_run(run("half"))  # written, then undone with its write alone
+        raise ValueError("handler-side failure after a write")
+
+    stale = run("r1")
+    stale.expect_rev = 7  # not the revision stored: refused
+    outcomes = store.write_batch([
+        lambda s: s.create_run(run("r1")),
+        lambda s: s.commit(stale),
+        lambda s: s.create_run(run("r1")),  # the id is taken
+        half_then_fail,
+        lambda s: s.create_run(run("r2")),
+    ])
+    errors = [type(e).__name__ if e else None for _, e in outcomes]
+    assert errors == [None, "ConflictError", "ConflictError", "ValueError", None]
+    assert isinstance(outcomes[1][1], ConflictError)
+    assert [r.id for r in store.list_runs()] == ["r1", "r2"]
+    assert store.get_run("half") is None
+    loaded = store.load("r1")
+    assert loaded is not None
+    assert loaded[0].rev == 1

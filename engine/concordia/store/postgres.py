@@ -181,12 +181,8 @@ class PostgresStore:
         if self.readonly:
             raise StoreError(f"PostgreSQL store {self._where()} was opened read-only")
         batch: _Batch | None = getattr(self._local, "batch", None)
-        if batch is not None:
-            if batch.savepoints:
-                with batch.conn.transaction(), batch.conn.cursor() as cur:
-                    yield cur
-            else:
-                yield batch.cur
+        if batch is not None:  # the batch's transaction (and the write's savepoint)
+            yield batch.cur
             return
         try:
             with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
@@ -285,11 +281,15 @@ class PostgresStore:
                ) -> list[tuple[Any, BaseException | None]]:
         out: list[tuple[Any, BaseException | None]] = []
         with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-            self._local.batch = _Batch(conn, cur, savepoints)
+            self._local.batch = _Batch(conn, cur)
             try:
                 for fn in fns:
                     try:
-                        out.append((fn(self), None))
+                        if savepoints:
+                            with conn.transaction():  # a savepoint: undone alone on error
+                                out.append((fn(self), None))
+                        else:
+                            out.append((fn(self), None))
                     except _RETRYABLE:
                         raise
                     except ConflictError as exc:  # refused before it wrote anything
@@ -754,13 +754,11 @@ def _step_args(commit: Commit) -> dict[str, Any]:
 class _Batch:
     """The transaction :meth:`PostgresStore.write_batch` holds for this thread."""
 
-    __slots__ = ("conn", "cur", "savepoints")
+    __slots__ = ("conn", "cur")
 
-    def __init__(self, conn: psycopg.Connection[Any], cur: psycopg.Cursor[Any],
-                 savepoints: bool) -> None:
+    def __init__(self, conn: psycopg.Connection[Any], cur: psycopg.Cursor[Any]) -> None:
         self.conn = conn
         self.cur = cur
-        self.savepoints = savepoints
 
 
 class _Undone(Exception):
