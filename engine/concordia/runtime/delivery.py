@@ -205,7 +205,7 @@ class Deliverer:
         assert isinstance(step, AwaitStep)
         p.pending.awaits_remove.append((run.id, rec.step))
         tracer = self.executor.tracer
-        if tracer is not None and tracer.active:  # tracing: the await's span
+        if tracer.active:  # tracing: the await's span
             if tracer.needs(run):
                 tracer.learn(run, (yield Read("history", run.id)))
             tracer.resumed(run, rec.step, envelope)

@@ -167,7 +167,7 @@ class Executor:
         detail: dict[str, Any] = {"input": data, "correlation_id": run.correlation_id}
         if trigger:
             detail["trigger"] = trigger
-        if self.tracer is not None and (traced := self.tracer.run_started(run, traceparent)):
+        if traced := self.tracer.run_started(run, traceparent):
             detail["traceparent"] = traced  # tracing: every later span is the run's child
         history = [HistoryEntry(rid, now, Kind.RUN_STARTED, None, None, detail)]
         steps: list[StepRecord] = []
@@ -199,7 +199,7 @@ class Executor:
         now = self.clock.now()
         if run.status not in ACTIVE or run.leased_to_other(self.owner, now):
             return _NOTHING
-        if self.tracer is not None and self.tracer.needs(run):  # tracing: the run's trace
+        if self.tracer.needs(run):  # tracing: the run's trace, once per run and worker
             self.tracer.learn(run, (yield Read("history", run.id)))
         compiled = self.book.of(run.saga, run.version)
         steps = with_defaults(compiled, stored)
@@ -296,8 +296,7 @@ class Executor:
                 except (EventError, ExpressionError) as exc:
                     pending.note(now, Kind.RUN_EMIT_FAILED, error=str(exc))
             pending.note(now, END_KIND[status], error=run.error)
-            if self.tracer is not None:  # tracing
-                self.tracer.run_ended(run, status)
+            self.tracer.run_ended(run, status)  # tracing
         pending.dirty = True
 
     def _abandon_stage(self, p: RunPass, now: float) -> None:
@@ -350,11 +349,9 @@ class Executor:
             return None
         calls = [self._invocation(p, step, self.registry.get_action(step.action),
                                   self._step_context(p, step, rec)) for step, rec in actions]
-        spans = self.tracer.calls_started(run, [(s.name, r.attempt) for s, r in actions]
-                                          ) if self.tracer else []  # tracing
+        spans = self.tracer.calls_started(run, [(s.name, r.attempt) for s, r in actions])
         done = outcomes((yield Call(calls)))
-        if self.tracer is not None:  # tracing
-            self.tracer.calls_ended(spans, done)
+        self.tracer.calls_ended(spans, done)  # tracing
         now = self.clock.now()
         stop: HandlerStopError | None = None
         for (step, rec), outcome in zip(actions, done, strict=True):
@@ -551,11 +548,9 @@ class Executor:
             journal_clone(rec.checkpoint))
         saga = compiled.saga
         call = self._invocation(p, step, self.registry.get_compensation(step.compensate), ctx)
-        spans = self.tracer.calls_started(run, [(name, rec.comp_attempt)], compensation=True
-                                          ) if self.tracer else []  # tracing
+        spans = self.tracer.calls_started(run, [(name, rec.comp_attempt)], compensation=True)
         outcome = outcomes((yield Call([call])))[0]
-        if self.tracer is not None:  # tracing
-            self.tracer.calls_ended(spans, [outcome])
+        self.tracer.calls_ended(spans, [outcome])  # tracing
         now = self.clock.now()
         pending.touch(rec)
         if outcome.ok:

@@ -16,6 +16,7 @@ lets each pass finish the step in hand, end and release its lease, and starts no
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING
@@ -59,8 +60,7 @@ class Worker:
         watchdog = LoopWatchdog(loop, engine.invoker)
         watchdog.start()
         listen = getattr(engine.core.store, "listen", None)
-        wake = engine.wake
-        unlisten = listen(lambda: loop.call_soon_threadsafe(wake.set)) if listen else None
+        unlisten = listen(partial(_wake_from_thread, loop, engine.wake)) if listen else None
         engine.working = True
         try:
             while not self._stopping():
@@ -180,3 +180,10 @@ class Worker:
             await asyncio.wait({waiter}, timeout=timeout)
         finally:
             waiter.cancel()
+
+
+def _wake_from_thread(loop: asyncio.AbstractEventLoop, wake: asyncio.Event) -> None:
+    """Set ``wake`` on its loop from another thread (a store's listener); a loop that has
+    closed meanwhile has nobody left to wake."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(wake.set)
