@@ -6,6 +6,12 @@ timeout), and prints a table: where it failed, the final state, the compensation
 ran, and the invariants checked against the simulated systems. Exits 1 if any fails.
 
     python -m thunderline.demo [--store sqlite:///runs/demo.db] [--world runs/world.db]
+
+On the distributed default, the journal in PostgreSQL and the events on NATS JetStream
+(the engine's persistent events relayed there, and the Cerebros bridge's completion
+callback published there and consumed back into the engine):
+
+    python -m thunderline.demo --store postgresql://127.0.0.1/test --bus nats://127.0.0.1:4222
 """
 
 from __future__ import annotations
@@ -37,6 +43,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--store", help="journal URL (default: a fresh SQLite file)")
     parser.add_argument("--world", help="simulated systems' SQLite file (default: fresh)")
+    parser.add_argument("--bus", help="NATS JetStream URL (nats://host:4222): events and the "
+                                      "Cerebros callback travel through it")
+    parser.add_argument("--stream", default="CONCORDIA", help="the JetStream stream (--bus)")
+    parser.add_argument("--subject-prefix", default="concordia.events",
+                        help="events go on PREFIX.<event type> (--bus)")
     parser.add_argument("--root", default=ROOT, help="project root holding definitions/")
     args = parser.parse_args(argv)
     console = Console()
@@ -55,8 +66,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     world = World(world_path)
     clock = VirtualClock()
-    engine = Engine(catalog, build_registry(world), store, clock=clock)
-    runner = Runner(engine, world, clock)
+    bus = None
+    if args.bus:
+        from concordia.events.nats import JetStreamSettings, NatsBus
+
+        bus = NatsBus(JetStreamSettings(url=args.bus, stream=args.stream,
+                                        prefix=args.subject_prefix))
+    engine = Engine(catalog, build_registry(world), store, clock=clock, bus=bus)
+    link = None
+    if args.bus:
+        from thunderline.transport import JetStreamCallbacks
+
+        link = JetStreamCallbacks(args.bus, engine, stream=args.stream,
+                                  prefix=args.subject_prefix)
+    runner = Runner(engine, world, clock, send=link.send if link else None,
+                    through_bus=link.through_bus if link else None)
     plan = scenarios(engine)
     outcomes: list[Outcome] = []
     console.print(f"[bold]2. run[/] {len(plan)} scenarios on {store} (world: {world_path})")
@@ -66,7 +90,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress.update(task, description=f"{scenario.saga}: {scenario.failed_at}")
             outcomes.append(runner.run(scenario))
             progress.advance(task)
+    pending = len(engine.store.outbox_pending(10_000))
     engine.close()
+    if link is not None:
+        link.close()
+    if bus is not None:
+        bus.close()
     world.close()
     log_file.close()
     console.print(_table(outcomes))
@@ -74,6 +103,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     bad = [o for o in outcomes if not o.ok]
     console.print(f"{len(outcomes) - len(bad)}/{len(outcomes)} scenarios held every invariant"
                   f"; journal {store}; handler logs {log_path}")
+    if args.bus:
+        console.print(f"bus {args.bus}: {len(link.through_bus) if link else 0} Cerebros "
+                      f"callback(s) came through JetStream; {pending} persistent event(s) "
+                      "left unpublished")
+        if pending:
+            bad.append(Outcome("outbox", "-", f"{pending} unpublished", "0 unpublished", []))
     for o in bad:
         failed = [name for name, ok in o.checks if not ok]
         console.print(f"[red]FAILED[/] {o.saga} at {o.failed_at}: state {o.status} "
@@ -109,6 +144,7 @@ SHORT = {
     "magic link and its telemetry carry the correlation id": "email-corr",
     "events carry the trigger's correlation id": "corr",
     "causation chains reach the trigger": "cause",
+    "the completion came through JetStream": "bus",
 }
 
 

@@ -66,10 +66,16 @@ class Scenario:
 class Runner:
     """Runs scenarios on one engine and one world."""
 
-    def __init__(self, engine: Engine, world: World, clock: VirtualClock) -> None:
+    def __init__(self, engine: Engine, world: World, clock: VirtualClock,
+                 send: Callable[[dict[str, Any]], None] | None = None,
+                 through_bus: set[str] | None = None) -> None:
         self.engine = engine
         self.world = world
         self.clock = clock
+        # How the Cerebros bridge's callback reaches the engine: delivered directly, or
+        # ``send`` (published to a bus, consumed back; ``through_bus`` holds what came).
+        self.send = send
+        self.through_bus = through_bus
         self._counter = 0
 
     def run(self, scenario: Scenario) -> Outcome:
@@ -95,7 +101,10 @@ class Runner:
                 done = new_event("ml.training.completed", data, source="urn:cerebros:bridge",
                                  version=1, correlation_id=view.correlation_id)
                 completion_id = done.id
-                self.engine.deliver(done)
+                if self.send is not None:
+                    self.send(done.to_dict())
+                else:
+                    self.engine.deliver(done)
                 self.engine.run_until_idle()
             else:
                 self.clock.advance(6 * 3600 + 1)  # nobody calls back: the timer fires
@@ -149,6 +158,9 @@ class Runner:
             if root not in (trigger_id, completion_id):
                 chains_ok = False
         checks.append(("causation chains reach the trigger", chains_ok and bool(events)))
+        if self.through_bus is not None and completion_id is not None:
+            checks.append(("the completion came through JetStream",
+                           completion_id in self.through_bus))
 
 
 def _permanent(operation: str, after: int = 0, skip: int = 0) -> Callable[[World], None]:

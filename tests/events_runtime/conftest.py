@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -10,9 +11,11 @@ from typing import Any
 import pytest
 
 from concordia import Catalog, Engine, InMemoryBus, Registry, VirtualClock
+from tests.pg import drop_schema, schema_url
 
 ROOT = str(Path(__file__).resolve().parents[2])
-STORES = ["memory", "sqlite"]
+STORES = ["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+_SCHEMAS: list[str] = []  # made by store_url for the running test; dropped after it
 
 
 def write_tree(root: Path, files: dict[str, str]) -> Path:
@@ -32,6 +35,11 @@ def load(root: Path, *, strict: bool = True) -> Catalog:
 def store_url(kind: str, tmp_path: Path, name: str = "runs.db") -> str:
     if kind == "memory":
         return "memory://"
+    if kind == "postgres":  # one schema per test and name, the same each time asked
+        schema = "t_" + hashlib.sha256(str(tmp_path / name).encode()).hexdigest()[:16]
+        if schema not in _SCHEMAS:
+            _SCHEMAS.append(schema)
+        return schema_url(schema)
     return f"sqlite:///{tmp_path / name}"
 
 
@@ -61,8 +69,10 @@ EngineFactory = Callable[..., Engine]
 
 
 @pytest.fixture(params=STORES)
-def store_kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+def store_kind(request: pytest.FixtureRequest) -> Iterator[str]:
+    yield str(request.param)
+    while _SCHEMAS:
+        drop_schema(_SCHEMAS.pop())
 
 
 @pytest.fixture

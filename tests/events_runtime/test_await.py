@@ -10,6 +10,7 @@ import pytest
 
 from concordia import Engine, EventError, VirtualClock, new_event
 from concordia.store import memory as memory_store
+from concordia.store import postgres as postgres_store
 from concordia.store import sqlite as sqlite_store
 from tests.events_runtime import domain
 from tests.events_runtime.conftest import Calls, load, make_engine, store_url
@@ -345,6 +346,7 @@ def test_early_event_buffer_is_bounded(engines: list[Engine], tmp_path: Path,
     # (two here: the order id and the correlation id), so 6 entries hold 3 events.
     monkeypatch.setattr(memory_store, "MAX_BUFFERED_PER_TYPE", 6)
     monkeypatch.setattr(sqlite_store, "MAX_BUFFERED_PER_TYPE", 6)
+    monkeypatch.setattr(postgres_store, "MAX_BUFFERED_PER_TYPE", 6)
     calls = Calls()
     engine = _engine(engines, tmp_path, store_kind, calls)
     ids = []

@@ -13,23 +13,31 @@ from concordia.definitions.catalog import Catalog
 from concordia.registry import Registry
 from concordia.runtime.engine import Engine
 from concordia.testing import Faults, Harness
+from tests.pg import drop_schema, new_schema, schema_url
 from tests.runtime.blocking import BlockingEngine
 from tests.runtime.sagas import load_catalog
 
-STORES = ["memory", "sqlite"]
+STORES = ["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 ENGINES = ["sync", "async"]
 
 
 def store_url_for(kind: str, directory: Path) -> str:
+    """A store of ``kind`` for one test: its own SQLite file, or its own PostgreSQL schema
+    (dropped by the ``store_url`` fixture when the test ends)."""
     if kind == "memory":
         return "memory://"
+    if kind == "postgres":
+        return schema_url(new_schema())
     return f"sqlite:///{directory / 'runs.db'}"
 
 
 @pytest.fixture(params=STORES)
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The same test, once on the in-memory store and once on a SQLite file."""
-    return store_url_for(request.param, tmp_path)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The same test on the in-memory store, a SQLite file and a PostgreSQL schema."""
+    url = store_url_for(request.param, tmp_path)
+    yield url
+    if request.param == "postgres":
+        drop_schema(url.rsplit("schema=", 1)[1])
 
 
 @pytest.fixture

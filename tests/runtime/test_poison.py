@@ -135,10 +135,14 @@ def test_poison_fails_alone_in_process(engine_for: EngineFor, catalog: Catalog,
     for rid in healthy:
         check_healthy_run(engine.get_run(rid))
         check_no_call_after_end(engine.get_run(rid), [c for c in calls if c["run"] == rid])
-    # Nothing is left to do: another pass calls no handler.
-    before = len(calls)
+    # Nothing is left to do: another pass calls no handler. (A hanging call abandoned by
+    # its timeout may still note that it "returned" meanwhile: that is not a call.)
+    def made() -> int:
+        return sum(c["phase"] != "returned" for c in calls)
+
+    before = made()
     assert engine.run_until_idle() == 0
-    assert len(calls) == before
+    assert made() == before
     if saga == "saturated_pool":  # 3 calls at once on 2 threads: the third waited its turn
         assert peak_counted(calls, 0.2) == 2
     wait_for_hanging_calls(calls)

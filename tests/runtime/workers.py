@@ -50,14 +50,15 @@ class WorkerProcess:
 
     def __init__(self, store: str, handlers: str, definitions: Path, log_dir: Path, *,
                  concurrency: int = 1, lease_ttl: float = 1.0, poll_interval: float = 0.1,
-                 env: dict[str, str] | None = None, name: str = "worker") -> None:
+                 env: dict[str, str] | None = None, name: str = "worker",
+                 extra: Sequence[str] = ()) -> None:
         self.stderr_path = log_dir / f"{name}.err"
         self._stderr = open(self.stderr_path, "w")  # noqa: SIM115 - closed in wait()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "concordia.cli", "worker", "--store", store,
              "--handlers", handlers, "--definitions", str(definitions),
              "--concurrency", str(concurrency), "--lease-ttl", str(lease_ttl),
-             "--poll-interval", str(poll_interval)],
+             "--poll-interval", str(poll_interval), *extra],
             cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT, **(env or {})},
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._stderr)
         self.pid = self.proc.pid

@@ -43,7 +43,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from concordia import __version__
-    from concordia.cli import events_cmds, graph_cmd, inspect_cmds, run_cmds
+    from concordia.cli import bus_cmds, events_cmds, graph_cmd, inspect_cmds, run_cmds
 
     parser = _Parser(prog="concordia", description="Declarative saga engine: check "
                      "definitions, run sagas, operate on runs.", epilog=_EPILOG,
@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect_cmds.register(sub, common)
     graph_cmd.register(sub, common, definitions)
     events_cmds.register(sub, env_default, common, definitions)
+    bus_cmds.register(sub, env_default, common)
     return parser
 
 

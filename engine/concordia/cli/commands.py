@@ -61,6 +61,11 @@ def register(sub: Any, env: EnvDefault) -> None:
     p.add_argument("--format", choices=("text", "json", "sarif", "github"), default="text",
                    help="text for people, json for scripts, sarif for code scanning, github "
                         "for workflow annotations (default text)")
+    p.add_argument("--against-store", metavar="URL", default=None,
+                   help="also check against the runs of this store, before a deploy: a "
+                        "version edited in place that runs are pinned to (the engine would "
+                        "refuse to start), a removed version with runs still in flight "
+                        "(opened read-only)")
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("lint", help="audit for saga gaps: missing or stub compensations, "
@@ -115,10 +120,24 @@ def cmd_validate(args: argparse.Namespace) -> int:
     paths = definition_paths(args.paths)
     registry = _registry(args.handlers)
     catalog = Catalog.load(paths, registry)
-    out = render(catalog.problems, args.format, colour=colour_enabled())
+    problems = list(catalog.problems)
+    if args.against_store and not catalog.errors:
+        problems += _against_store(catalog, args.against_store, registry)
+    out = render(problems, args.format, colour=colour_enabled())
     if out:
         print(out)
-    return EXIT_PROBLEM if catalog.errors else EXIT_OK
+    return EXIT_PROBLEM if any(p.severity == "error" for p in problems) else EXIT_OK
+
+
+def _against_store(catalog: Any, url: str, registry: Any) -> list[Any]:
+    from concordia.runtime.deploy_check import check_against_store
+    from concordia.store import open_store
+
+    store = open_store(url, readonly=True)
+    try:
+        return check_against_store(catalog, store, registry)
+    finally:
+        store.close()
 
 
 @command

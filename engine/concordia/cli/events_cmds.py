@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from concordia.cli import events_check
 from concordia.cli.common import (
     DEFAULT_STORE,
     EXIT_OK,
@@ -81,7 +82,7 @@ def register(sub: Any, env: EnvDefault, common: Callable[[argparse.ArgumentParse
                             description="Check event envelopes against the taxonomy, or "
                                         "deliver them to the runs of a store.")
     events_sub = events.add_subparsers(dest="events_command", required=True,
-                                       metavar="{validate,send}")
+                                       metavar="{validate,send,check}")
     p = events_sub.add_parser(
         "validate", help="check event envelopes against the taxonomy",
         description="Check event envelopes against the event taxonomy.",
@@ -110,6 +111,7 @@ def register(sub: Any, env: EnvDefault, common: Callable[[argparse.ArgumentParse
     common(p)
     definitions(p)
     p.set_defaults(func=cmd_events_send)
+    events_check.register(events_sub, definitions)
 
     policy = sub.add_parser("policy", help="evaluate policies",
                             description="Evaluate a policy on inputs.")

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from concordia.cli import bus_cmds
 from concordia.cli.common import (
     DEFAULT_STORE,
     EXIT_OK,
@@ -119,6 +120,7 @@ def register(sub: Any, env: EnvDefault, common: Callable[[argparse.ArgumentParse
                    help="seconds a run stays claimed by this worker if it stops renewing the "
                         "claim; another worker carries on the runs of one that died after "
                         "this long (default 30)")
+    bus_cmds.bus_options(p, env, inside_worker=True)
     common(p)
     definitions(p)
     p.set_defaults(func=cmd_worker)
@@ -236,11 +238,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     if args.concurrency < 1:
         return _usage("--concurrency must be at least 1")
+    if (problem := bus_cmds.check_worker_options(args)) is not None:
+        return _usage(problem)
     ensure_configured()
     catalog = load_definitions(args.definitions)
     registry = load_handlers(args.handlers)
     check_store_parent(args.store)
-    engine = AsyncEngine(catalog, registry, args.store, lease_ttl=args.lease_ttl)
+    engine = AsyncEngine(catalog, registry, args.store, lease_ttl=args.lease_ttl,
+                         bus=bus_cmds.worker_bus(args))
 
     async def work() -> None:
         loop = asyncio.get_running_loop()
@@ -249,7 +254,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, engine.stop)
         async with engine:
-            await engine.work(concurrency=args.concurrency, poll_interval=args.poll_interval)
+            await bus_cmds.work_with_bus(engine, args)
 
     print(f"concordia worker on {args.store} ({args.concurrency} at once); Ctrl-C to stop",
           file=sys.stderr)

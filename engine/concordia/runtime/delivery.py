@@ -174,7 +174,8 @@ class Deliverer:
         else:
             run_input = dict(envelope.data or {})
         return self.executor.new_run(saga, run_input, envelope.correlationid, envelope.id,
-                                     trigger=envelope.id, claim=claim)
+                                     trigger=envelope.id, claim=claim,
+                                     traceparent=data.get("traceparent"))
 
     def _resume(self, rec: AwaitRecord, spec: MatchSpec, envelope: dict[str, Any],
                 resumed: dict[str, RunPass], now: float) -> Flow[None]:
@@ -203,6 +204,11 @@ class Deliverer:
         step = p.compiled.steps[rec.step]
         assert isinstance(step, AwaitStep)
         p.pending.awaits_remove.append((run.id, rec.step))
+        tracer = self.executor.tracer
+        if tracer.active:  # tracing: the await's span
+            if tracer.needs(run):
+                tracer.learn(run, (yield Read("history", run.id)))
+            tracer.resumed(run, rec.step, envelope)
         self.executor.resume_with(p, step, srec, envelope, now)
         run.status = RunStatus.RUNNING
         run.wake_at = None

@@ -10,7 +10,7 @@ not grow with the number of results the run has gathered.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -60,6 +60,9 @@ class Emitter:
     def __init__(self, catalog: Catalog, source: str) -> None:
         self.catalog = catalog
         self.source = source
+        # A run's W3C traceparent (tracing), carried by its events as the CloudEvents
+        # distributed-tracing extension.
+        self.traceparent_of: Callable[[str], str | None] | None = None
 
     def emit(self, run: RunRecord, results: Mapping[str, Any], emits: Sequence[Emit],
              pending: Pending, now: float) -> None:
@@ -76,9 +79,11 @@ class Emitter:
                 raise EventError(str(exc), event_type=emit.event,
                                  field="data" + exc.path) from None
             definition = validate_payload(self.catalog, emit.event, emit.version, payload)
+            traced = self.traceparent_of(run.id) if self.traceparent_of else None
             envelope = new_event(emit.event, payload, source=self.source,
                                  version=definition.version, correlation_id=run.correlation_id,
-                                 causation_id=run.cause, subject=run.id, time=utc(now))
+                                 causation_id=run.cause, subject=run.id, time=utc(now),
+                                 extensions={"traceparent": traced} if traced else None)
             built.append({"envelope": envelope.to_dict(),
                           "persistent": definition.reliability == "persistent"})
         pending.events.extend(built)

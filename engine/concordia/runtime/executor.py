@@ -73,6 +73,7 @@ from concordia.status import (
 )
 from concordia.store.base import ConflictError
 from concordia.store.records import AwaitRecord, Commit, HistoryEntry, RunRecord, StepRecord
+from concordia.tracing import make_tracer
 
 _log = structlog.get_logger("concordia.engine")
 
@@ -141,6 +142,9 @@ class Executor:
         self.config = config
         self.owner = config.owner
         self.emitter = Emitter(catalog, config.source)
+        # Tracing (concordia.tracing): spans at run, attempt and compensation boundaries.
+        self.tracer = make_tracer()
+        self.emitter.traceparent_of = self.tracer.traceparent
         # The state of runs this executor wrote last (their records after its commit),
         # taken instead of a read when it advances them next. Optimistic: if anyone else
         # moved a run meanwhile, the pass's first commit — always before any handler is
@@ -164,7 +168,8 @@ class Executor:
 
     def new_run(self, saga: Saga, data: dict[str, Any], correlation_id: str | None,
                 causation_id: str | None, *, run_id: str | None = None,
-                trigger: str | None = None, claim: bool = True) -> Commit:
+                trigger: str | None = None, claim: bool = True,
+                traceparent: str | None = None) -> Commit:
         """The commit that creates a run (its input checked against the saga's schema).
 
         With ``claim`` the run is leased to this engine and its first actions are marked
@@ -188,6 +193,8 @@ class Executor:
         detail: dict[str, Any] = {"input": data, "correlation_id": run.correlation_id}
         if trigger:
             detail["trigger"] = trigger
+        if traced := self.tracer.run_started(run, traceparent):
+            detail["traceparent"] = traced  # tracing: every later span is the run's child
         history = [HistoryEntry(rid, now, Kind.RUN_STARTED, None, None, detail)]
         steps: list[StepRecord] = []
         if claim:
@@ -220,6 +227,8 @@ class Executor:
         now = self.clock.now()
         if run.status not in ACTIVE or run.leased_to_other(self.owner, now):
             return _NOTHING
+        if self.tracer.needs(run):  # tracing: the run's trace, once per run and worker
+            self.tracer.learn(run, (yield Read("history", run.id)))
         compiled = self.book.of(run.saga, run.version)
         steps = with_defaults(compiled, stored)
         p = RunPass(run, steps, compiled, Pending(run), results_of(steps))
@@ -324,6 +333,7 @@ class Executor:
                 # parent as this executor last wrote it is stale from then on.
                 pending.wake.append((run.parent_run_id, str(run.parent_step)))
                 self.forget(run.parent_run_id)
+            self.tracer.run_ended(run, status)  # tracing
         pending.dirty = True
 
     def _abandon_stage(self, p: RunPass, now: float) -> None:
@@ -378,7 +388,9 @@ class Executor:
             return None
         calls = [self._invocation(p, step, self.registry.get_action(step.action),
                                   self._step_context(p, step, rec)) for step, rec in actions]
+        spans = self.tracer.calls_started(run, [(s.name, r.attempt) for s, r in actions])
         done = outcomes((yield Call(calls)))
+        self.tracer.calls_ended(spans, done)  # tracing
         now = self.clock.now()
         stop: HandlerStopError | None = None
         for (step, rec), outcome in zip(actions, done, strict=True):
@@ -581,7 +593,9 @@ class Executor:
             journal_clone(rec.checkpoint))
         saga = compiled.saga
         call = self._invocation(p, step, self.registry.get_compensation(step.compensate), ctx)
+        spans = self.tracer.calls_started(run, [(name, rec.comp_attempt)], compensation=True)
         outcome = outcomes((yield Call([call])))[0]
+        self.tracer.calls_ended(spans, [outcome])  # tracing
         now = self.clock.now()
         pending.touch(rec)
         if outcome.ok:

@@ -4,20 +4,26 @@ The loop keeps up to ``concurrency`` passes running as tasks, never two for one 
 fills free slots from the store's due runs (runs with work now, due timers, and runs
 whose lease expired with their worker), wakes at once when its own engine starts or
 resumes a run, and otherwise looks again at the next timer or every ``poll_interval``
-seconds. Stopping (``engine.stop()``, SIGTERM in ``concordia worker``, or a handler
-raising ``KeyboardInterrupt``/``SystemExit``) lets each pass finish the step in hand, end
-and release its lease, and starts no new pass.
+seconds. A store that offers ``claim_due`` (PostgreSQL) hands each worker runs no other
+worker holds, leased to it in the same statement; one that offers ``listen`` wakes the
+loop when another process makes a run due (the loop still polls: a lost notification
+costs latency, never a run). A store that cannot be reached for a while (a database
+restart) is waited for: the loop logs it and looks again. Stopping (``engine.stop()``,
+SIGTERM in ``concordia worker``, or a handler raising ``KeyboardInterrupt``/``SystemExit``)
+lets each pass finish the step in hand, end and release its lease, and starts no new pass.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING
 
 import structlog
 
+from concordia.errors import StoreError
 from concordia.runtime.invoke import HandlerStopError, LoopWatchdog
 
 if TYPE_CHECKING:
@@ -40,6 +46,7 @@ class Worker:
         self.in_flight: dict[str, asyncio.Task[bool]] = {}
         # Runs whose pass wrote nothing (another worker holds them): left alone until then.
         self.resting: dict[str, float] = {}
+        self.claims = hasattr(engine.core.store, "claim_due")
 
     def _stopping(self) -> bool:
         return self.engine.stopping or self.stop_when()
@@ -52,13 +59,21 @@ class Worker:
         engine.wake = asyncio.Event()
         watchdog = LoopWatchdog(loop, engine.invoker)
         watchdog.start()
+        listen = getattr(engine.core.store, "listen", None)
+        unlisten = listen(partial(_wake_from_thread, loop, engine.wake)) if listen else None
         engine.working = True
         try:
             while not self._stopping():
                 engine.wake.clear()
-                await self._fill()
-                await self._wait()
+                try:
+                    await self._fill()
+                    await self._wait()
+                except StoreError as exc:  # unreachable for now: look again shortly
+                    _log.warning("worker.store_unavailable", error=str(exc))
+                    await self._sleep(self.poll_interval)
         finally:
+            if unlisten is not None:
+                unlisten()
             engine.working = False
             if self.in_flight:  # finish the steps in hand; each pass releases its lease
                 await self._finish_in_hand()
@@ -96,8 +111,14 @@ class Worker:
         core = self.engine.core
         now = core.clock.now()
         self.resting = {r: t for r, t in self.resting.items() if t > now}
-        wanted = free + len(self.in_flight) + len(self.resting)
-        due = await self.engine.astore.read("due_runs", now, wanted, core.config.owner)
+        if self.claims:
+            # Leased to this worker in the claiming statement: no other worker gets them.
+            due = await self.engine.astore.write(
+                "claim_due", core.config.owner, now, free, now + core.config.lease_ttl,
+                [*self.in_flight, *self.resting])
+        else:
+            wanted = free + len(self.in_flight) + len(self.resting)
+            due = await self.engine.astore.read("due_runs", now, wanted, core.config.owner)
         for run_id in due:
             if len(self.in_flight) >= self.concurrency:
                 break
@@ -125,7 +146,20 @@ class Worker:
             wrote = False
         if not wrote:
             self.resting[run_id] = engine.core.clock.now() + self.poll_interval
+            if self.claims:  # give the claim back, or the run waits for it to expire
+                try:
+                    await engine.astore.write("release_leases", engine.owner, [run_id])
+                except StoreError as exc:
+                    _log.warning("lease.release_failed", run_id=run_id, error=str(exc))
         return wrote
+
+    async def _sleep(self, seconds: float) -> None:
+        """Wait ``seconds``, or less if the engine is stopped meanwhile."""
+        waiter = asyncio.ensure_future(self.engine.wake.wait())
+        try:
+            await asyncio.wait({waiter}, timeout=seconds)
+        finally:
+            waiter.cancel()
 
     async def _wait(self) -> None:
         """Until a pass ends, the engine is woken, the next timer, or the poll interval."""
@@ -146,3 +180,10 @@ class Worker:
             await asyncio.wait({waiter}, timeout=timeout)
         finally:
             waiter.cancel()
+
+
+def _wake_from_thread(loop: asyncio.AbstractEventLoop, wake: asyncio.Event) -> None:
+    """Set ``wake`` on its loop from another thread (a store's listener); a loop that has
+    closed meanwhile has nobody left to wake."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(wake.set)

@@ -23,7 +23,7 @@ from typing import Any
 from urllib.request import pathname2url
 
 from concordia.errors import StoreError
-from concordia.status import ENDED, CompStatus, Kind, RunStatus, StepStatus
+from concordia.status import ENDED, Kind, StepStatus
 from concordia.store.base import ConflictError, Store
 from concordia.store.records import (
     APPLIED,
@@ -37,6 +37,14 @@ from concordia.store.records import (
     RunRecord,
     StepRecord,
 )
+from concordia.store.rows import STEP_FIELDS
+from concordia.store.rows import dumps as _dumps
+from concordia.store.rows import encode as _encode
+from concordia.store.rows import history_rows as _history_rows
+from concordia.store.rows import run_from as _run_from
+from concordia.store.rows import step_from as _step_from
+from concordia.store.rows import step_row as _step_row
+from concordia.store.rows import steps_from as _steps_from
 from concordia.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore"]
@@ -75,12 +83,7 @@ _UPDATE_MANY_SQL = {queue: _UPDATE_MANY.format(
     queue="status=?, wake_at=?, " if queue else "") for queue in (False, True)}
 _UPSERT_STEP = ("INSERT INTO steps (num, name, record) VALUES (?, ?, ?) "
                 "ON CONFLICT (num, name) DO UPDATE SET record=excluded.record")
-# A step record in ``steps``: a JSON array in this field order (compact, and the cheapest
-# shape to write and read).
-_STEP_FIELDS = ("status", "attempt", "result", "checkpoint", "error", "wake_at", "comp_status",
-                "comp_attempt", "comp_error", "started_at", "finished_at", "error_detail",
-                "caught", "items")
-_CHECKPOINT = _STEP_FIELDS.index("checkpoint")
+_CHECKPOINT = STEP_FIELDS.index("checkpoint")
 _LOAD = (f"SELECT {_RUN_COLS}, (SELECT json_group_object(name, json(record)) FROM steps "
          "WHERE steps.num = runs.num) FROM runs WHERE id=?")
 # A child's end wakes its parent: the run becomes runnable (a new revision, so a writer
@@ -106,31 +109,12 @@ _ACTIVE_SQL = "('running', 'waiting', 'suspended')"
 _LEASE_LIVE = "(lease_owner IS NOT NULL AND lease_expires > :now)"
 # How many runs' last written (rev, status, wake_at) a store remembers.
 _QUEUE_MEMORY = 10_000
-_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
-_RUN_STATUS = {s.value: s for s in RunStatus}
-_STEP_STATUS = {s.value: s for s in StepStatus}
-_COMP_STATUS: dict[str | None, CompStatus | None] = {
-    None: None, **{s.value: s for s in CompStatus}}
 
 
 def _history_keys(num: int) -> tuple[int, int]:
     """The first and last ``history`` key of the run whose row key is ``num``."""
     low = num * _RUN_SPAN
     return low, low + _RUN_SPAN - 1
-
-
-def _step_row(s: StepRecord) -> list[Any]:
-    return [s.status, s.attempt, s.result, s.checkpoint, s.error, s.wake_at, s.comp_status,
-            s.comp_attempt, s.comp_error, s.started_at, s.finished_at, s.error_detail,
-            s.caught, s.items]
-
-
-def _history_rows(history: Sequence[HistoryEntry]) -> list[list[Any]]:
-    return [[h.at, h.kind, h.step, h.attempt, h.detail] for h in history]
-
-
-def _dumps(value: Any) -> str | None:
-    return None if value is None else _encode(value)
 
 
 class SqliteStore:
@@ -919,22 +903,3 @@ def _run_row(run: RunRecord) -> tuple[Any, ...]:
             run.lease_owner, run.lease_expires, run.parent_run_id, run.parent_step)
 
 
-def _step_from(name: str, f: list[Any]) -> StepRecord:
-    # Rows written before schema 5 end at finished_at; the fields after it default.
-    return StepRecord(name, _STEP_STATUS[f[0]], f[1], f[2], f[3], f[4], f[5],
-                      _COMP_STATUS[f[6]], f[7], f[8], f[9], f[10], *f[11:14])
-
-
-def _steps_from(text: str | None) -> dict[str, StepRecord]:
-    if not text:
-        return {}
-    return {name: _step_from(name, fields) for name, fields in json.loads(text).items()}
-
-
-def _run_from(r: Sequence[Any]) -> RunRecord:
-    return RunRecord(id=r[0], saga=r[1], version=r[2], status=_RUN_STATUS[r[3]], state=r[4],
-                     input=json.loads(r[5]), correlation_id=r[6], causation_id=r[7], cause=r[8],
-                     created_at=r[9], updated_at=r[10], wake_at=r[11], error=r[12],
-                     cancel_reason=r[13], compensated_any=bool(r[14]), rev=r[15],
-                     lease_owner=r[16], lease_expires=r[17], parent_run_id=r[18],
-                     parent_step=r[19])
