@@ -39,7 +39,7 @@ def readme_block(section: str, lang: str) -> str:
 
 
 @pytest.fixture
-def served_demo(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+def served_demo(tmp_path: Path) -> Iterator[tuple[str, Path, int]]:
     """The demo's runs in a SQLite store, served by ``concordia serve`` (a process)."""
     bin_dir = Path(sys.executable).parent
     store = f"sqlite:///{tmp_path / 'concordia.db'}"
@@ -47,6 +47,9 @@ def served_demo(tmp_path: Path) -> Iterator[tuple[str, Path]]:
                            "--world", str(tmp_path / "world-demo.db")],
                           cwd=ROOT_DIR, capture_output=True, text=True, timeout=300)
     assert demo.returncode == 0, demo.stdout[-2000:] + demo.stderr[-2000:]
+    # each scenario of the demo starts one run; the demo says how many it ran
+    held = re.search(r"(\d+)/(\d+) scenarios held every invariant", demo.stdout)
+    assert held is not None and held[1] == held[2], demo.stdout[-2000:]
     port = _free_port()
     env = {**os.environ, "CONCORDIA_WEBHOOK_SECRETS": SECRET,
            "THUNDERLINE_DB": str(tmp_path / "world.db")}
@@ -66,7 +69,7 @@ def served_demo(tmp_path: Path) -> Iterator[tuple[str, Path]]:
             assert proc.poll() is None, (tmp_path / "serve.log").read_text()
             assert time.monotonic() < deadline, "concordia serve did not become ready"
             time.sleep(0.1)
-        yield base, tmp_path
+        yield base, tmp_path, int(held[2])
     finally:
         proc.terminate()
         status = proc.wait(30)
@@ -78,15 +81,15 @@ def served_demo(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 
 
 def test_serve_shows_the_demo_and_a_signed_curl_resumes_an_awaiting_nas_run(
-        served_demo: tuple[str, Path]) -> None:
-    base, _ = served_demo
+        served_demo: tuple[str, Path, int]) -> None:
+    base, _, demo_runs = served_demo
     with httpx.Client(base_url=base, timeout=30) as client:
-        _curl_flow(base, client)
+        _curl_flow(base, client, demo_runs)
 
 
-def _curl_flow(base: str, client: httpx.Client) -> None:
+def _curl_flow(base: str, client: httpx.Client, demo_runs: int) -> None:
     listed = client.get("/runs", params={"limit": 100}).json()["runs"]
-    assert len(listed) == 18
+    assert len(listed) == demo_runs
     assert {r["saga"] for r in listed} == {
         "cerebros_nas", "upm_activation", "user_provisioning"}
     assert client.get("/ui/").status_code == 200
