@@ -49,7 +49,8 @@ def served_demo(tmp_path: Path) -> Iterator[tuple[str, Path, int]]:
     assert demo.returncode == 0, demo.stdout[-2000:] + demo.stderr[-2000:]
     # each scenario of the demo starts one run; the demo says how many it ran
     held = re.search(r"(\d+)/(\d+) scenarios held every invariant", demo.stdout)
-    assert held is not None and held[1] == held[2], demo.stdout[-2000:]
+    assert held is not None, demo.stdout[-2000:]
+    assert held[1] == held[2], demo.stdout[-2000:]
     port = _free_port()
     env = {**os.environ, "CONCORDIA_WEBHOOK_SECRETS": SECRET,
            "THUNDERLINE_DB": str(tmp_path / "world.db")}
