@@ -44,6 +44,8 @@ from concordia.errors import ConcordiaError
 __all__ = ["BusError", "JetStreamSettings", "NatsBus", "NatsConsumer", "subject_for"]
 
 T = TypeVar("T")
+# How long the consumer waits before asking again for events whose delivery failed.
+RETRY_PAUSE = 1.0
 _log = structlog.get_logger("concordia.nats")
 _encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
@@ -295,9 +297,17 @@ class NatsConsumer:
             await deliver([event for _, event in events])
         except Exception as exc:
             # One bad event fails the batch: take them one at a time to find it.
-            for msg, event in events:
-                await self._one(msg, event, deliver, refuse, exc if len(events) == 1
-                                else None)
+            retry = [msg for msg, event in events
+                     if not await self._one(msg, event, deliver, refuse,
+                                            exc if len(events) == 1 else None)]
+            if retry:
+                # The store is unreachable: pause, then ask for them again now. The pause
+                # is the consumer's, not the server's: a NAK with a delay on a pull
+                # consumer sometimes never came back before the ack wait on the NATS
+                # server this project runs (2.9), while an immediate NAK always did.
+                await asyncio.sleep(RETRY_PAUSE)
+                for msg in retry:
+                    await _settle(msg.nak())
             return
         for msg, _ in events:
             await _settle(msg.ack())
@@ -305,7 +315,8 @@ class NatsConsumer:
 
     async def _one(self, msg: Msg, event: dict[str, Any], deliver: Deliver,
                    refuse: Callable[[dict[str, Any] | None, Exception], bool] | None,
-                   error: Exception | None) -> None:
+                   error: Exception | None) -> bool:
+        """Deliver one event; False when it should come back (its delivery failed)."""
         if error is None:
             try:
                 await deliver([event])
@@ -314,13 +325,13 @@ class NatsConsumer:
             else:
                 await _settle(msg.ack())
                 self.delivered += 1
-                return
+                return True
         if refuse is not None and refuse(event, error):
             _log.error("nats.event_refused", event_id=event.get("id"), error=str(error))
             await _settle(msg.term())
-        else:
-            _log.warning("nats.delivery_failed", event_id=event.get("id"), error=str(error))
-            await _settle(msg.nak(delay=1.0))
+            return True
+        _log.warning("nats.delivery_failed", event_id=event.get("id"), error=str(error))
+        return False
 
 
 async def _settle(ack: Awaitable[Any]) -> None:
