@@ -24,7 +24,6 @@ import httpx
 import pytest
 import uvicorn
 
-from concordia.errors import StoreError
 from concordia.service.app import build_engine, create_app
 from concordia.service.metrics import Metrics
 from concordia.service.signatures import KeyRing, signature_header
@@ -40,33 +39,20 @@ OLD_SECRET = "old-secret-abcdef0123456789"
 POSTGRES_ADMIN = os.environ.get("CONCORDIA_TEST_POSTGRES",
                                 "postgresql://postgres@127.0.0.1:5432/test")
 STORES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-_NO_POSTGRES_STORE: list[str] = []  # why, once known
 
 
 def postgres_database() -> Iterator[str]:
-    """A fresh PostgreSQL database for one test, dropped afterwards; skips while the
-    PostgreSQL store is not in this build (or no server answers)."""
+    """A fresh PostgreSQL database for one test, dropped afterwards."""
+    import psycopg
+
     from concordia.store import open_store
 
-    if _NO_POSTGRES_STORE:
-        pytest.skip(_NO_POSTGRES_STORE[0])
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        admin = psycopg.connect(POSTGRES_ADMIN, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL server at {POSTGRES_ADMIN}: {exc}")
+    admin = psycopg.connect(POSTGRES_ADMIN, autocommit=True, connect_timeout=5)
     name = f"concordia_service_{uuid.uuid4().hex[:12]}"
     admin.execute(f'CREATE DATABASE "{name}"')
     url = POSTGRES_ADMIN.rsplit("/", 1)[0] + "/" + name
     try:
-        try:
-            open_store(url).close()  # creates the store's schema in the fresh database
-        except StoreError as exc:
-            if "unknown store URL" in str(exc):
-                _NO_POSTGRES_STORE.append("the PostgreSQL store is not in this build yet: "
-                                          "open_store does not take postgresql:// URLs")
-                pytest.skip(_NO_POSTGRES_STORE[0])
-            raise
+        open_store(url).close()  # creates the store's schema in the fresh database
         yield url
     finally:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
