@@ -32,14 +32,15 @@ Configurations (the ``store``, ``engine``, ``concurrency``, ``saga_length`` fiel
   compensations for the failing runs); the SQLite floor is the raw journal committing
   once per item call.
 
-Each figure is the best of ``--repeat`` interleaved passes after a warm-up. The table comes
-first, then one JSON object per line per configuration.
+Each figure is the best of ``--repeat`` interleaved passes after a warm-up, each pass started
+on a collected heap. The table comes first, then one JSON object per line per configuration.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import sqlite3
@@ -452,6 +453,9 @@ def best(repeat: int, setups: dict[str, Callable[[], Pass]]) -> dict[str, tuple[
         for name, setup in setups.items():
             one = setup()
             try:
+                # Each pass starts on a collected heap: the garbage an earlier configuration
+                # left is not billed to this one (collections during the pass still count).
+                gc.collect()
                 start = time.perf_counter()
                 steps = one.work()
                 results[name].append((time.perf_counter() - start, steps))
