@@ -13,9 +13,17 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from concordia.cli.common import DEFAULT_PATHS, EXIT_OK, EXIT_USAGE, env_paths
+from concordia.cli.common import (
+    DEFAULT_PATHS,
+    EXIT_OK,
+    EXIT_USAGE,
+    UsageError,
+    command,
+    env_paths,
+)
 
 if TYPE_CHECKING:
     from concordia.events.nats import JetStreamSettings
@@ -62,10 +70,21 @@ def bus_options(p: argparse.ArgumentParser, env: EnvDefault, *, inside_worker: b
                        help="also deliver the bus's events into the store (needs --bus)")
 
 
-def settings_of(args: argparse.Namespace) -> JetStreamSettings:
-    from concordia.events.nats import JetStreamSettings
+def nats_bus() -> ModuleType:
+    """The NATS bus module; without the optional ``nats`` extra, a usage error that says
+    what to install (only the commands and options that use the bus need it)."""
+    try:
+        import concordia.events.nats as module
+    except ImportError as exc:
+        raise UsageError(f"the NATS bus needs nats-py (pip install 'concordia[nats]'): "
+                         f"{exc}") from None
+    return module
 
-    return JetStreamSettings(url=args.bus, stream=args.stream, prefix=args.subject_prefix)
+
+def settings_of(args: argparse.Namespace) -> JetStreamSettings:
+    settings: JetStreamSettings = nats_bus().JetStreamSettings(
+        url=args.bus, stream=args.stream, prefix=args.subject_prefix)
+    return settings
 
 
 def register(sub: Any, env: EnvDefault, common: Callable[[argparse.ArgumentParser], None]
@@ -116,12 +135,12 @@ def _serve(engine: AsyncEngine, main: Callable[[Callable[[], bool]], Coroutine[A
     asyncio.run(run())
 
 
+@command
 def cmd_relay(args: argparse.Namespace) -> int:
     from concordia.errors import ConcordiaError
-    from concordia.events.nats import NatsBus
     from concordia.runtime.streams import relay_forever
 
-    bus = NatsBus(settings_of(args))
+    bus = nats_bus().NatsBus(settings_of(args))
     try:
         engine = _engine(args, bus)
     except ConcordiaError as exc:
@@ -140,9 +159,9 @@ def cmd_relay(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+@command
 def cmd_consume(args: argparse.Namespace) -> int:
     from concordia.errors import ConcordiaError
-    from concordia.events.nats import NatsConsumer
     from concordia.runtime.streams import consume_forever
 
     try:
@@ -150,7 +169,7 @@ def cmd_consume(args: argparse.Namespace) -> int:
     except ConcordiaError as exc:
         print(f"concordia: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    consumer = NatsConsumer(settings_of(args), durable=args.durable)
+    consumer = nats_bus().NatsConsumer(settings_of(args), durable=args.durable)
     print(f"concordia consume: {args.bus} ({args.stream}, consumer {args.durable}) -> "
           f"{args.store}; Ctrl-C to stop", file=sys.stderr)
 
@@ -170,15 +189,12 @@ def check_worker_options(args: argparse.Namespace) -> str | None:
 
 def worker_bus(args: argparse.Namespace) -> Any:
     """The bus a worker publishes through (None without --bus)."""
-    from concordia.events.nats import NatsBus
-
-    return NatsBus(settings_of(args)) if args.bus else None
+    return nats_bus().NatsBus(settings_of(args)) if args.bus else None
 
 
 async def work_with_bus(engine: AsyncEngine, args: argparse.Namespace) -> None:
     """``engine.work`` with, as asked, the relay and the consumer beside it; all three
     stop together when the engine is stopped."""
-    from concordia.events.nats import NatsBus, NatsConsumer
     from concordia.runtime.streams import consume_forever, relay_forever
 
     done = False
@@ -190,7 +206,7 @@ async def work_with_bus(engine: AsyncEngine, args: argparse.Namespace) -> None:
     if args.relay:
         tasks.append(asyncio.create_task(relay_forever(engine, stop_when=stopping)))
     if args.consume:
-        consumer = NatsConsumer(settings_of(args), durable=args.durable)
+        consumer = nats_bus().NatsConsumer(settings_of(args), durable=args.durable)
         tasks.append(asyncio.create_task(consume_forever(engine, consumer,
                                                          stop_when=stopping)))
     try:
@@ -200,5 +216,5 @@ async def work_with_bus(engine: AsyncEngine, args: argparse.Namespace) -> None:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         bus = engine.core.bus
-        if isinstance(bus, NatsBus):
+        if args.bus and isinstance(bus, nats_bus().NatsBus):
             await bus.aclose()
