@@ -29,6 +29,7 @@ from concordia.definitions.models import (
     ActionStep,
     AwaitStep,
     PolicyStep,
+    RetryPolicy,
     Saga,
     SagaStep,
     Step,
@@ -608,25 +609,9 @@ class Executor:
             except (EventError, ExpressionError) as exc:
                 pending.note(now, Kind.COMPENSATION_EMIT_FAILED, name, error=str(exc))
             return None
-        assert outcome.error is not None
-        message = describe(outcome.error)
-        rec.comp_error = message
-        delay = after_failure(retry_policy(saga, step, compensation=True), rec.comp_attempt,
-                              outcome.error, f"{run.id}:{name}:compensate")
-        if delay is not None:
-            rec.comp_status = CompStatus.WAITING_RETRY
-            rec.wake_at = now + delay
-            pending.note(now, Kind.COMPENSATION_RETRY_SCHEDULED, name, rec.comp_attempt,
-                         error=message, delay=round(delay, 6))
-        else:
-            rec.comp_status = CompStatus.FAILED
-            run.error = f"compensation of {name} failed: {message}"
-            pending.note(now, Kind.COMPENSATION_FAILED, name, rec.comp_attempt, error=message)
-        if outcome.stop:
-            _log.error("worker.stop_requested", run_id=run.id, step=name, compensation=True,
-                       error=message)
-            return _stop_error(outcome, run.id, name)
-        return None
+        return compensation_failed(run, rec, name, outcome,
+                                   retry_policy(saga, step, compensation=True),
+                                   f"{run.id}:{name}:compensate", pending, now)
 
     # -- containing the engine's own errors ------------------------------------------------------
 
@@ -724,6 +709,32 @@ class Executor:
 
 class EngineFault(Exception):
     """The engine's own error while advancing a run, journaled as the step's failure."""
+
+
+def compensation_failed(run: RunRecord, rec: StepRecord, name: str, outcome: Outcome,
+                        policy: RetryPolicy, key: str, pending: Pending, now: float
+                        ) -> HandlerStopError | None:
+    """Journal a failed compensation attempt (of a step or of one fan-out item): another
+    attempt after the policy's delay, or the compensation failed for good. A handler that
+    asked the worker to stop gets its stop error back."""
+    assert outcome.error is not None
+    message = describe(outcome.error)
+    rec.comp_error = message
+    delay = after_failure(policy, rec.comp_attempt, outcome.error, key)
+    if delay is not None:
+        rec.comp_status = CompStatus.WAITING_RETRY
+        rec.wake_at = now + delay
+        pending.note(now, Kind.COMPENSATION_RETRY_SCHEDULED, name, rec.comp_attempt,
+                     error=message, delay=round(delay, 6))
+    else:
+        rec.comp_status = CompStatus.FAILED
+        run.error = f"compensation of {name} failed: {message}"
+        pending.note(now, Kind.COMPENSATION_FAILED, name, rec.comp_attempt, error=message)
+    if outcome.stop:
+        _log.error("worker.stop_requested", run_id=run.id, step=name, compensation=True,
+                   error=message)
+        return _stop_error(outcome, run.id, name)
+    return None
 
 
 def _stop_error(outcome: Outcome, run_id: str, step: str) -> HandlerStopError:

@@ -243,7 +243,7 @@ class FanOut:
         pending.touch(rec)
         pending.note(now, Kind.COMPENSATION_STARTED, name, rec.comp_attempt)
         yield from ex._flush(p, final=False)
-        from concordia.runtime.executor import _stop_error, journal_clone
+        from concordia.runtime.executor import compensation_failed, journal_clone
 
         completed = rec.status == StepStatus.SUCCEEDED
         key = f"{run.id}:{parent}:{index}:compensate"
@@ -262,25 +262,9 @@ class FanOut:
             run.compensated_any = True
             pending.note(now, Kind.COMPENSATION_SUCCEEDED, name, rec.comp_attempt)
             return None
-        assert outcome.error is not None
-        message = describe(outcome.error)
-        rec.comp_error = message
-        delay = after_failure(retry_policy(p.compiled.saga, step, compensation=True),
-                              rec.comp_attempt, outcome.error, key)
-        if delay is not None:
-            rec.comp_status = CompStatus.WAITING_RETRY
-            rec.wake_at = now + delay
-            pending.note(now, Kind.COMPENSATION_RETRY_SCHEDULED, name, rec.comp_attempt,
-                         error=message, delay=round(delay, 6))
-        else:
-            rec.comp_status = CompStatus.FAILED
-            run.error = f"compensation of {name} failed: {message}"
-            pending.note(now, Kind.COMPENSATION_FAILED, name, rec.comp_attempt, error=message)
-        if outcome.stop:
-            _log.error("worker.stop_requested", run_id=run.id, step=name, compensation=True,
-                       error=message)
-            return _stop_error(outcome, run.id, name)
-        return None
+        return compensation_failed(run, rec, name, outcome,
+                                   retry_policy(p.compiled.saga, step, compensation=True),
+                                   key, pending, now)
 
 
 def _count_done(p: RunPass, name: str) -> None:
