@@ -23,6 +23,7 @@ from concordia.cli.render import (
     Times,
     cut,
     history_line,
+    saga_step,
     short_ids,
     state_label,
     step_row,
@@ -351,14 +352,6 @@ def tree_lines(tree: list[dict[str, Any]], indent: int = 2) -> list[str]:
         lines += tree_lines(node["children"], indent + 4)
     return lines
 
-
-def saga_step(saga: Saga | None, name: str) -> Any:
-    if saga is None:
-        return None
-    try:
-        return saga.step(name)
-    except KeyError:
-        return None
 
 
 def run_json(engine: Engine, view: RunView, saga: Saga | None) -> dict[str, Any]:

@@ -135,7 +135,7 @@ def waiting_on(view: RunView, saga: Saga | None, times: Times, now: float) -> st
         awaits = [s for s in view.steps if s.status == "awaiting" or s.comp_status == "awaiting"]
         parts: list[str] = []
         for rec in awaits:
-            step = _step(saga, rec.name)
+            step = saga_step(saga, rec.name)
             deadline = f" until {times.until(rec.wake_at, now)}" if rec.wake_at else ""
             if isinstance(step, SagaStep):
                 child = rec.checkpoint.get("run_id") if isinstance(rec.checkpoint, dict) else None
@@ -157,7 +157,9 @@ def waiting_on(view: RunView, saga: Saga | None, times: Times, now: float) -> st
     return None
 
 
-def _step(saga: Saga | None, name: str) -> Any:
+def saga_step(saga: Saga | None, name: str) -> Any:
+    """The step ``name`` of ``saga``; None when either is unknown (a run of a version
+    no longer loaded, a step renamed since)."""
     if saga is None:
         return None
     try:
