@@ -33,6 +33,7 @@ import time
 from functools import lru_cache
 from typing import Any
 
+from concordia.cel_library import cel
 from concordia.errors import ExpressionError, ValueLimitError
 from concordia.values import Limits, check_result
 
@@ -375,7 +376,7 @@ def serve() -> None:
 
     memory = int(sys.argv[1])
     replies = _private_stdout()
-    _import_cel_without_cli()
+    cel()  # imported before any expression arrives
     compile_program = lru_cache(maxsize=256)(_compile)
     with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a killed child leaves no core
@@ -425,19 +426,8 @@ def _private_stdout() -> io.BufferedWriter:
     return os.fdopen(channel, "wb")
 
 
-def _import_cel_without_cli() -> None:
-    # `import cel` also imports its interactive CLI (prompt_toolkit, rich: ~0.2 s); the
-    # sandbox needs only the compiled module, so a placeholder stands in for the CLI.
-    import types
-
-    sys.modules.setdefault("cel.cli", types.ModuleType("cel.cli"))
-    import cel  # noqa: F401
-
-
 def _compile(source: str) -> Any:
-    import cel
-
-    return cel.compile(source)
+    return cel().compile(source)
 
 
 def _send(channel: io.BufferedWriter, reply: tuple[Any, ...]) -> None:

@@ -2,9 +2,9 @@
 
 CEL (through the Rust-backed ``common-expression-language`` package, imported as ``cel``)
 cannot call Python, import modules or loop forever, and ``Program.variables()`` lets the
-validator check every referenced name statically. ``import cel`` costs ~0.2 s because the
-package pulls in its CLI, so it is imported on first use only, never on the CLI's start-up
-path for commands that need no expression.
+validator check every referenced name statically. It is imported on first use only
+(:mod:`concordia.cel_library`), never on the CLI's start-up path for commands that need no
+expression.
 
 CEL always ends, but not always soon: the library has no cost limit, and a comprehension
 inside a comprehension, or a string doubled inside ``map``, runs for minutes or takes all
@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
+from concordia.cel_library import cel
 from concordia.errors import ExpressionError, ValueLimitError
 from concordia.values import Limits, check_result, get_limits
 
@@ -78,15 +79,13 @@ class Expression:
     __slots__ = ("_program", "functions", "in_process", "source", "variables")
 
     def __init__(self, source: str) -> None:
-        import cel  # lazy on purpose: see the module docstring
-
         self.source = source
         longest = get_limits().max_expression_length
         if len(source) > longest:
             raise ExpressionError(source[:60] + "...", f"is {len(source)} characters long, "
                                   f"more than the {longest} an expression may have")
         try:
-            self._program = cel.compile(source)
+            self._program = cel().compile(source)  # imported on first use
         except (ValueError, RuntimeError) as exc:
             raise ExpressionError(source, _first_line(str(exc))) from None
         except BaseException as exc:
