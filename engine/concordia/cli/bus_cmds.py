@@ -8,7 +8,6 @@ Each runs until SIGTERM or Ctrl-C, then finishes the round or batch in hand and 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import signal
 import sys
@@ -20,16 +19,18 @@ from concordia.cli.common import (
     DEFAULT_PATHS,
     EXIT_OK,
     EXIT_USAGE,
+    EnvDefault,
     UsageError,
     command,
     env_paths,
 )
 
 if TYPE_CHECKING:
+    import asyncio
+
     from concordia.events.nats import JetStreamSettings
     from concordia.runtime.aengine import AsyncEngine
 
-EnvDefault = Callable[[str, str | None], str | None]
 DEFAULT_BUS = "nats://127.0.0.1:4222"
 
 _RELAY_EPILOG = """\
@@ -123,6 +124,7 @@ def _engine(args: argparse.Namespace, bus: Any) -> AsyncEngine:
 def _serve(engine: AsyncEngine, main: Callable[[Callable[[], bool]], Coroutine[Any, Any, Any]]
            ) -> None:
     """Run ``main(stopping)`` until SIGTERM or Ctrl-C, then close the engine."""
+    import asyncio  # not at module level: every command's start-up imports this module
 
     async def run() -> None:
         stop = asyncio.Event()
@@ -195,6 +197,8 @@ def worker_bus(args: argparse.Namespace) -> Any:
 async def work_with_bus(engine: AsyncEngine, args: argparse.Namespace) -> None:
     """``engine.work`` with, as asked, the relay and the consumer beside it; all three
     stop together when the engine is stopped."""
+    import asyncio
+
     from concordia.runtime.streams import consume_forever, relay_forever
 
     done = False

@@ -8,19 +8,17 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable
 from typing import Any
 
 from concordia.cli.common import (
     EXIT_OK,
     EXIT_PROBLEM,
+    EnvDefault,
     colour_enabled,
     command,
     definition_paths,
     load_handlers,
 )
-
-EnvDefault = Callable[[str, str | None], str | None]
 
 _VALIDATE_EPILOG = """\
 Without PATH, whichever of definitions/ and policies/ exist in the current directory
@@ -144,7 +142,7 @@ def _against_store(catalog: Any, url: str, registry: Any) -> list[Any]:
 def cmd_lint(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from concordia.cli.report import render_text
+    from concordia.cli.report import problem_dict, render_text
     from concordia.definitions.catalog import Catalog
     from concordia.lint.audit import audit, load_problems, render_markdown
 
@@ -156,7 +154,7 @@ def cmd_lint(args: argparse.Namespace) -> int:
     blocking = [p for p in unloaded if p.severity == "error"]
     if args.format == "json":
         print(json.dumps({"findings": [asdict(f) for f in findings],
-                          "problems": [_problem_json(p) for p in unloaded]}, indent=2))
+                          "problems": [problem_dict(p) for p in unloaded]}, indent=2))
     elif args.format == "markdown":
         print(render_markdown(findings, unloaded=unloaded), end="")
     else:
@@ -175,11 +173,6 @@ def cmd_lint(args: argparse.Namespace) -> int:
             print("no gaps found")
     failing = [f for f in findings if f.severity == "error" or args.strict]
     return EXIT_PROBLEM if failing or blocking else EXIT_OK
-
-
-def _problem_json(p: Any) -> dict[str, Any]:
-    return {"file": p.file, "line": p.line, "column": p.column, "pointer": p.pointer,
-            "severity": p.severity, "code": p.code, "message": p.message, "hint": p.hint}
 
 
 @command

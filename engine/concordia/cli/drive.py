@@ -16,7 +16,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from concordia.cli.common import colour_enabled
-from concordia.cli.render import Times, step_in_hand, waiting_on
+from concordia.cli.render import Times, child_run_id, saga_step, step_in_hand, waiting_on
+from concordia.status import ACTIVE, ENDED, RunStatus
 
 if TYPE_CHECKING:
     from concordia.definitions.models import Saga
@@ -24,8 +25,7 @@ if TYPE_CHECKING:
     from concordia.runtime.views import RunView
 
 # Statuses in which a run is not moving by itself and not waiting on a timer.
-SETTLED = frozenset({"completed", "compensated", "failed", "cancelled", "compensation_failed",
-                     "stuck", "suspended"})
+SETTLED = ENDED | {RunStatus.SUSPENDED}
 # Sleep in slices, so Ctrl-C is prompt and a run moved by someone else is seen.
 _SLICE = 0.5
 _IDLE = 0.05
@@ -63,13 +63,16 @@ class Progress:
 def drive(engine: Engine, run_id: str, saga: Saga | None, *, max_wait: float,
           progress: Progress, times: Times) -> RunView:
     """Advance ``run_id`` (and only it) until it settles or waits longer than ``max_wait``."""
+    view: RunView | None = None  # the run as last read, while it is still current
     try:
         while True:
-            view = engine.get_run(run_id)
+            if view is None:
+                view = engine.get_run(run_id)
             now = engine.clock.now()
             if view.status in SETTLED:
                 if view.status == "suspended":
                     if _drive_children(engine, view, saga, max_wait, progress, times):
+                        view = None
                         continue  # a child ended: its parent has work again
                     progress.show(f"run {run_id[:13]}: {waiting_on(view, saga, times, now)}",
                                   key="suspended")
@@ -80,6 +83,7 @@ def drive(engine: Engine, run_id: str, saga: Saga | None, *, max_wait: float,
                 progress.show(f"run {run_id[:13]}: {waiting_on(view, saga, times, now)}",
                               key=f"wait {view.wake_at}")
                 _sleep_until(engine, view.wake_at)
+                view = None
                 continue
             progress.show(f"run {run_id[:13]}: {step_in_hand(view, saga)}")
             before = (view.updated_at, len(view.history))
@@ -89,6 +93,9 @@ def drive(engine: Engine, run_id: str, saga: Saga | None, *, max_wait: float,
                 # Nothing moved (another process holds the run, or its timer is not yet
                 # due): look again shortly rather than spin.
                 time.sleep(_IDLE)
+                view = None
+            else:
+                view = after
     finally:
         progress.done()
 
@@ -101,24 +108,17 @@ def _drive_children(engine: Engine, view: RunView, saga: Saga | None, max_wait: 
     if saga is None:
         return False
     for rec in view.steps:
-        step = _step_of(saga, rec.name)
-        child = rec.checkpoint.get("run_id") if isinstance(rec.checkpoint, dict) else None
+        step = saga_step(saga, rec.name)
+        child = child_run_id(rec)
         if not (isinstance(step, SagaStep) and isinstance(child, str) and "awaiting" in (
                 rec.status, rec.comp_status)):
             continue
         child_view = engine.get_run(child)
-        if child_view.status in ("running", "waiting", "suspended"):
+        if child_view.status in ACTIVE:
             child_saga = engine.core.book.of(child_view.saga, child_view.version).saga
             drive(engine, child, child_saga, max_wait=max_wait, progress=progress,
                   times=times)
     return engine.get_run(view.id).status not in SETTLED
-
-
-def _step_of(saga: Saga, name: str) -> Any:
-    try:
-        return saga.step(name)
-    except KeyError:
-        return None
 
 
 def _sleep_until(engine: Engine, at: float) -> None:

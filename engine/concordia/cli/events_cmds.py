@@ -19,6 +19,7 @@ from concordia.cli.common import (
     EXIT_OK,
     EXIT_PROBLEM,
     EXIT_USAGE,
+    EnvDefault,
     UsageError,
     command,
     definition_paths,
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
     from concordia.definitions.catalog import Catalog
     from concordia.events.envelope import Envelope
 
-EnvDefault = Callable[[str, str | None], str | None]
 
 _EVENTS_EPILOG = """\
 FILE holds one event envelope (CloudEvents 1.0, structured-mode JSON) or a list of

@@ -21,6 +21,7 @@ from concordia.cli.common import (
 from concordia.cli.engines import reader, resolve_run_id, saga_of
 from concordia.cli.render import (
     Times,
+    child_run_id,
     cut,
     history_line,
     saga_step,
@@ -30,6 +31,7 @@ from concordia.cli.render import (
     waiting_on,
 )
 from concordia.errors import ConcordiaError
+from concordia.status import FINAL, RunStatus
 
 if TYPE_CHECKING:
     from concordia.definitions.catalog import Catalog
@@ -37,7 +39,8 @@ if TYPE_CHECKING:
     from concordia.runtime.engine import Engine
     from concordia.runtime.views import RunView
 
-_ENDED = ("completed", "compensated", "failed", "cancelled", "compensation_failed")
+# `--follow` stops at these; a stuck run is followed on (`retry` moves it again).
+_ENDED = FINAL | {RunStatus.COMPENSATION_FAILED}
 
 _INSPECT_EPILOG = """\
 RUN_ID may be any prefix of a run id (4 characters or more) that no other run shares (as
@@ -325,7 +328,7 @@ def child_tree(engine: Engine, view: RunView, saga: Saga | None, depth: int = 0
         return out
     for rec in view.steps:
         step = saga_step(saga, rec.name)
-        child_id = rec.checkpoint.get("run_id") if isinstance(rec.checkpoint, dict) else None
+        child_id = child_run_id(rec)
         if not (isinstance(step, SagaStep) and isinstance(child_id, str)):
             continue
         try:

@@ -138,7 +138,7 @@ def waiting_on(view: RunView, saga: Saga | None, times: Times, now: float) -> st
             step = saga_step(saga, rec.name)
             deadline = f" until {times.until(rec.wake_at, now)}" if rec.wake_at else ""
             if isinstance(step, SagaStep):
-                child = rec.checkpoint.get("run_id") if isinstance(rec.checkpoint, dict) else None
+                child = child_run_id(rec)
                 what = "to undo itself" if rec.comp_status == "awaiting" else "to end"
                 parts.append(f"step {rec.name} waits for child saga {step.saga} (run "
                              f"{child}) {what}{deadline}")
@@ -155,6 +155,11 @@ def waiting_on(view: RunView, saga: Saga | None, times: Times, now: float) -> st
             for s in retrying) or "the next step"
         return f"retry of {what} at {times.until(view.wake_at, now)}"
     return None
+
+
+def child_run_id(rec: Any) -> Any:
+    """The id of the child run a saga step started (in its checkpoint), if it did."""
+    return rec.checkpoint.get("run_id") if isinstance(rec.checkpoint, dict) else None
 
 
 def saga_step(saga: Saga | None, name: str) -> Any:

@@ -19,7 +19,7 @@ def render(problems: Sequence[Problem], fmt: str, *, tool: str = "concordia",
     if fmt == "text":
         return render_text(problems, colour=colour)
     if fmt == "json":
-        return json.dumps({"problems": [_as_dict(p) for p in problems],
+        return json.dumps({"problems": [problem_dict(p) for p in problems],
                            "count": len(problems)}, indent=2)
     if fmt == "sarif":
         return json.dumps(_sarif(problems, tool, version), indent=2)
@@ -46,7 +46,8 @@ def _coloured(p: Problem) -> str:
     return text.replace(word, f" {_COLOURS[p.severity]}{p.severity}\x1b[0m {p.code} ", 1)
 
 
-def _as_dict(p: Problem) -> dict[str, object]:
+def problem_dict(p: Problem) -> dict[str, object]:
+    """A problem as the JSON outputs show it."""
     return {"file": p.file, "line": p.line, "column": p.column, "pointer": p.pointer,
             "severity": p.severity, "code": p.code, "message": p.message, "hint": p.hint}
 

@@ -19,7 +19,7 @@ from concordia.cli.common import (
     DEFAULT_STORE,
     EXIT_OK,
     EXIT_PROBLEM,
-    EXIT_USAGE,
+    EnvDefault,
     UsageError,
     command,
 )
@@ -27,13 +27,13 @@ from concordia.cli.drive import Progress, drive
 from concordia.cli.engines import resolve_run_id, saga_of, writer
 from concordia.cli.inputs import InputError, load_data
 from concordia.cli.render import Times, waiting_on
+from concordia.status import ACTIVE, HALTED, RunStatus
 
 if TYPE_CHECKING:
     from concordia.definitions.models import Saga
     from concordia.runtime.engine import Engine
     from concordia.runtime.views import RunView
 
-EnvDefault = Callable[[str, str | None], str | None]
 
 _RUN_EPILOG = """\
 The run is driven in this process (only this run); progress goes to standard error.
@@ -151,11 +151,6 @@ def register(sub: Any, env: EnvDefault, common: Callable[[argparse.ArgumentParse
     p.set_defaults(func=cmd_retry)
 
 
-def _usage(message: str) -> int:
-    print(f"concordia: error: {message}", file=sys.stderr)
-    return EXIT_USAGE
-
-
 @command
 def cmd_run(args: argparse.Namespace) -> int:
     try:
@@ -205,7 +200,7 @@ def _drive_and_report(engine: Engine, run_id: str, args: argparse.Namespace, mod
 def _next_steps(engine: Engine, view: RunView, saga: Saga | None, times: Times,
                 args: argparse.Namespace) -> list[str]:
     """What to do about a run that is not over: how to follow it, and what it waits for."""
-    if view.status not in ("suspended", "waiting", "running"):
+    if view.status not in ACTIVE:
         return []
     store = "" if args.store == DEFAULT_STORE else f" --store {args.store}"
     waits = waiting_on(view, saga, times, engine.clock.now()) or "more work"
@@ -220,9 +215,8 @@ def _next_steps(engine: Engine, view: RunView, saga: Saga | None, times: Times,
 def _exit_code(mode: str, status: str) -> int:
     """As each command's epilog documents."""
     if mode == "run":
-        return EXIT_OK if status in ("completed", "suspended", "waiting", "running") else (
-            EXIT_PROBLEM)
-    return EXIT_PROBLEM if status in ("compensation_failed", "stuck") else EXIT_OK
+        return EXIT_OK if status in ACTIVE or status == RunStatus.COMPLETED else EXIT_PROBLEM
+    return EXIT_PROBLEM if status in HALTED else EXIT_OK
 
 
 @command
@@ -237,9 +231,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from concordia.runtime.invoke import HandlerStopError
 
     if args.concurrency < 1:
-        return _usage("--concurrency must be at least 1")
+        raise UsageError("--concurrency must be at least 1")
     if (problem := bus_cmds.check_worker_options(args)) is not None:
-        return _usage(problem)
+        raise UsageError(problem)
     ensure_configured()
     catalog = load_definitions(args.definitions)
     registry = load_handlers(args.handlers)
@@ -264,5 +258,5 @@ def cmd_worker(args: argparse.Namespace) -> int:
         # A handler raised KeyboardInterrupt or SystemExit: its attempt is journaled as
         # failed; the worker stopped like on SIGTERM and says so.
         print(f"concordia worker: stopped: {exc}", file=sys.stderr)
-        return 1
-    return 0
+        return EXIT_PROBLEM
+    return EXIT_OK

@@ -6,12 +6,12 @@ The heavy imports (FastAPI, uvicorn, the runtime) happen only when the command r
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from typing import Any
 
 from concordia.cli.common import (
     DEFAULT_STORE,
     EXIT_OK,
+    EnvDefault,
     UsageError,
     command,
     definition_paths,
@@ -19,8 +19,6 @@ from concordia.cli.common import (
     env_paths,
     load_handlers,
 )
-
-EnvDefault = Callable[[str, str | None], str | None]
 
 _EPILOG = """\
 The page is at http://HOST:PORT/ui/, the OpenAPI document at /openapi.json. POST /events
