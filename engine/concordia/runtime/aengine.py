@@ -39,7 +39,7 @@ from concordia.runtime.engine import is_run_fault, load_directory, release_claim
 from concordia.runtime.invoke import AsyncInvoker, HandlerPool, HandlerStopError
 from concordia.runtime.leases import LeaseKeeper
 from concordia.runtime.views import RunView, read_list, read_view
-from concordia.store.aio import for_loop
+from concordia.store.aio import AsyncStore
 from concordia.store.base import ConflictError, Store
 
 T = TypeVar("T")
@@ -78,7 +78,7 @@ class AsyncEngine:
 
     def _setup(self, core: Core, handler_threads: int) -> None:
         self.core = core
-        self.astore = for_loop(core.store)
+        self.astore = AsyncStore(core.store)
         self.invoker = AsyncInvoker(HandlerPool(handler_threads))
         self.leases = LeaseKeeper(self._renew, core.config.lease_ttl, self._lease_lost)
         self.working = False

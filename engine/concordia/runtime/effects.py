@@ -22,7 +22,7 @@ from concordia.store.base import Store
 
 if TYPE_CHECKING:
     from concordia.runtime.invoke import AsyncInvoker, Invocation, Invoker, Outcome
-    from concordia.store.aio import AsyncStoreLike
+    from concordia.store.aio import AsyncStore
 
 T = TypeVar("T")
 _log = structlog.get_logger("concordia.engine")
@@ -95,12 +95,12 @@ def drive(flow: Flow[T], store: Store, invoker: Invoker, publish: Publisher) -> 
             error = exc
 
 
-async def adrive(flow: Flow[T], store: AsyncStoreLike, invoker: AsyncInvoker,
+async def adrive(flow: Flow[T], store: AsyncStore, invoker: AsyncInvoker,
                  publish: Callable[[dict[str, Any]], Awaitable[None]]) -> T:
     """Carry ``flow`` out on the running event loop."""
     # A store that does no I/O (in memory) is called directly: a coroutine per effect
     # would cost more than the call.
-    direct = getattr(store, "store", None) if getattr(store, "inline", False) else None
+    direct = store.store if store.inline else None
     # Async handlers are awaited in this task with their identity bound for structlog;
     # whoever awaits this flow gets its own values back at the end.
     tokens = preserve_log_context()
@@ -110,7 +110,7 @@ async def adrive(flow: Flow[T], store: AsyncStoreLike, invoker: AsyncInvoker,
         restore_log_context(tokens)
 
 
-async def _adrive(flow: Flow[T], store: AsyncStoreLike, invoker: AsyncInvoker,
+async def _adrive(flow: Flow[T], store: AsyncStore, invoker: AsyncInvoker,
                   publish: Callable[[dict[str, Any]], Awaitable[None]], direct: Any) -> T:
     value: Any = None
     error: BaseException | None = None

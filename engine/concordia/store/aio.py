@@ -15,7 +15,7 @@ import asyncio
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol
+from typing import Any
 
 from concordia.store.base import Store
 from concordia.store.records import Commit
@@ -87,21 +87,20 @@ class GroupWriter:
             return fns, [1] * len(fns)
         grouped: list[WriteFn] = []
         sizes: list[int] = []
-        commits: list[Commit] = []
+        group: list[WriteFn] = []  # consecutive plain commits' writes
 
         def close_group() -> None:
-            if len(commits) == 1:
-                grouped.append(_single(commits[0]))
+            if len(group) == 1:
+                grouped.append(group[0])
                 sizes.append(1)
-            elif commits:
-                grouped.append(_CommitGroup(list(commits)))
-                sizes.append(len(commits))
-            commits.clear()
+            elif group:
+                grouped.append(_CommitGroup([fn.commit for fn in group]))  # type: ignore[attr-defined]
+                sizes.append(len(group))
+            group.clear()
 
         for fn in fns:
-            commit = getattr(fn, "commit", None)
-            if commit is not None:
-                commits.append(commit)
+            if getattr(fn, "commit", None) is not None:
+                group.append(fn)
                 continue
             close_group()
             grouped.append(fn)
@@ -114,25 +113,6 @@ class GroupWriter:
             self._closed = True
             self._cv.notify()
         self._thread.join()
-
-
-class AsyncStoreLike(Protocol):
-    """What the async engine needs of a store: its methods, by name, as coroutines."""
-
-    async def read(self, method: str, *args: Any) -> Any: ...
-    async def write(self, method: str, *args: Any) -> Any: ...
-    def write_blocking(self, method: str, *args: Any) -> Any: ...
-    def close(self) -> None: ...
-
-
-def for_loop(store: Store) -> AsyncStoreLike:
-    """The store as the async engine uses it: a store with an async API of its own offers
-    it through ``loop_store()``; any other is wrapped in :class:`AsyncStore`."""
-    own = getattr(store, "loop_store", None)
-    if own is not None:
-        result: AsyncStoreLike = own()
-        return result
-    return AsyncStore(store)
 
 
 class AsyncStore:
@@ -203,16 +183,9 @@ def _write_fn(method: str, args: tuple[Any, ...]) -> WriteFn:
     def write(store: Store) -> Any:
         return getattr(store, method)(*args)
 
-    if method == "commit" and _plain(args[0]):  # the writer may group it with others
+    if method == "commit" and args[0].plain:  # the writer may group it with others
         write.commit = args[0]  # type: ignore[attr-defined]
     return write
-
-
-def _plain(commit: Commit) -> bool:
-    """A commit of a run's row and steps only: nothing in it can fail once its run's
-    revision is found current, so it can share a statement with other runs'."""
-    return not (commit.events or commit.decisions or commit.awaits_add
-                or commit.awaits_remove or commit.consume_buffered or commit.wake)
 
 
 class _CommitGroup:
@@ -225,13 +198,6 @@ class _CommitGroup:
         many: list[BaseException | None] = store.commit_many(  # type: ignore[attr-defined]
             self.commits)
         return many
-
-
-def _single(commit: Commit) -> WriteFn:
-    def write(store: Store) -> Any:
-        return store.commit(commit)
-
-    return write
 
 
 def _spread(outcomes: list[tuple[Any, BaseException | None]], sizes: list[int]

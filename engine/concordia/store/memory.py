@@ -94,8 +94,7 @@ class MemoryStore:
         for s in c.steps:
             steps[s.name] = copy_step(s)
         self._history.setdefault(run.id, []).extend(c.history)
-        if (c.events or c.decisions or c.awaits_remove or c.awaits_add or c.consume_buffered
-                or c.wake):
+        if not c.plain:
             self._apply_rest(c, run)
 
     def _apply_rest(self, c: Commit, run: RunRecord) -> None:

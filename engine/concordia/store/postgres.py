@@ -18,7 +18,7 @@ costs latency, never a run.
 
 The async engine drives this store as it drives SQLite's (:mod:`concordia.store.aio`):
 reads on a few threads, the writes of runs in flight grouped by one writer thread into
-one transaction. It has no ``loop_store`` of its own on ``psycopg_pool.AsyncConnectionPool``:
+one transaction. It has no async path of its own on ``psycopg_pool.AsyncConnectionPool``:
 that would write every query a second time, and writing on two or three connections at
 once (so that one batch's wait for its commit overlaps the next batch) measured no faster
 on the project's 2-core machine while costing memory per worker.
@@ -60,20 +60,19 @@ from concordia.store.records import (
     Inbound,
     RunRecord,
 )
+from concordia.store.rows import RUN_COLS as _RUN_COLS
 from concordia.store.rows import dumps as _dumps
 from concordia.store.rows import encode as _encode
 from concordia.store.rows import history_rows as _history_rows
 from concordia.store.rows import run_from as _run_from
 from concordia.store.rows import step_from as _step_from
 from concordia.store.rows import step_row as _step_row
+from concordia.store.rows import steps_from as _steps_from
 
 __all__ = ["CHANNEL", "SCHEMA_VERSION", "PostgresStore"]
 
 MAX_BUFFERED_PER_TYPE = 10_000
 CHANNEL = "concordia_due"  # NOTIFY channel; the payload is the store's schema
-_RUN_COLS = ("id, saga, version, status, state, input, correlation_id, causation_id, cause, "
-             "created_at, updated_at, wake_at, error, cancel_reason, compensated_any, rev, "
-             "lease_owner, lease_expires, parent_run_id, parent_step")
 _RUN_ARGS = ", ".join(f"%({c})s" for c in _RUN_COLS.split(", "))
 _STEPS_OF = ("SELECT {src}.id, t.name, t.record FROM {src}, unnest(%(names)s::text[], "
              "%(records)s::text[]) AS t(name, record)")
@@ -519,9 +518,7 @@ class PostgresStore:
         rows = self._query(_LOAD, (run_id,))
         if not rows:
             return None
-        text = rows[0][-1]
-        steps = {} if not text else {n: _step_from(n, f) for n, f in json.loads(text).items()}
-        return _run_from(rows[0]), steps
+        return _run_from(rows[0]), _steps_from(rows[0][-1])
 
     def page_runs(self, saga: str | None, status: str | None, correlation_id: str | None,
                   before: str | None, limit: int) -> list[RunRecord]:

@@ -152,6 +152,14 @@ class Commit:
     # so a writer holding an older copy reloads it). A wake-up is never lost to a crash.
     wake: list[tuple[str, str]] = field(default_factory=list)
 
+    @property
+    def plain(self) -> bool:
+        """Whether it writes a run's row, steps and history only: nothing in it can fail
+        once its run's revision is found current, so it can share a statement with other
+        runs' commits, and a store need apply nothing else."""
+        return not (self.events or self.decisions or self.awaits_add or self.awaits_remove
+                    or self.consume_buffered or self.wake)
+
 
 # What a store did with one Inbound.
 APPLIED, DUPLICATE, CONFLICT = "applied", "duplicate", "conflict"

@@ -53,6 +53,12 @@ def steps_from(text: str | None) -> dict[str, StepRecord]:
     return {name: step_from(name, fields) for name, fields in json.loads(text).items()}
 
 
+# A run's columns, in the order both SQL stores select them and run_from reads them.
+RUN_COLS = ("id, saga, version, status, state, input, correlation_id, causation_id, cause, "
+            "created_at, updated_at, wake_at, error, cancel_reason, compensated_any, rev, "
+            "lease_owner, lease_expires, parent_run_id, parent_step")
+
+
 def run_from(r: Sequence[Any]) -> RunRecord:
     """A run from its columns, in the order both stores select them (the parent's, for a
     child saga, last)."""

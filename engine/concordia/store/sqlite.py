@@ -37,6 +37,7 @@ from concordia.store.records import (
     RunRecord,
     StepRecord,
 )
+from concordia.store.rows import RUN_COLS as _RUN_COLS
 from concordia.store.rows import STEP_FIELDS
 from concordia.store.rows import dumps as _dumps
 from concordia.store.rows import encode as _encode
@@ -54,9 +55,6 @@ MAX_BUFFERED_PER_TYPE = 10_000
 # are built in from 3.38 (and compiled into most earlier builds).
 MIN_SQLITE = (3, 35, 0)
 
-_RUN_COLS = ("id, saga, version, status, state, input, correlation_id, causation_id, cause, "
-             "created_at, updated_at, wake_at, error, cancel_reason, compensated_any, rev, "
-             "lease_owner, lease_expires, parent_run_id, parent_step")
 # ``tail`` with the JSON array {arg} appended, by text (both are arrays of history lines).
 _APPEND_TAIL = ("CASE WHEN tail = '[]' THEN {arg} WHEN {arg} = '[]' THEN tail "
                 "ELSE substr(tail, 1, length(tail) - 1) || ',' || substr({arg}, 2) END")
@@ -76,9 +74,8 @@ _UPDATE_RUN_SQL = {queue: _UPDATE_RUN.format(
 # revisions first, under the same write lock).
 _UPDATE_MANY = ("UPDATE runs SET {queue}state=?, cause=?, updated_at=?, error=?, "
                 "cancel_reason=COALESCE(cancel_reason, ?), compensated_any=?, rev=?, "
-                "lease_owner=?, lease_expires=?, tail=CASE WHEN tail = '[]' THEN ? "
-                "WHEN ? = '[]' THEN tail ELSE substr(tail, 1, length(tail) - 1) || ',' || "
-                "substr(?, 2) END WHERE num=?")
+                "lease_owner=?, lease_expires=?, tail=" + _APPEND_TAIL.format(arg="?")
+                + " WHERE num=?")
 _UPDATE_MANY_SQL = {queue: _UPDATE_MANY.format(
     queue="status=?, wake_at=?, " if queue else "") for queue in (False, True)}
 _UPSERT_STEP = ("INSERT INTO steps (num, name, record) VALUES (?, ?, ?) "
