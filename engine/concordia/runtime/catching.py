@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from concordia.definitions.models import CatchClause
+from concordia.runtime.retry import error_names
 
 
 def matching_entry(table: Sequence[CatchClause], error: BaseException,
@@ -20,8 +21,7 @@ def matching_entry(table: Sequence[CatchClause], error: BaseException,
     """The index of the first entry of ``table`` that takes ``error``, or None."""
     if not table:
         return None
-    names = {cls.__name__ for cls in type(error).__mro__}
-    names |= {f"{cls.__module__}.{cls.__qualname__}" for cls in type(error).__mro__}
+    names = error_names(error)
     names.update(v for v in (problem.get("type"), problem.get("title")) if isinstance(v, str))
     status = problem.get("status")
     for index, clause in enumerate(table):

@@ -135,7 +135,7 @@ class Children:
 
     def _ended(self, p: RunPass, step: SagaStep, rec: StepRecord, child: RunRecord,
                child_steps: dict[str, StepRecord], now: float) -> None:
-        from concordia.runtime.executor import results_of
+        from concordia.runtime.items import results_of
 
         ex = self.executor
         p.pending.note(now, Kind.CHILD_ENDED, step.name, rec.attempt, run_id=child.id,
@@ -190,7 +190,8 @@ class Children:
     def _revert(self, child: RunRecord, child_steps: dict[str, StepRecord], reason: str,
                 parent_id: str, now: float) -> Flow[None]:
         """Move a completed child into its undo: it compensates itself, in reverse."""
-        from concordia.runtime.executor import RunPass, results_of, take_commit, with_defaults
+        from concordia.runtime.executor import RunPass, take_commit, with_defaults
+        from concordia.runtime.items import results_of
 
         ex = self.executor
         compiled = ex.book.of(child.saga, child.version)

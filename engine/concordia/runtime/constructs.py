@@ -26,7 +26,7 @@ from concordia.errors import ExpressionError, ValueLimitError
 from concordia.runtime.children import Children
 from concordia.runtime.decision import Decision
 from concordia.runtime.effects import Flow
-from concordia.runtime.emitter import run_fields, scope_for
+from concordia.runtime.emitter import evaluate, run_fields
 from concordia.runtime.fanout import FanOut
 from concordia.runtime.invoke import HandlerStopError
 from concordia.runtime.pending import journal_value
@@ -81,7 +81,7 @@ class Constructs:
         source = step.if_
         assert source is not None
         try:
-            holds = compile_expression(source).evaluate(scope_for(source, p.run, p.results))
+            holds = evaluate(source, p.run, p.results)
             if not isinstance(holds, bool):
                 raise ExpressionError(source, f"gives {type(holds).__name__}, not a boolean: "
                                               "a condition must be true or false")

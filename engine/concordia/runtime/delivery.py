@@ -18,7 +18,8 @@ from concordia.events.envelope import Envelope
 from concordia.events.taxonomy import validate_event
 from concordia.runtime.effects import Flow, Read, Write, publish_best_effort
 from concordia.runtime.emitter import run_fields
-from concordia.runtime.executor import Executor, RunPass, results_of, take_commit, with_defaults
+from concordia.runtime.executor import Executor, RunPass, take_commit, with_defaults
+from concordia.runtime.items import results_of
 from concordia.runtime.matching import MatchSpec
 from concordia.runtime.pending import Pending, journal_value
 from concordia.runtime.planner import plan

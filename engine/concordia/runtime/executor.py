@@ -29,7 +29,6 @@ from concordia.definitions.models import (
     ActionStep,
     AwaitStep,
     PolicyStep,
-    RetryPolicy,
     Saga,
     SagaStep,
     Step,
@@ -48,8 +47,15 @@ from concordia.jsonvalidation import check, summarise
 from concordia.machine.compile import CompiledSaga
 from concordia.policies import evaluate_policy
 from concordia.registry import Binding, Registry
+from concordia.runtime.attempts import (
+    begin_attempt,
+    begin_compensation,
+    compensation_failed,
+    compensation_succeeded,
+    failed_attempt,
+    stop_error,
+)
 from concordia.runtime.book import SagaBook
-from concordia.runtime.catching import matching_entry
 from concordia.runtime.config import EngineConfig
 from concordia.runtime.constructs import Constructs
 from concordia.runtime.context import CompensationContext, Results, StepContext
@@ -57,11 +63,9 @@ from concordia.runtime.decision import CONSTRUCT_KINDS
 from concordia.runtime.effects import Call, Flow, Read, Write, outcomes, publish_best_effort
 from concordia.runtime.emitter import Emitter, evaluate, run_fields
 from concordia.runtime.invoke import HandlerStopError, Invocation, Outcome, StepAbandonedError
-from concordia.runtime.items import stage_index
+from concordia.runtime.items import results_of, stage_index
 from concordia.runtime.pending import Pending, describe, journal_value, json_clone, utc
 from concordia.runtime.planner import plan, retry_policy
-from concordia.runtime.problem import problem_of
-from concordia.runtime.retry import after_failure
 from concordia.status import (
     ACTIVE,
     END_KIND,
@@ -120,15 +124,6 @@ def with_defaults(compiled: CompiledSaga, stored: dict[str, StepRecord]
     steps = {name: stored.get(name) or StepRecord(name) for name in compiled.steps}
     steps.update((name, rec) for name, rec in stored.items() if name not in steps)
     return steps
-
-
-_WITH_RESULT = frozenset({StepStatus.SUCCEEDED, StepStatus.CAUGHT})
-
-
-def results_of(steps: dict[str, StepRecord]) -> dict[str, Any]:
-    """The results later steps read: succeeded and caught steps' (not items')."""
-    return {n: r.result for n, r in steps.items()
-            if r.status in _WITH_RESULT and n[-1] != "]"}
 
 
 class Executor:
@@ -374,13 +369,7 @@ class Executor:
                 actions.append((step, rec))
                 if fresh and rec.status == StepStatus.RUNNING and rec.attempt == 1:
                     continue  # started, and leased to us, by the commit that created the run
-                if rec.status != StepStatus.RUNNING:  # a crash-interrupted attempt re-runs
-                    rec.attempt += 1
-                rec.status = StepStatus.RUNNING
-                rec.wake_at = None
-                rec.started_at = now
-                pending.touch(rec)
-                pending.note(now, Kind.STEP_STARTED, name, rec.attempt)
+                begin_attempt(pending, rec, now)
         if not actions:
             return None
         # "started" is durable, the lease ours. A cancellation asked meanwhile (while
@@ -397,7 +386,7 @@ class Executor:
         for (step, rec), outcome in zip(actions, done, strict=True):
             self._record_attempt(p, step, rec, outcome, now)
             if outcome.stop:
-                stop = _stop_error(outcome, run.id, step.name)
+                stop = stop_error(outcome, run.id, step.name)
                 _log.error("worker.stop_requested", run_id=run.id, step=step.name,
                            error=str(stop))
         return stop
@@ -469,28 +458,12 @@ class Executor:
     def _fail(self, p: RunPass, step: Step, rec: StepRecord, error: BaseException, now: float,
               *, retry: bool = True) -> None:
         """Journal a failed attempt: retry after a delay, or fail the step for good."""
-        message = describe(error)
-        rec.error = message
-        rec.error_detail = problem_of(error)
-        p.pending.touch(rec)
-        key = f"{p.run.id}:{step.name}"
-        delay = (after_failure(retry_policy(p.compiled.saga, step), rec.attempt, error, key)
-                 if retry else None)
-        if delay is not None:
-            rec.status = StepStatus.WAITING_RETRY
-            rec.wake_at = now + delay
-            p.pending.note(now, Kind.STEP_RETRY_SCHEDULED, step.name, rec.attempt,
-                           error=message, delay=round(delay, 6))
-            return
-        rec.status = StepStatus.FAILED
-        rec.wake_at = None
-        rec.finished_at = now
         # A catch entry that takes the error lets the run go on (the planner decides).
         table = step.catch if type(step) is ActionStep or type(step) is SagaStep else ()
-        rec.caught = matching_entry(table, error, rec.error_detail) if table else None
-        if rec.caught is None:
-            p.run.error = f"step {step.name}: {message}"
-        p.pending.note(now, Kind.STEP_FAILED, step.name, rec.attempt, error=message)
+        if failed_attempt(p.pending, p.compiled.saga, step, rec, error, now,
+                          key=f"{p.run.id}:{step.name}", retry=retry,
+                          catch=table) and rec.caught is None:
+            p.run.error = f"step {step.name}: {rec.error}"
 
     def _run_policy(self, p: RunPass, step: PolicyStep, rec: StepRecord, now: float) -> None:
         rec.attempt += 1
@@ -579,12 +552,7 @@ class Executor:
         assert isinstance(step, ActionStep)
         assert step.compensate is not None
         rec = p.steps[name]
-        if rec.comp_status != CompStatus.RUNNING:
-            rec.comp_attempt += 1
-        rec.comp_status = CompStatus.RUNNING
-        rec.wake_at = None
-        pending.touch(rec)
-        pending.note(now, Kind.COMPENSATION_STARTED, name, rec.comp_attempt)
+        begin_compensation(pending, rec, now)
         yield from self._flush(p, final=False)
         completed = rec.status == StepStatus.SUCCEEDED
         ctx = CompensationContext(
@@ -600,10 +568,7 @@ class Executor:
         now = self.clock.now()
         pending.touch(rec)
         if outcome.ok:
-            rec.comp_status = CompStatus.SUCCEEDED
-            rec.comp_error = None
-            run.compensated_any = True
-            pending.note(now, Kind.COMPENSATION_SUCCEEDED, name, rec.comp_attempt)
+            compensation_succeeded(run, rec, pending, now)
             try:
                 self.emitter.emit(run, p.results, step.emit_on_compensate, pending, now)
             except (EventError, ExpressionError) as exc:
@@ -709,38 +674,6 @@ class Executor:
 
 class EngineFault(Exception):
     """The engine's own error while advancing a run, journaled as the step's failure."""
-
-
-def compensation_failed(run: RunRecord, rec: StepRecord, name: str, outcome: Outcome,
-                        policy: RetryPolicy, key: str, pending: Pending, now: float
-                        ) -> HandlerStopError | None:
-    """Journal a failed compensation attempt (of a step or of one fan-out item): another
-    attempt after the policy's delay, or the compensation failed for good. A handler that
-    asked the worker to stop gets its stop error back."""
-    assert outcome.error is not None
-    message = describe(outcome.error)
-    rec.comp_error = message
-    delay = after_failure(policy, rec.comp_attempt, outcome.error, key)
-    if delay is not None:
-        rec.comp_status = CompStatus.WAITING_RETRY
-        rec.wake_at = now + delay
-        pending.note(now, Kind.COMPENSATION_RETRY_SCHEDULED, name, rec.comp_attempt,
-                     error=message, delay=round(delay, 6))
-    else:
-        rec.comp_status = CompStatus.FAILED
-        run.error = f"compensation of {name} failed: {message}"
-        pending.note(now, Kind.COMPENSATION_FAILED, name, rec.comp_attempt, error=message)
-    if outcome.stop:
-        _log.error("worker.stop_requested", run_id=run.id, step=name, compensation=True,
-                   error=message)
-        return _stop_error(outcome, run.id, name)
-    return None
-
-
-def _stop_error(outcome: Outcome, run_id: str, step: str) -> HandlerStopError:
-    error = outcome.error
-    raised = error.raised if isinstance(error, HandlerStopError) else error or SystemExit()
-    return HandlerStopError(raised, run_id, step)
 
 
 class _Checkpoints:

@@ -23,18 +23,23 @@ import structlog
 
 from concordia.definitions.models import ActionStep
 from concordia.errors import EventError, ExpressionError, ValueLimitError
-from concordia.runtime.catching import matching_entry
+from concordia.runtime.attempts import (
+    begin_attempt,
+    begin_compensation,
+    compensation_failed,
+    compensation_succeeded,
+    failed_attempt,
+    stop_error,
+)
 from concordia.runtime.context import ItemCompensationContext, ItemContext, Results
 from concordia.runtime.decision import Decision
 from concordia.runtime.effects import Call, Flow, outcomes
 from concordia.runtime.emitter import evaluate
 from concordia.runtime.invoke import HandlerStopError, Outcome
-from concordia.runtime.items import item_name, item_names, split_item
-from concordia.runtime.pending import describe, journal_value
+from concordia.runtime.items import item_names, split_item
+from concordia.runtime.pending import journal_value
 from concordia.runtime.planner import retry_policy
-from concordia.runtime.problem import problem_of
-from concordia.runtime.retry import after_failure
-from concordia.status import CompStatus, Kind, StepStatus
+from concordia.status import Kind, StepStatus
 from concordia.store.records import StepRecord
 
 if TYPE_CHECKING:
@@ -92,13 +97,7 @@ class FanOut:
             rec = p.steps.get(name)
             if rec is None:
                 rec = p.steps[name] = StepRecord(name)
-            if rec.status != StepStatus.RUNNING:  # a crash-interrupted attempt re-runs
-                rec.attempt += 1
-            rec.status = StepStatus.RUNNING
-            rec.wake_at = None
-            rec.started_at = now
-            pending.touch(rec)
-            pending.note(now, Kind.STEP_STARTED, name, rec.attempt)
+            begin_attempt(pending, rec, now)
             started.append((step, index, rec))
         # The starts are durable and the lease ours before any item's side effect; a
         # cancellation that came meanwhile comes back with this commit.
@@ -113,9 +112,7 @@ class FanOut:
         for (step, index, rec), outcome in zip(started, done, strict=True):
             self._record(p, step, index, rec, outcome, now)
             if outcome.stop:
-                from concordia.runtime.executor import _stop_error
-
-                stop = _stop_error(outcome, p.run.id, rec.name)
+                stop = stop_error(outcome, p.run.id, rec.name)
         for parent in {step.name for step, _, _ in started}:
             _count_done(p, parent)
         return stop
@@ -154,24 +151,8 @@ class FanOut:
     def _failed(self, p: RunPass, step: ActionStep, index: int, rec: StepRecord,
                 error: BaseException, now: float, *, retry: bool = True) -> None:
         """Journal an item's failed attempt: retry on a timer, or fail it for good."""
-        message = describe(error)
-        rec.error = message
-        rec.error_detail = problem_of(error)
-        key = f"{p.run.id}:{step.name}:{index}"
-        delay = (after_failure(retry_policy(p.compiled.saga, step), rec.attempt, error, key)
-                 if retry else None)
-        if delay is not None:
-            rec.status = StepStatus.WAITING_RETRY
-            rec.wake_at = now + delay
-            p.pending.note(now, Kind.STEP_RETRY_SCHEDULED, rec.name, rec.attempt,
-                           error=message, delay=round(delay, 6))
-            return
-        rec.status = StepStatus.FAILED
-        rec.wake_at = None
-        rec.finished_at = now
-        rec.caught = (matching_entry(step.catch, error, rec.error_detail)
-                      if step.catch else None)
-        p.pending.note(now, Kind.STEP_FAILED, rec.name, rec.attempt, error=message)
+        failed_attempt(p.pending, p.compiled.saga, step, rec, error, now,
+                       key=f"{p.run.id}:{step.name}:{index}", retry=retry, catch=step.catch)
 
     # -- the step's outcome --------------------------------------------------------------
 
@@ -236,14 +217,9 @@ class FanOut:
         assert isinstance(step, ActionStep)
         assert step.compensate is not None
         rec = p.steps[name]
-        if rec.comp_status != CompStatus.RUNNING:
-            rec.comp_attempt += 1
-        rec.comp_status = CompStatus.RUNNING
-        rec.wake_at = None
-        pending.touch(rec)
-        pending.note(now, Kind.COMPENSATION_STARTED, name, rec.comp_attempt)
+        begin_compensation(pending, rec, now)
         yield from ex._flush(p, final=False)
-        from concordia.runtime.executor import compensation_failed, journal_clone
+        from concordia.runtime.executor import journal_clone
 
         completed = rec.status == StepStatus.SUCCEEDED
         key = f"{run.id}:{parent}:{index}:compensate"
@@ -257,10 +233,7 @@ class FanOut:
         now = ex.clock.now()
         pending.touch(rec)
         if outcome.ok:
-            rec.comp_status = CompStatus.SUCCEEDED
-            rec.comp_error = None
-            run.compensated_any = True
-            pending.note(now, Kind.COMPENSATION_SUCCEEDED, name, rec.comp_attempt)
+            compensation_succeeded(run, rec, pending, now)
             return None
         return compensation_failed(run, rec, name, outcome,
                                    retry_policy(p.compiled.saga, step, compensation=True),
@@ -284,4 +257,4 @@ def _split(name: str) -> tuple[str, int]:
     return split
 
 
-__all__ = ["MAX_ITEMS", "FanOut", "item_name"]
+__all__ = ["MAX_ITEMS", "FanOut"]

@@ -8,8 +8,11 @@ idempotency key is ``<run>:sync:<i>``. The parent record ``sync`` holds the eval
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
 from concordia.machine.compile import CompiledSaga
+from concordia.status import StepStatus
+from concordia.store.records import StepRecord
 
 
 @lru_cache(maxsize=256)
@@ -17,10 +20,6 @@ def item_names(step: str, count: int) -> tuple[str, ...]:
     """The record names of a fan-out's ``count`` items (cached: the planner reads them on
     every decision about the step)."""
     return tuple(f"{step}[{i}]" for i in range(count))
-
-
-def item_name(step: str, index: int) -> str:
-    return f"{step}[{index}]"
 
 
 def split_item(name: str) -> tuple[str, int] | None:
@@ -39,3 +38,12 @@ def stage_index(compiled: CompiledSaga, name: str) -> int:
     """The stage of a step, or of the step an item belongs to."""
     split = split_item(name)
     return compiled.stage_of[split[0] if split else name]
+
+
+_WITH_RESULT = frozenset({StepStatus.SUCCEEDED, StepStatus.CAUGHT})
+
+
+def results_of(steps: dict[str, StepRecord]) -> dict[str, Any]:
+    """The results later steps read: succeeded and caught steps' (not items')."""
+    return {n: r.result for n, r in steps.items()
+            if r.status in _WITH_RESULT and not is_item(n)}

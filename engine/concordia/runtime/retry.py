@@ -12,12 +12,19 @@ from concordia.definitions.models import RetryPolicy
 from concordia.errors import PermanentError, RetryableError
 
 
+def error_names(error: BaseException) -> set[str]:
+    """The names an author may give ``error`` by: each class of its hierarchy, plain and
+    module-qualified (compared, never imported)."""
+    mro = type(error).__mro__
+    return {cls.__name__ for cls in mro} | {f"{cls.__module__}.{cls.__qualname__}"
+                                            for cls in mro}
+
+
 def is_retryable(policy: RetryPolicy, error: BaseException) -> bool:
     """Classify ``error`` by the names in its class hierarchy (never by importing names)."""
     if isinstance(error, PermanentError):
         return False
-    names = {cls.__name__ for cls in type(error).__mro__}
-    names |= {f"{cls.__module__}.{cls.__qualname__}" for cls in type(error).__mro__}
+    names = error_names(error)
     if names & set(policy.non_retryable):  # the author's word wins over the class's default
         return False
     if isinstance(error, RetryableError):

@@ -8,9 +8,9 @@ from typing import Any
 
 from concordia.errors import UnknownRunError
 from concordia.runtime.effects import Flow, Read
-from concordia.runtime.items import is_item, split_item
+from concordia.runtime.items import is_item, results_of, split_item
 from concordia.runtime.pending import json_clone
-from concordia.status import ENDED, Kind, RunStatus, StepStatus
+from concordia.status import ENDED, Kind, RunStatus
 from concordia.store.records import Commit, HistoryEntry, RunRecord, StepRecord, copy_step
 
 
@@ -48,8 +48,7 @@ class RunView:
     @property
     def results(self) -> dict[str, Any]:
         """What later steps read as ``results``: succeeded and caught steps (not items)."""
-        return {s.name: s.result for s in self.steps
-                if s.status in _WITH_RESULT and not is_item(s.name)}
+        return results_of({s.name: s for s in self.steps})
 
     def items(self, step: str) -> list[StepRecord]:
         """A fan-out's item records, in list order."""
@@ -70,9 +69,6 @@ class RunView:
     def executed_steps(self) -> list[str]:
         return [h.step for h in self.history
                 if h.kind == Kind.STEP_SUCCEEDED and h.step is not None]
-
-
-_WITH_RESULT = (StepStatus.SUCCEEDED, StepStatus.CAUGHT)
 
 
 def make_view(order: Iterable[str], run: RunRecord, steps: Iterable[StepRecord],

@@ -154,7 +154,7 @@ class Worker:
         return wrote
 
     async def _sleep(self, seconds: float) -> None:
-        """Wait ``seconds``, or less if the engine is stopped meanwhile."""
+        """Wait ``seconds``, or less if the engine is woken meanwhile (a stop wakes it)."""
         waiter = asyncio.ensure_future(self.engine.wake.wait())
         try:
             await asyncio.wait({waiter}, timeout=seconds)
@@ -174,12 +174,7 @@ class Worker:
             if self.resting:
                 timeout = min(timeout, max(min(self.resting.values()) - core.clock.now(), 0))
         # Never spin: a timer that is due but not ours to take is looked at again shortly.
-        timeout = max(timeout, 0.005)
-        waiter = asyncio.ensure_future(self.engine.wake.wait())
-        try:
-            await asyncio.wait({waiter}, timeout=timeout)
-        finally:
-            waiter.cancel()
+        await self._sleep(max(timeout, 0.005))
 
 
 def _wake_from_thread(loop: asyncio.AbstractEventLoop, wake: asyncio.Event) -> None:
