@@ -164,7 +164,7 @@ def read_envelope(raw: Any) -> tuple[Envelope | None, list[AttributeProblem]]:
     content_type = raw.get("datacontenttype", JSON_CONTENT_TYPE)
     if content_type is None:
         content_type = JSON_CONTENT_TYPE
-    if not isinstance(content_type, str) or not _is_json_media_type(content_type):
+    if not isinstance(content_type, str) or not is_json_media_type(content_type):
         fail("datacontenttype", f"{_short(content_type)} is not supported; "
                                 "event data must be application/json")
     if "data_base64" in raw:
@@ -305,7 +305,8 @@ def _schema_version(dataschema: str | None) -> int | None:
     return int(match.group("version")) if match else None
 
 
-def _is_json_media_type(value: str) -> bool:
+def is_json_media_type(value: str) -> bool:
+    """Whether a Content-Type names JSON (``application/json`` or ``application/*+json``)."""
     media = value.split(";", 1)[0].strip().lower()
     return media == JSON_CONTENT_TYPE or (media.startswith("application/")
                                           and media.endswith("+json"))

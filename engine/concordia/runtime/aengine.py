@@ -238,24 +238,30 @@ class AsyncEngine:
     def stopping(self) -> bool:
         return self._stopping
 
-    async def cancel(self, run_id: str, reason: str) -> RunView:
-        """Stop a run in flight and compensate what it did; it ends ``cancelled``."""
+    async def cancel(self, run_id: str, reason: str, *, advance: bool = True) -> RunView:
+        """Stop a run in flight and compensate what it did; it ends ``cancelled``.
+
+        ``advance=False`` only records the request and leaves the compensations to the
+        workers (for a process that drives no runs)."""
         run = await self._drive(self.core.executor.request_cancel(run_id, reason))
-        if not run.leased_to_other(self.owner, self.core.clock.now()):
-            if self.working:
-                self.wake.set()
-            else:
-                await self.advance(run_id)
+        if advance and not run.leased_to_other(self.owner, self.core.clock.now()):
+            await self._go_on(run_id)
         return await self.get_run(run_id)
 
-    async def retry(self, run_id: str) -> RunView:
-        """Resume a run halted in ``compensation_failed`` or ``stuck`` (after a fix)."""
+    async def retry(self, run_id: str, *, advance: bool = True) -> RunView:
+        """Resume a run halted in ``compensation_failed`` or ``stuck`` (after a fix);
+        ``advance=False`` as for :meth:`cancel`."""
         await self._drive(self.core.executor.retry(run_id))
+        if advance:
+            await self._go_on(run_id)
+        return await self.get_run(run_id)
+
+    async def _go_on(self, run_id: str) -> None:
+        """Have the run moved: by the worker loop when one runs, else here and now."""
         if self.working:
             self.wake.set()
         else:
             await self.advance(run_id)
-        return await self.get_run(run_id)
 
     # -- events ------------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote
 
+from concordia.events.envelope import is_json_media_type
 from concordia.service.problems import Problem
 
 STRUCTURED = "application/cloudevents+json"
@@ -50,7 +51,7 @@ def read_event(content_type: str | None, headers: Mapping[str, str],
             raise Problem(400, "invalid-event", "a structured-mode event must be a JSON object")
         return raw, "structured"
     if "ce-specversion" in ce:
-        if not _is_json(media):
+        if not is_json_media_type(media):
             raise Problem(415, "unsupported-media-type",
                           f"event data must be JSON (Content-Type application/json), not "
                           f"{media or 'none'!r}")
@@ -95,6 +96,3 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def _is_json(media: str) -> bool:
-    return media == "application/json" or (media.startswith("application/")
-                                           and media.endswith("+json"))

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from starlette.responses import Response
+
 from concordia.cli.graph_cmd import run_marks
 from concordia.definitions.models import Saga
 from concordia.machine.flow import Flow, build_flow, step_id, undo_id
@@ -48,3 +50,9 @@ def current_nodes(flow: Flow, view: RunView, marks: dict[str, str]) -> set[str]:
     halted = {undo_id(s.name) for s in view.steps if s.comp_status == "failed"}
     return (halted or {step_id(s.name) for s in view.steps if s.status == "failed"}) & set(
         flow.nodes)
+
+
+def diagram_response(text: str, fmt: Format) -> Response:
+    """A drawn diagram as an HTTP answer: SVG as an image, Mermaid as text."""
+    media = "image/svg+xml" if fmt == "svg" else "text/plain; charset=utf-8"
+    return Response(text, media_type=media)

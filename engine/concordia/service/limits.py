@@ -9,11 +9,10 @@ from memory, so no route ever parses an oversized request.
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from concordia.service.problems import MEDIA_TYPE, TYPE_BASE
+from concordia.service.problems import MEDIA_TYPE, Problem
 
 DEFAULT_MAX_BODY = 1024 * 1024
 
@@ -31,13 +30,13 @@ class BodyLimit:
             return
         declared = _content_length(scope)
         if declared == -1:
-            await _refuse(send, 400, "invalid-request", "Bad Request",
-                          "the Content-Length header is not a number of bytes")
+            await _refuse(send, Problem(400, "invalid-request",
+                                        "the Content-Length header is not a number of bytes"))
             return
         if declared is not None and declared > self.max_body:
-            await _refuse(send, 413, "body-too-large", "Content Too Large",
-                          f"the request body is {declared} bytes; this server takes at most "
-                          f"{self.max_body}")
+            await _refuse(send, Problem(
+                413, "body-too-large", f"the request body is {declared} bytes; this server "
+                f"takes at most {self.max_body}"))
             return
         chunks: list[bytes] = []
         size = 0
@@ -48,9 +47,9 @@ class BodyLimit:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body:
-                await _refuse(send, 413, "body-too-large", "Content Too Large",
-                              f"the request body is over {self.max_body} bytes, the most "
-                              "this server takes")
+                await _refuse(send, Problem(
+                    413, "body-too-large", f"the request body is over {self.max_body} bytes, "
+                    "the most this server takes"))
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -76,10 +75,9 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-async def _refuse(send: Send, status: int, slug: str, title: str, detail: str) -> None:
-    body: dict[str, Any] = {"type": TYPE_BASE + slug, "title": title, "status": status,
-                            "detail": detail}
-    data = json.dumps(body).encode()
+async def _refuse(send: Send, problem: Problem) -> None:
+    data = json.dumps(problem.body()).encode()
+    status = problem.status
     # The client may still be sending: close the connection after the answer so that
     # the rest of the body is never read.
     await send({"type": "http.response.start", "status": status,

@@ -13,9 +13,9 @@ is the replay protection: an event (by source and id) already accepted is refuse
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse
 
 from concordia.errors import EventError, ValueLimitError
@@ -23,10 +23,9 @@ from concordia.events.envelope import read_envelope
 from concordia.service.cloudevents_http import STRUCTURED, ce_headers, read_event
 from concordia.service.problems import Problem, problem_responses
 from concordia.service.signatures import HEADER, SignatureError
-from concordia.service.state import Service, service_of
+from concordia.service.state import Svc
 
 router = APIRouter(tags=["events"])
-Svc = Annotated[Service, Depends(service_of)]
 
 _ENVELOPE_SCHEMA: dict[str, Any] = {
     "type": "object",

@@ -4,18 +4,17 @@ worker runs if this server has one) and Prometheus metrics (``/metrics``)."""
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from starlette.responses import JSONResponse, Response
 
 from concordia.errors import ConcordiaError
 from concordia.service.metrics import CONTENT_TYPE
-from concordia.service.problems import MEDIA_TYPE, problem_responses
-from concordia.service.state import Service, service_of
+from concordia.service.problems import Problem, problem_responses, response
+from concordia.service.state import Svc
 
 router = APIRouter(tags=["operations"])
-Svc = Annotated[Service, Depends(service_of)]
 READY_TIMEOUT = 5.0
 
 
@@ -36,10 +35,7 @@ async def readyz(svc: Svc) -> Response:
     if svc.options.worker and (task is None or task.done()):
         problems.append("the worker is not running")
     if problems:
-        return JSONResponse({"type": "https://concordia.dev/problems/not-ready",
-                             "title": "Service Unavailable", "status": 503,
-                             "detail": "; ".join(problems)}, status_code=503,
-                            media_type=MEDIA_TYPE)
+        return response(Problem(503, "not-ready", "; ".join(problems)))
     return JSONResponse({"status": "ready", "store": _redacted(svc.engine.store.url),
                          "worker": svc.options.worker})
 

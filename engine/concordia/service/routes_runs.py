@@ -4,22 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from concordia.errors import UnknownSagaError
-from concordia.runtime.effects import adrive
 from concordia.runtime.views import RunView
 from concordia.service import idempotency, runs_json
-from concordia.service.diagrams import draw
+from concordia.service.diagrams import diagram_response, draw
 from concordia.service.problems import Problem, problem_responses
-from concordia.service.state import Service, service_of
+from concordia.service.state import Service, Svc
 from concordia.status import RunStatus
 from concordia.store.base import ConflictError
 from concordia.store.records import RunRecord
 
 router = APIRouter(tags=["runs"])
-Svc = Annotated[Service, Depends(service_of)]
 RunId = Annotated[str, Path(min_length=1, max_length=200, description="the run's id")]
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._\-]*$"
 
@@ -111,15 +109,17 @@ async def list_runs(svc: Svc, request: Request,
 async def get_run(run_id: RunId, svc: Svc) -> dict[str, Any]:
     engine = svc.engine
     view = await engine.get_run(run_id)
+    chains: dict[str, list[dict[str, Any]]] = {}
+    for event in view.events:
+        chains[event["id"]] = await engine.causation_chain(event["id"])
     received = []
     for event_id in runs_json.received_ids(view):
-        envelope = await engine.astore.read("get_event", event_id)
-        if envelope is not None:
-            received.append(envelope)
-    chains: dict[str, list[dict[str, Any]]] = {}
-    for event in [*view.events, *received]:
-        chains[event["id"]] = await engine.causation_chain(event["id"])
-    if view.causation_id:
+        # A chain ends with its event: one read gives the event and its causes.
+        chain = await engine.causation_chain(event_id)
+        if chain:
+            received.append(chain[-1])
+            chains[event_id] = chain
+    if view.causation_id and view.causation_id not in chains:
         chains[view.causation_id] = await engine.causation_chain(view.causation_id)
     return runs_json.detail(view, chains, _labels(svc, view), received)
 
@@ -132,7 +132,7 @@ async def run_graph(run_id: RunId, svc: Svc,
                     format: Literal["svg", "mermaid"] = "svg") -> Response:
     view = await svc.engine.get_run(run_id)
     saga = svc.engine.core.book.of(view.saga, view.version).saga
-    return _diagram(draw(saga, format, view), format)
+    return diagram_response(draw(saga, format, view), format)
 
 
 @router.post("/runs/{run_id}/cancel", status_code=202, summary="Cancel a run (it compensates)",
@@ -140,15 +140,9 @@ async def run_graph(run_id: RunId, svc: Svc,
              responses=problem_responses(404, 409, 422))
 async def cancel_run(run_id: RunId, body: CancelRun,
                      svc: Svc) -> dict[str, Any]:
-    engine = svc.engine
-    if svc.options.worker:
-        view = await engine.cancel(run_id, body.reason)
-    else:
-        # No worker here: ask for the cancellation and leave the compensations to the
-        # workers (the engine's own cancel would run them in this request).
-        await adrive(engine.core.executor.request_cancel(run_id, body.reason), engine.astore,
-                     engine.invoker, _no_send)
-        view = await engine.get_run(run_id)
+    # No worker here: the cancellation is recorded and the compensations are left to the
+    # workers (they would otherwise run in this request).
+    view = await svc.engine.cancel(run_id, body.reason, advance=svc.options.worker)
     return runs_json.summary(view, _labels(svc, view))
 
 
@@ -157,13 +151,7 @@ async def cancel_run(run_id: RunId, body: CancelRun,
              operation_id="retryRun",
              responses=problem_responses(404, 409))
 async def retry_run(run_id: RunId, svc: Svc) -> dict[str, Any]:
-    engine = svc.engine
-    if svc.options.worker:
-        view = await engine.retry(run_id)
-    else:
-        await adrive(engine.core.executor.retry(run_id), engine.astore, engine.invoker,
-                     _no_send)
-        view = await engine.get_run(run_id)
+    view = await svc.engine.retry(run_id, advance=svc.options.worker)
     return runs_json.summary(view, _labels(svc, view))
 
 
@@ -175,10 +163,3 @@ def _labels(svc: Service, run: RunView | RunRecord) -> dict[str, str]:
         return {}
 
 
-async def _no_send(envelope: dict[str, Any]) -> None:
-    return None
-
-
-def _diagram(text: str, fmt: str) -> Response:
-    media = "image/svg+xml" if fmt == "svg" else "text/plain; charset=utf-8"
-    return Response(text, media_type=media)

@@ -10,17 +10,16 @@ import os
 from typing import Annotated, Any, Literal
 
 import yaml
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response
 
 from concordia.definitions.models import Saga
 from concordia.runtime.pinning import definition_document
-from concordia.service.diagrams import draw
+from concordia.service.diagrams import diagram_response, draw
 from concordia.service.problems import Problem, problem_responses
-from concordia.service.state import Service, service_of
+from concordia.service.state import Service, Svc
 
 router = APIRouter(tags=["sagas"])
-Svc = Annotated[Service, Depends(service_of)]
 SagaName = Annotated[str, Path(min_length=1, max_length=200)]
 
 
@@ -31,11 +30,18 @@ def versions_of(svc: Service) -> dict[str, dict[int, Saga]]:
     return out
 
 
-def _saga(svc: Service, name: str, version: int | None) -> Saga:
-    versions = versions_of(svc).get(name)
+def _versions(svc: Service, name: str) -> dict[int, Saga]:
+    """The versions of saga ``name`` this server has; a 404 naming the known sagas."""
+    every = versions_of(svc)
+    versions = every.get(name)
     if not versions:
-        known = ", ".join(sorted(versions_of(svc))) or "none"
+        known = ", ".join(sorted(every)) or "none"
         raise Problem(404, "unknown-saga", f"no saga {name!r}; known: {known}", saga=name)
+    return versions
+
+
+def _saga(svc: Service, name: str, version: int | None) -> Saga:
+    versions = _versions(svc, name)
     if version is None:
         return versions[max(versions)]
     if version not in versions:
@@ -75,9 +81,8 @@ async def list_sagas(svc: Svc) -> dict[str, Any]:
 @router.get("/sagas/{name}", summary="A saga: its versions, definitions and YAML",
             responses=problem_responses(404))
 async def get_saga(name: SagaName, svc: Svc) -> dict[str, Any]:
-    latest = _saga(svc, name, None)
-    versions = versions_of(svc)[name]
-    return {"name": name, "latest": latest.version,
+    versions = _versions(svc, name)
+    return {"name": name, "latest": versions[max(versions)].version,
             "versions": [{"version": v, "description": s.description,
                           "definition": definition_document(s), "yaml": yaml_of(s)}
                          for v, s in sorted(versions.items(), reverse=True)]}
@@ -94,5 +99,4 @@ async def saga_graph(name: SagaName, svc: Svc, request: Request,
     if format is None:  # negotiated: Mermaid only when asked for text
         accept = request.headers.get("accept", "")
         format = "mermaid" if "text/plain" in accept and "image/svg" not in accept else "svg"
-    media = "image/svg+xml" if format == "svg" else "text/plain; charset=utf-8"
-    return Response(draw(saga, format), media_type=media)
+    return diagram_response(draw(saga, format), format)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Request
+from fastapi import Depends, Request
 
 from concordia.runtime.aengine import AsyncEngine
 from concordia.service.limits import DEFAULT_MAX_BODY
@@ -40,13 +40,13 @@ class Service:
     metrics: Metrics
     worker_task: Any = None  # the asyncio task running engine.work(), while it runs
 
-    @property
-    def catalog(self) -> Any:
-        return self.engine.core.catalog
-
 
 async def service_of(request: Request) -> Service:
     """The app's :class:`Service` (a FastAPI dependency; a coroutine, since FastAPI runs a
     plain function dependency in a worker thread, which costs more than the request)."""
     svc: Service = request.app.state.service
     return svc
+
+
+# A route's parameter that receives the app's Service.
+Svc = Annotated[Service, Depends(service_of)]
