@@ -12,6 +12,7 @@ adapter as a step of its own.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -91,9 +92,6 @@ class ThunderBlock(System):
         """Each adapter's ``active_snapshot_id``, by adapter id."""
         return {a.adapter_id: a.active_snapshot_id for a in self.adapters()}
 
-    def count_adapters(self) -> int:
-        return int(self._db.scalar("SELECT COUNT(*) FROM thunderblock_adapters"))
-
     def adapter_ids(self) -> list[str]:
         """Every adapter's id, in the order they were created."""
         return [a.adapter_id for a in self.adapters()]
@@ -108,10 +106,21 @@ class ThunderBlock(System):
         snapshot from before the first attempt (the ledger), not the one it set.
         """
         trip = self._guard("sync_adapter")
-        adapter = self.adapter(adapter_id)
+        prev = self._move(snapshot_id, self.adapter(adapter_id), idempotency_key,
+                          before_change)
+        trip.finish()
+        return prev
+
+    def _move(self, snapshot_id: str, adapter: Adapter, idempotency_key: str,
+              before_change: Callable[[str | None], None] | None) -> str | None:
+        """Move one adapter to ``snapshot_id``, its previous snapshot in the ledger first;
+        returns that previous snapshot."""
         ledger = self._db.row(
             "SELECT previous_snapshot_id FROM thunderblock_sync_ledger"
-            " WHERE idempotency_key = ? AND adapter_id = ?", (idempotency_key, adapter_id))
+            " WHERE idempotency_key = ? AND adapter_id = ?",
+            (idempotency_key, adapter.adapter_id))
+        # A retry of the same sync finds the adapter already moved; the ledger holds what
+        # it pointed at before the first attempt touched it.
         prev = adapter.active_snapshot_id if ledger is None else ledger[0]
         if before_change is not None:
             before_change(prev)
@@ -121,10 +130,10 @@ class ThunderBlock(System):
                 "INSERT INTO thunderblock_sync_ledger (idempotency_key, adapter_id,"
                 " previous_snapshot_id, target_snapshot_id, recorded_at)"
                 " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                (idempotency_key, adapter_id, prev, snapshot_id, now))
+                (idempotency_key, adapter.adapter_id, prev, snapshot_id, now))
             conn.execute("UPDATE thunderblock_adapters SET active_snapshot_id = ?,"
-                         " updated_at = ? WHERE adapter_id = ?", (snapshot_id, now, adapter_id))
-        trip.finish()
+                         " updated_at = ? WHERE adapter_id = ?",
+                         (snapshot_id, now, adapter.adapter_id))
         return prev
 
     def restore_adapter(self, snapshot_id: str, adapter_id: str,
@@ -165,26 +174,10 @@ class ThunderBlock(System):
         previous: dict[str, str | None] = {}
         for index, adapter in enumerate(self.adapters()):
             trip.item(index)
-            ledger = self._db.row(
-                "SELECT previous_snapshot_id FROM thunderblock_sync_ledger"
-                " WHERE idempotency_key = ? AND adapter_id = ?",
-                (idempotency_key, adapter.adapter_id))
-            # A retry of the same sync finds the adapter already moved; the ledger holds
-            # what it pointed at before the first attempt touched it.
-            prev = adapter.active_snapshot_id if ledger is None else ledger[0]
-            if before_change is not None:
-                before_change(adapter.adapter_id, prev)
-            now = self._now()
-            with self._db.transaction() as conn:
-                conn.execute(
-                    "INSERT INTO thunderblock_sync_ledger (idempotency_key, adapter_id,"
-                    " previous_snapshot_id, target_snapshot_id, recorded_at)"
-                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                    (idempotency_key, adapter.adapter_id, prev, snapshot_id, now))
-                conn.execute("UPDATE thunderblock_adapters SET active_snapshot_id = ?,"
-                             " updated_at = ? WHERE adapter_id = ?",
-                             (snapshot_id, now, adapter.adapter_id))
-            previous[adapter.adapter_id] = prev
+            before = (None if before_change is None else
+                      functools.partial(before_change, adapter.adapter_id))
+            previous[adapter.adapter_id] = self._move(snapshot_id, adapter, idempotency_key,
+                                                      before)
         trip.finish()
         return previous
 
