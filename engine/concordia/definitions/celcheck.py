@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from concordia.definitions.expressions import Expression
+from concordia.definitions.expressions import Expression, blank_strings
 
 # What ``Expression.functions`` reports for the parts of CEL the evaluator implements:
 # operators under their internal names, the standard functions and methods, and the names
@@ -30,7 +30,6 @@ FUNCTIONS = frozenset({
 })
 ALLOWED = OPERATORS | FUNCTIONS
 
-_STRING_RE = re.compile(r"\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'")
 # `list.all(x, ...)`: the macro's first argument names each item inside the call.
 _BINDER_RE = re.compile(r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*([A-Za-z_]\w*)\s*,")
 
@@ -43,9 +42,7 @@ def unknown_functions(expr: Expression) -> list[str]:
 def bound_names(source: str) -> set[str]:
     """Names a macro binds (``c`` in ``xs.exists(c, c > 1)``); the library reports them as
     variables, but they are no reference to the run's data."""
-    blanked = _STRING_RE.sub(lambda m: m.group(0)[0] + " " * (len(m.group(0)) - 2)
-                             + m.group(0)[-1], source)
-    return {m.group(1) for m in _BINDER_RE.finditer(blanked)}
+    return {m.group(1) for m in _BINDER_RE.finditer(blank_strings(source))}
 
 
 def describe_functions() -> str:

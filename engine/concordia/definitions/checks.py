@@ -13,18 +13,17 @@ of its own is not also reported as unknown.
 
 from __future__ import annotations
 
-import difflib
-import re
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from concordia.definitions.celcheck import bound_names, describe_functions, unknown_functions
-from concordia.definitions.construct_checks import ConstructChecks
+from concordia.definitions.construct_checks import STEP_VARS, ConstructChecks, guarded
 from concordia.definitions.expressions import (
     compile_expression,
     result_references,
     template_expressions,
 )
+from concordia.definitions.messages import suggest
 from concordia.definitions.models import ActionStep, AwaitStep, Emit, PolicyStep, Step
 from concordia.definitions.outline import PolicyOutline, SagaOutline, StepSlot
 from concordia.definitions.problems import Severity
@@ -34,7 +33,6 @@ if TYPE_CHECKING:
     from concordia.definitions.catalog import Catalog
 
 # Variables each kind of expression may read.
-STEP_VARS = frozenset({"input", "results", "run"})
 AWAIT_VARS = STEP_VARS | {"event"}
 TRIGGER_VARS = frozenset({"event"})
 POLICY_VARS = frozenset({"input"})
@@ -115,8 +113,7 @@ class TreeChecks:
         for k, emit in enumerate(on_failure):
             for key, expr in emit.payload.items():
                 for ref in dict.fromkeys(result_references(expr)):
-                    guarded = re.search(rf"has\(\s*results\s*\.\s*{re.escape(ref)}\s*\)", expr)
-                    if not guarded:
+                    if not guarded(expr, ref):
                         self._problem(
                             path, "unguarded-result",
                             f"on_failure reads results.{ref}, which is missing when "
@@ -165,7 +162,7 @@ class TreeChecks:
                 self._problem(path, "unknown-step",
                               f"step {slot.name!r} depends on unknown step {dep!r}",
                               f"/steps/{slot.index}/depends_on/{j}",
-                              hint=_did_you_mean(dep, names))
+                              hint=suggest(dep, names))
                 ok = False
             elif dep == slot.name:
                 self._problem(path, "dependency-cycle", f"step {slot.name!r} depends on itself",
@@ -184,7 +181,7 @@ class TreeChecks:
                 self._problem(path, "unknown-step",
                               f"on_timeout names unknown step {step.on_timeout!r}",
                               f"{base}/on_timeout",
-                              hint=_did_you_mean(step.on_timeout, [*names, "compensate"]))
+                              hint=suggest(step.on_timeout, [*names, "compensate"]))
             elif step.on_timeout != "compensate" and depth.get(
                     step.on_timeout, 0) <= depth.get(step.name, 0):
                 # The engine only jumps forward: an earlier step (or one running beside
@@ -208,7 +205,7 @@ class TreeChecks:
         elif not catalog.is_broken("policy", step.policy):
             self._problem(path, "unknown-policy", f"unknown policy {step.policy!r}"
                           + (f" version {step.version}" if step.version else ""),
-                          f"{base}/policy", hint=_did_you_mean(step.policy,
+                          f"{base}/policy", hint=suggest(step.policy,
                                                                catalog.policy_names()))
 
     def _check_emits(self, path: str, emits: Sequence[Emit], base: str, readable: set[str],
@@ -234,7 +231,7 @@ class TreeChecks:
                           f"event {name!r} has no version {version}", pointer)
             return False
         self._problem(path, "unknown-event", f"event {name!r} is not in the taxonomy", pointer,
-                      hint=_did_you_mean(name, catalog.event_names())
+                      hint=suggest(name, catalog.event_names())
                       or "add it under definitions/events/")
         return False
 
@@ -252,7 +249,7 @@ class TreeChecks:
             for name in mapping:
                 if name not in props:
                     self._problem(path, "unknown-field", f"{what} has no field {name!r}",
-                                  f"{pointer}/{name}", hint=_did_you_mean(name, props))
+                                  f"{pointer}/{name}", hint=suggest(name, props))
 
     def _check_expr(self, path: str, source: str, allowed: frozenset[str], pointer: str,
                     readable: set[str], names: list[str]) -> None:
@@ -270,13 +267,13 @@ class TreeChecks:
             self._problem(path, "unknown-variable",
                           f"expression reads {var!r}; it may read only "
                           f"{', '.join(sorted(allowed))}", pointer,
-                          hint=_did_you_mean(var, allowed))
+                          hint=suggest(var, allowed))
         if "results" not in allowed:
             return
         for ref in result_references(source):
             if ref not in names:
                 self._problem(path, "unknown-step", f"expression reads the result of unknown "
-                              f"step {ref!r}", pointer, hint=_did_you_mean(ref, names))
+                              f"step {ref!r}", pointer, hint=suggest(ref, names))
             elif ref not in readable:
                 self._problem(path, "result-not-ready",
                               f"expression reads the result of step {ref!r}, which has not "
@@ -309,7 +306,7 @@ class TreeChecks:
                     key = "action" if kind == "action" else "compensate"
                     self._problem(outline.saga.source, "unbound-handler",
                                   f"{kind} handler {name!r} is not registered",
-                                  f"/steps/{index}/{key}", hint=_did_you_mean(name, bound[kind]))
+                                  f"/steps/{index}/{key}", hint=suggest(name, bound[kind]))
 
 
 def _handler_uses(outline: SagaOutline) -> Iterator[tuple[str, str, int]]:
@@ -318,13 +315,6 @@ def _handler_uses(outline: SagaOutline) -> Iterator[tuple[str, str, int]]:
             yield "action", slot.step.action, slot.index
             if slot.step.compensate:
                 yield "compensation", slot.step.compensate, slot.index
-
-
-def _did_you_mean(name: str, options: Iterable[str]) -> str | None:
-    if len(name) > 200:  # no typo of a name; and comparing long strings is slow
-        return None
-    close = difflib.get_close_matches(name, list(options), n=1, cutoff=0.6)
-    return f"did you mean {close[0]!r}?" if close else None
 
 
 def _ancestors(deps: dict[str, set[str]]) -> dict[str, set[str]]:

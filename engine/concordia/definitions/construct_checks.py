@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from concordia.definitions.celcheck import bound_names
 from concordia.definitions.expressions import compile_expression, result_references
+from concordia.definitions.messages import suggest
 from concordia.definitions.models import ActionStep, SagaStep, Step
 from concordia.definitions.outline import SagaOutline
 from concordia.errors import ExpressionError
@@ -64,15 +65,13 @@ class ConstructChecks:
     def _check_catch(self, path: str, step: ActionStep | SagaStep, base: str,
                      readable: set[str],
                      names: list[str], depth: dict[str, int]) -> None:
-        from concordia.definitions.checks import _did_you_mean
-
         for k, clause in enumerate(step.catch):
             where = f"{base}/catch/{k}"
             target = clause.goto
             if target != CONTINUE and target not in names:
                 self.tree._problem(path, "unknown-step",
                                    f"catch goto names unknown step {target!r}", f"{where}/goto",
-                                   hint=_did_you_mean(target, [*names, CONTINUE]))
+                                   hint=suggest(target, [*names, CONTINUE]))
             elif target != CONTINUE and depth.get(target, 0) <= depth.get(step.name, 0):
                 self.tree._problem(
                     path, "goto-not-forward",
@@ -111,8 +110,6 @@ class ConstructChecks:
 
     def _check_child(self, path: str, step: SagaStep, base: str, readable: set[str],
                      names: list[str]) -> None:
-        from concordia.definitions.checks import _did_you_mean
-
         catalog = self.catalog
         for key, expr in (step.input or {}).items():
             self.tree._check_expr(path, expr, STEP_VARS, f"{base}/input/{key}", readable,
@@ -126,7 +123,7 @@ class ConstructChecks:
             known = {name for name, _ in catalog.sagas}
             self.tree._problem(path, "unknown-saga", f"unknown saga {step.saga!r}"
                                + (f" version {step.version}" if step.version else ""),
-                               f"{base}/saga", hint=_did_you_mean(step.saga, known))
+                               f"{base}/saga", hint=suggest(step.saga, known))
 
     # -- reads of conditional results -----------------------------------------------------
 
@@ -142,7 +139,7 @@ class ConstructChecks:
                 continue
             for pointer, source in _expressions(step, f"/steps/{slot.index}"):
                 for ref in dict.fromkeys(result_references(source)):
-                    if ref in conditional and ref != step.name and not _guarded(source, ref):
+                    if ref in conditional and ref != step.name and not guarded(source, ref):
                         self.tree._problem(
                             outline.saga.source, "unguarded-result",
                             f"reads results.{ref}, which is missing when the condition of "
@@ -205,7 +202,8 @@ def _expressions(step: Step, base: str) -> Iterable[tuple[str, str]]:
         yield f"{base}/match", match
 
 
-def _guarded(source: str, ref: str) -> bool:
+def guarded(source: str, ref: str) -> bool:
+    """Whether ``source`` tests ``has(results.<ref>)`` before reading that result."""
     return re.search(rf"has\(\s*results\s*\.\s*{re.escape(ref)}\s*\)", source) is not None
 
 

@@ -190,7 +190,7 @@ def _build_saga(parsed: ParsedFile, data: dict[str, Any], regions: Regions) -> N
         return
     complete = not parsed.has_errors
     checked = frozenset(k for k in ("on_complete", "on_failure") if regions.ok(f"/{k}"))
-    parsed.outlines.append(SagaOutline(saga, tuple(slots), complete, checked))
+    parsed.outlines.append(SagaOutline(saga, tuple(slots), checked))
     if complete:
         parsed.sagas.append(saga)
     elif named:
@@ -365,7 +365,7 @@ def _check_payload_schema(parsed: ParsedFile, schema: Any, pointer: str) -> bool
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:
-        sub = "".join(pointer_join("", p) for p in exc.absolute_path)
+        sub = pointer_join("", *exc.absolute_path)
         parsed.problem("bad-payload-schema", f"not a valid JSON Schema: {cut(exc.message)}",
                        pointer + sub)
         return False
@@ -414,7 +414,7 @@ def _check_durations(parsed: ParsedFile, holder: Any, base: str) -> bool:
 def _pydantic_problem(parsed: ParsedFile, exc: Exception, base: str) -> None:
     if isinstance(exc, PydanticValidationError):
         for err in exc.errors():
-            loc = "".join(pointer_join("", p) for p in err["loc"])
+            loc = pointer_join("", *err["loc"])
             parsed.problem("invalid", err["msg"], base + loc)
     else:
         parsed.problem("invalid", str(exc), base)

@@ -197,7 +197,7 @@ def compile_expression(source: str) -> Expression:
 
 def result_references(source: str) -> list[str]:
     """Step names an expression reads through ``results``, in order of appearance."""
-    blanked = _STRING_RE.sub(lambda m: _keep_quotes_only(m.group(0)), source)
+    blanked = blank_strings(source)
     names = [m.group(1) for m in _RESULT_DOT_RE.finditer(blanked)]
     # Index form: look at the original text since the key itself is a string literal.
     names += [m.group(1)[1:-1] for m in _RESULT_INDEX_RE.finditer(source)]
@@ -225,6 +225,12 @@ def _display(value: Any) -> str:
     if value is None:
         return "null"
     return str(value)
+
+
+def blank_strings(source: str) -> str:
+    """``source`` with each string literal's content blanked (its quotes and length kept),
+    so that patterns looking for names never match inside a string."""
+    return _STRING_RE.sub(lambda m: _keep_quotes_only(m.group(0)), source)
 
 
 def _keep_quotes_only(literal: str) -> str:

@@ -8,6 +8,7 @@ quote values cut to a short prefix, and suggest the closest allowed word.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,17 +49,17 @@ def cut(text: str, limit: int = 4 * QUOTE_LIMIT) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
-def suggest(name: str, options: list[str]) -> str | None:
+def suggest(name: str, options: Iterable[str]) -> str | None:
     """``did you mean 'x'?`` for the closest option, or None."""
-    if len(name) > _SUGGEST_LIMIT:
+    if len(name) > _SUGGEST_LIMIT:  # no typo of a name; and comparing long strings is slow
         return None
-    close = difflib.get_close_matches(name, options, n=1)
+    close = difflib.get_close_matches(name, list(options), n=1)
     return f"did you mean {close[0]!r}?" if close else None
 
 
 def describe(err: ValidationError) -> list[SchemaFinding]:
     """The findings one schema error stands for (an unknown-keys error names each key)."""
-    pointer = "".join(pointer_join("", p) for p in err.absolute_path)
+    pointer = pointer_join("", *err.absolute_path)
     where = field_name(err.absolute_path)
     v = err.validator
     if v == "additionalProperties":

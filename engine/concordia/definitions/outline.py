@@ -43,7 +43,6 @@ class SagaOutline:
 
     saga: Saga
     slots: tuple[StepSlot, ...]
-    complete: bool  # the file had no problem: ``saga`` is the definition itself
     emits_checked: frozenset[str]  # which of on_complete / on_failure are whole
 
     @property
@@ -94,18 +93,12 @@ class Regions:
         else:
             self._broken.add(pointer_join("", str(path[0])))
 
-    def whole(self) -> bool:
-        return "" in self._broken
-
     def ok(self, pointer: str) -> bool:
         """Whether nothing at ``pointer``, above it or (for a list key) in it is broken."""
         if pointer in self._broken or "" in self._broken:
             return False
         head = "/" + pointer.split("/")[1] if pointer else ""
         return head not in self._broken
-
-    def any_under(self, pointer: str) -> bool:
-        return any(b == pointer or b.startswith(pointer + "/") for b in self._broken)
 
     def __bool__(self) -> bool:
         return bool(self._broken)
