@@ -30,6 +30,30 @@ def test_the_path_taken_follows_the_run_forward_then_back() -> None:
             for i in path_taken(flow, running)} == {("start", "step_a"), ("step_a", "step_b")}
 
 
+BRANCHING: Saga = load_catalog({
+    "name": "t", "version": 1, "steps": [
+        {"name": "a", "action": "x.a", "compensate": "none", "reason": "reads",
+         "if": "input.go"},
+        {"name": "b", "action": "x.b", "compensate": "none", "reason": "reads",
+         "catch": [{"errors": ["KeyError"], "goto": "continue"}]},
+        {"name": "c", "action": "x.c", "compensate": "none", "reason": "reads"}]}).saga("t")
+
+
+def test_skip_and_catch_edges_are_taken_when_the_step_was_skipped_or_caught() -> None:
+    flow = build_flow(BRANCHING)
+    marks = {"step_a": "skipped", "step_b": "caught", "step_c": "done", "completed": "done"}
+    taken = {(flow.edges[i].source, flow.edges[i].target, flow.edges[i].kind)
+             for i in path_taken(flow, marks)}
+    assert ("step_a", "step_b", "skip") in taken
+    assert ("step_b", "step_c", "catch") in taken
+    # a step retried, neither skipped nor caught: its skip and catch edges stay untaken
+    retried = {"step_a": "done", "step_b": "done", "step_c": "done", "completed": "done"}
+    kinds = {flow.edges[i].kind for i in path_taken(flow, retried, retried={"step_a",
+                                                                             "step_b"})}
+    assert "skip" not in kinds
+    assert "catch" not in kinds
+
+
 def test_a_drawing_shows_the_path_bold_the_rest_faint_and_where_the_run_stands() -> None:
     from concordia.machine.flow_render import flow_mermaid, flow_svg
 

@@ -1,9 +1,10 @@
 """The way one run went through its saga's author-level diagram (:mod:`.flow`).
 
-Given the marks a run leaves on the nodes (``done``, ``active``, ``failed``, ``undone``,
-``undo-failed``; see ``concordia graph --run``), the steps it retried and the awaits that
-timed out, :func:`path_taken` picks the edges the run travelled, so a drawing can show the
-path taken and not only where it stands. Pure: no run, store or engine is needed.
+Given the marks a run leaves on the nodes (``done``, ``active``, ``failed``, ``skipped``,
+``caught``, ``undone``, ``undo-failed``; see ``concordia graph --run``), the steps it
+retried and the awaits that timed out, :func:`path_taken` picks the edges the run
+travelled, so a drawing can show the path taken and not only where it stands. Pure: no
+run, store or engine is needed.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ def path_taken(flow: Flow, marks: Mapping[str, str], retried: Collection[str] = 
             went = edge.source in timed_out and target is not None
         elif edge.kind == "undo":
             went = source in _UNDO_DONE and target is not None
+        elif edge.kind == "skip":
+            went = source == "skipped" and target is not None
+        elif edge.kind == "catch":
+            went = source == "caught" and target is not None
         else:  # retry
             went = edge.source in retried
         if went:
