@@ -30,12 +30,12 @@ from concordia.definitions.models import (
     ActionStep,
     RetryPolicy,
     Saga,
-    SagaStep,
     Step,
 )
 from concordia.machine.compile import CompiledSaga
 from concordia.runtime import stage_plan
 from concordia.runtime.decision import END, MOVES, Decision, DecisionKind, undo_finished
+from concordia.runtime.stage_plan import needs_compensation
 from concordia.status import ACTIVE, CompStatus, StepStatus
 from concordia.store.records import RunRecord, StepRecord
 
@@ -45,15 +45,6 @@ _MOVES = MOVES
 _SETTLED = (StepStatus.SUCCEEDED, StepStatus.SKIPPED)
 _READY = (StepStatus.PENDING, StepStatus.RUNNING)
 _TIMED = (StepStatus.WAITING_RETRY, StepStatus.AWAITING)
-
-
-def needs_compensation(compiled: CompiledSaga, rec: StepRecord) -> bool:
-    """A step is undone when it has a compensation and may have changed the world."""
-    step = compiled.steps[rec.name]
-    if type(step) is SagaStep:  # a child that was started may have done something
-        return rec.checkpoint is not None and rec.comp_status != CompStatus.SUCCEEDED
-    return (type(step) is ActionStep and step.compensate is not None
-            and rec.has_effect and rec.comp_status != CompStatus.SUCCEEDED)
 
 
 def plan(compiled: CompiledSaga, run: RunRecord, steps: dict[str, StepRecord],

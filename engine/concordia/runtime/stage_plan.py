@@ -201,6 +201,15 @@ def _undo_item(item: StepRecord, now: float) -> Decision | None:
     return Decision("undo_item", steps=(item.name,))
 
 
+def needs_compensation(compiled: CompiledSaga, rec: StepRecord) -> bool:
+    """A step is undone when it has a compensation and may have changed the world."""
+    step = compiled.steps[rec.name]
+    if type(step) is SagaStep:  # a child that was started may have done something
+        return rec.checkpoint is not None and rec.comp_status != CompStatus.SUCCEEDED
+    return (type(step) is ActionStep and step.compensate is not None
+            and rec.has_effect and rec.comp_status != CompStatus.SUCCEEDED)
+
+
 def undo(compiled: CompiledSaga, run: RunRecord, steps: dict[str, StepRecord], index: int,
          now: float) -> Decision:
     """The next decision for undo stage ``index`` (see the module docstring)."""
@@ -213,16 +222,13 @@ def undo(compiled: CompiledSaga, run: RunRecord, steps: dict[str, StepRecord], i
                 if item is not None and (decided := _undo_item(item, now)) is not None:
                     return decided
             continue
+        if not needs_compensation(compiled, rec):
+            continue
         if isinstance(step, SagaStep):
-            if rec.checkpoint is None or rec.comp_status == CompStatus.SUCCEEDED:
-                continue
             if (rec.comp_status == CompStatus.AWAITING
                     and (rec.wake_at is None or rec.wake_at > now)):
                 return Decision("wait", wake_at=rec.wake_at, suspended=True)
             return Decision("undo_child", steps=(name,))
-        if not (isinstance(step, ActionStep) and step.compensate is not None
-                and rec.has_effect and rec.comp_status != CompStatus.SUCCEEDED):
-            continue
         decided = _undo_item(rec, now)
         if decided is not None and decided.kind == "undo_item":
             return Decision("compensate", steps=(name,))
