@@ -185,9 +185,8 @@ class Catalog:
         for saga in self.sagas.values():
             for i, step in enumerate(saga.steps):
                 if isinstance(step, ActionStep):
-                    yield "action", step.action, saga, i
-                    if step.compensate:
-                        yield "compensation", step.compensate, saga, i
+                    for kind, name in step.handlers():
+                        yield kind, name, saga, i
 
 
 @contextmanager

@@ -312,9 +312,8 @@ class TreeChecks:
 def _handler_uses(outline: SagaOutline) -> Iterator[tuple[str, str, int]]:
     for slot in outline.slots:
         if isinstance(slot.step, ActionStep):
-            yield "action", slot.step.action, slot.index
-            if slot.step.compensate:
-                yield "compensation", slot.step.compensate, slot.index
+            for kind, name in slot.step.handlers():
+                yield kind, name, slot.index
 
 
 def _ancestors(deps: dict[str, set[str]]) -> dict[str, set[str]]:

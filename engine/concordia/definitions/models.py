@@ -7,6 +7,7 @@ seconds (float); payload and input schemas are already compiled to JSON Schema.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -117,6 +118,12 @@ class ActionStep(_StepBase):
     as_: str = Field(default="item", alias="as")
     concurrency: int = 1
     mode: FanOutMode = "all"
+
+    def handlers(self) -> Iterator[tuple[str, str]]:
+        """The handler names it uses: (``action``|``compensation``, name)."""
+        yield "action", self.action
+        if self.compensate:
+            yield "compensation", self.compensate
 
     @property
     def compensable(self) -> bool:
