@@ -91,26 +91,30 @@ def parse_state(state: str) -> tuple[str, int]:
     return state, -1
 
 
+def predecessors(saga: Saga) -> dict[str, tuple[str, ...]]:
+    """Each step's predecessors, in step order: its ``depends_on``, else the step before
+    it (none for the first)."""
+    names = [s.name for s in saga.steps]
+    return {step.name: step.depends_on if step.depends_on is not None else (
+                (names[i - 1],) if i else ())
+            for i, step in enumerate(saga.steps)}
+
+
 def stages_of(saga: Saga) -> tuple[tuple[str, ...], ...]:
     """Group steps into stages by dependency depth (list order within a stage)."""
     names = [s.name for s in saga.steps]
-    depth: dict[str, int] = {}
-    for i, step in enumerate(saga.steps):
-        deps = step.depends_on if step.depends_on is not None else (
-            (names[i - 1],) if i else ())
-        # The catalog has rejected unknown names and cycles; dependencies on later steps
-        # are resolved by iterating until stable.
-        depth[step.name] = 0 if not deps else -1
+    before = predecessors(saga)
+    # The catalog has rejected unknown names and cycles; dependencies on later steps are
+    # resolved by iterating until stable.
+    depth: dict[str, int] = {name: 0 if not deps else -1 for name, deps in before.items()}
     changed = True
     while changed:
         changed = False
-        for i, step in enumerate(saga.steps):
-            deps = step.depends_on if step.depends_on is not None else (
-                (names[i - 1],) if i else ())
+        for name, deps in before.items():
             if deps and all(depth[d] >= 0 for d in deps):
                 d = 1 + max(depth[x] for x in deps)
-                if depth[step.name] != d:
-                    depth[step.name] = d
+                if depth[name] != d:
+                    depth[name] = d
                     changed = True
     count = max(depth.values()) + 1
     return tuple(tuple(n for n in names if depth[n] == k) for k in range(count))

@@ -29,7 +29,7 @@ from concordia.definitions.models import (
     SagaStep,
     Step,
 )
-from concordia.machine.compile import stages_of
+from concordia.machine.compile import predecessors, stages_of
 
 NodeKind = Literal["start", "action", "await", "policy", "saga", "undo", "end"]
 EdgeKind = Literal["next", "approve", "fail", "reject", "timeout", "retry", "undo", "goto",
@@ -176,18 +176,13 @@ def _step_node(saga: Saga, step: Step, row: int, col: int) -> Node:
 
 
 def _forward_edges(flow: Flow, saga: Saga, stages: tuple[tuple[str, ...], ...]) -> None:
-    names = [s.name for s in saga.steps]
-    for i, step in enumerate(saga.steps):
-        if step.depends_on is not None:
-            sources = [step_id(d) for d in step.depends_on] or ["start"]
-        else:
-            sources = [step_id(names[i - 1])] if i else ["start"]
-        for source in sources:
-            _link_forward(flow, source, step_id(step.name))
+    before = predecessors(saga)
+    for name, deps in before.items():
+        for source in [step_id(d) for d in deps] or ["start"]:
+            _link_forward(flow, source, step_id(name))
     # Steps nothing depends on lead to the end.
-    depended = {d for s in saga.steps for d in (s.depends_on or ())}
-    depended |= {names[i - 1] for i, s in enumerate(saga.steps) if i and s.depends_on is None}
-    for name in names:
+    depended = {d for deps in before.values() for d in deps}
+    for name in before:
         if name not in depended:
             _link_forward(flow, step_id(name), "completed")
     for step in saga.steps:
@@ -200,13 +195,11 @@ def _forward_edges(flow: Flow, saga: Saga, stages: tuple[tuple[str, ...], ...]) 
 
 def _successors(saga: Saga) -> dict[str, list[str]]:
     """Each step's node and the nodes it leads to when it is done."""
-    names = [s.name for s in saga.steps]
-    out: dict[str, list[str]] = {n: [] for n in names}
-    for i, step in enumerate(saga.steps):
-        deps = step.depends_on if step.depends_on is not None else (
-            (names[i - 1],) if i else ())
+    before = predecessors(saga)
+    out: dict[str, list[str]] = {n: [] for n in before}
+    for name, deps in before.items():
         for dep in deps:
-            out[dep].append(step_id(step.name))
+            out[dep].append(step_id(name))
     return {n: targets or ["completed"] for n, targets in out.items()}
 
 
