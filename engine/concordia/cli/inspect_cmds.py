@@ -167,15 +167,16 @@ def cmd_runs(args: argparse.Namespace) -> int:
     times = Times(utc=args.utc)
     with reader(args.store) as engine:
         views = engine.list_runs(args.status, args.saga, args.limit)
+        sagas = _Sagas(engine, args)
         if args.format == "json":
             print(json.dumps([{"id": v.id, "saga": v.saga, "version": v.version,
                                "status": v.status, "state": v.state,
-                               "state_label": state_label(v.state, _saga(engine, v, {})),
+                               "state_label": state_label(v.state, sagas.of(v)),
                                "error": v.error, "created_at": v.created_at,
                                "updated_at": v.updated_at, "wake_at": v.wake_at}
                               for v in views], indent=2))
             return EXIT_OK
-        _runs_table(engine, views, times)
+        _runs_table(engine, views, times, sagas)
     return EXIT_OK
 
 
@@ -189,15 +190,30 @@ def _fallback(args: argparse.Namespace) -> Catalog | None:
     return Catalog.load(paths) if paths else None
 
 
-def _saga(engine: Engine, view: RunView, cache: dict[tuple[str, int], Saga | None],
-          fallback: Catalog | None = None) -> Saga | None:
-    key = (view.saga, view.version)
-    if key not in cache:
-        cache[key] = saga_of(engine, view.saga, view.version, fallback)
-    return cache[key]
+class _Sagas:
+    """The definitions the listed runs are pinned to, looked up once per saga version; the
+    ``--definitions`` are loaded only for a run whose definition the store lacks."""
+
+    def __init__(self, engine: Engine, args: argparse.Namespace) -> None:
+        self.engine = engine
+        self.args = args
+        self.cache: dict[tuple[str, int], Saga | None] = {}
+        self.fallback: Catalog | None = None
+        self.loaded = False
+
+    def of(self, view: RunView) -> Saga | None:
+        key = (view.saga, view.version)
+        if key not in self.cache:
+            saga = saga_of(self.engine, view.saga, view.version)
+            if saga is None and not self.loaded:
+                self.fallback, self.loaded = _fallback(self.args), True
+            if saga is None and self.fallback is not None:
+                saga = saga_of(self.engine, view.saga, view.version, self.fallback)
+            self.cache[key] = saga
+        return self.cache[key]
 
 
-def _runs_table(engine: Engine, views: list[RunView], times: Times) -> None:
+def _runs_table(engine: Engine, views: list[RunView], times: Times, sagas: _Sagas) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -219,10 +235,9 @@ def _runs_table(engine: Engine, views: list[RunView], times: Times) -> None:
     table.add_column("updated", no_wrap=True)
     if wide:
         table.add_column("error", overflow="ellipsis", no_wrap=True, max_width=60)
-    cache: dict[tuple[str, int], Saga | None] = {}
     for v in views:
         row = [ids[v.id], f"{v.saga} v{v.version}", _status(v.status),
-               state_label(v.state, _saga(engine, v, cache)),
+               state_label(v.state, sagas.of(v)),
                times.stamp(v.updated_at, precise=False)]
         if wide:
             row.append(v.error or "")
