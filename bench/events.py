@@ -96,6 +96,15 @@ def rss_mb() -> tuple[float, float]:
     return (current if current is not None else peak), peak
 
 
+def peak_rss_mb(pid: int) -> float:
+    """Another process's peak RSS in MB (Linux), NaN where /proc does not say."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def job_id(n: int) -> str:
     return f"job-{n:07d}"
 

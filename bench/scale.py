@@ -93,6 +93,8 @@ if __name__ == "__main__" and sys.argv[1:2] == ["--child-worker"]:
     worker_child(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     raise SystemExit(0)
 
+from events import peak_rss_mb  # noqa: E402
+
 from engine import (  # noqa: E402
     FIVE,
     RawJournal,
@@ -304,14 +306,6 @@ def dbos_pass(db: str, concurrency: int, runs: int, tmp: str) -> float:
 
 
 # -- worker processes on PostgreSQL ------------------------------------------------------------
-
-
-def peak_rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status", encoding="ascii") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def workers_pass(workers: int, runs: int) -> tuple[float, float]:

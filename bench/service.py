@@ -39,34 +39,15 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from events import EVENTS, create_runs, matching_events, peak_rss_mb  # noqa: E402
+from events import SAGA as WAIT_SAGA  # noqa: E402
+
 SECRET = "bench-secret-0123456789abcdef"
 TARGET_RATIO = 0.5
 TARGET_P99_MS = 50.0
 TARGET_RSS_MB = 120.0
 
-EVENTS = """
-events:
-  - name: bench.job.finished
-    version: 1
-    reliability: persistent
-    payload_schema:
-      job_id: {type: string, required: true}
-      score: {type: number, required: true}
-"""
-WAIT_SAGA = """
-name: bench_wait
-version: 1
-input_schema:
-  n: {type: integer, required: true}
-steps:
-  - name: submit
-    action: bench.submit
-    compensate: bench.cancel
-  - name: wait_done
-    await: bench.job.finished
-    match: event.data.job_id == results.submit.job_id
-    timeout: 24h
-"""
 START_SAGA = """
 name: bench_start
 version: 1
@@ -115,19 +96,13 @@ def prepare(work: Path, n: int) -> Path:
     sys.path.insert(0, str(work))
     engine = Engine(Catalog.load_strict([str(defs)]), load_registry("bench_handlers"),
                     f"sqlite:///{work / 'prepared.db'}")
-    for start in range(0, n, 1000):
-        for i in range(start, min(start + 1000, n)):
-            engine.start("bench_wait", {"n": i})
-        engine.run_until_idle()
+    create_runs(engine, n)
     engine.close()
     return defs
 
 
 def events(n: int) -> list[dict[str, Any]]:
-    from concordia import new_event
-
-    return [new_event("bench.job.finished", {"job_id": f"job-{i:07d}", "score": 0.5},
-                      source="urn:bench", version=1).to_dict() for i in range(n)]
+    return matching_events(list(range(n)))
 
 
 def copy_store(work: Path, name: str) -> str:
@@ -196,14 +171,6 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
         fields = fh.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def peak_rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status", encoding="ascii") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 async def hammer(base: str, kind: str, items: list[Any], clients: int
