@@ -157,3 +157,38 @@ def test_no_tracer_provider_no_spans_and_no_traceparent(tmp_path: Path) -> None:
         engine.run_until_idle()
         assert "traceparent" not in engine.get_run(run.id).history[0].detail
     assert all("traceparent" not in e for e in bus.published)
+
+
+def test_each_fan_out_item_attempt_and_compensation_is_a_span(
+        tmp_path: Path, spans: InMemorySpanExporter) -> None:
+    (tmp_path / "fan.yaml").write_text(textwrap.dedent("""
+        name: fan
+        version: 1
+        input_schema: {items: {type: list, required: true}}
+        steps:
+          - name: each
+            action: lab.each
+            compensate: lab.undo_each
+            for_each: input.items
+          - name: last
+            action: lab.last
+            compensate: none
+            reason: it only fails
+    """).lstrip())
+    reg = Registry()
+    reg.add_action("lab.each", lambda ctx: {"item": ctx.item})
+    reg.add_compensation("lab.undo_each", lambda ctx: None)
+
+    def last(ctx: Any) -> None:
+        raise PermanentError("no")
+
+    reg.add_action("lab.last", last)
+    with Engine(Catalog.load_strict([str(tmp_path)]), reg, "memory://",
+                clock=VirtualClock()) as engine:
+        run = engine.start("fan", {"items": ["a", "b"]})
+        engine.run_until_idle()
+        assert engine.get_run(run.id).status == "compensated"
+    names = sorted(s.name for s in spans.get_finished_spans()
+                   if s.name.startswith(("step each", "compensate each")))
+    assert names == ["compensate each[0]", "compensate each[1]", "step each[0]",
+                     "step each[1]"]

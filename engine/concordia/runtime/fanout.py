@@ -106,7 +106,9 @@ class FanOut:
         calls = [ex._invocation(p, step, ex.registry.get_action(step.action),
                                 self._context(p, step, index, rec))
                  for step, index, rec in started]
+        spans = ex.tracer.calls_started(p.run, [(r.name, r.attempt) for _, _, r in started])
         done = outcomes((yield Call(calls)))
+        ex.tracer.calls_ended(spans, done)
         now = ex.clock.now()
         stop: HandlerStopError | None = None
         for (step, index, rec), outcome in zip(started, done, strict=True):
@@ -229,7 +231,9 @@ class FanOut:
             completed, journal_clone(rec.checkpoint), item=(p.steps[parent].items or [])[index],
             index=index, name=step.as_)
         call = ex._invocation(p, step, ex.registry.get_compensation(step.compensate), ctx)
+        spans = ex.tracer.calls_started(run, [(name, rec.comp_attempt)], compensation=True)
         outcome = outcomes((yield Call([call])))[0]
+        ex.tracer.calls_ended(spans, [outcome])
         now = ex.clock.now()
         pending.touch(rec)
         if outcome.ok:
