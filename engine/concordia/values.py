@@ -15,6 +15,7 @@ they stop at the first limit crossed.
 from __future__ import annotations
 
 import math
+import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -138,7 +139,8 @@ def _flat_within(value: Any, limits: Limits) -> bool:
         size = 2
         max_len = limits.max_string_length
         for key, item in value.items():
-            if type(key) is not str or not key.isascii() or len(key) > max_len:
+            if (type(key) is not str or not key.isascii() or len(key) > max_len
+                    or "\x00" in key):
                 return False
             field = _scalar_size(item, max_len)
             if field < 0:
@@ -154,7 +156,8 @@ def _scalar_size(value: Any, max_len: int) -> int:
     (non-ASCII text is left to the walk, which knows its UTF-8 size and lone surrogates)."""
     kind = type(value)
     if kind is str:
-        return len(value) + 2 if len(value) <= max_len and value.isascii() else -1
+        return (len(value) + 2 if len(value) <= max_len and value.isascii()
+                and "\x00" not in value else -1)
     if kind is int:
         return 20 if _INT_MIN <= value <= _INT_MAX else -1
     if kind is bool or value is None:
@@ -215,7 +218,7 @@ def _walk(value: Any, what: str, max_depth: int, max_bytes: int, max_len: int, *
                 if type(key) is not str:
                     key = _key(key, what, strict, path)
                 path[-1] = key
-                if key.isascii() and len(key) <= max_len:
+                if key.isascii() and len(key) <= max_len and "\x00" not in key:
                     size += len(key) + 2  # its quotes; the colon is counted by _open
                 else:
                     size += _text_size(key, max_len, what, path) + 2
@@ -244,8 +247,8 @@ def _leaf(value: Any, what: str, max_len: int, strict: bool, path: list[Any]) ->
     """JSON size of a scalar, -1 for a container; raises if the value is not allowed."""
     kind = type(value)
     if kind is str:
-        # The common case inlined: short ASCII needs neither a length nor an encoding check.
-        if value.isascii() and len(value) <= max_len:
+        # The common case inlined: short ASCII without NUL needs no further check.
+        if value.isascii() and len(value) <= max_len and "\x00" not in value:
             return len(value) + 2
         return _text_size(value, max_len, what, path) + 2
     if kind is int:
@@ -317,12 +320,59 @@ def _key(key: Any, what: str, strict: bool, path: list[Any]) -> str:
 def _text_size(text: str, max_len: int, what: str, path: list[Any]) -> int:
     if len(text) > max_len:
         _fail(what, f"string of {len(text)} characters exceeds {max_len}", path)
-    if text.isascii():
-        return len(text)
-    try:
-        return len(text.encode("utf-8"))
-    except UnicodeEncodeError:
-        _fail(what, "string is not valid Unicode (it holds a lone surrogate)", path)
+    reason = text_fault(text)
+    if reason is not None:
+        _fail(what, reason, path)
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
+
+
+# -- text: the one rule for every journaled string ------------------------------------------
+#
+# A journaled string is Unicode text without U+0000 and without lone surrogates. PostgreSQL
+# refuses NUL in ``text`` and ``jsonb`` and every store must give the same verdict, and a
+# lone surrogate cannot be encoded as UTF-8 for any of them: such a value is refused where
+# it enters (an input, a result, an event, an identifier), before any store sees it.
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_UNFIT = re.compile("[\x00\ud800-\udfff]")
+
+
+def text_fault(text: str) -> str | None:
+    """Why ``text`` cannot be journaled, or None when it can."""
+    if "\x00" in text:
+        return "string holds a NUL character (U+0000), which the journal does not keep"
+    if not text.isascii() and _SURROGATE.search(text) is not None:
+        return "string is not valid Unicode (it holds a lone surrogate)"
+    return None
+
+
+def check_text(value: str, what: str, max_length: int = 1024) -> str:
+    """Return ``value`` if it is a string the journal keeps as it is (see
+    :func:`text_fault`) of at most ``max_length`` characters; raise
+    :class:`ValueLimitError` naming ``what`` otherwise.
+
+    For identifiers and plain text fields (run ids, correlation and causation ids, an
+    event's ``source``/``id``/``type``, a cancellation's reason).
+    """
+    if type(value) is not str and not isinstance(value, str):
+        raise ValueLimitError(what, f"{type(value).__name__} is not a string", "")
+    if len(value) > max_length:
+        raise ValueLimitError(what, f"string of {len(value)} characters exceeds "
+                                    f"{max_length}", "")
+    if not value.isascii() or "\x00" in value:
+        reason = text_fault(value)
+        if reason is not None:
+            raise ValueLimitError(what, reason, "")
+    return value
+
+
+def clean_text(text: str) -> str:
+    """``text`` with what the journal does not keep (NUL, lone surrogates) replaced by
+    U+FFFD: for text the engine writes about a value rather than the value itself (an
+    error's message, which may quote the input that caused it)."""
+    if text.isascii() and "\x00" not in text:
+        return text
+    return _UNFIT.sub("\ufffd", text)
 
 
 def _fail(what: str, reason: str, path: list[Any]) -> NoReturn:
@@ -350,5 +400,5 @@ def _bytes(count: int) -> str:
     return f"{count} bytes"
 
 
-__all__ = ["DEFAULT_LIMITS", "Limits", "check_result", "check_size", "check_value",
-           "get_limits", "set_limits"]
+__all__ = ["DEFAULT_LIMITS", "Limits", "check_result", "check_size", "check_text",
+           "check_value", "clean_text", "get_limits", "set_limits", "text_fault"]
