@@ -7,6 +7,7 @@
     ├── UnknownSagaError         no saga of that name (and version) is loaded
     ├── UnknownRunError          no run with that id in the store
     ├── StoreError               the journal could not be opened or written
+    │   └── ValueRefusedError    the store refused a value a write carried (not an outage)
     ├── ExpressionError          a CEL expression failed to compile or evaluate
     ├── ValueLimitError          a value is not JSON data within the limits (too deep, ...)
     ├── EventError               an event envelope or payload is not valid
@@ -78,6 +79,14 @@ class UnknownRunError(ConcordiaError):
 
 class StoreError(ConcordiaError):
     """The journal could not be opened, migrated or written."""
+
+
+class ValueRefusedError(StoreError):
+    """The store refused a value that a write carried (text PostgreSQL cannot hold, an
+    invalid encoding): the fault of the write, not of the store. Values are checked
+    before any store sees them (:func:`concordia.values.check_text`), so this is the last
+    line of defence: the run that wrote it fails its step, or is parked ``stuck``, and is
+    never retried in a loop as it would be for an outage."""
 
 
 class ExpressionError(ConcordiaError):

@@ -71,6 +71,9 @@ class BlockingEngine:
     def retry(self, run_id: str) -> RunView:
         return self._run(self.engine.retry(run_id))
 
+    def resolve_run_id(self, prefix: str) -> str:
+        return self._run(self.engine.resolve_run_id(prefix))
+
     def deliver(self, event: Any) -> Delivery:
         return self._run(self.engine.deliver(event))
 

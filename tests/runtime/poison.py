@@ -5,7 +5,7 @@ compensate), then its faulty step. The faults: an emit mapping and a policy inpu
 raise (``items[0]`` of an empty list), a 100,000-deep result, a NaN result, an async
 handler raising ``TimeoutError`` itself (no step timeout), a custom ``BaseException``
 (sync and async), an exception with a 30 MiB message and one whose message cannot be
-read, ``KeyboardInterrupt`` and ``SystemExit``, an async handler that blocks its loop past
+read, an error message and a result holding a NUL character (which PostgreSQL refuses), ``KeyboardInterrupt`` and ``SystemExit``, an async handler that blocks its loop past
 its step timeout, and three hanging sync handlers in parallel (more than a small handler
 pool holds) with short timeouts.
 
@@ -119,6 +119,15 @@ SAGAS = {
     compensate: poison.undo
     retry: {attempts: 2, backoff: {initial: 10ms, jitter: 0}}
 """),
+    # An error message quoting text no store keeps as it is (PostgreSQL refuses NUL):
+    # recorded cleaned, an ordinary failure, never a commit refused in a loop.
+    "nul_error": _poison("nul_error", """\
+  - {name: quote, action: poison.quote, compensate: poison.undo}
+"""),
+    # A result holding such text: refused as a value, the step fails without retry.
+    "nul_result": _poison("nul_result", """\
+  - {name: spill, action: poison.spill, compensate: poison.undo}
+"""),
     "keyboard_interrupt": _poison("keyboard_interrupt", """\
   - {name: ctrl_c, action: poison.ctrl_c, compensate: poison.undo}
 """),
@@ -164,6 +173,8 @@ FAULTS = {f.saga: f for f in (
     Fault("base_exception", ("melt_sync", "melt_async"), "Meltdown: core breach"),
     Fault("huge_message", ("boom",), "Enormous: xxxxxxxx"),
     Fault("unprintable", ("mute",), "Unprintable", attempts=2),
+    Fault("nul_error", ("quote",), "ValueError: cannot process a\ufffdb"),
+    Fault("nul_result", ("spill",), "ValueLimitError"),
     Fault("keyboard_interrupt", ("ctrl_c",), "KeyboardInterrupt", stops_worker=True),
     Fault("system_exit", ("exit",), "SystemExit", stops_worker=True),
     Fault("blocked_loop", ("block",), "over its timeout of 0.2s"),
@@ -261,6 +272,12 @@ def build_registry(record: Record, pause: float = 0.02) -> Registry:
     def mute(ctx: Any) -> Any:
         raise Unprintable
 
+    def quote(ctx: Any) -> Any:
+        raise ValueError("cannot process a\x00b")
+
+    def spill(ctx: Any) -> Any:
+        return {"text": "a\x00b"}
+
     def ctrl_c(ctx: Any) -> Any:
         raise KeyboardInterrupt
 
@@ -284,6 +301,7 @@ def build_registry(record: Record, pause: float = 0.02) -> Registry:
         "poison.load": load, "poison.deep": deep, "poison.nan": nan,
         "poison.own_timeout": own_timeout, "poison.melt_sync": melt_sync,
         "poison.melt_async": melt_async, "poison.boom": boom, "poison.mute": mute,
+        "poison.quote": quote, "poison.spill": spill,
         "poison.ctrl_c": ctrl_c, "poison.exit": exit_,
         "poison.block": block, "poison.hang": hang}
     for name, fn in actions.items():

@@ -10,7 +10,8 @@ its step timeout, and more hanging sync handlers than the handler pool has threa
 
 - In process (quick): each fault beside healthy runs on the sync and the async engine,
   on the memory and the SQLite store.
-- Under ``concordia worker`` (slow): each fault beside 20 healthy runs, started
+- Under ``concordia worker`` (slow), on SQLite and PostgreSQL: each fault beside 20
+  healthy runs, started
   beforehand by an engine that does not claim them; every handler call's start time is
   written to a side log and compared with its run's final ``updated_at``.
 - An async handler that swallows its cancellation is given up on shortly after its
@@ -25,7 +26,7 @@ import json
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +41,10 @@ from concordia.runtime.engine import Engine
 from concordia.runtime.invoke import HandlerStopError
 from concordia.runtime.views import RunView
 from concordia.status import ENDED
-from concordia.store.sqlite import SqliteStore
+from concordia.store import open_store
+from tests.pg import drop_schema
 from tests.runtime import poison
+from tests.runtime.conftest import store_url_for
 from tests.runtime.blocking import BlockingEngine
 from tests.runtime.poison import FAULTS, HEALTHY, Fault
 from tests.runtime.sagas import load_catalog, write_definitions
@@ -272,10 +275,10 @@ def creation_order(fault: Fault) -> list[bool]:
     return order + [True] * (poison_runs(fault) - sum(order))
 
 
-def create_runs(tmp_path: Path, fault: Fault) -> tuple[str, Path, list[str], list[str]]:
+def create_runs(tmp_path: Path, fault: Fault, store: str
+                ) -> tuple[Path, list[str], list[str]]:
     definitions = tmp_path / "definitions"
     write_definitions(definitions, *poison.documents())
-    store = f"sqlite:///{tmp_path / 'runs.db'}"
     healthy: list[str] = []
     bad: list[str] = []
     with Engine(Catalog.load_strict([str(definitions)]), poison.registry, store,
@@ -286,7 +289,7 @@ def create_runs(tmp_path: Path, fault: Fault) -> tuple[str, Path, list[str], lis
                                         run_id=f"poison-{len(bad):02d}").id)
             else:
                 healthy.append(engine.start(HEALTHY, run_id=f"healthy-{len(healthy):02d}").id)
-    return store, definitions, healthy, bad
+    return definitions, healthy, bad
 
 
 def peak_counted(side: list[dict[str, Any]], timeout: float) -> int:
@@ -303,18 +306,29 @@ def peak_counted(side: list[dict[str, Any]], timeout: float) -> int:
 
 
 def all_ended(store: str, total: int) -> bool:
-    reader = SqliteStore(store, readonly=True)
+    reader = open_store(store, readonly=True)
     try:
         return sum(r.status in ENDED for r in reader.list_runs(limit=2 * total)) == total
     finally:
         reader.close()
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def worker_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The workers' store: a SQLite file, or a PostgreSQL schema of the test's own."""
+    url = store_url_for(request.param, tmp_path)
+    yield url
+    if request.param == "postgres":
+        drop_schema(url.rsplit("schema=", 1)[1])
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("saga", list(FAULTS))
-def test_poison_fails_alone_under_the_worker(tmp_path: Path, saga: str) -> None:
+def test_poison_fails_alone_under_the_worker(tmp_path: Path, saga: str,
+                                             worker_store: str) -> None:
     fault = FAULTS[saga]
-    store, definitions, healthy, bad = create_runs(tmp_path, fault)
+    store = worker_store
+    definitions, healthy, bad = create_runs(tmp_path, fault, store)
     total = len(healthy) + len(bad)
     env = {"POISON_SIDE_LOG": str(tmp_path / "side.log")}
 
@@ -351,7 +365,7 @@ def test_poison_fails_alone_under_the_worker(tmp_path: Path, saga: str) -> None:
 
     side = read_side_log(tmp_path / "side.log")
     with Engine(Catalog.load_strict([str(definitions)]), poison.registry,
-                SqliteStore(store, readonly=True), check_bindings=False) as reader:
+                open_store(store, readonly=True), check_bindings=False) as reader:
         for rid in healthy:
             view = reader.get_run(rid)
             check_healthy_run(view)

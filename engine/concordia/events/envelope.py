@@ -24,6 +24,7 @@ from typing import Any, Final
 from concordia.errors import EventError
 from concordia.ids import is_uuid, new_id
 from concordia.timestamps import format_timestamp, parse_timestamp, utc_now
+from concordia.values import text_fault
 
 SPECVERSION: Final = "1.0"
 JSON_CONTENT_TYPE: Final = "application/json"
@@ -37,6 +38,10 @@ _EXTENSION_NAME_RE = re.compile(r"[a-z0-9]+")
 _DATASCHEMA_RE = re.compile(r"urn:concordia:event:(?P<type>[^\s:]+):v(?P<version>[1-9]\d{0,9})")
 # Taxonomy versions are at most 2**31 - 1, as the definitions' schema says.
 MAX_VERSION = 2**31 - 1
+# The longest string attribute (``source``, ``subject``, the correlation and causation ids,
+# an extension's value): attributes are journaled with every event and compared on every
+# delivery; a kilobyte holds any real URI or identifier.
+MAX_ATTRIBUTE = 1024
 _EVENT_TYPE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]*")
 ExtensionValue = str | int | bool
 
@@ -175,6 +180,9 @@ def read_envelope(raw: Any) -> tuple[Envelope | None, list[AttributeProblem]]:
         if value is not None and (not isinstance(value, str) or not value):
             fail(name, f"must be a non-empty string, not {_short(value)}")
             value = None
+        elif value is not None and (fault := _text_fault(value)) is not None:
+            fail(name, fault)
+            value = None
         optional[name] = value
     dataschema = optional["dataschema"]
     if dataschema is not None and dataschema.startswith(DATASCHEMA_PREFIX):
@@ -224,6 +232,9 @@ def _extensions(raw: Mapping[str, Any], fail: Callable[[str, str], None]
         if isinstance(value, float) or not isinstance(value, str | int | bool):
             fail(name, f"extension values must be strings, integers or booleans, "
                        f"not {_kind(value)}")
+            continue
+        if isinstance(value, str) and (fault := _text_fault(value)) is not None:
+            fail(name, fault)
             continue
         extensions[name] = value
     return extensions
@@ -287,7 +298,19 @@ def _string(raw: Mapping[str, Any], name: str, fail: Callable[[str, str], None])
     if not isinstance(value, str) or not value.strip():
         fail(name, f"must be a non-empty string, not {_short(value)}")
         return None
+    fault = _text_fault(value)
+    if fault is not None:
+        fail(name, fault)
+        return None
     return value
+
+
+def _text_fault(value: str) -> str | None:
+    """Why an attribute's text cannot be taken (too long, or not text the journal keeps:
+    see :func:`concordia.values.text_fault`), or None."""
+    if len(value) > MAX_ATTRIBUTE:
+        return f"{len(value)} characters; at most {MAX_ATTRIBUTE}"
+    return text_fault(value)
 
 
 def _int_version(raw: ExtensionValue) -> int | None:

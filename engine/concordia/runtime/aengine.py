@@ -38,7 +38,7 @@ from concordia.runtime.effects import Flow, adrive
 from concordia.runtime.engine import is_run_fault, load_directory, release_claims, renew_leases
 from concordia.runtime.invoke import AsyncInvoker, HandlerPool, HandlerStopError
 from concordia.runtime.leases import LeaseKeeper
-from concordia.runtime.views import RunView, read_list, read_view
+from concordia.runtime.views import RunView, is_run_id, read_list, read_view
 from concordia.store.aio import AsyncStore
 from concordia.store.base import ConflictError, Store
 
@@ -299,6 +299,8 @@ class AsyncEngine:
         return await self._drive(read_list(status, saga, limit))
 
     async def resolve_run_id(self, prefix: str) -> str:
+        if not is_run_id(prefix):
+            raise UnknownRunError(prefix)
         found = await self.astore.read("find_run_ids", prefix, 2)
         if len(found) == 1:
             return str(found[0])

@@ -19,7 +19,7 @@ import structlog
 
 from concordia.clock import Clock
 from concordia.definitions.catalog import Catalog
-from concordia.errors import ConcordiaError, StoreError, UnknownRunError
+from concordia.errors import ConcordiaError, StoreError, UnknownRunError, ValueRefusedError
 from concordia.events.bus import Bus
 from concordia.events.envelope import Envelope
 from concordia.registry import Registry
@@ -28,7 +28,7 @@ from concordia.runtime.delivery import Delivery
 from concordia.runtime.effects import Flow, drive
 from concordia.runtime.invoke import HandlerPool, HandlerStopError, Invoker
 from concordia.runtime.leases import LeaseKeeper
-from concordia.runtime.views import RunView, read_list, read_view
+from concordia.runtime.views import RunView, is_run_id, read_list, read_view
 from concordia.store.base import ConflictError, Store
 
 T = TypeVar("T")
@@ -278,6 +278,8 @@ class Engine:
 
     def resolve_run_id(self, prefix: str) -> str:
         """The id of the one run whose id starts with ``prefix``."""
+        if not is_run_id(prefix):
+            raise UnknownRunError(prefix)
         found = self.core.store.find_run_ids(prefix, 2)
         if len(found) == 1:
             return found[0]
@@ -339,5 +341,7 @@ def renew_leases(core: Core, run_ids: list[str]) -> list[str]:
 def is_run_fault(exc: Exception) -> bool:
     """Whether an error raised while advancing is the run's (contain it) or its
     surroundings' (the store is unreachable: the caller must see it)."""
+    if isinstance(exc, ValueRefusedError):  # the run's own value, refused: contain it
+        return True
     return not isinstance(exc, StoreError | HandlerStopError)
 

@@ -66,6 +66,7 @@ from concordia.runtime.invoke import HandlerStopError, Invocation, Outcome, Step
 from concordia.runtime.items import results_of, stage_index
 from concordia.runtime.pending import Pending, describe, journal_value, json_clone, utc
 from concordia.runtime.planner import plan, retry_policy
+from concordia.runtime.views import MAX_ID, is_run_id
 from concordia.status import (
     ACTIVE,
     END_KIND,
@@ -79,6 +80,7 @@ from concordia.status import (
 from concordia.store.base import ConflictError
 from concordia.store.records import AwaitRecord, Commit, HistoryEntry, RunRecord, StepRecord
 from concordia.tracing import make_tracer
+from concordia.values import check_text, text_fault
 
 _log = structlog.get_logger("concordia.engine")
 
@@ -86,6 +88,7 @@ _log = structlog.get_logger("concordia.engine")
 # of the lease left, so that another worker can never take the run over mid-call.
 _FRESH_MARGIN = 5.0
 _RECENT = 10_000  # runs whose last written state an executor keeps
+MAX_REASON = 4096  # characters of a cancellation's reason
 _OPEN_STEP = (StepStatus.PENDING, StepStatus.WAITING_RETRY, StepStatus.AWAITING,
               StepStatus.RUNNING)
 
@@ -176,6 +179,11 @@ class Executor:
             data = journal_value(data, f"the input of saga {saga.name}")
         except ValueLimitError as exc:
             raise InputError(saga.name, str(exc), exc.path or None) from None
+        for name, value in (("correlation_id", correlation_id),
+                            ("causation_id", causation_id), ("run_id", run_id)):
+            if value is not None and (len(value) > MAX_ID or text_fault(value)):
+                why = text_fault(value) or f"longer than {MAX_ID} characters"
+                raise InputError(saga.name, f"{name}: {why}", name)
         errors = check(saga.input_schema, data)
         if errors:
             raise InputError(saga.name, summarise(errors), errors[0].field or None)
@@ -629,7 +637,8 @@ class Executor:
     def request_cancel(self, run_id: str, reason: str) -> Flow[RunRecord]:
         """Ask a run to stop and compensate; returns the run as it stands after the ask."""
         self.forget(run_id)
-        run = yield Read("get_run", run_id)
+        check_text(reason, "the cancellation's reason", MAX_REASON)
+        run = (yield Read("get_run", run_id)) if is_run_id(run_id) else None
         if run is None:
             raise UnknownRunError(run_id)
         where = self.book.of(run.saga, run.version).where.get(run.state)
@@ -645,7 +654,7 @@ class Executor:
     def retry(self, run_id: str) -> Flow[None]:
         """Resume a run halted in ``compensation_failed`` or ``stuck`` (after a fix)."""
         self.forget(run_id)
-        loaded = yield Read("load", run_id)
+        loaded = (yield Read("load", run_id)) if is_run_id(run_id) else None
         if loaded is None:
             raise UnknownRunError(run_id)
         run, stored = loaded

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from concordia.store.records import AwaitRecord, HistoryEntry, RunRecord, StepRecord
-from concordia.values import check_value
+from concordia.values import check_value, clean_text
 
 
 @dataclass(slots=True)
@@ -106,13 +106,15 @@ MAX_ERROR_TEXT = 16_384
 def describe(error: BaseException) -> str:
     """An error as the journal records it: its class name and (the start of) its message.
 
-    A handler's exception is the handler's own failure even when its ``str()`` fails.
+    A handler's exception is the handler's own failure even when its ``str()`` fails. What
+    the journal does not keep (NUL, lone surrogates: a message may quote the value that
+    caused it) is replaced by U+FFFD, so recording a failure never fails.
     """
-    name = type(error).__name__
+    name = clean_text(type(error).__name__)
     try:
         text = str(error)
     except Exception as exc:
         return f"{name} (its message could not be read: {type(exc).__name__})"
     if len(text) > MAX_ERROR_TEXT:
         text = f"{text[:MAX_ERROR_TEXT]}... ({len(text) - MAX_ERROR_TEXT} more characters)"
-    return f"{name}: {text}" if text else name
+    return f"{name}: {clean_text(text)}" if text else name

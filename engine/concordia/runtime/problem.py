@@ -25,7 +25,7 @@ from typing import Any
 
 from concordia.errors import HandlerError, ValueLimitError
 from concordia.runtime.pending import describe, detach
-from concordia.values import check_value, get_limits
+from concordia.values import check_value, clean_text, get_limits
 
 MAX_DETAILS_BYTES = 64 * 1024  # structured details are a record of the failure, not data
 MAX_NAME = 256  # characters of a type or title
@@ -93,7 +93,7 @@ def _status(value: Any) -> int | None:
 
 
 def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[:limit] + "…"
+    return clean_text(text if len(text) <= limit else text[:limit] + "…")
 
 
 def _bounded(details: Mapping[str, Any]) -> dict[str, Any]:

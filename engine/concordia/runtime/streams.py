@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from concordia.errors import ConcordiaError, StoreError
+from concordia.errors import ConcordiaError, StoreError, ValueRefusedError
 
 if TYPE_CHECKING:
     from concordia.events.nats import NatsConsumer
@@ -51,7 +51,8 @@ def refused(event: dict[str, Any] | None, error: Exception) -> bool:
     """Whether an event will never be taken, so that redelivering it is pointless: the
     taxonomy refuses it, or the saga it triggers refuses the input it maps from it. The
     store being unreachable is not that: the event comes back."""
-    return isinstance(error, ConcordiaError) and not isinstance(error, StoreError)
+    return isinstance(error, ConcordiaError) and (
+        isinstance(error, ValueRefusedError) or not isinstance(error, StoreError))
 
 
 async def consume_forever(engine: AsyncEngine, consumer: NatsConsumer, *,

@@ -12,6 +12,7 @@ from concordia.runtime.items import is_item, results_of, split_item
 from concordia.runtime.pending import json_clone
 from concordia.status import ENDED, Kind, RunStatus
 from concordia.store.records import Commit, HistoryEntry, RunRecord, StepRecord, copy_step
+from concordia.values import text_fault
 
 
 @dataclass(frozen=True)
@@ -111,8 +112,20 @@ def created_view(order: Iterable[str], commit: Commit) -> RunView:
                      json_clone(commit.decisions))
 
 
+# The longest id a run, a correlation or a causation may have.
+MAX_ID = 256
+
+
+def is_run_id(text: str) -> bool:
+    """Whether ``text`` could be a run's id: ids are journaled text of at most
+    :data:`MAX_ID` characters (a lookup of anything else finds nothing, on every store)."""
+    return len(text) <= MAX_ID and text_fault(text) is None
+
+
 def read_view(order_of: Any, run_id: str) -> Flow[RunView]:
     """Read a whole run and view it; ``order_of(run)`` gives the definition's step order."""
+    if not is_run_id(run_id):  # no run has such an id, on any store
+        raise UnknownRunError(run_id)
     loaded = yield Read("load", run_id)
     if loaded is None:
         raise UnknownRunError(run_id)
@@ -125,5 +138,7 @@ def read_view(order_of: Any, run_id: str) -> Flow[RunView]:
 
 def read_list(status: str | None, saga: str | None, limit: int) -> Flow[list[RunView]]:
     """Runs without their steps and history (a listing)."""
+    if any(v is not None and text_fault(v) is not None for v in (status, saga)):
+        return []  # no run matches text the journal cannot hold, on any store
     runs = yield Read("list_runs", status, saga, limit)
     return [make_view((), r, [], [], [], []) for r in runs]

@@ -45,7 +45,7 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from concordia.errors import StoreError
+from concordia.errors import StoreError, ValueRefusedError
 from concordia.status import Kind, RunStatus, StepStatus
 from concordia.store.base import ConflictError, Store
 from concordia.store.postgres_schema import MIGRATIONS, SCHEMA_VERSION
@@ -178,8 +178,10 @@ class PostgresStore:
     # -- plumbing ----------------------------------------------------------------------------
 
     def _error(self, exc: BaseException) -> StoreError:
-        return StoreError(f"PostgreSQL store {self._where()}: "
-                          f"{str(exc).strip() or type(exc).__name__}")
+        text = str(exc).strip() or type(exc).__name__
+        if isinstance(exc, psycopg.DataError):  # a value of the write's, not an outage
+            return ValueRefusedError(f"PostgreSQL refused a value: {text}")
+        return StoreError(f"PostgreSQL store {self._where()}: {text}")
 
     @contextmanager
     def _tx(self) -> Iterator[psycopg.Cursor[Any]]:
