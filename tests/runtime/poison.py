@@ -5,7 +5,8 @@ compensate), then its faulty step. The faults: an emit mapping and a policy inpu
 raise (``items[0]`` of an empty list), a 100,000-deep result, a NaN result, an async
 handler raising ``TimeoutError`` itself (no step timeout), a custom ``BaseException``
 (sync and async), an exception with a 30 MiB message and one whose message cannot be
-read, an error message and a result holding a NUL character (which PostgreSQL refuses), ``KeyboardInterrupt`` and ``SystemExit``, an async handler that blocks its loop past
+read, an error message and a result holding a NUL character (which PostgreSQL refuses),
+``KeyboardInterrupt`` and ``SystemExit``, an async handler that blocks its loop past
 its step timeout, and three hanging sync handlers in parallel (more than a small handler
 pool holds) with short timeouts.
 

@@ -44,8 +44,8 @@ from concordia.status import ENDED
 from concordia.store import open_store
 from tests.pg import drop_schema
 from tests.runtime import poison
-from tests.runtime.conftest import store_url_for
 from tests.runtime.blocking import BlockingEngine
+from tests.runtime.conftest import store_url_for
 from tests.runtime.poison import FAULTS, HEALTHY, Fault
 from tests.runtime.sagas import load_catalog, write_definitions
 from tests.runtime.workers import WorkerProcess, read_side_log, stop_all, wait_until

@@ -32,7 +32,7 @@ from concordia.errors import ConcordiaError, UnknownRunError
 from concordia.events.bus import Bus
 from concordia.events.envelope import Envelope
 from concordia.registry import Registry
-from concordia.runtime.core import Core
+from concordia.runtime.core import Core, Passes
 from concordia.runtime.delivery import Delivery
 from concordia.runtime.effects import Flow, adrive
 from concordia.runtime.engine import is_run_fault, load_directory, release_claims, renew_leases
@@ -179,29 +179,42 @@ class AsyncEngine:
             raise result.stop
         return result.wrote
 
-    async def run_until_idle(self, max_passes: int | None = None) -> int:
-        """Advance every run that has work now, one at a time, until none has."""
+    async def run_until_idle(self, max_passes: int | None = None) -> Passes:
+        """Advance every run that has work now, one at a time, until none has (see
+        ``Engine.run_until_idle``: dead workers' runs are carried on, live ones' left)."""
         passes = 0
         stalled: set[str] = set()
         core = self.core
+        elsewhere: int | None = None
         while max_passes is None or passes < max_passes:
             due = await self.astore.read("due_runs", core.clock.now(), 100,
                                          core.config.owner)
             due = [r for r in due if r not in stalled]
             if not due:
-                break
+                if elsewhere is not None:
+                    break
+                elsewhere = await self.reclaim()
+                continue
+            elsewhere = None
             for run_id in due:
                 if not await self.pass_over(run_id):
                     stalled.add(run_id)
                 passes += 1
+        if elsewhere:
+            _log.info("engine.pending_elsewhere", runs=elsewhere)
         if core.bus is not None:
             await self.relay_outbox()
-        return passes
+        return Passes(passes, elsewhere or 0)
+
+    async def reclaim(self) -> int:
+        """Free the leases of dead workers of this machine; how many runs live workers
+        elsewhere hold (see :meth:`Core.reclaim`)."""
+        return await self._drive(self.core.reclaim())
 
     async def drain(self, max_wait: float = 60.0) -> int:
         """Like :meth:`run_until_idle`, then wait (on the engine's clock) for timers due
         within ``max_wait`` seconds until none is left."""
-        passes = await self.run_until_idle()
+        passes: int = await self.run_until_idle()
         clock = self.core.clock
         while True:
             wake = await self.astore.read("next_wake_at")

@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import socket
 from dataclasses import dataclass, field
 
-from concordia.ids import new_id
+from concordia.runtime.liveness import worker_name
 
 DEFAULT_STEP_TIMEOUT = 60.0
 DEFAULT_LEASE_TTL = 30.0
-
-
-def worker_name() -> str:
-    """A name no other worker has: host, process and a random part (a restarted process
-    is a new worker, so it never mistakes a dead one's leases for its own)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{new_id()[-8:]}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +22,9 @@ class EngineConfig:
     - ``lease_ttl``: how long a worker's claim on a run lasts without renewal; a worker
       renews its leases while handlers run, so this bounds how soon another worker carries
       on the runs of one that died.
-    - ``owner``: this worker's name in leases.
+    - ``owner``: this worker's name in leases (by default one that says where the worker
+      runs, so that a worker on the same machine can tell at once when it has died: see
+      :mod:`concordia.runtime.liveness`).
     - ``claim_new_runs``: runs this engine creates (``start``, triggered by ``deliver``) are
       leased to it in their creating commit, with their first actions marked started, so
       its next pass runs them without another commit. An engine that starts runs for

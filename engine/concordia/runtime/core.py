@@ -25,12 +25,26 @@ from concordia.runtime.config import EngineConfig
 from concordia.runtime.delivery import Deliverer
 from concordia.runtime.effects import Flow, Read, Send, Write
 from concordia.runtime.executor import Executor
+from concordia.runtime.liveness import is_dead
 from concordia.runtime.views import RunView, created_view
 from concordia.store import open_store
 from concordia.store.base import Store
 from concordia.store.records import RunRecord
 
 _log = structlog.get_logger("concordia.engine")
+
+
+class Passes(int):
+    """How many passes ``run_until_idle`` made (it is that number), and
+    ``pending_elsewhere``: how many runs it left because live workers elsewhere hold their
+    leases (they carry them on; if they die, their leases expire and the runs are due)."""
+
+    pending_elsewhere: int
+
+    def __new__(cls, passes: int, pending_elsewhere: int = 0) -> Passes:
+        made = super().__new__(cls, passes)
+        made.pending_elsewhere = pending_elsewhere
+        return made
 
 
 class Core:
@@ -67,6 +81,24 @@ class Core:
         if claim:  # this engine drives it next: it knows the run as written
             self.executor.remember(commit.run, {s.name: s for s in commit.steps})
         return view
+
+    def reclaim(self) -> Flow[int]:
+        """Free the leases of dead workers of this machine at once (see
+        :mod:`concordia.runtime.liveness`); return how many runs other, live owners hold
+        (they are left to them until their leases expire)."""
+        now = self.clock.now()
+        me = self.config.owner
+        holders: dict[str, int] = yield Read("lease_holders", now)
+        elsewhere = 0
+        for owner, runs in holders.items():
+            if owner == me:
+                continue
+            if not is_dead(owner):
+                elsewhere += runs
+                continue
+            freed = yield Write("release_owner", owner)
+            _log.warning("lease.owner_dead", owner=owner, runs=len(freed))
+        return elsewhere
 
     def relay_outbox(self, limit: int) -> Flow[int]:
         """Publish pending persistent events, in order; stop at the first refusal."""

@@ -23,7 +23,7 @@ from concordia.errors import ConcordiaError, StoreError, UnknownRunError, ValueR
 from concordia.events.bus import Bus
 from concordia.events.envelope import Envelope
 from concordia.registry import Registry
-from concordia.runtime.core import Core
+from concordia.runtime.core import Core, Passes
 from concordia.runtime.delivery import Delivery
 from concordia.runtime.effects import Flow, drive
 from concordia.runtime.invoke import HandlerPool, HandlerStopError, Invoker
@@ -164,29 +164,42 @@ class Engine:
             raise result.stop
         return result.wrote
 
-    def run_until_idle(self, max_passes: int | None = None) -> int:
-        """Advance every run that has work now, until none has; return passes made."""
+    def run_until_idle(self, max_passes: int | None = None) -> Passes:
+        """Advance every run that has work now, until none has; return the passes made.
+
+        Runs whose leases a dead worker of this machine held (a crashed process this one
+        replaces) are carried on at once. Runs that live workers elsewhere hold are left
+        to them: how many is the result's ``pending_elsewhere`` (and logged).
+        """
         passes = 0
         # A pass that writes nothing would be picked again at once: such runs (another
         # worker holds them) are left for the rest of this call.
         stalled: set[str] = set()
         store, clock, owner = self.core.store, self.core.clock, self.core.config.owner
+        elsewhere: int | None = None
         while max_passes is None or passes < max_passes:
             due = [r for r in store.due_runs(clock.now(), 100, owner) if r not in stalled]
             if not due:
-                break
+                if elsewhere is not None:
+                    break
+                # Nothing due: free the leases of dead workers, whose runs are due then.
+                elsewhere = self._drive(self.core.reclaim())
+                continue
+            elsewhere = None
             for run_id in due:
                 if not self._pass(run_id):
                     stalled.add(run_id)
                 passes += 1
+        if elsewhere:
+            _log.info("engine.pending_elsewhere", runs=elsewhere)
         if self.core.bus is not None:
             self.relay_outbox()
-        return passes
+        return Passes(passes, elsewhere or 0)
 
     def drain(self, max_wait: float = 60.0) -> int:
         """Like :meth:`run_until_idle`, then wait for timers due within ``max_wait`` seconds
         (sleeping on the engine's clock; a virtual clock just jumps) until none is left."""
-        passes = self.run_until_idle()
+        passes: int = self.run_until_idle()
         store, clock = self.core.store, self.core.clock
         while True:
             wake = store.next_wake_at()

@@ -8,7 +8,10 @@ seconds. A store that offers ``claim_due`` (PostgreSQL) hands each worker runs n
 worker holds, leased to it in the same statement; one that offers ``listen`` wakes the
 loop when another process makes a run due (the loop still polls: a lost notification
 costs latency, never a run). A store that cannot be reached for a while (a database
-restart) is waited for: the loop logs it and looks again. Stopping (``engine.stop()``,
+restart) is waited for: the loop logs it and looks again. The leases of workers of this
+machine found dead are freed when the loop starts and every few seconds after (see
+:mod:`concordia.runtime.liveness`), so their runs are carried on without waiting out the
+lease TTL. Stopping (``engine.stop()``,
 SIGTERM in ``concordia worker``, or a handler raising ``KeyboardInterrupt``/``SystemExit``)
 lets each pass finish the step in hand, end and release its lease, and starts no new pass.
 """
@@ -30,6 +33,9 @@ if TYPE_CHECKING:
     from concordia.runtime.aengine import AsyncEngine
 
 _log = structlog.get_logger("concordia.worker")
+# How often (at most) a worker looks for dead workers of its machine whose leases it can
+# free at once: a restarted worker looks when it starts.
+RECLAIM_EVERY = 5.0
 
 
 class Worker:
@@ -47,6 +53,7 @@ class Worker:
         # Runs whose pass wrote nothing (another worker holds them): left alone until then.
         self.resting: dict[str, float] = {}
         self.claims = hasattr(engine.core.store, "claim_due")
+        self.next_reclaim = float("-inf")  # the first look is at once
 
     def _stopping(self) -> bool:
         return self.engine.stopping or self.stop_when()
@@ -110,6 +117,9 @@ class Worker:
             return
         core = self.engine.core
         now = core.clock.now()
+        if now >= self.next_reclaim:  # dead workers of this machine: their runs are due
+            self.next_reclaim = now + min(core.config.lease_ttl / 3, RECLAIM_EVERY)
+            await self.engine.reclaim()
         self.resting = {r: t for r, t in self.resting.items() if t > now}
         if self.claims:
             # Leased to this worker in the claiming statement: no other worker gets them.

@@ -207,6 +207,14 @@ class MemoryStore:
                 if run is not None and run.lease_owner == owner:
                     run.lease_owner = run.lease_expires = None
 
+    def release_owner(self, owner: str) -> list[str]:
+        with self._lock:
+            held = [r for r in self._running if self._runs[r].lease_owner == owner]
+            for run_id in held:
+                run = self._runs[run_id]
+                run.lease_owner = run.lease_expires = None
+            return held
+
     def write_batch(self, fns: Sequence[Callable[[Store], Any]]
                     ) -> list[tuple[Any, BaseException | None]]:
         out: list[tuple[Any, BaseException | None]] = []
@@ -316,6 +324,14 @@ class MemoryStore:
             times += [run.lease_expires for run in map(self._runs.__getitem__, self._running)
                       if run.lease_expires is not None]
             return min(times) if times else None
+
+    def lease_holders(self, now: float) -> dict[str, int]:
+        with self._lock:
+            holders: dict[str, int] = {}
+            for run in map(self._runs.__getitem__, self._running):
+                if run.lease_owner is not None and (run.lease_expires or 0.0) > now:
+                    holders[run.lease_owner] = holders.get(run.lease_owner, 0) + 1
+            return holders
 
     # -- events ------------------------------------------------------------------------------
 

@@ -490,6 +490,16 @@ class PostgresStore:
             if any(r[0] == RunStatus.RUNNING for r in rows):
                 self._notify(cur)
 
+    def release_owner(self, owner: str) -> list[str]:
+        with self._tx() as cur:
+            rows = cur.execute("UPDATE runs SET lease_owner=NULL, lease_expires=NULL WHERE "
+                               "num IN (SELECT num FROM runs WHERE lease_owner=%s AND status "
+                               f"IN {_ACTIVE_SQL} ORDER BY id FOR UPDATE) RETURNING id",
+                               (owner,)).fetchall()
+            if rows:
+                self._notify(cur)
+        return [r[0] for r in rows]
+
     def claim_due(self, owner: str, now: float, limit: int, lease_until: float,
                   exclude: Sequence[str] = ()) -> list[str]:
         """Lease to ``owner`` up to ``limit`` runs with work now (as :meth:`due_runs`
@@ -578,6 +588,12 @@ class PostgresStore:
             "ORDER BY status <> 'running', wake_at NULLS FIRST, num LIMIT %(limit)s",
             {"now": now, "owner": owner, "limit": limit})
         return [r[0] for r in rows]
+
+    def lease_holders(self, now: float) -> dict[str, int]:
+        rows = self._query(f"SELECT lease_owner, count(*) FROM runs WHERE status IN "
+                           f"{_ACTIVE_SQL} AND lease_owner IS NOT NULL AND lease_expires > %s "
+                           "GROUP BY lease_owner", (now,))
+        return {r[0]: int(r[1]) for r in rows}
 
     def next_wake_at(self) -> float | None:
         # Timers by their index; leases over the running runs (no index covers the lease,

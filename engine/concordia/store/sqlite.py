@@ -543,6 +543,13 @@ class SqliteStore:
             conn.execute(f"UPDATE runs SET lease_owner=NULL, lease_expires=NULL WHERE "
                          f"lease_owner=? AND id IN ({marks})", (owner, *run_ids))
 
+    def release_owner(self, owner: str) -> list[str]:
+        with self._tx() as conn:
+            rows = conn.execute(f"UPDATE runs SET lease_owner=NULL, lease_expires=NULL WHERE "
+                                f"status IN {_ACTIVE_SQL} AND lease_owner=? RETURNING id",
+                                (owner,)).fetchall()
+        return [r[0] for r in rows]
+
     # -- reads -------------------------------------------------------------------------------
 
     def get_run(self, run_id: str) -> RunRecord | None:
@@ -646,6 +653,12 @@ class SqliteStore:
                 "ORDER BY wake_at, num LIMIT ?", (now, limit)).fetchall()
         timed.sort(key=lambda r: (r[1], r[2]))
         return [r[0] for r in running + timed][:limit]
+
+    def lease_holders(self, now: float) -> dict[str, int]:
+        rows = self._query(f"SELECT lease_owner, COUNT(*) FROM runs WHERE status IN "
+                           f"{_ACTIVE_SQL} AND lease_owner IS NOT NULL AND lease_expires > ? "
+                           "GROUP BY lease_owner", (now,))
+        return {r[0]: r[1] for r in rows}
 
     def next_wake_at(self) -> float | None:
         # A running run leased to a worker is due again when the lease expires (if that
