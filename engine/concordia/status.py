@@ -37,6 +37,8 @@ ACTIVE = frozenset({RunStatus.RUNNING, RunStatus.WAITING, RunStatus.SUSPENDED})
 # Runs that are over for good: nothing can move them again.
 FINAL = frozenset({RunStatus.COMPLETED, RunStatus.COMPENSATED, RunStatus.FAILED,
                    RunStatus.CANCELLED})
+# Runs waiting on a timer (a retry's, an await's deadline) or an event.
+TIMED_RUN = frozenset({RunStatus.WAITING, RunStatus.SUSPENDED})
 # Runs halted for an operator: they move again only through ``engine.retry``.
 HALTED = frozenset({RunStatus.COMPENSATION_FAILED, RunStatus.STUCK})
 ENDED = FINAL | HALTED
@@ -61,6 +63,18 @@ class StepStatus(StrEnum):
 # Step statuses in which nothing more happens to the step going forward.
 STEP_SETTLED = frozenset({StepStatus.SUCCEEDED, StepStatus.SKIPPED, StepStatus.FAILED,
                           StepStatus.CAUGHT})
+# Steps a stage is done with: the run goes on past them.
+STEP_DONE = frozenset({StepStatus.SUCCEEDED, StepStatus.SKIPPED, StepStatus.CAUGHT})
+# Steps with a result later steps read (a caught step's result is its catch mapping's).
+WITH_RESULT = frozenset({StepStatus.SUCCEEDED, StepStatus.CAUGHT})
+# Steps (and items) the planner starts when their stage is current: never started, or
+# started and interrupted (a crash mid-attempt: the same attempt runs again).
+STARTABLE = frozenset({StepStatus.PENDING, StepStatus.READY, StepStatus.RUNNING})
+NOT_STARTED = frozenset({StepStatus.PENDING, StepStatus.READY})
+# Steps waiting on a timer: a retry's, or an await's deadline.
+TIMED_STEP = frozenset({StepStatus.WAITING_RETRY, StepStatus.AWAITING})
+# Steps (and items) still open going forward: what a failing or cancelled stage abandons.
+OPEN_STEP = STARTABLE | TIMED_STEP
 
 
 class CompStatus(StrEnum):

@@ -366,6 +366,17 @@ def check_text(value: str, what: str, max_length: int = 1024) -> str:
     return value
 
 
+# The longest id a run, a correlation or a causation may have.
+MAX_ID = 256
+
+
+def is_id(text: str) -> bool:
+    """Whether ``text`` could be an id (a run's, a correlation's): journaled text of at
+    most :data:`MAX_ID` characters. A lookup of anything else finds nothing, on every
+    store, without asking one."""
+    return len(text) <= MAX_ID and text_fault(text) is None
+
+
 def clean_text(text: str) -> str:
     """``text`` with what the journal does not keep (NUL, lone surrogates) replaced by
     U+FFFD: for text the engine writes about a value rather than the value itself (an
@@ -400,5 +411,5 @@ def _bytes(count: int) -> str:
     return f"{count} bytes"
 
 
-__all__ = ["DEFAULT_LIMITS", "Limits", "check_result", "check_size", "check_text",
-           "check_value", "clean_text", "get_limits", "set_limits", "text_fault"]
+__all__ = ["DEFAULT_LIMITS", "MAX_ID", "Limits", "check_result", "check_size", "check_text",
+           "check_value", "clean_text", "get_limits", "is_id", "set_limits", "text_fault"]

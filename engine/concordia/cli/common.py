@@ -217,6 +217,6 @@ class LazyChoices:
 
 
 def run_statuses() -> Sequence[str]:
-    from concordia.store.records import RUN_STATUSES
+    from concordia.status import RUN_STATUSES
 
     return RUN_STATUSES

@@ -32,6 +32,7 @@ from concordia.cli.render import (
 )
 from concordia.errors import ConcordiaError
 from concordia.status import FINAL, RunStatus
+from concordia.store.records import StepRecord
 
 if TYPE_CHECKING:
     from concordia.definitions.catalog import Catalog
@@ -386,7 +387,9 @@ def run_json(engine: Engine, view: RunView, saga: Saga | None) -> dict[str, Any]
                    "finished_at": s.finished_at,
                    "compensation": s.comp_status, "compensation_attempts": s.comp_attempt,
                    "compensation_error": s.comp_error, "error_detail": s.error_detail,
-                   "caught": s.caught, "items": s.items} for s in view.steps],
+                   "caught": s.caught,
+                   "items": s.items if isinstance(s, StepRecord) else None}
+                  for s in view.steps],
         "children": child_tree(engine, view, saga),
         "history": [_history_json(h) for h in view.history],
         "decisions": view.decisions,

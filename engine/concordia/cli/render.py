@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from concordia.definitions.models import Saga
     from concordia.runtime.views import RunView
-    from concordia.store.records import HistoryEntry, StepRecord
+    from concordia.store.records import Attempted, HistoryEntry
 
 MIN_ID = 8
 
@@ -187,7 +187,7 @@ def step_in_hand(view: RunView, saga: Saga | None) -> str:
     return state_label(view.state, saga)
 
 
-def step_row(rec: StepRecord) -> tuple[str, str, str, str, str]:
+def step_row(rec: Attempted) -> tuple[str, str, str, str, str]:
     """(step, status, tries, compensation, result or error) of the steps table."""
     shown = rec.result if rec.result is not None else rec.checkpoint
     outcome = rec.error or (compact_json(shown) if shown is not None else "")

@@ -1,16 +1,25 @@
-"""The ``Bus`` protocol events are published through, and an in-memory bus for tests."""
+"""The ``Bus`` protocol events are published through (and ``AsyncBus``, a bus that can
+also publish from an event loop without blocking it), and an in-memory bus for tests."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 
+@runtime_checkable
 class Bus(Protocol):
     def publish(self, envelope: dict[str, Any]) -> None:
         """Publish one CloudEvents envelope (structured JSON form); raise on failure."""
         ...
+
+
+@runtime_checkable
+class AsyncBus(Bus, Protocol):
+    """A bus the async engine publishes through on its own loop."""
+
+    async def publish_async(self, envelope: dict[str, Any]) -> None: ...
 
 
 class InMemoryBus:

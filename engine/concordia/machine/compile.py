@@ -19,21 +19,69 @@ which moves are legal while a move costs one dict lookup.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from enum import StrEnum
+from typing import Any, NamedTuple
 
 from statemachine.io import create_machine_class_from_definition
 
+from concordia.definitions.identity import fingerprint
 from concordia.definitions.models import ActionStep, AwaitStep, Saga, SagaStep, Step
 from concordia.errors import IllegalTransitionError
 from concordia.status import FINAL, RunStatus
 
+
+class Phase(StrEnum):
+    """Which way a run moves through a stage: forward (its steps) or undoing it."""
+
+    FORWARD = "run"
+    UNDO = "undo"
+
+
+class Where(NamedTuple):
+    """Where a ``run_<i>``/``undo_<i>`` state is: its phase and its stage's index."""
+
+    phase: Phase
+    stage: int
+
+
+class MoveKind(StrEnum):
+    """The moves of a compiled machine (its events)."""
+
+    DONE = "done"  # the stage's steps are done: on to the next stage, or completed
+    FAIL = "fail"  # a step failed for good: undo the stage
+    CANCEL = "cancel"  # a cancellation: undo the stage
+    UNDONE = "undone"  # the stage is undone: undo the one before
+    STUCK = "stuck"  # a compensation failed for good
+    FINISH_COMPENSATED = "finish_compensated"
+    FINISH_FAILED = "finish_failed"
+    FINISH_CANCELLED = "finish_cancelled"
+    GOTO = "goto"  # jump ahead to a later stage (``stage``): on_timeout, a catch's goto
+    RESUME = "resume"  # an operator's retry: undo again from stage ``stage``
+    REVERT = "revert"  # a completed child saga compensates (its parent asks)
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    """One move of a run's machine; ``stage`` for the moves that name one."""
+
+    kind: MoveKind
+    stage: int | None = None
+
+    @property
+    def event(self) -> str:
+        """The machine's event name for this move."""
+        return self.kind.value if self.stage is None else f"{self.kind.value}_{self.stage}"
+
+
 # The machine's end states are named as the run statuses they give a run.
 TERMINAL = tuple(s.value for s in RunStatus if s in FINAL)
 COMPENSATION_FAILED = RunStatus.COMPENSATION_FAILED.value
-FINISH_EVENTS = {"finish_compensated": RunStatus.COMPENSATED.value,
-                 "finish_failed": RunStatus.FAILED.value,
-                 "finish_cancelled": RunStatus.CANCELLED.value}
+FINISH_EVENTS = {MoveKind.FINISH_COMPENSATED.value: RunStatus.COMPENSATED.value,
+                 MoveKind.FINISH_FAILED.value: RunStatus.FAILED.value,
+                 MoveKind.FINISH_CANCELLED.value: RunStatus.CANCELLED.value}
 
 
 @dataclass(frozen=True, eq=False)
@@ -47,10 +95,10 @@ class CompiledSaga:
     transitions: dict[tuple[str, str], str]
     labels: dict[str, str]
     initial: str
-    # Looked up on every step, so kept as tables: each step by name, and each
-    # ``run_<i>``/``undo_<i>`` state as (``"run"``|``"undo"``, i); end states are absent.
+    # Looked up on every step, so kept as tables: each step by name, and where each
+    # ``run_<i>``/``undo_<i>`` state is; end states are absent.
     steps: dict[str, Step]
-    where: dict[str, tuple[str, int]]
+    where: dict[str, Where]
     # Per stage: whether its steps use none of the constructs (``if``, ``catch``,
     # ``for_each``, child sagas), so the planner takes its plain path.
     plain: tuple[bool, ...] = ()
@@ -60,16 +108,19 @@ class CompiledSaga:
     # Actions a run's creating commit may mark started (no condition, no list to expand).
     plain_actions: frozenset[str] = frozenset()
 
-    def move(self, state: str, event: str) -> str:
-        """The state ``event`` leads to from ``state``; raise if the machine forbids it."""
+    def move(self, state: str, move: Move) -> str:
+        """The state ``move`` leads to from ``state``; raise if the machine forbids it."""
+        event = move.event
         try:
             return self.transitions[(state, event)]
         except KeyError:
             raise IllegalTransitionError(self.saga.name, state, event) from None
 
-    def stage_of_state(self, state: str) -> int:
-        """The stage index of a ``run_<i>``/``undo_<i>`` state."""
-        return self.where[state][1]
+    def forward_stage(self, state: str) -> int | None:
+        """The stage a run in ``state`` is moving forward through (None: it is undoing a
+        stage, or has ended)."""
+        where = self.where.get(state)
+        return where.stage if where is not None and where.phase == Phase.FORWARD else None
 
     def states(self) -> list[str]:
         return [s.id for s in self.machine_class.states]
@@ -83,12 +134,6 @@ def undo_state(stage: int) -> str:
     return f"undo_{stage}"
 
 
-def parse_state(state: str) -> tuple[str, int]:
-    """(``run``|``undo``|end name, stage index or -1)."""
-    if state.startswith(("run_", "undo_")):
-        kind, _, idx = state.partition("_")
-        return kind, int(idx)
-    return state, -1
 
 
 def predecessors(saga: Saga) -> dict[str, tuple[str, ...]]:
@@ -155,9 +200,10 @@ def _compile(saga: Saga) -> CompiledSaga:
     labels: dict[str, str] = {}
     for i, stage in enumerate(stages):
         on: dict[str, list[dict[str, str]]] = {
-            "done": [{"target": run_state(i + 1) if i + 1 < n else RunStatus.COMPLETED.value}],
-            "fail": [{"target": undo_state(i)}],
-            "cancel": [{"target": undo_state(i)}],
+            MoveKind.DONE.value: [{"target": run_state(i + 1) if i + 1 < n
+                                   else RunStatus.COMPLETED.value}],
+            MoveKind.FAIL.value: [{"target": undo_state(i)}],
+            MoveKind.CANCEL.value: [{"target": undo_state(i)}],
         }
         for name in stage:
             for goto in jump_targets(saga.step(name)):
@@ -165,23 +211,25 @@ def _compile(saga: Saga) -> CompiledSaga:
                 # through (an outline never runs) gets no backward edge.
                 target = stage_of.get(goto, -1)
                 if target > i:
-                    on[f"goto_{target}"] = [{"target": run_state(target)}]
+                    on[Move(MoveKind.GOTO, target).event] = [{"target": run_state(target)}]
         states[run_state(i)] = {"on": on, **({"initial": True} if i == 0 else {})}
-        undo_on: dict[str, list[dict[str, str]]] = {"stuck": [{"target": COMPENSATION_FAILED}]}
+        undo_on: dict[str, list[dict[str, str]]] = {
+            MoveKind.STUCK.value: [{"target": COMPENSATION_FAILED}]}
         if i > 0:
-            undo_on["undone"] = [{"target": undo_state(i - 1)}]
+            undo_on[MoveKind.UNDONE.value] = [{"target": undo_state(i - 1)}]
         else:
             undo_on.update({ev: [{"target": end}] for ev, end in FINISH_EVENTS.items()})
         states[undo_state(i)] = {"on": undo_on}
         labels[run_state(i)] = " + ".join(_marked(saga.step(s)) for s in stage)
         labels[undo_state(i)] = "undo " + " + ".join(reversed(stage))
     states[COMPENSATION_FAILED] = {
-        "on": {f"resume_{i}": [{"target": undo_state(i)}] for i in range(n)}}
+        "on": {Move(MoveKind.RESUME, i).event: [{"target": undo_state(i)}] for i in range(n)}}
     for end in TERMINAL:
         states[end] = {"final": True}
     # A completed run is undone when its parent compensates (it is a child saga then):
     # so `completed` is left by `revert` into the last undo state.
-    states[RunStatus.COMPLETED.value] = {"on": {"revert": [{"target": undo_state(n - 1)}]}}
+    states[RunStatus.COMPLETED.value] = {
+        "on": {MoveKind.REVERT.value: [{"target": undo_state(n - 1)}]}}
     cls_name = "".join(p.title() for p in saga.name.split("_")) + f"V{saga.version}Machine"
     machine_class = create_machine_class_from_definition(
         cls_name, states=states, allow_event_without_transition=False,
@@ -191,8 +239,8 @@ def _compile(saga: Saga) -> CompiledSaga:
         for transition in state.transitions:
             for event in transition.events:
                 table[(transition.source.id, str(event))] = transition.target.id
-    where = {**{run_state(i): ("run", i) for i in range(n)},
-             **{undo_state(i): ("undo", i) for i in range(n)}}
+    where = {**{run_state(i): Where(Phase.FORWARD, i) for i in range(n)},
+             **{undo_state(i): Where(Phase.UNDO, i) for i in range(n)}}
     actions = [s for s in saga.steps if isinstance(s, ActionStep)]
     return CompiledSaga(saga=saga, stages=stages, stage_of=stage_of,
                         machine_class=machine_class, transitions=table, labels=labels,
@@ -206,14 +254,25 @@ def _compile(saga: Saga) -> CompiledSaga:
                                                 and s.for_each is None))
 
 
-# Keyed by object identity (pydantic models holding dicts are not hashable); the saga is
-# kept in the value so its id cannot be reused while the entry lives.
-_CACHE: dict[int, tuple[Saga, CompiledSaga]] = {}
+# Compiled sagas by (name, version, fingerprint): the same definition loaded again (a
+# catalog reloaded, a second engine) compiles once; the least recently used are dropped
+# past CACHE_SIZE, so a process that loads many definitions over time stays bounded.
+CACHE_SIZE = 256
+_cache: OrderedDict[tuple[str, int, str], CompiledSaga] = OrderedDict()
+_cache_lock = threading.Lock()
 
 
 def compile_saga(saga: Saga) -> CompiledSaga:
-    """The compiled form of ``saga`` (built once per definition version, then cached)."""
-    hit = _CACHE.get(id(saga))
-    if hit is None:
-        hit = _CACHE[id(saga)] = (saga, _compile(saga))
-    return hit[1]
+    """The compiled form of ``saga`` (built once per definition, then cached)."""
+    key = (saga.name, saga.version, fingerprint(saga))
+    with _cache_lock:
+        hit = _cache.get(key)
+        if hit is not None:
+            _cache.move_to_end(key)
+            return hit
+    compiled = _compile(saga)
+    with _cache_lock:
+        compiled = _cache.setdefault(key, compiled)
+        while len(_cache) > CACHE_SIZE:
+            _cache.popitem(last=False)
+    return compiled

@@ -5,9 +5,11 @@ that never blocks the loop: the store's I/O runs off it (SQLite writes grouped a
 runs in flight, see :mod:`concordia.store.aio`), async handlers run on it as tasks, and
 sync handlers run in a bounded thread pool. ``work(concurrency=N)`` advances up to N runs
 at once, never one run twice at once, with a lease on each (see
-:mod:`concordia.runtime.worker`).
+:mod:`concordia.runtime.worker`). Build it inside a running loop with ``await
+AsyncEngine.open(...)``, which opens the store (and records the definitions in it) off
+the loop.
 
-    engine = AsyncEngine.from_directory(".", registry, store="sqlite:///runs.db")
+    engine = await AsyncEngine.open_directory(".", registry, store="sqlite:///runs.db")
 
     @asynccontextmanager
     async def lifespan(app):
@@ -22,28 +24,32 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
-import structlog
-
-from concordia.clock import Clock
+from concordia.clock import Clock, SystemClock
 from concordia.definitions.catalog import Catalog
-from concordia.errors import ConcordiaError, UnknownRunError
-from concordia.events.bus import Bus
+from concordia.events.bus import AsyncBus, Bus
 from concordia.events.envelope import Envelope
 from concordia.registry import Registry
-from concordia.runtime.core import Core, Passes
+from concordia.runtime.config import EngineConfig, Settings
+from concordia.runtime.core import Claims, Core, Passes, load_directory, renew_leases
 from concordia.runtime.delivery import Delivery
 from concordia.runtime.effects import Flow, adrive
-from concordia.runtime.engine import is_run_fault, load_directory, release_claims, renew_leases
-from concordia.runtime.invoke import AsyncInvoker, HandlerPool, HandlerStopError
+from concordia.runtime.invoke import (
+    AsyncInvoker,
+    HandlerPool,
+    HandlerStopError,
+    Invocation,
+    Outcome,
+)
 from concordia.runtime.leases import LeaseKeeper
-from concordia.runtime.views import RunView, is_run_id, read_list, read_view
+from concordia.runtime.views import RunView, read_list
+from concordia.runtime.worker import Worker
 from concordia.store.aio import AsyncStore
-from concordia.store.base import ConflictError, Store
+from concordia.store.base import RunQueries, Store
+from concordia.store.records import RunRecord
 
 T = TypeVar("T")
-_log = structlog.get_logger("concordia.engine")
 
 
 class AsyncEngine:
@@ -58,25 +64,61 @@ class AsyncEngine:
     def __init__(self, catalog: Catalog, registry: Registry, store: Store | str = "memory://",
                  *, clock: Clock | None = None, bus: Bus | None = None,
                  check_bindings: bool = True, handler_threads: int = 16,
-                 **settings: Any) -> None:
-        self._setup(Core(catalog, registry, store, clock=clock, bus=bus,
-                         check_bindings=check_bindings, **settings), handler_threads)
+                 config: EngineConfig | None = None, **settings: Unpack[Settings]) -> None:
+        self._attach(Core(catalog, registry, store, EngineConfig.of(config, settings),
+                          clock=clock, bus=bus, check_bindings=check_bindings),
+                     handler_threads)
 
     @classmethod
-    def over(cls, core: Core, handler_threads: int = 16) -> AsyncEngine:
-        """An async engine over an existing core (a sync engine's, for instance)."""
-        engine = cls.__new__(cls)
-        engine._setup(core, handler_threads)
-        return engine
+    async def open(cls, catalog: Catalog, registry: Registry,
+                   store: Store | str = "memory://", *, clock: Clock | None = None,
+                   bus: Bus | None = None, check_bindings: bool = True,
+                   handler_threads: int = 16, config: EngineConfig | None = None,
+                   **settings: Unpack[Settings]) -> AsyncEngine:
+        """The engine, built off the event loop: opening the store and recording the
+        definitions in it are I/O."""
+        core = await asyncio.to_thread(Core, catalog, registry, store,
+                                       EngineConfig.of(config, settings), clock=clock,
+                                       bus=bus, check_bindings=check_bindings)
+        return cls.over(core, handler_threads)
+
+    @classmethod
+    async def open_directory(cls, path: str, registry: Registry,
+                             store: Store | str = "sqlite:///concordia.db", *,
+                             clock: Clock | None = None, bus: Bus | None = None,
+                             check_bindings: bool = True, handler_threads: int = 16,
+                             config: EngineConfig | None = None,
+                             **settings: Unpack[Settings]) -> AsyncEngine:
+        """:meth:`open` over ``path/definitions`` and ``path/policies`` (or ``path``)."""
+        catalog = await asyncio.to_thread(load_directory, path)
+        return await cls.open(catalog, registry, store, clock=clock, bus=bus,
+                              check_bindings=check_bindings, handler_threads=handler_threads,
+                              config=config, **settings)
 
     @classmethod
     def from_directory(cls, path: str, registry: Registry,
-                       store: Store | str = "sqlite:///concordia.db",
-                       **kwargs: Any) -> AsyncEngine:
-        """Load ``path/definitions`` and ``path/policies`` (or ``path`` itself) strictly."""
-        return cls(load_directory(path), registry, store, **kwargs)
+                       store: Store | str = "sqlite:///concordia.db", *,
+                       clock: Clock | None = None, bus: Bus | None = None,
+                       check_bindings: bool = True, handler_threads: int = 16,
+                       config: EngineConfig | None = None,
+                       **settings: Unpack[Settings]) -> AsyncEngine:
+        """Load ``path/definitions`` and ``path/policies`` (or ``path`` itself) strictly;
+        built in the calling thread (inside a running loop, prefer
+        :meth:`open_directory`)."""
+        return cls(load_directory(path), registry, store, clock=clock, bus=bus,
+                   check_bindings=check_bindings, handler_threads=handler_threads,
+                   config=config, **settings)
 
-    def _setup(self, core: Core, handler_threads: int) -> None:
+    @classmethod
+    def over(cls, core: Core, handler_threads: int = 16) -> AsyncEngine:
+        """An async engine over an existing core (a sync engine's, for its
+        ``work(concurrency=N)``): its own writer, threads and leases; :meth:`detach`
+        stops them and leaves the core's store open."""
+        engine = object.__new__(cls)
+        engine._attach(core, handler_threads)
+        return engine
+
+    def _attach(self, core: Core, handler_threads: int) -> None:
         self.core = core
         self.astore = AsyncStore(core.store)
         self.invoker = AsyncInvoker(HandlerPool(handler_threads))
@@ -85,11 +127,9 @@ class AsyncEngine:
         self.wake = asyncio.Event()
         self._stopping = False
         self.exit_error: HandlerStopError | None = None
-        # Runs created leased to this engine and not driven yet: their leases are given up
-        # when work() returns and on close, so other workers need not wait for them.
-        self._claimed: dict[str, None] = {}
+        self._claims = Claims(core)
         astore = self.astore
-        core.executor.bind_store(astore.write_blocking, astore.write)
+        core.executor.journaling.bind_store(astore.write_blocking, astore.write)
 
     @property
     def store(self) -> Store:
@@ -99,43 +139,59 @@ class AsyncEngine:
     def owner(self) -> str:
         return self.core.config.owner
 
-    async def _drive(self, flow: Flow[T]) -> T:
-        return await adrive(flow, self.astore, self.invoker, self._send)
+    # -- the shell the core's flows run in (see concordia.runtime.effects.AsyncShell) --------
 
-    async def _send(self, envelope: dict[str, Any]) -> None:
+    async def _drive(self, flow: Flow[T]) -> T:
+        return await adrive(flow, self.astore, self)
+
+    async def call_many(self, invocations: list[Invocation]) -> list[Outcome]:
+        return await self.invoker.call_many(invocations)
+
+    async def publish(self, envelope: dict[str, Any]) -> None:
         bus = self.core.bus
-        if bus is None:
-            return
-        publish = getattr(bus, "publish_async", None)
-        if publish is not None:
-            await publish(envelope)
-        else:
+        if isinstance(bus, AsyncBus):
+            await bus.publish_async(envelope)
+        elif bus is not None:
             bus.publish(envelope)
+
+    async def pass_over(self, run_id: str, draining: Callable[[], bool] | None = None
+                        ) -> bool:
+        """One pass over a run; whether it wrote anything. Raises the
+        :class:`HandlerStopError` of a handler that asked the worker to stop."""
+        self._claims.driven(run_id)
+        self.leases.hold(run_id)
+        try:
+            result = await self._drive(self.core.one_pass(run_id, draining))
+        finally:
+            self.leases.release(run_id)
+        if result.stop is not None:
+            raise result.stop
+        return result.wrote
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep on the engine's clock: a virtual clock jumps, the system clock waits."""
+        clock = self.core.clock
+        if isinstance(clock, SystemClock):
+            await asyncio.sleep(max(seconds, 0.0))
+        else:
+            clock.sleep(seconds)
 
     def _renew(self, run_ids: list[str]) -> list[str]:
         return renew_leases(self.core, run_ids)
 
     def _lease_lost(self, run_id: str) -> None:
         # Another worker may carry the run on now: calls not yet started must not start.
-        for call in list(self.invoker.in_flight):
-            if call.ctx.run_id == run_id:
-                call.abandoned = True
+        for invocation in list(self.invoker.in_flight):
+            if invocation.ctx.run_id == run_id:
+                invocation.abandoned = True
 
     def _claim(self) -> bool:
         claim = self.core.config.claim_new_runs
         return self.working if claim is None else claim
 
-    def _note_claimed(self, run_ids: list[str]) -> None:
-        for run_id in run_ids:
-            self._claimed[run_id] = None
-        while len(self._claimed) > 100_000:  # the oldest have long expired
-            del self._claimed[next(iter(self._claimed))]
-
-    async def _release_claims(self) -> None:
-        run_ids = list(self._claimed)
-        self._claimed.clear()
-        if run_ids:
-            await asyncio.to_thread(release_claims, self.core, run_ids)
+    async def release_claims(self) -> None:
+        """Give up the leases of runs this engine created and never drove."""
+        await asyncio.to_thread(self._claims.release)
 
     # -- runs --------------------------------------------------------------------------------
 
@@ -148,7 +204,7 @@ class AsyncEngine:
             saga, input, correlation_id=correlation_id, causation_id=causation_id,
             version=version, run_id=run_id, claim=claim))
         if claim:
-            self._note_claimed([view.id])
+            self._claims.note([view.id])
         self.wake.set()
         return view
 
@@ -156,55 +212,10 @@ class AsyncEngine:
         """Drive one run as far as it can go now (see ``Engine.advance``)."""
         await self.pass_over(run_id)
 
-    async def pass_over(self, run_id: str, draining: Callable[[], bool] | None = None
-                        ) -> bool:
-        """One pass over a run; whether it wrote anything. Raises the
-        :class:`HandlerStopError` of a handler that asked the worker to stop."""
-        executor = self.core.executor
-        self._claimed.pop(run_id, None)
-        self.leases.hold(run_id)
-        try:
-            result = await self._drive(executor.advance(run_id, draining))
-        except ConflictError:
-            _log.debug("advance.conflict", run_id=run_id)
-            return True
-        except Exception as exc:
-            if not is_run_fault(exc):
-                raise
-            await self._drive(executor.contain(run_id, exc))
-            return True
-        finally:
-            self.leases.release(run_id)
-        if result.stop is not None:
-            raise result.stop
-        return result.wrote
-
     async def run_until_idle(self, max_passes: int | None = None) -> Passes:
         """Advance every run that has work now, one at a time, until none has (see
         ``Engine.run_until_idle``: dead workers' runs are carried on, live ones' left)."""
-        passes = 0
-        stalled: set[str] = set()
-        core = self.core
-        elsewhere: int | None = None
-        while max_passes is None or passes < max_passes:
-            due = await self.astore.read("due_runs", core.clock.now(), 100,
-                                         core.config.owner)
-            due = [r for r in due if r not in stalled]
-            if not due:
-                if elsewhere is not None:
-                    break
-                elsewhere = await self.reclaim()
-                continue
-            elsewhere = None
-            for run_id in due:
-                if not await self.pass_over(run_id):
-                    stalled.add(run_id)
-                passes += 1
-        if elsewhere:
-            _log.info("engine.pending_elsewhere", runs=elsewhere)
-        if core.bus is not None:
-            await self.relay_outbox()
-        return Passes(passes, elsewhere or 0)
+        return await self._drive(self.core.until_idle(max_passes))
 
     async def reclaim(self) -> int:
         """Free the leases of dead workers of this machine; how many runs live workers
@@ -214,15 +225,7 @@ class AsyncEngine:
     async def drain(self, max_wait: float = 60.0) -> int:
         """Like :meth:`run_until_idle`, then wait (on the engine's clock) for timers due
         within ``max_wait`` seconds until none is left."""
-        passes: int = await self.run_until_idle()
-        clock = self.core.clock
-        while True:
-            wake = await self.astore.read("next_wake_at")
-            now = clock.now()
-            if wake is None or wake - now > max_wait:
-                return passes
-            await _sleep(clock, wake - now)
-            passes += await self.run_until_idle()
+        return await self._drive(self.core.drain(max_wait))
 
     async def work(self, concurrency: int = 1, poll_interval: float = 0.5, *,
                    stop_when: Callable[[], bool] | None = None) -> None:
@@ -231,13 +234,11 @@ class AsyncEngine:
         releases the leases and returns; if a handler asked the worker to stop
         (``KeyboardInterrupt``/``SystemExit``), its :class:`HandlerStopError` is raised
         then."""
-        from concordia.runtime.worker import Worker
-
         try:
             await Worker(self, concurrency, poll_interval, stop_when).run()
         finally:
             self._stopping = False  # the stop is answered: a later work() runs again
-            await self._release_claims()
+            await self.release_claims()
         if self.exit_error is not None:
             error, self.exit_error = self.exit_error, None
             raise error
@@ -256,25 +257,17 @@ class AsyncEngine:
 
         ``advance=False`` only records the request and leaves the compensations to the
         workers (for a process that drives no runs)."""
-        run = await self._drive(self.core.executor.request_cancel(run_id, reason))
-        if advance and not run.leased_to_other(self.owner, self.core.clock.now()):
-            await self._go_on(run_id)
-        return await self.get_run(run_id)
+        view = await self._drive(self.core.cancel(run_id, reason,
+                                                  advance=advance and not self.working))
+        self.wake.set()  # a worker of this engine carries it on
+        return view
 
     async def retry(self, run_id: str, *, advance: bool = True) -> RunView:
         """Resume a run halted in ``compensation_failed`` or ``stuck`` (after a fix);
         ``advance=False`` as for :meth:`cancel`."""
-        await self._drive(self.core.executor.retry(run_id))
-        if advance:
-            await self._go_on(run_id)
-        return await self.get_run(run_id)
-
-    async def _go_on(self, run_id: str) -> None:
-        """Have the run moved: by the worker loop when one runs, else here and now."""
-        if self.working:
-            self.wake.set()
-        else:
-            await self.advance(run_id)
+        view = await self._drive(self.core.retry(run_id, advance=advance and not self.working))
+        self.wake.set()
+        return view
 
     # -- events ------------------------------------------------------------------------------
 
@@ -288,7 +281,7 @@ class AsyncEngine:
         results = await self._drive(self.core.deliverer.deliver_many(
             list(events), batch_size, claim=claim))
         if claim:
-            self._note_claimed([rid for r in results for rid in r.started])
+            self._claims.note([rid for r in results for rid in r.started])
         if any(r.started or r.resumed for r in results):
             self.wake.set()
         return results
@@ -305,27 +298,57 @@ class AsyncEngine:
     # -- reading -----------------------------------------------------------------------------
 
     async def get_run(self, run_id: str) -> RunView:
-        return await self._drive(read_view(self.core.order_of, run_id))
+        return await self._drive(self.core.view(run_id))
 
     async def list_runs(self, status: str | None = None, saga: str | None = None,
                         limit: int = 100) -> list[RunView]:
         return await self._drive(read_list(status, saga, limit))
 
     async def resolve_run_id(self, prefix: str) -> str:
-        if not is_run_id(prefix):
-            raise UnknownRunError(prefix)
-        found = await self.astore.read("find_run_ids", prefix, 2)
-        if len(found) == 1:
-            return str(found[0])
-        if not found:
-            raise UnknownRunError(prefix)
-        raise ConcordiaError(f"run id prefix {prefix!r} is ambiguous; give more of it")
+        return await self._drive(self.core.resolve_run_id(prefix))
 
-    async def aclose(self) -> None:
-        await self._release_claims()
+    # -- operators' reads (a store's RunQueries), for an API in front of the engine ----------
+
+    def _queries(self) -> RunQueries:
+        store = self.core.store
+        if not isinstance(store, RunQueries):
+            raise TypeError(f"store {store.url} answers no operators' queries (RunQueries)")
+        return store
+
+    async def page_runs(self, *, saga: str | None = None, status: str | None = None,
+                        correlation_id: str | None = None, before: str | None = None,
+                        limit: int = 50) -> list[RunRecord] | None:
+        """Runs newest first under the filters given, continuing after run ``before``
+        (None: no such run)."""
+        queries = self._queries()
+        return await self.astore.read(
+            lambda _: queries.page_runs(saga, status, correlation_id, before, limit))
+
+    async def run_counts(self) -> list[tuple[str, str, int]]:
+        """(saga, status, how many runs) for every pair that has runs."""
+        queries = self._queries()
+        return await self.astore.read(lambda _: queries.run_counts())
+
+    async def outbox_backlog(self) -> tuple[int, str | None]:
+        """How many persistent events wait to be published, and the oldest one's time."""
+        queries = self._queries()
+        return await self.astore.read(lambda _: queries.outbox_backlog())
+
+    async def next_wake_at(self) -> float | None:
+        """When the next timer (or lease expiry) is due; reading it proves the store
+        answers."""
+        return await self.astore.read(lambda s: s.next_wake_at())
+
+    async def detach(self) -> None:
+        """Stop what this engine runs of its own (the lease keeper, the handler pool, the
+        store's writer and readers), leaving the core's store open."""
+        await self.release_claims()
         self.leases.close()
         self.invoker.close()
         await asyncio.to_thread(self.astore.close)
+
+    async def aclose(self) -> None:
+        await self.detach()
         self.core.store.close()
 
     async def __aenter__(self) -> AsyncEngine:
@@ -333,13 +356,3 @@ class AsyncEngine:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
-
-
-async def _sleep(clock: Clock, seconds: float) -> None:
-    """Sleep on the engine's clock: a virtual clock jumps, the system clock waits."""
-    from concordia.clock import SystemClock
-
-    if isinstance(clock, SystemClock):
-        await asyncio.sleep(max(seconds, 0.0))
-    else:
-        clock.sleep(seconds)

@@ -16,12 +16,12 @@ from concordia.runtime.planner import retry_policy
 from concordia.runtime.problem import problem_of
 from concordia.runtime.retry import after_failure
 from concordia.status import CompStatus, Kind, StepStatus
-from concordia.store.records import RunRecord, StepRecord
+from concordia.store.records import Attempted, RunRecord
 
 _log = structlog.get_logger("concordia.engine")
 
 
-def begin_attempt(pending: Pending, rec: StepRecord, now: float) -> None:
+def begin_attempt(pending: Pending, rec: Attempted, now: float) -> None:
     """Journal the start of an action's attempt (of a step or of a fan-out item); one
     interrupted by a crash is the same attempt, run again."""
     if rec.status != StepStatus.RUNNING:
@@ -33,7 +33,7 @@ def begin_attempt(pending: Pending, rec: StepRecord, now: float) -> None:
     pending.note(now, Kind.STEP_STARTED, rec.name, rec.attempt)
 
 
-def failed_attempt(pending: Pending, saga: Saga, step: Step, rec: StepRecord,
+def failed_attempt(pending: Pending, saga: Saga, step: Step, rec: Attempted,
                    error: BaseException, now: float, *, key: str, retry: bool,
                    catch: Sequence[CatchClause]) -> bool:
     """Journal a failed attempt (of a step or of a fan-out item, ``key`` its retry jitter
@@ -59,7 +59,7 @@ def failed_attempt(pending: Pending, saga: Saga, step: Step, rec: StepRecord,
     return True
 
 
-def begin_compensation(pending: Pending, rec: StepRecord, now: float) -> None:
+def begin_compensation(pending: Pending, rec: Attempted, now: float) -> None:
     """Journal the start of a compensation's attempt (of a step or of a fan-out item)."""
     if rec.comp_status != CompStatus.RUNNING:
         rec.comp_attempt += 1
@@ -69,7 +69,7 @@ def begin_compensation(pending: Pending, rec: StepRecord, now: float) -> None:
     pending.note(now, Kind.COMPENSATION_STARTED, rec.name, rec.comp_attempt)
 
 
-def compensation_succeeded(run: RunRecord, rec: StepRecord, pending: Pending, now: float
+def compensation_succeeded(run: RunRecord, rec: Attempted, pending: Pending, now: float
                            ) -> None:
     rec.comp_status = CompStatus.SUCCEEDED
     rec.comp_error = None
@@ -77,7 +77,7 @@ def compensation_succeeded(run: RunRecord, rec: StepRecord, pending: Pending, no
     pending.note(now, Kind.COMPENSATION_SUCCEEDED, rec.name, rec.comp_attempt)
 
 
-def compensation_failed(run: RunRecord, rec: StepRecord, name: str, outcome: Outcome,
+def compensation_failed(run: RunRecord, rec: Attempted, name: str, outcome: Outcome,
                         policy: RetryPolicy, key: str, pending: Pending, now: float
                         ) -> HandlerStopError | None:
     """Journal a failed compensation attempt (of a step or of one fan-out item): another

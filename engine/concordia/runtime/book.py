@@ -10,12 +10,12 @@ document, so their runs finish on them.
 from __future__ import annotations
 
 from concordia.definitions.catalog import Catalog
+from concordia.definitions.identity import definition_document, fingerprint
 from concordia.definitions.models import AwaitStep, Saga
 from concordia.errors import BindingError, DefinitionChangedError, UnknownSagaError
 from concordia.machine.compile import CompiledSaga, compile_saga
 from concordia.registry import Registry
 from concordia.runtime.matching import MatchSpec, compile_match
-from concordia.runtime.pinning import definition_document, fingerprint
 from concordia.store.base import Store
 
 

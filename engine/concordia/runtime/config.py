@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import TypedDict
 
 from concordia.runtime.liveness import worker_name
 
@@ -43,3 +44,22 @@ class EngineConfig:
     def __post_init__(self) -> None:
         if self.step_timeout <= 0 or self.lease_ttl <= 0:
             raise ValueError("step_timeout and lease_ttl must be positive")
+
+    @classmethod
+    def of(cls, config: EngineConfig | None, settings: Settings) -> EngineConfig:
+        """``config`` (or the defaults) with ``settings`` changed."""
+        if config is None:
+            return cls(**settings)
+        return replace(config, **settings)
+
+
+class Settings(TypedDict, total=False):
+    """The settings an engine takes as keyword arguments: :class:`EngineConfig`'s fields,
+    typed, so that a misspelt one (``lease_tll=5``) is an error mypy reports."""
+
+    source: str
+    early_event_ttl: float
+    step_timeout: float
+    lease_ttl: float
+    owner: str
+    claim_new_runs: bool | None

@@ -16,23 +16,17 @@ from concordia.definitions.models import AwaitStep, Saga
 from concordia.errors import EventError, StoreError, ValueLimitError
 from concordia.events.envelope import Envelope
 from concordia.events.taxonomy import validate_event
-from concordia.runtime.effects import Flow, Read, Write, publish_best_effort
+from concordia.runtime.decision import DecisionKind
+from concordia.runtime.effects import Flow, publish_best_effort, read, write
 from concordia.runtime.emitter import run_fields
-from concordia.runtime.executor import Executor, RunPass, take_commit, with_defaults
-from concordia.runtime.items import results_of
+from concordia.runtime.executor import Executor
 from concordia.runtime.matching import MatchSpec
-from concordia.runtime.pending import Pending, journal_value
+from concordia.runtime.pending import journal_value
 from concordia.runtime.planner import plan
+from concordia.runtime.run_pass import RunPass
 from concordia.status import RunStatus, StepStatus
-from concordia.store.records import (
-    APPLIED,
-    CONFLICT,
-    DUPLICATE,
-    AwaitRecord,
-    BufferedEvent,
-    Commit,
-    Inbound,
-)
+from concordia.store.changes import Commit, Delivered, Inbound
+from concordia.store.records import AwaitRecord, BufferedEvent
 
 
 @dataclass
@@ -51,9 +45,10 @@ class Deliverer:
 
     def __init__(self, executor: Executor) -> None:
         self.executor = executor
+        self.journaling = executor.journaling
         self.book = executor.book
         self.clock = executor.clock
-        self.early_event_ttl = executor.config.early_event_ttl
+        self.early_event_ttl = executor.journaling.config.early_event_ttl
 
     def deliver_many(self, events: Sequence[Envelope | Mapping[str, Any]],
                      batch_size: int = 256, *, claim: bool) -> Flow[list[Delivery]]:
@@ -102,15 +97,15 @@ class Deliverer:
         if not batch:
             return []
         inbounds = [inbound for inbound, _ in batch]
-        statuses = yield Write("apply_delivery", inbounds)
+        statuses = yield from write(lambda s: s.deliver(inbounds))
         results: list[Delivery] = []
         for (inbound, transient), status in zip(batch, statuses, strict=True):
             envelope = inbound.envelope
-            if status == CONFLICT:  # a run moved since it was read: read again, alone
+            if status == Delivered.CONFLICT:  # a run moved since it was read: read again
                 results.append((yield from self._again(Envelope.from_dict(envelope), claim)))
                 continue
             results.append(_result(inbound, status))
-            if status == APPLIED and transient:
+            if status == Delivered.APPLIED and transient:
                 yield from publish_best_effort(transient)
         return results
 
@@ -119,10 +114,11 @@ class Deliverer:
             planned = yield from self._plan(envelope, set(), claim)
             assert planned is not None
             inbound, transient = planned
-            status = (yield Write("apply_delivery", [inbound]))[0]
-            if status == CONFLICT:
+            # (Each lambda here is called before the loop moves on: B023 cannot bite.)
+            status = (yield from write(lambda s: s.deliver([inbound])))[0]  # noqa: B023
+            if status == Delivered.CONFLICT:
                 continue
-            if status == APPLIED and transient:
+            if status == Delivered.APPLIED and transient:
                 yield from publish_best_effort(transient)
             return _result(inbound, status)
         raise StoreError(f"event {envelope.id}: the runs it resumes kept changing under it; "
@@ -132,7 +128,7 @@ class Deliverer:
               ) -> Flow[tuple[Inbound, list[dict[str, Any]]] | None]:
         """What delivering ``envelope`` writes (and the transient events to publish after),
         or None if it would resume a run in ``claimed``; adds the runs it resumes there."""
-        validate_event(self.executor.catalog, envelope)
+        validate_event(self.journaling.catalog, envelope)
         data = envelope.to_dict()
         now = self.clock.now()
         inbound = Inbound(data, now)
@@ -142,7 +138,7 @@ class Deliverer:
         for saga_name, version, step_name in self.book.awaiters.get(envelope.type, []):
             spec = self.book.matches[(saga_name, version, step_name)]
             key = spec.event_key({"event": data})
-            awaits = yield Read("find_awaits", envelope.type, key)
+            awaits = yield from read(lambda s: s.find_awaits(envelope.type, key))  # noqa: B023
             for rec in awaits:
                 inbound.awaits_seen.append((rec.run_id, rec.step))
                 if (rec.saga, rec.version, rec.step) != (saga_name, version, step_name):
@@ -153,7 +149,7 @@ class Deliverer:
         claimed.update(resumed)
         transient: list[dict[str, Any]] = []
         for p in resumed.values():
-            commit, events = take_commit(p.pending, now)
+            commit, events = p.pending.take(now)
             inbound.resumes.append(commit)
             transient.extend(events)
         if not resumed and envelope.type in self.book.awaiters:
@@ -174,9 +170,9 @@ class Deliverer:
                          for k, v in saga.trigger.input.items()}
         else:
             run_input = dict(envelope.data or {})
-        return self.executor.new_run(saga, run_input, envelope.correlationid, envelope.id,
-                                     trigger=envelope.id, claim=claim,
-                                     traceparent=data.get("traceparent"))
+        return self.executor.creator.new_run(saga, run_input, envelope.correlationid,
+                                             envelope.id, trigger=envelope.id, claim=claim,
+                                             traceparent=data.get("traceparent"))
 
     def _resume(self, rec: AwaitRecord, spec: MatchSpec, envelope: dict[str, Any],
                 resumed: dict[str, RunPass], now: float) -> Flow[None]:
@@ -184,16 +180,15 @@ class Deliverer:
 
         Several awaits of one run (parallel steps) resumed by one event share one commit.
         """
+        j = self.journaling
         p = resumed.get(rec.run_id)
         if p is None:
-            self.executor.forget(rec.run_id)  # the delivery writes the run from here on
-            loaded = yield Read("load", rec.run_id)
+            j.forget(rec.run_id)  # the delivery writes the run from here on
+            loaded = yield from read(lambda s: s.load(rec.run_id))
             if loaded is None:
                 return None
-            run, stored = loaded
-            compiled = self.book.of(run.saga, run.version)
-            steps = with_defaults(compiled, stored)
-            p = RunPass(run, steps, compiled, Pending(run), results_of(steps))
+            run = loaded.run
+            p = RunPass.of(loaded, self.book.of(run.saga, run.version))
         run = p.run
         srec = p.steps.get(rec.step)
         if srec is None or srec.status != StepStatus.AWAITING:
@@ -205,27 +200,28 @@ class Deliverer:
         step = p.compiled.steps[rec.step]
         assert isinstance(step, AwaitStep)
         p.pending.awaits_remove.append((run.id, rec.step))
-        tracer = self.executor.tracer
+        tracer = j.tracer
         if tracer.active:  # tracing: the await's span
             if tracer.needs(run):
-                tracer.learn(run, (yield Read("history", run.id)))
+                tracer.learn(run, (yield from read(lambda s: s.history(run.id))))
             tracer.resumed(run, rec.step, envelope)
-        self.executor.resume_with(p, step, srec, envelope, now)
+        self.executor.awaits.resume_with(p, step, srec, envelope, now)
         run.status = RunStatus.RUNNING
         run.wake_at = None
         p.pending.dirty = True
         resumed[run.id] = p
         # The machine moves that follow are pure (no handler runs): take them in the same
         # commit, so an await that ends its stage, or the saga, costs no extra write.
-        while (decision := plan(p.compiled, run, p.steps, now)).kind == "move":
-            assert decision.event is not None
-            self.executor.move(p, decision.event, now)
+        while (decision := plan(p.compiled, run, p.steps, p.items, now)).kind == (
+                DecisionKind.MOVE):
+            assert decision.move is not None
+            j.move(p, decision.move, now)
         return None
 
 
-def _result(inbound: Inbound, status: str) -> Delivery:
-    result = Delivery(inbound.envelope["id"], duplicate=status == DUPLICATE)
-    if status == APPLIED:
+def _result(inbound: Inbound, status: Delivered) -> Delivery:
+    result = Delivery(inbound.envelope["id"], duplicate=status == Delivered.DUPLICATE)
+    if status == Delivered.APPLIED:
         result.started = [c.run.id for c in inbound.creates]
         result.resumed = [c.run.id for c in inbound.resumes]
         result.buffered = bool(inbound.buffer)

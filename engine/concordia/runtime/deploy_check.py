@@ -17,10 +17,10 @@ from collections import Counter
 from typing import Any
 
 from concordia.definitions.catalog import Catalog
+from concordia.definitions.identity import definition_document, fingerprint
 from concordia.definitions.models import ActionStep, Saga
 from concordia.definitions.problems import Problem
 from concordia.registry import Registry
-from concordia.runtime.pinning import definition_document, fingerprint
 from concordia.status import ACTIVE, HALTED
 from concordia.store.base import Store
 

@@ -2,52 +2,58 @@
 
 The executor writes each flow once, as a generator that yields effects and receives
 their results (httpx drives its auth flows the same way): read the store, write to it,
-call handlers, publish an event. :func:`drive` carries a flow out in the calling thread
-(the sync :class:`~concordia.runtime.engine.Engine`); :func:`adrive` carries the same
-flow out on an event loop (the :class:`~concordia.runtime.aengine.AsyncEngine`), with the
-store's I/O off the loop and async handlers on it. An exception raised by an effect is
-thrown into the flow at the ``yield`` that asked for it.
+call handlers, publish an event. A flow asks through the typed helpers — ``run = yield
+from read(lambda s: s.get_run(run_id))`` — so mypy checks the store call and the value
+the flow gets back. :func:`drive` carries a flow out in the calling thread (the sync
+:class:`~concordia.runtime.engine.Engine`); :func:`adrive` carries the same flow out on an
+event loop (the :class:`~concordia.runtime.aengine.AsyncEngine`), with the store's I/O off
+the loop and async handlers on it. An exception raised by an effect is thrown into the
+flow at the ``yield`` that asked for it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import structlog
 
-from concordia.runtime.invoke import preserve_log_context, restore_log_context
+from concordia.runtime.invoke import (
+    Invocation,
+    Outcome,
+    preserve_log_context,
+    restore_log_context,
+)
 from concordia.store.base import Store
+from concordia.store.changes import Commit
 
 if TYPE_CHECKING:
-    from concordia.runtime.invoke import AsyncInvoker, Invocation, Invoker, Outcome
     from concordia.store.aio import AsyncStore
 
 T = TypeVar("T")
 _log = structlog.get_logger("concordia.engine")
 
 
-class Read:
-    """Read the store: its method ``method`` with ``args``; the flow receives the result."""
+class Read(Generic[T]):
+    """Read the store: ``fn(store)``; the flow receives what it returns."""
 
-    __slots__ = ("args", "method")
+    __slots__ = ("fn",)
 
-    def __init__(self, method: str, *args: Any) -> None:
-        self.method = method
-        self.args = args
+    def __init__(self, fn: Callable[[Store], T]) -> None:
+        self.fn = fn
 
 
-class Write:
-    """Write to the store: its method ``method`` with ``args``, one atomic unit (it may
-    raise ConflictError). Named, not a closure, so that a store with an async API of its
-    own (a connection pool on the event loop) can carry it out too."""
+class Write(Generic[T]):
+    """Write to the store: ``fn(store)``, one atomic unit (it may raise ConflictError).
+    ``commit`` names the commit it writes when that is all it does, so that a writer
+    grouping the writes of many runs can write several such commits at once."""
 
-    __slots__ = ("args", "method")
+    __slots__ = ("commit", "fn")
 
-    def __init__(self, method: str, *args: Any) -> None:
-        self.method = method
-        self.args = args
+    def __init__(self, fn: Callable[[Store], T], commit: Commit | None = None) -> None:
+        self.fn = fn
+        self.commit = commit
 
 
 @dataclass(slots=True)
@@ -64,77 +70,59 @@ class Send:
     envelope: dict[str, Any]
 
 
-Effect = Read | Write | Call | Send
+@dataclass(slots=True)
+class Pass:
+    """One pass over a run, as the engine makes one (under its lease, its errors
+    contained); the flow receives whether it wrote anything."""
+
+    run_id: str
+
+
+@dataclass(slots=True)
+class Sleep:
+    """Wait ``seconds`` on the engine's clock (a virtual clock just jumps)."""
+
+    seconds: float
+
+
+Effect = Read[Any] | Write[Any] | Call | Send | Pass | Sleep
 Flow = Generator[Effect, Any, T]
 
 
-class Publisher(Protocol):
-    def __call__(self, envelope: dict[str, Any]) -> None: ...
+# -- what flows ask for (typed: ``value = yield from read(...)``) ----------------------------
 
 
-def drive(flow: Flow[T], store: Store, invoker: Invoker, publish: Publisher) -> T:
-    """Carry ``flow`` out in this thread."""
-    value: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            effect = flow.send(value) if error is None else flow.throw(error)
-        except StopIteration as stop:
-            result: T = stop.value
-            return result
-        value = error = None
-        try:
-            kind = type(effect)
-            if kind is Write or kind is Read:
-                value = getattr(store, effect.method)(*effect.args)  # type: ignore[union-attr]
-            elif kind is Call:
-                value = invoker.call_many(effect.invocations)  # type: ignore[union-attr]
-            else:
-                publish(effect.envelope)  # type: ignore[union-attr]
-        except Exception as exc:
-            error = exc
+def read(fn: Callable[[Store], T]) -> Flow[T]:
+    value: T = yield Read(fn)
+    return value
 
 
-async def adrive(flow: Flow[T], store: AsyncStore, invoker: AsyncInvoker,
-                 publish: Callable[[dict[str, Any]], Awaitable[None]]) -> T:
-    """Carry ``flow`` out on the running event loop."""
-    # A store that does no I/O (in memory) is called directly: a coroutine per effect
-    # would cost more than the call.
-    direct = store.store if store.inline else None
-    # Async handlers are awaited in this task with their identity bound for structlog;
-    # whoever awaits this flow gets its own values back at the end.
-    tokens = preserve_log_context()
-    try:
-        return await _adrive(flow, store, invoker, publish, direct)
-    finally:
-        restore_log_context(tokens)
+def write(fn: Callable[[Store], T]) -> Flow[T]:
+    value: T = yield Write(fn)
+    return value
 
 
-async def _adrive(flow: Flow[T], store: AsyncStore, invoker: AsyncInvoker,
-                  publish: Callable[[dict[str, Any]], Awaitable[None]], direct: Any) -> T:
-    value: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            effect = flow.send(value) if error is None else flow.throw(error)
-        except StopIteration as stop:
-            result: T = stop.value
-            return result
-        value = error = None
-        try:
-            kind = type(effect)
-            if direct is not None and (kind is Write or kind is Read):
-                value = getattr(direct, effect.method)(*effect.args)  # type: ignore[union-attr]
-            elif kind is Write:
-                value = await store.write(effect.method, *effect.args)  # type: ignore[union-attr]
-            elif kind is Read:
-                value = await store.read(effect.method, *effect.args)  # type: ignore[union-attr]
-            elif kind is Call:
-                value = await invoker.call_many(effect.invocations)  # type: ignore[union-attr]
-            else:
-                await publish(effect.envelope)  # type: ignore[union-attr]
-        except Exception as exc:
-            error = exc
+def commit(change: Commit) -> Flow[None]:
+    """Write a run's transition (see :meth:`Store.commit`)."""
+    yield Write(lambda store: store.commit(change), change if change.plain else None)
+
+
+def call(invocations: list[Invocation]) -> Flow[list[Outcome]]:
+    outcomes: list[Outcome] = yield Call(invocations)
+    return outcomes
+
+
+def send(envelope: dict[str, Any]) -> Flow[None]:
+    yield Send(envelope)
+
+
+def pass_over(run_id: str) -> Flow[bool]:
+    wrote: bool = yield Pass(run_id)
+    return wrote
+
+
+def sleep(seconds: float) -> Flow[None]:
+    yield Sleep(seconds)
 
 
 def publish_best_effort(envelopes: list[dict[str, Any]]) -> Flow[None]:
@@ -142,12 +130,110 @@ def publish_best_effort(envelopes: list[dict[str, Any]]) -> Flow[None]:
     definition, so a refusal is logged, never raised."""
     for envelope in envelopes:
         try:
-            yield Send(envelope)
+            yield from send(envelope)
         except Exception as exc:
             _log.warning("event.publish_failed", event_id=envelope["id"], error=str(exc))
 
 
-def outcomes(value: Any) -> list[Outcome]:
-    """Type the value a flow receives for a :class:`Call`."""
-    result: list[Outcome] = value
-    return result
+# -- the drivers -----------------------------------------------------------------------------
+
+
+class Shell(Protocol):
+    """What the sync driver needs of the engine around it: handler calls, the bus,
+    passes over runs, sleeping."""
+
+    def call_many(self, invocations: list[Invocation]) -> list[Outcome]: ...
+    def publish(self, envelope: dict[str, Any]) -> None: ...
+    def pass_over(self, run_id: str) -> bool: ...
+    def sleep(self, seconds: float) -> None: ...
+
+
+class AsyncShell(Protocol):
+    """:class:`Shell` for the async driver."""
+
+    async def call_many(self, invocations: list[Invocation]) -> list[Outcome]: ...
+    async def publish(self, envelope: dict[str, Any]) -> None: ...
+    async def pass_over(self, run_id: str) -> bool: ...
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class _Stepper(Generic[T]):
+    """Advances a flow from one effect to the next: hands it the last effect's value (or
+    throws its error in) and returns the next effect, or None once the flow has
+    returned (its value in ``result``). Both drivers are this loop around one call."""
+
+    __slots__ = ("error", "flow", "result", "value")
+
+    def __init__(self, flow: Flow[T]) -> None:
+        self.flow = flow
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+    def next(self) -> Effect | None:
+        value, error = self.value, self.error
+        self.value = self.error = None
+        try:
+            return self.flow.send(value) if error is None else self.flow.throw(error)
+        except StopIteration as stop:
+            self.result: T = stop.value
+            return None
+
+
+def drive(flow: Flow[T], store: Store, shell: Shell) -> T:
+    """Carry ``flow`` out in this thread."""
+    stepper = _Stepper(flow)
+    while (effect := stepper.next()) is not None:
+        try:
+            stepper.value = _perform(effect, store, shell)
+        except Exception as exc:
+            stepper.error = exc
+    return stepper.result
+
+
+def _perform(effect: Effect, store: Store, shell: Shell) -> Any:
+    if isinstance(effect, Read | Write):
+        return effect.fn(store)
+    if isinstance(effect, Call):
+        return shell.call_many(effect.invocations)
+    if isinstance(effect, Send):
+        return shell.publish(effect.envelope)
+    if isinstance(effect, Pass):
+        return shell.pass_over(effect.run_id)
+    return shell.sleep(effect.seconds)
+
+
+async def adrive(flow: Flow[T], store: AsyncStore, shell: AsyncShell) -> T:
+    """Carry ``flow`` out on the running event loop."""
+    # Async handlers are awaited in this task with their identity bound for structlog;
+    # whoever awaits this flow gets its own values back at the end.
+    tokens = preserve_log_context()
+    # A store that does no I/O (in memory) is called right here: a coroutine per effect
+    # would cost more than the call.
+    direct = store.store if store.inline else None
+    try:
+        stepper = _Stepper(flow)
+        while (effect := stepper.next()) is not None:
+            try:
+                if direct is not None and isinstance(effect, Read | Write):
+                    stepper.value = effect.fn(direct)
+                else:
+                    stepper.value = await _aperform(effect, store, shell)
+            except Exception as exc:
+                stepper.error = exc
+        return stepper.result
+    finally:
+        restore_log_context(tokens)
+
+
+async def _aperform(effect: Effect, store: AsyncStore, shell: AsyncShell) -> Any:
+    if isinstance(effect, Read):
+        return await store.read(effect.fn)
+    if isinstance(effect, Write):
+        return await store.write(effect.fn, effect.commit)
+    if isinstance(effect, Call):
+        return await shell.call_many(effect.invocations)
+    if isinstance(effect, Send):
+        return await shell.publish(effect.envelope)
+    if isinstance(effect, Pass):
+        return await shell.pass_over(effect.run_id)
+    return await shell.sleep(effect.seconds)

@@ -1,49 +1,25 @@
-"""Names of a fan-out's items: each item is journaled as a step record of its own.
+"""A run's records as the planner and the handlers read them: the results later steps
+see, and a fan-out's items.
 
-Item ``i`` of step ``sync`` is the record ``sync[i]`` (a name no step can have: step names
-are identifiers), with its own attempts, result, checkpoint and compensation; its
-idempotency key is ``<run>:sync:<i>``. The parent record ``sync`` holds the evaluated list.
+Item ``i`` of step ``sync`` has an :class:`~concordia.store.records.ItemRecord` of its
+own, keyed ``("sync", i)``, with its own attempts, result, checkpoint and compensation;
+its idempotency key is ``<run>:sync:<i>``. The step's record holds the evaluated list.
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
-from concordia.machine.compile import CompiledSaga
-from concordia.status import StepStatus
-from concordia.store.records import StepRecord
-
-
-@lru_cache(maxsize=256)
-def item_names(step: str, count: int) -> tuple[str, ...]:
-    """The record names of a fan-out's ``count`` items (cached: the planner reads them on
-    every decision about the step)."""
-    return tuple(f"{step}[{i}]" for i in range(count))
-
-
-def split_item(name: str) -> tuple[str, int] | None:
-    """(step, index) of an item record's name, or None for a step's own record."""
-    if not name.endswith("]"):
-        return None
-    step, _, index = name[:-1].partition("[")
-    return (step, int(index)) if index.isdigit() else None
-
-
-def is_item(name: str) -> bool:
-    return name[-1:] == "]"
-
-
-def stage_index(compiled: CompiledSaga, name: str) -> int:
-    """The stage of a step, or of the step an item belongs to."""
-    split = split_item(name)
-    return compiled.stage_of[split[0] if split else name]
-
-
-_WITH_RESULT = frozenset({StepStatus.SUCCEEDED, StepStatus.CAUGHT})
+from concordia.status import WITH_RESULT
+from concordia.store.records import ItemKey, ItemRecord, StepRecord
 
 
 def results_of(steps: dict[str, StepRecord]) -> dict[str, Any]:
-    """The results later steps read: succeeded and caught steps' (not items')."""
-    return {n: r.result for n, r in steps.items()
-            if r.status in _WITH_RESULT and not is_item(n)}
+    """The results later steps read: succeeded and caught steps'."""
+    return {n: r.result for n, r in steps.items() if r.status in WITH_RESULT}
+
+
+def items_of(step: StepRecord, items: dict[ItemKey, ItemRecord]) -> list[ItemRecord]:
+    """Every item of a fan-out step, in list order (one not started yet: pending)."""
+    name = step.name
+    return [items.get((name, i)) or ItemRecord(name, i) for i in range(len(step.items or ()))]

@@ -1,4 +1,5 @@
-"""The commit a pass over a run accumulates, and the JSON helpers it relies on."""
+"""The commit a pass over a run accumulates (and takes as a
+:class:`~concordia.store.changes.Commit`), and the JSON helpers it relies on."""
 
 from __future__ import annotations
 
@@ -8,7 +9,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from concordia.store.records import AwaitRecord, HistoryEntry, RunRecord, StepRecord
+from concordia.store.changes import Commit, Patch
+from concordia.store.records import (
+    Attempted,
+    AwaitRecord,
+    HistoryEntry,
+    ItemKey,
+    ItemRecord,
+    RunRecord,
+    StepRecord,
+)
 from concordia.values import check_value, clean_text
 
 
@@ -18,6 +28,7 @@ class Pending:
 
     run: RunRecord
     steps: dict[str, StepRecord] = field(default_factory=dict)
+    items: dict[ItemKey, ItemRecord] = field(default_factory=dict)
     history: list[HistoryEntry] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     decisions: list[dict[str, Any]] = field(default_factory=list)
@@ -25,12 +36,39 @@ class Pending:
     awaits_remove: list[tuple[str, str]] = field(default_factory=list)
     consume: list[str] = field(default_factory=list)
     buffered_seen: list[str] = field(default_factory=list)
-    wake: list[tuple[str, str]] = field(default_factory=list)  # see Commit.wake
+    also: list[Patch] = field(default_factory=list)  # see Commit.also
     dirty: bool = False
 
-    def touch(self, rec: StepRecord) -> None:
-        self.steps[rec.name] = rec
+    def touch(self, rec: Attempted) -> None:
+        """Write ``rec`` (a step's record or an item's) with the next commit."""
+        if type(rec) is StepRecord:
+            self.steps[rec.name] = rec
+        else:
+            assert isinstance(rec, ItemRecord)
+            self.items[(rec.step, rec.index)] = rec
         self.dirty = True
+
+    def take(self, now: float) -> tuple[Commit, list[dict[str, Any]]]:
+        """The transition accumulated so far as a commit (at the revision the run was read
+        at), and its transient events to publish once it is written; starts afresh."""
+        run = self.run
+        run.updated_at = now
+        commit = Commit(run=run, steps=list(self.steps.values()),
+                        items=list(self.items.values()), history=self.history,
+                        events=self.events, decisions=self.decisions,
+                        awaits_add=self.awaits_add, awaits_remove=self.awaits_remove,
+                        consume_buffered=self.consume, buffered_seen=self.buffered_seen,
+                        expect_rev=run.rev, also=self.also)
+        transient = [e["envelope"] for e in self.events if not e["persistent"]]
+        self.steps, self.history, self.events, self.decisions = {}, [], [], []
+        if self.items:
+            self.items = {}
+        self.awaits_add, self.awaits_remove, self.consume = [], [], []
+        self.buffered_seen = []
+        if self.also:
+            self.also = []
+        self.dirty = False
+        return commit, transient
 
     def note(self, at: float, kind: str, step: str | None = None, attempt: int | None = None,
              **detail: Any) -> None:
@@ -82,6 +120,11 @@ def detach(value: Any) -> Any:
 
 
 _SCALARS = (str, int, float, bool, type(None))
+
+
+def journal_clone(value: Any) -> Any:
+    """A handler's own copy of a journaled value (``None`` stays as it is, for free)."""
+    return None if value is None else json_clone(value)
 
 
 def json_clone(value: Any) -> Any:

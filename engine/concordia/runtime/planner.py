@@ -32,35 +32,30 @@ from concordia.definitions.models import (
     Saga,
     Step,
 )
-from concordia.machine.compile import CompiledSaga
+from concordia.machine.compile import CompiledSaga, MoveKind, Phase
 from concordia.runtime import stage_plan
 from concordia.runtime.decision import END, MOVES, Decision, DecisionKind, undo_finished
-from concordia.runtime.stage_plan import needs_compensation
-from concordia.status import ACTIVE, CompStatus, StepStatus
-from concordia.store.records import RunRecord, StepRecord
+from concordia.runtime.stage_plan import needs_compensation, undo_record
+from concordia.status import ACTIVE, STARTABLE, STEP_DONE, TIMED_STEP, StepStatus
+from concordia.store.records import ItemKey, ItemRecord, RunRecord, StepRecord
 
 __all__ = ["END", "Decision", "DecisionKind", "needs_compensation", "plan", "retry_policy"]
 
-_MOVES = MOVES
-_SETTLED = (StepStatus.SUCCEEDED, StepStatus.SKIPPED)
-_READY = (StepStatus.PENDING, StepStatus.RUNNING)
-_TIMED = (StepStatus.WAITING_RETRY, StepStatus.AWAITING)
-
 
 def plan(compiled: CompiledSaga, run: RunRecord, steps: dict[str, StepRecord],
-         now: float) -> Decision:
-    """The next thing to do for ``run``."""
+         items: dict[ItemKey, ItemRecord], now: float) -> Decision:
+    """The next thing to do for ``run`` (``items``: the records of its fan-outs' items)."""
     if run.status not in ACTIVE:
         return END
     where = compiled.where.get(run.state)
     if where is None:  # an end state
         return END
-    kind, index = where
+    phase, index = where
     if not compiled.plain[index]:
-        if kind == "run":
-            return stage_plan.forward(compiled, run, steps, index, now)
-        return stage_plan.undo(compiled, run, steps, index, now)
-    if kind == "run":
+        if phase == Phase.FORWARD:
+            return stage_plan.forward(compiled, run, steps, items, index, now)
+        return stage_plan.undo(compiled, run, steps, items, index, now)
+    if phase == Phase.FORWARD:
         return _plan_forward(compiled, run, steps, index, now)
     return _plan_undo(compiled, run, steps, index, now)
 
@@ -68,7 +63,7 @@ def plan(compiled: CompiledSaga, run: RunRecord, steps: dict[str, StepRecord],
 def _plan_forward(compiled: CompiledSaga, run: RunRecord, steps: dict[str, StepRecord],
                   index: int, now: float) -> Decision:
     if run.cancel_reason is not None:
-        return _MOVES["cancel"]
+        return MOVES[MoveKind.CANCEL]
     ready: list[str] = []
     wake_at: float | None = None
     suspended = False
@@ -76,14 +71,14 @@ def _plan_forward(compiled: CompiledSaga, run: RunRecord, steps: dict[str, StepR
     for name in compiled.stages[index]:
         rec = steps[name]
         status = rec.status
-        if status in _SETTLED:
+        if status in STEP_DONE:
             continue
         done = False
         if status == StepStatus.FAILED:
-            return _MOVES["fail"]
-        if status in _READY:
+            return MOVES[MoveKind.FAIL]
+        if status in STARTABLE:
             ready.append(name)
-        elif status in _TIMED:
+        elif status in TIMED_STEP:
             wake = rec.wake_at
             if wake is not None and wake <= now:
                 ready.append(name)
@@ -92,10 +87,10 @@ def _plan_forward(compiled: CompiledSaga, run: RunRecord, steps: dict[str, StepR
                 if wake is not None and (wake_at is None or wake < wake_at):
                     wake_at = wake
     if done:
-        return _MOVES["done"]
+        return MOVES[MoveKind.DONE]
     if ready:
-        return Decision("start", steps=tuple(ready))
-    return Decision("wait", wake_at=wake_at, suspended=suspended)
+        return Decision(DecisionKind.START, steps=tuple(ready))
+    return Decision(DecisionKind.WAIT, wake_at=wake_at, suspended=suspended)
 
 
 def _plan_undo(compiled: CompiledSaga, run: RunRecord, steps: dict[str, StepRecord],
@@ -103,14 +98,10 @@ def _plan_undo(compiled: CompiledSaga, run: RunRecord, steps: dict[str, StepReco
     # Steps of one stage are independent of each other; undo them in reverse list order.
     for name in reversed(compiled.stages[index]):
         rec = steps[name]
-        if not needs_compensation(compiled, rec):
-            continue
-        if rec.comp_status == CompStatus.FAILED:
-            return _MOVES["stuck"]
-        if (rec.comp_status == CompStatus.WAITING_RETRY and rec.wake_at is not None
-                and rec.wake_at > now):
-            return Decision("wait", wake_at=rec.wake_at)
-        return Decision("compensate", steps=(name,))
+        if needs_compensation(compiled, rec):
+            decided = undo_record(rec, now)
+            if decided is not None:
+                return decided
     return undo_finished(run, index)
 
 

@@ -27,16 +27,17 @@ again when its end wakes the run); other steps as on the plain path.
 from __future__ import annotations
 
 from concordia.definitions.models import ActionStep, SagaStep
-from concordia.machine.compile import CompiledSaga
-from concordia.runtime.decision import MOVES, Decision, undo_finished
-from concordia.runtime.items import item_names
-from concordia.status import CompStatus, StepStatus
-from concordia.store.records import RunRecord, StepRecord
-
-_SETTLED = frozenset({StepStatus.SUCCEEDED, StepStatus.SKIPPED, StepStatus.CAUGHT})
-_STARTABLE = frozenset({StepStatus.PENDING, StepStatus.READY, StepStatus.RUNNING})
-_TIMED = frozenset({StepStatus.WAITING_RETRY, StepStatus.AWAITING})
-_NOT_STARTED = frozenset({StepStatus.PENDING, StepStatus.READY})
+from concordia.machine.compile import CompiledSaga, MoveKind
+from concordia.runtime.decision import MOVES, Decision, DecisionKind, move_to, undo_finished
+from concordia.status import (
+    NOT_STARTED,
+    STARTABLE,
+    STEP_DONE,
+    TIMED_STEP,
+    CompStatus,
+    StepStatus,
+)
+from concordia.store.records import Attempted, ItemKey, ItemRecord, RunRecord, StepRecord
 
 
 class _Waits:
@@ -53,20 +54,20 @@ class _Waits:
             self.wake_at = wake
 
     def decision(self) -> Decision:
-        return Decision("wait", wake_at=self.wake_at, suspended=self.suspended)
+        return Decision(DecisionKind.WAIT, wake_at=self.wake_at, suspended=self.suspended)
 
 
-def forward(compiled: CompiledSaga, run: RunRecord, steps: dict[str, StepRecord], index: int,
-            now: float) -> Decision:
+def forward(compiled: CompiledSaga, run: RunRecord, steps: dict[str, StepRecord],
+            items: dict[ItemKey, ItemRecord], index: int, now: float) -> Decision:
     """The next decision for forward stage ``index`` (see the module docstring)."""
     if run.cancel_reason is not None:
-        return MOVES["cancel"]
+        return MOVES[MoveKind.CANCEL]
     checks: list[str] = []
     ready: list[str] = []
     expand: list[str] = []
     children: list[str] = []
     caught: str | None = None
-    items: Decision | None = None
+    fanned: Decision | None = None  # what a fan-out of the stage needs next
     jumps: list[int] = []
     waits = _Waits()
     done = True
@@ -74,60 +75,60 @@ def forward(compiled: CompiledSaga, run: RunRecord, steps: dict[str, StepRecord]
         rec = steps[name]
         status = rec.status
         step = compiled.steps[name]
-        if status in _SETTLED:
+        if status in STEP_DONE:
             if status == StepStatus.CAUGHT:
                 jumps += _jump(compiled, step, rec)
             continue
         done = False
         if status == StepStatus.FAILED:
             if rec.caught is None:
-                return MOVES["fail"]
+                return MOVES[MoveKind.FAIL]
             caught = caught or name
         elif status == StepStatus.PENDING and step.if_ is not None:
             checks.append(name)
         elif name in compiled.fan_outs:
-            if status in _NOT_STARTED:
+            if status in NOT_STARTED:
                 expand.append(name)
             else:
                 assert isinstance(step, ActionStep)
-                decided = _items(step, rec, steps, now, waits)
-                if decided is None or (items is not None and items.kind != "items"):
+                decided = _items(step, rec, items, now, waits)
+                if decided is None or (fanned is not None and fanned.kind != DecisionKind.ITEMS):
                     pass  # bookkeeping found first goes first
-                elif items is not None and decided.kind == "items":
+                elif fanned is not None and decided.kind == DecisionKind.ITEMS:
                     # Several fan-outs of a stage: their items run together.
-                    items = Decision("items", steps=items.steps + decided.steps)
+                    fanned = Decision(DecisionKind.ITEMS, items=fanned.items + decided.items)
                 else:
-                    items = decided
+                    fanned = decided
         elif name in compiled.children:
-            if status in _NOT_STARTED or (rec.wake_at is not None and rec.wake_at <= now):
+            if status in NOT_STARTED or (rec.wake_at is not None and rec.wake_at <= now):
                 children.append(name)
             else:
                 waits.suspended = True
                 waits.add(rec.wake_at)
-        elif status in _STARTABLE:
+        elif status in STARTABLE:
             ready.append(name)
-        elif status in _TIMED:
+        elif status in TIMED_STEP:
             if rec.wake_at is not None and rec.wake_at <= now:
                 ready.append(name)
             else:
                 waits.suspended |= status == StepStatus.AWAITING
                 waits.add(rec.wake_at)
     if done:
-        return Decision("move", event=f"goto_{min(jumps)}") if jumps else MOVES["done"]
+        return move_to(MoveKind.GOTO, min(jumps)) if jumps else MOVES[MoveKind.DONE]
     if caught is not None:
-        return Decision("catch", steps=(caught,))
+        return Decision(DecisionKind.CATCH, steps=(caught,))
     if checks:
-        return Decision("check", steps=tuple(checks))
-    if items is not None and items.kind != "items":
-        return items  # settle or undo an item: bookkeeping first
+        return Decision(DecisionKind.CHECK, steps=tuple(checks))
+    if fanned is not None and fanned.kind != DecisionKind.ITEMS:
+        return fanned  # settle or undo an item: bookkeeping first
     if ready:
-        return Decision("start", steps=tuple(ready))
+        return Decision(DecisionKind.START, steps=tuple(ready))
     if expand:
-        return Decision("expand", steps=tuple(expand))
+        return Decision(DecisionKind.EXPAND, steps=tuple(expand))
     if children:
-        return Decision("child", steps=tuple(children))
-    if items is not None:
-        return items
+        return Decision(DecisionKind.CHILD, steps=tuple(children))
+    if fanned is not None:
+        return fanned
     return waits.decision()
 
 
@@ -141,20 +142,20 @@ def _jump(compiled: CompiledSaga, step: object, rec: StepRecord) -> list[int]:
     return [] if goto == "continue" or target is None else [target]
 
 
-def _items(step: ActionStep, rec: StepRecord, steps: dict[str, StepRecord], now: float,
+def _items(step: ActionStep, rec: StepRecord, items: dict[ItemKey, ItemRecord], now: float,
            waits: _Waits) -> Decision | None:
     """A fan-out's next decision, or None (its items wait: ``waits`` has their timers)."""
-    names = item_names(step.name, len(rec.items or ()))
+    name = step.name
     best_effort = step.mode == "best_effort"
     slots = step.concurrency
-    start: list[str] = []
+    start: list[ItemKey] = []
     ended = True
-    for name in names[rec.done_items:]:  # the first ones succeeded (see StepRecord)
-        item = steps.get(name)
+    for index in range(rec.done_items, len(rec.items or ())):  # see StepRecord.done_items
+        item = items.get((name, index))
         if item is None:  # not started yet: items start in order, so none after it has
             ended = False
             if len(start) < slots:
-                start.append(name)
+                start.append((name, index))
                 continue
             break
         status = item.status
@@ -162,13 +163,13 @@ def _items(step: ActionStep, rec: StepRecord, steps: dict[str, StepRecord], now:
             continue
         if status == StepStatus.FAILED:
             if not best_effort:
-                return Decision("settle", steps=(step.name, name), event="failed")
+                return Decision(DecisionKind.SETTLE, steps=(name,), items=(item.key,), failed=True)
             undo = _undo_item(item, now)
             if undo is None:
                 continue
-            if undo.kind == "move":  # its compensation failed for good: the step fails
-                return Decision("settle", steps=(step.name, name), event="failed")
-            if undo.kind == "wait":
+            if undo.kind == DecisionKind.MOVE:  # its compensation failed for good: the step fails
+                return Decision(DecisionKind.SETTLE, steps=(name,), items=(item.key,), failed=True)
+            if undo.kind == DecisionKind.WAIT:
                 ended = False
                 slots -= 1
                 waits.add(undo.wake_at)
@@ -180,25 +181,35 @@ def _items(step: ActionStep, rec: StepRecord, steps: dict[str, StepRecord], now:
             slots -= 1  # in progress: it holds its place
             waits.add(item.wake_at)
         elif len(start) < slots:
-            start.append(name)  # pending, due for a retry, or interrupted by a crash
+            start.append(item.key)  # pending, due for a retry, or interrupted by a crash
     if ended:
-        return Decision("settle", steps=(step.name,), event="succeeded")
+        return Decision(DecisionKind.SETTLE, steps=(name,))
     # Places taken by items found waiting after the first ones were picked.
     start = start[:max(slots, 0)]
-    return Decision("items", steps=tuple(start)) if start else None
+    return Decision(DecisionKind.ITEMS, items=tuple(start)) if start else None
 
 
-def _undo_item(item: StepRecord, now: float) -> Decision | None:
+def _undo_item(item: ItemRecord, now: float) -> Decision | None:
     """Whether an item needs its compensation now (``undo_item``), later (``wait``), can
     never have it (``move`` stuck), or needs none (None)."""
-    if not item.has_effect or item.comp_status == CompStatus.SUCCEEDED:
+    decided = undo_record(item, now)
+    if decided is not None and decided.kind == DecisionKind.COMPENSATE:
+        return Decision(DecisionKind.UNDO_ITEM, items=(item.key,))
+    return decided
+
+
+def undo_record(rec: Attempted, now: float) -> Decision | None:
+    """Whether a step's or item's effect needs undoing now (``compensate``), later
+    (``wait``), can never be undone (``move`` stuck), or needs nothing (None)."""
+    if not rec.has_effect or rec.comp_status == CompStatus.SUCCEEDED:
         return None
-    if item.comp_status == CompStatus.FAILED:
-        return MOVES["stuck"]
-    if (item.comp_status == CompStatus.WAITING_RETRY and item.wake_at is not None
-            and item.wake_at > now):
-        return Decision("wait", wake_at=item.wake_at)
-    return Decision("undo_item", steps=(item.name,))
+    if rec.comp_status == CompStatus.FAILED:
+        return MOVES[MoveKind.STUCK]
+    if (rec.comp_status == CompStatus.WAITING_RETRY and rec.wake_at is not None
+            and rec.wake_at > now):
+        return Decision(DecisionKind.WAIT, wake_at=rec.wake_at)
+    return Decision(DecisionKind.COMPENSATE, steps=(rec.step if isinstance(rec, ItemRecord)
+                                            else rec.name,))
 
 
 def needs_compensation(compiled: CompiledSaga, rec: StepRecord) -> bool:
@@ -210,15 +221,15 @@ def needs_compensation(compiled: CompiledSaga, rec: StepRecord) -> bool:
             and rec.has_effect and rec.comp_status != CompStatus.SUCCEEDED)
 
 
-def undo(compiled: CompiledSaga, run: RunRecord, steps: dict[str, StepRecord], index: int,
-         now: float) -> Decision:
+def undo(compiled: CompiledSaga, run: RunRecord, steps: dict[str, StepRecord],
+         items: dict[ItemKey, ItemRecord], index: int, now: float) -> Decision:
     """The next decision for undo stage ``index`` (see the module docstring)."""
     for name in reversed(compiled.stages[index]):
         rec = steps[name]
         step = compiled.steps[name]
         if name in compiled.fan_outs:
-            for item_name in reversed(item_names(name, len(rec.items or ()))):
-                item = steps.get(item_name)
+            for i in reversed(range(len(rec.items or ()))):
+                item = items.get((name, i))
                 if item is not None and (decided := _undo_item(item, now)) is not None:
                     return decided
             continue
@@ -227,11 +238,9 @@ def undo(compiled: CompiledSaga, run: RunRecord, steps: dict[str, StepRecord], i
         if isinstance(step, SagaStep):
             if (rec.comp_status == CompStatus.AWAITING
                     and (rec.wake_at is None or rec.wake_at > now)):
-                return Decision("wait", wake_at=rec.wake_at, suspended=True)
-            return Decision("undo_child", steps=(name,))
-        decided = _undo_item(rec, now)
-        if decided is not None and decided.kind == "undo_item":
-            return Decision("compensate", steps=(name,))
+                return Decision(DecisionKind.WAIT, wake_at=rec.wake_at, suspended=True)
+            return Decision(DecisionKind.UNDO_CHILD, steps=(name,))
+        decided = undo_record(rec, now)
         if decided is not None:
             return decided
     return undo_finished(run, index)

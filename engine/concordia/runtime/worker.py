@@ -22,15 +22,38 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import structlog
 
 from concordia.errors import StoreError
-from concordia.runtime.invoke import HandlerStopError, LoopWatchdog
+from concordia.runtime import transitions
+from concordia.runtime.core import Core
+from concordia.runtime.invoke import AsyncInvoker, HandlerStopError, LoopWatchdog
+from concordia.store.aio import AsyncStore
+from concordia.store.base import Claiming, Listening
 
-if TYPE_CHECKING:
-    from concordia.runtime.aengine import AsyncEngine
+
+class Driven(Protocol):
+    """What the loop needs of the engine it drives (an
+    :class:`~concordia.runtime.aengine.AsyncEngine`)."""
+
+    core: Core
+    astore: AsyncStore
+    invoker: AsyncInvoker
+    wake: asyncio.Event
+    working: bool
+    exit_error: HandlerStopError | None
+
+    @property
+    def stopping(self) -> bool: ...
+    @property
+    def owner(self) -> str: ...
+    def stop(self) -> None: ...
+    async def pass_over(self, run_id: str, draining: Callable[[], bool] | None = None
+                        ) -> bool: ...
+    async def reclaim(self) -> int: ...
+    async def relay_outbox(self, limit: int = 500) -> int: ...
 
 _log = structlog.get_logger("concordia.worker")
 # How often (at most) a worker looks for dead workers of its machine whose leases it can
@@ -41,7 +64,7 @@ RECLAIM_EVERY = 5.0
 class Worker:
     """One ``AsyncEngine.work`` call (see the module docstring)."""
 
-    def __init__(self, engine: AsyncEngine, concurrency: int, poll_interval: float,
+    def __init__(self, engine: Driven, concurrency: int, poll_interval: float,
                  stop_when: Callable[[], bool] | None) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -52,7 +75,8 @@ class Worker:
         self.in_flight: dict[str, asyncio.Task[bool]] = {}
         # Runs whose pass wrote nothing (another worker holds them): left alone until then.
         self.resting: dict[str, float] = {}
-        self.claims = hasattr(engine.core.store, "claim_due")
+        store = engine.core.store
+        self.claiming = store if isinstance(store, Claiming) else None
         self.next_reclaim = float("-inf")  # the first look is at once
 
     def _stopping(self) -> bool:
@@ -66,8 +90,9 @@ class Worker:
         engine.wake = asyncio.Event()
         watchdog = LoopWatchdog(loop, engine.invoker)
         watchdog.start()
-        listen = getattr(engine.core.store, "listen", None)
-        unlisten = listen(partial(_wake_from_thread, loop, engine.wake)) if listen else None
+        store = engine.core.store
+        unlisten = (store.listen(partial(_wake_from_thread, loop, engine.wake))
+                    if isinstance(store, Listening) else None)
         engine.working = True
         try:
             while not self._stopping():
@@ -121,14 +146,16 @@ class Worker:
             self.next_reclaim = now + min(core.config.lease_ttl / 3, RECLAIM_EVERY)
             await self.engine.reclaim()
         self.resting = {r: t for r, t in self.resting.items() if t > now}
-        if self.claims:
+        owner = core.config.owner
+        if self.claiming is not None:
             # Leased to this worker in the claiming statement: no other worker gets them.
-            due = await self.engine.astore.write(
-                "claim_due", core.config.owner, now, free, now + core.config.lease_ttl,
-                [*self.in_flight, *self.resting])
+            claim = transitions.claim(owner, now, free, now + core.config.lease_ttl,
+                                      [*self.in_flight, *self.resting])
+            claiming = self.claiming
+            due = await self.engine.astore.write(lambda _: claiming.claim_due(claim))
         else:
             wanted = free + len(self.in_flight) + len(self.resting)
-            due = await self.engine.astore.read("due_runs", now, wanted, core.config.owner)
+            due = await self.engine.astore.read(lambda s: s.due_runs(now, wanted, owner))
         for run_id in due:
             if len(self.in_flight) >= self.concurrency:
                 break
@@ -156,9 +183,10 @@ class Worker:
             wrote = False
         if not wrote:
             self.resting[run_id] = engine.core.clock.now() + self.poll_interval
-            if self.claims:  # give the claim back, or the run waits for it to expire
+            if self.claiming is not None:  # give the claim back, or the run waits for it
+                change = transitions.release(engine.owner, [run_id])
                 try:
-                    await engine.astore.write("release_leases", engine.owner, [run_id])
+                    await engine.astore.write(lambda s: s.leases(change))
                 except StoreError as exc:
                     _log.warning("lease.release_failed", run_id=run_id, error=str(exc))
         return wrote
@@ -178,7 +206,7 @@ class Worker:
         timeout = self.poll_interval
         if len(self.in_flight) < self.concurrency:
             core = self.engine.core
-            wake_at = await self.engine.astore.read("next_wake_at")
+            wake_at = await self.engine.astore.read(lambda s: s.next_wake_at())
             if wake_at is not None:
                 timeout = min(timeout, max(wake_at - core.clock.now(), 0.0))
             if self.resting:

@@ -28,7 +28,7 @@ async def healthz() -> dict[str, Any]:
 async def readyz(svc: Svc) -> Response:
     problems = []
     try:
-        await asyncio.wait_for(svc.engine.astore.read("next_wake_at"), READY_TIMEOUT)
+        await asyncio.wait_for(svc.engine.next_wake_at(), READY_TIMEOUT)
     except (ConcordiaError, OSError, TimeoutError) as exc:
         problems.append(f"the store does not answer: {exc or type(exc).__name__}")
     task = svc.worker_task
@@ -43,9 +43,8 @@ async def readyz(svc: Svc) -> Response:
 @router.get("/metrics", summary="Prometheus metrics",
             responses={200: {"content": {"text/plain": {}}}})
 async def metrics(svc: Svc) -> Response:
-    astore = svc.engine.astore
-    counts = await astore.read("run_counts")
-    backlog = await astore.read("outbox_backlog")
+    counts = await svc.engine.run_counts()
+    backlog = await svc.engine.outbox_backlog()
     return Response(svc.metrics.render(counts, backlog), media_type=CONTENT_TYPE)
 
 

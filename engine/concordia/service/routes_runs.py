@@ -91,8 +91,9 @@ async def list_runs(svc: Svc, request: Request,
                         max_length=200, description="continue after this run id (the "
                         "`next` link of the previous page)")] = None,
                     limit: Annotated[int, Query(ge=1, le=500)] = 50) -> dict[str, Any]:
-    records = await svc.engine.astore.read("page_runs", saga, status, correlation_id,
-                                           before, limit + 1)
+    records = await svc.engine.page_runs(saga=saga, status=status,
+                                         correlation_id=correlation_id, before=before,
+                                         limit=limit + 1) or []
     more = len(records) > limit
     records = records[:limit]
     next_link = None

@@ -13,8 +13,8 @@ import yaml
 from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response
 
+from concordia.definitions.identity import definition_document
 from concordia.definitions.models import Saga
-from concordia.runtime.pinning import definition_document
 from concordia.service.diagrams import diagram_response, draw
 from concordia.service.problems import Problem, problem_responses
 from concordia.service.state import Service, Svc

@@ -14,7 +14,7 @@ from typing import Any
 
 from concordia.runtime.views import RunView
 from concordia.status import Kind
-from concordia.store.records import RunRecord, StepRecord
+from concordia.store.records import Attempted, RunRecord, StepRecord
 from concordia.timestamps import format_timestamp
 
 _ERROR_KINDS = (Kind.STEP_FAILED, Kind.STEP_RETRY_SCHEDULED, Kind.COMPENSATION_FAILED,
@@ -42,7 +42,7 @@ def summary(run: RunView | RunRecord, labels: Mapping[str, str] | None = None
                       "graph": f"/runs/{run.id}/graph"}}
 
 
-def step_json(s: StepRecord) -> dict[str, Any]:
+def step_json(s: Attempted) -> dict[str, Any]:
     compensation = None
     if s.comp_status is not None:
         compensation = {"status": str(s.comp_status), "attempt": s.comp_attempt,
@@ -50,7 +50,8 @@ def step_json(s: StepRecord) -> dict[str, Any]:
     return {"name": s.name, "status": str(s.status), "attempt": s.attempt,
             "result": s.result, "checkpoint": s.checkpoint, "error": s.error,
             # the error as its handler described it (type, title, status, details)
-            "error_detail": s.error_detail, "caught": s.caught, "items": s.items,
+            "error_detail": s.error_detail, "caught": s.caught,
+            "items": s.items if isinstance(s, StepRecord) else None,
             "started_at": when(s.started_at), "finished_at": when(s.finished_at),
             "compensation": compensation}
 

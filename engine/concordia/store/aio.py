@@ -15,12 +15,12 @@ import asyncio
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
-from concordia.store.base import Store
-from concordia.store.records import Commit
+from concordia.store.base import Batching, Store, Write
+from concordia.store.changes import Commit
 
-WriteFn = Callable[[Store], Any]
+T = TypeVar("T")
 Done = Callable[[Any, BaseException | None], None]
 
 
@@ -32,20 +32,22 @@ class GroupWriter:
         self.max_batch = max_batch
         self.batches = 0  # transactions committed (for benchmarks and tests)
         self.writes = 0
-        self._queue: list[tuple[WriteFn, Done]] = []
+        # Each write, the commit it writes (if that is all it does: see _grouped), and
+        # whom to tell once it is durable.
+        self._queue: list[tuple[Write, Commit | None, Done]] = []
         self._cv = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="concordia-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, fn: WriteFn, done: Done) -> None:
+    def submit(self, fn: Write, commit: Commit | None, done: Done) -> None:
         with self._cv:
             if self._closed:
                 raise RuntimeError("the store's writer is closed")
-            self._queue.append((fn, done))
+            self._queue.append((fn, commit, done))
             self._cv.notify()
 
-    def write_blocking(self, fn: WriteFn) -> Any:
+    def write_blocking(self, fn: Write, commit: Commit | None = None) -> Any:
         """Submit ``fn`` and wait in this thread until it is durable (or refused)."""
         finished = threading.Event()
         box: list[Any] = []
@@ -54,7 +56,7 @@ class GroupWriter:
             box.extend((value, error))
             finished.set()
 
-        self.submit(fn, done)
+        self.submit(fn, commit, done)
         finished.wait()
         value, error = box
         if error is not None:
@@ -70,43 +72,25 @@ class GroupWriter:
                     return
                 batch = self._queue[: self.max_batch]
                 del self._queue[: self.max_batch]
-            grouped, sizes = self._grouped(batch)
-            outcomes = _spread(self.store.write_batch(grouped), sizes)
+            outcomes = self._write(batch)
             self.batches += 1
             self.writes += len(batch)
-            for (_, done), (value, error) in zip(batch, outcomes, strict=True):
+            for (_, _, done), (value, error) in zip(batch, outcomes, strict=True):
                 done(value, error)
 
-    def _grouped(self, batch: list[tuple[WriteFn, Done]]
-                 ) -> tuple[list[WriteFn], list[int]]:
-        """The batch's writes, each run of consecutive plain commits (a step's, with no
-        events or awaits) made one write when the store can write several at once
-        (``commit_many``); and how many of the batch's writes each one stands for."""
-        fns = [fn for fn, _ in batch]
-        if not hasattr(self.store, "commit_many"):
-            return fns, [1] * len(fns)
-        grouped: list[WriteFn] = []
-        sizes: list[int] = []
-        group: list[WriteFn] = []  # consecutive plain commits' writes
-
-        def close_group() -> None:
-            if len(group) == 1:
-                grouped.append(group[0])
-                sizes.append(1)
-            elif group:
-                grouped.append(_CommitGroup([fn.commit for fn in group]))  # type: ignore[attr-defined]
-                sizes.append(len(group))
-            group.clear()
-
-        for fn in fns:
-            if getattr(fn, "commit", None) is not None:
-                group.append(fn)
-                continue
-            close_group()
-            grouped.append(fn)
-            sizes.append(1)
-        close_group()
-        return grouped, sizes
+    def _write(self, batch: list[tuple[Write, Commit | None, Done]]
+               ) -> list[tuple[Any, BaseException | None]]:
+        store = self.store
+        if not isinstance(store, Batching):  # one at a time (in memory: nothing to share)
+            out: list[tuple[Any, BaseException | None]] = []
+            for fn, _, _ in batch:
+                try:
+                    out.append((fn(store), None))
+                except Exception as exc:
+                    out.append((None, exc))
+            return out
+        grouped, sizes = _grouped(batch)
+        return _spread(store.write_batch(grouped), sizes)
 
     def close(self) -> None:
         with self._cv:
@@ -131,20 +115,15 @@ class AsyncStore:
             self._readers = ThreadPoolExecutor(readers, thread_name_prefix="concordia-read")
             self.writer = GroupWriter(store)
 
-    async def read(self, method: str, *args: Any) -> Any:
-        call = getattr(self.store, method)
+    async def read(self, fn: Callable[[Store], T]) -> T:
+        """``fn(store)``, a read, off the loop."""
         if self._readers is None:
-            return call(*args)
-        return await asyncio.get_running_loop().run_in_executor(self._readers, call, *args)
+            return fn(self.store)
+        return await asyncio.get_running_loop().run_in_executor(self._readers, fn, self.store)
 
-    async def write(self, method: str, *args: Any) -> Any:
-        """The store's write ``method`` with ``args``, resolved once it is durable."""
-        if self.writer is None:
-            return getattr(self.store, method)(*args)
-        return await self.write_fn(_write_fn(method, args))
-
-    async def write_fn(self, fn: WriteFn) -> Any:
-        """``fn(store)`` as one write of a group commit, resolved once it is durable."""
+    async def write(self, fn: Callable[[Store], T], commit: Commit | None = None) -> T:
+        """``fn(store)`` as one write of a group commit, resolved once it is durable
+        (``commit``: the plain commit it writes, which may share a statement)."""
         if self.writer is None:
             return fn(self.store)
         loop = asyncio.get_running_loop()
@@ -157,8 +136,9 @@ class AsyncStore:
             if wake:
                 loop.call_soon_threadsafe(self._settle_all)
 
-        self.writer.submit(fn, done)
-        return await future
+        self.writer.submit(fn, commit, done)
+        value: T = await future
+        return value
 
     def _settle_all(self) -> None:
         with self._settling:
@@ -166,11 +146,12 @@ class AsyncStore:
         for future, value, error in settled:
             _settle(future, value, error)
 
-    def write_blocking(self, method: str, *args: Any) -> Any:
+    def write_blocking(self, fn: Callable[[Store], T]) -> T:
         """A write from a thread (a sync handler's checkpoint): waits until durable."""
         if self.writer is None:
-            return getattr(self.store, method)(*args)
-        return self.writer.write_blocking(_write_fn(method, args))
+            return fn(self.store)
+        value: T = self.writer.write_blocking(fn)
+        return value
 
     def close(self) -> None:
         if self.writer is not None:
@@ -179,13 +160,32 @@ class AsyncStore:
             self._readers.shutdown(wait=True)
 
 
-def _write_fn(method: str, args: tuple[Any, ...]) -> WriteFn:
-    def write(store: Store) -> Any:
-        return getattr(store, method)(*args)
+def _grouped(batch: list[tuple[Write, Commit | None, Done]]) -> tuple[list[Write], list[int]]:
+    """The batch's writes, each run of consecutive plain commits (a step's, with no events
+    or awaits) made one write (the store writes several at once); and how many of the
+    batch's writes each one stands for."""
+    grouped: list[Write] = []
+    sizes: list[int] = []
+    group: list[tuple[Write, Commit]] = []  # consecutive plain commits
 
-    if method == "commit" and args[0].plain:  # the writer may group it with others
-        write.commit = args[0]  # type: ignore[attr-defined]
-    return write
+    def close_group() -> None:
+        if len(group) == 1:
+            grouped.append(group[0][0])
+            sizes.append(1)
+        elif group:
+            grouped.append(_CommitGroup([c for _, c in group]))
+            sizes.append(len(group))
+        group.clear()
+
+    for fn, commit, _ in batch:
+        if commit is not None:
+            group.append((fn, commit))
+            continue
+        close_group()
+        grouped.append(fn)
+        sizes.append(1)
+    close_group()
+    return grouped, sizes
 
 
 class _CommitGroup:
@@ -195,8 +195,8 @@ class _CommitGroup:
         self.commits = commits
 
     def __call__(self, store: Store) -> list[BaseException | None]:
-        many: list[BaseException | None] = store.commit_many(  # type: ignore[attr-defined]
-            self.commits)
+        assert isinstance(store, Batching)
+        many: list[BaseException | None] = list(store.commit_many(self.commits))
         return many
 
 

@@ -1,8 +1,10 @@
 """The in-memory store: the reference semantics, used by unit tests and ``concordia.testing``.
 
-Runs with work are indexed as the SQLite store indexes them: running runs in the order
-they became runnable, timers in a heap, so finding due runs costs the same with a
-thousand stored runs as with a million.
+It applies the changes of :mod:`concordia.store.changes` by their Python meaning (a
+patch's guards through :func:`~concordia.store.changes.holds`), which the SQL stores
+translate. Runs with work are indexed as the SQLite store indexes them: running runs in
+the order they became runnable, timers in a heap, so finding due runs costs the same
+with a thousand stored runs as with a million.
 """
 
 from __future__ import annotations
@@ -11,22 +13,31 @@ import copy
 import heapq
 import itertools
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from concordia.status import ACTIVE, CompStatus, Kind, RunStatus, StepStatus
-from concordia.store.base import ConflictError, Store
+from concordia.status import ACTIVE, RunStatus
+from concordia.store.base import ConflictError, Write
+from concordia.store.changes import (
+    Claim,
+    Commit,
+    Delivered,
+    Inbound,
+    LeaseChange,
+    Patch,
+    Patched,
+    holds,
+)
 from concordia.store.records import (
-    APPLIED,
-    CONFLICT,
-    DUPLICATE,
     AwaitRecord,
     BufferedEvent,
-    Commit,
     HistoryEntry,
-    Inbound,
+    ItemKey,
+    ItemRecord,
+    Loaded,
     RunRecord,
     StepRecord,
+    copy_item,
     copy_run,
     copy_step,
 )
@@ -46,8 +57,10 @@ class MemoryStore:
         self._lock = threading.RLock()
         self._runs: dict[str, RunRecord] = {}
         self._steps: dict[str, dict[str, StepRecord]] = {}
+        self._items: dict[str, dict[ItemKey, ItemRecord]] = {}
         self._history: dict[str, list[HistoryEntry]] = {}
         self._running: dict[str, None] = {}  # running runs, in the order they became so
+        self._leased: dict[str, None] = {}  # active runs with a lease owner
         self._timers: list[tuple[float, int, str]] = []  # (wake_at, seq, run id); lazy
         self._seq = itertools.count()
         self._awaits: dict[tuple[str, str], AwaitRecord] = {}
@@ -63,7 +76,7 @@ class MemoryStore:
 
     # -- writes ------------------------------------------------------------------------------
 
-    def create_run(self, commit: Commit) -> None:
+    def create(self, commit: Commit) -> None:
         with self._lock:
             if commit.run.id in self._runs:
                 raise ConflictError(commit.run.id)
@@ -71,19 +84,24 @@ class MemoryStore:
 
     def commit(self, commit: Commit) -> None:
         with self._lock:
-            current = self._runs.get(commit.run.id)
-            if current is None or (commit.expect_rev is not None
-                                   and current.rev != commit.expect_rev):
-                raise ConflictError(commit.run.id)
-            if commit.awaits_add:
-                seen = set(commit.buffered_seen)
-                if any(b.event_id not in seen for a in commit.awaits_add
-                       for b in self.find_buffered(a.event_type, a.key,
-                                                   commit.run.updated_at)):
-                    raise ConflictError(commit.run.id)  # an early event it has not seen
+            self._check(commit)
+            current = self._runs[commit.run.id]
             if current.cancel_reason is not None:  # a cancellation asked for meanwhile
                 commit.run.cancel_reason = current.cancel_reason
             self._apply(commit, current.rev + 1)
+
+    def _check(self, commit: Commit) -> None:
+        """Refuse (ConflictError) a commit whose run moved on since it was read, or whose
+        new awaits have an early event buffered that its writer has not seen."""
+        current = self._runs.get(commit.run.id)
+        if current is None or (commit.expect_rev is not None
+                               and current.rev != commit.expect_rev):
+            raise ConflictError(commit.run.id)
+        if commit.awaits_add:
+            seen = set(commit.buffered_seen)
+            if any(b.event_id not in seen for a in commit.awaits_add
+                   for b in self.find_buffered(a.event_type, a.key, commit.run.updated_at)):
+                raise ConflictError(commit.run.id)
 
     def _apply(self, c: Commit, rev: int) -> None:
         c.run.rev = rev
@@ -93,12 +111,16 @@ class MemoryStore:
         steps = self._steps.setdefault(run.id, {})
         for s in c.steps:
             steps[s.name] = copy_step(s)
+        if c.items:
+            items = self._items.setdefault(run.id, {})
+            for i in c.items:
+                items[(i.step, i.index)] = copy_item(i)
         self._history.setdefault(run.id, []).extend(c.history)
         if not c.plain:
             self._apply_rest(c, run)
 
     def _apply_rest(self, c: Commit, run: RunRecord) -> None:
-        """What a commit adds besides the run and its steps (most commits add none)."""
+        """What a commit adds besides the run and its records (most commits add none)."""
         for e in c.events:
             env = e["envelope"]
             key = (env["id"], env["source"])
@@ -119,25 +141,78 @@ class MemoryStore:
                 (rec.run_id, rec.step))
         for event_id in c.consume_buffered:
             self._buffered.pop(event_id, None)
-        if c.wake:
-            self._wake(c.wake, c.run.updated_at)
+        for patch in c.also:
+            self._patch(patch)
 
-    def _wake(self, wake: list[tuple[str, str]], at: float) -> None:
-        """Make each parent's waiting step due and the parent runnable (see Commit.wake)."""
-        for run_id, step in wake:
-            run = self._runs.get(run_id)
-            if run is None or run.status not in ACTIVE:
-                continue
-            rec = self._steps.get(run_id, {}).get(step)
-            if rec is not None and (rec.status == StepStatus.AWAITING
-                                    or rec.comp_status == CompStatus.AWAITING):
-                rec.wake_at = at
+    def patch(self, patch: Patch) -> Patched:
+        with self._lock:
+            applied = self._patch(patch)
+            run = self._runs.get(patch.run_id)
+            return Patched(applied, copy_run(run) if run is not None else None)
+
+    def _patch(self, patch: Patch) -> bool:
+        run = self._runs.get(patch.run_id)
+        if run is None:
+            return False
+        target = patch.target
+        record: StepRecord | ItemRecord | None = None
+        if isinstance(target, str):
+            record = self._steps.get(run.id, {}).get(target)
+        elif target is not None:
+            record = self._items.get(run.id, {}).get(target)
+        if (target is not None and record is None) or not all(
+                holds(g, run, record) for g in patch.guards):
+            return False
+        for field, value in patch.run.items():
+            setattr(run, field, value)
+        if record is not None:
+            for step_field, step_value in patch.step.items():
+                setattr(record, step_field, copy.deepcopy(step_value))
+        if patch.bump:
             run.rev += 1
-            run.status, run.wake_at = RunStatus.RUNNING, None
+        if patch.run:
             self._index(run)
+        self._history.setdefault(run.id, []).extend(patch.history)
+        if patch.then is not None:
+            self._patch(patch.then)
+        return True
+
+    def leases(self, change: LeaseChange) -> list[str]:
+        with self._lock:
+            ids = change.run_ids if change.run_ids is not None else list(self._leased)
+            changed = []
+            for run_id in ids:
+                run = self._runs.get(run_id)
+                if run is None or run.lease_owner != change.owner:
+                    continue
+                if change.expires is None:
+                    run.lease_owner = run.lease_expires = None
+                    self._leased.pop(run_id, None)
+                else:
+                    run.lease_expires = change.expires
+                changed.append(run_id)
+            return changed
+
+    def claim_due(self, claim: Claim) -> list[str]:
+        """Not a capability the memory store offers (one process holds it); the contract
+        suite uses it to state the claiming semantics the SQL stores must match."""
+        with self._lock:
+            skip = set(claim.exclude)
+            due = [r for r in self.due_runs(claim.now, claim.limit + len(skip), claim.owner)
+                   if r not in skip][:claim.limit]
+            for run_id in due:
+                run = self._runs[run_id]
+                run.lease_owner, run.lease_expires = claim.owner, claim.until
+                self._leased[run_id] = None
+            return due
 
     def _index(self, run: RunRecord) -> None:
-        """Keep the due-run indexes in step with ``run``'s status and wake time."""
+        """Keep the due-run indexes in step with ``run``'s status and wake time, and the
+        index of leased runs with its lease."""
+        if run.lease_owner is not None and run.status in ACTIVE:
+            self._leased[run.id] = None
+        else:
+            self._leased.pop(run.id, None)
         if run.status == RunStatus.RUNNING:
             self._running.setdefault(run.id, None)
         else:
@@ -149,76 +224,9 @@ class MemoryStore:
         run = self._runs.get(run_id)
         return run is not None and run.status in _TIMED and run.wake_at == wake_at
 
-    def save_checkpoint(self, run_id: str, step: str, attempt: int, owner: str, data: Any,
-                        at: float) -> bool:
-        with self._lock:
-            run = self._runs.get(run_id)
-            rec = self._steps.get(run_id, {}).get(step)
-            if (run is None or rec is None or rec.attempt != attempt
-                    or rec.status != StepStatus.RUNNING or run.leased_to_other(owner, at)):
-                return False
-            rec.checkpoint = copy.deepcopy(data)
-            self._history[run_id].append(HistoryEntry(run_id, at, Kind.STEP_CHECKPOINT, step,
-                                                      attempt, {"data": data}))
-            return True
-
-    def request_cancel(self, run_id: str, reason: str, at: float) -> RunRecord | None:
-        with self._lock:
-            run = self._runs.get(run_id)
-            if run is None:
-                return None
-            if run.status in ACTIVE and run.cancel_reason is None:
-                run.cancel_reason = reason
-                self._history[run_id].append(HistoryEntry(
-                    run_id, at, Kind.RUN_CANCEL_REQUESTED, None, None, {"reason": reason}))
-                if not run.leased_to_other("", at):
-                    run.status, run.wake_at = RunStatus.RUNNING, None
-                    run.rev += 1
-                    self._index(run)
-            return copy_run(run)
-
-    def park(self, run_id: str, owner: str, error: str, at: float) -> None:
-        with self._lock:
-            run = self._runs.get(run_id)
-            if run is None or run.status not in ACTIVE or run.leased_to_other(owner, at):
-                return
-            run.status, run.error, run.wake_at = RunStatus.STUCK, error, None
-            run.lease_owner = run.lease_expires = None
-            run.rev += 1
-            run.updated_at = at
-            self._index(run)
-            self._history[run_id].append(HistoryEntry(run_id, at, Kind.RUN_STUCK, None, None,
-                                                      {"error": error}))
-
-    def renew_leases(self, owner: str, run_ids: Sequence[str], expires: float) -> list[str]:
-        with self._lock:
-            kept = []
-            for run_id in run_ids:
-                run = self._runs.get(run_id)
-                if run is not None and run.lease_owner == owner:
-                    run.lease_expires = expires
-                    kept.append(run_id)
-            return kept
-
-    def release_leases(self, owner: str, run_ids: Sequence[str]) -> None:
-        with self._lock:
-            for run_id in run_ids:
-                run = self._runs.get(run_id)
-                if run is not None and run.lease_owner == owner:
-                    run.lease_owner = run.lease_expires = None
-
-    def release_owner(self, owner: str) -> list[str]:
-        with self._lock:
-            held = [r for r in self._running if self._runs[r].lease_owner == owner]
-            for run_id in held:
-                run = self._runs[run_id]
-                run.lease_owner = run.lease_expires = None
-            return held
-
-    def write_batch(self, fns: Sequence[Callable[[Store], Any]]
-                    ) -> list[tuple[Any, BaseException | None]]:
+    def write_batch(self, writes: Sequence[Write]) -> list[tuple[Any, BaseException | None]]:
         out: list[tuple[Any, BaseException | None]] = []
-        for fn in fns:
+        for fn in writes:
             try:
                 out.append((fn(self), None))
             except Exception as exc:
@@ -232,16 +240,14 @@ class MemoryStore:
             run = self._runs.get(run_id)
             return copy_run(run) if run else None
 
-    def load(self, run_id: str) -> tuple[RunRecord, dict[str, StepRecord]] | None:
+    def load(self, run_id: str) -> Loaded | None:
         with self._lock:
             run = self._runs.get(run_id)
             if run is None:
                 return None
-            return copy_run(run), {k: copy_step(v) for k, v in self._steps[run_id].items()}
-
-    def get_steps(self, run_id: str) -> dict[str, StepRecord]:
-        with self._lock:
-            return {k: copy_step(v) for k, v in self._steps.get(run_id, {}).items()}
+            return Loaded(copy_run(run),
+                          {k: copy_step(v) for k, v in self._steps[run_id].items()},
+                          {k: copy_item(v) for k, v in self._items.get(run_id, {}).items()})
 
     def history(self, run_id: str) -> list[HistoryEntry]:
         with self._lock:
@@ -258,12 +264,12 @@ class MemoryStore:
     # -- operators' queries (RunQueries) --------------------------------------------------
 
     def page_runs(self, saga: str | None, status: str | None, correlation_id: str | None,
-                  before: str | None, limit: int) -> list[RunRecord]:
+                  before: str | None, limit: int) -> list[RunRecord] | None:
         with self._lock:
             ids = list(self._runs)
             if before is not None:
                 if before not in self._runs:
-                    return []
+                    return None
                 ids = ids[:ids.index(before)]
             out: list[RunRecord] = []
             for run_id in reversed(ids):
@@ -328,7 +334,7 @@ class MemoryStore:
     def lease_holders(self, now: float) -> dict[str, int]:
         with self._lock:
             holders: dict[str, int] = {}
-            for run in map(self._runs.__getitem__, self._running):
+            for run in map(self._runs.__getitem__, self._leased):
                 if run.lease_owner is not None and (run.lease_expires or 0.0) > now:
                     holders[run.lease_owner] = holders.get(run.lease_owner, 0) + 1
             return holders
@@ -346,34 +352,39 @@ class MemoryStore:
         self._event_ids.setdefault(envelope["id"], ekey)
         return True
 
-    def apply_delivery(self, items: Sequence[Inbound]) -> list[str]:
-        statuses: list[str] = []
+    def deliver(self, items: Sequence[Inbound]) -> list[Delivered]:
+        outcomes: list[Delivered] = []
         with self._lock:
             for item in items:
-                env = item.envelope
-                if (env["source"], env["id"]) in self._inbox:
-                    statuses.append(DUPLICATE)
-                    continue
-                if any(c.run.id in self._runs for c in item.creates) or any(
-                        (current := self._runs.get(c.run.id)) is None
-                        or (c.expect_rev is not None and current.rev != c.expect_rev)
-                        for c in item.resumes):
-                    statuses.append(CONFLICT)
-                    continue
-                seen = set(item.awaits_seen)
-                if any((a.run_id, a.step) not in seen for b in item.buffer
-                       for a in self.find_awaits(b.event_type, b.key)):
-                    statuses.append(CONFLICT)  # an await registered since it was planned
-                    continue
-                self._record_inbox(env, item.received_at)
-                for c in item.resumes:
-                    self._apply(c, self._runs[c.run.id].rev + 1)
-                for c in item.creates:
-                    self._apply(c, 1)
-                for event in item.buffer:
-                    self._buffer(event)
-                statuses.append(APPLIED)
-        return statuses
+                outcomes.append(self._deliver(item))
+        return outcomes
+
+    def _deliver(self, item: Inbound) -> Delivered:
+        env = item.envelope
+        if (env["source"], env["id"]) in self._inbox:
+            return Delivered.DUPLICATE
+        if any(c.run.id in self._runs for c in item.creates):
+            return Delivered.CONFLICT
+        try:
+            for c in item.resumes:
+                self._check(c)
+        except ConflictError:
+            return Delivered.CONFLICT
+        seen = set(item.awaits_seen)
+        if any((a.run_id, a.step) not in seen for b in item.buffer
+               for a in self.find_awaits(b.event_type, b.key)):
+            return Delivered.CONFLICT  # an await registered since it was planned
+        self._record_inbox(env, item.received_at)
+        for c in item.resumes:
+            current = self._runs[c.run.id]
+            if current.cancel_reason is not None:
+                c.run.cancel_reason = current.cancel_reason
+            self._apply(c, current.rev + 1)
+        for c in item.creates:
+            self._apply(c, 1)
+        for event in item.buffer:
+            self._buffer(event)
+        return Delivered.APPLIED
 
     def find_awaits(self, event_type: str, key: str | None) -> list[AwaitRecord]:
         with self._lock:

@@ -49,15 +49,11 @@ from concordia.errors import StoreError, ValueRefusedError
 from concordia.status import Kind, RunStatus, StepStatus
 from concordia.store.base import ConflictError, Store
 from concordia.store.postgres_schema import MIGRATIONS, SCHEMA_VERSION
+from concordia.store.changes import Commit, Delivered, Inbound
 from concordia.store.records import (
-    APPLIED,
-    CONFLICT,
-    DUPLICATE,
     AwaitRecord,
     BufferedEvent,
-    Commit,
     HistoryEntry,
-    Inbound,
     RunRecord,
 )
 from concordia.store.rows import RUN_COLS as _RUN_COLS
@@ -642,17 +638,17 @@ class PostgresStore:
                 try:
                     with conn.transaction():
                         status, new_revs = self._deliver(cur, item)
-                        if status != APPLIED:
+                        if status != Delivered.APPLIED:
                             raise _Undo(status)
                 except _Undo as undo:
                     status, new_revs = undo.status, []
                 statuses.append(status)
                 revs.append(new_revs)
-            if any(s == APPLIED and (i.resumes or i.creates)
+            if any(s == Delivered.APPLIED and (i.resumes or i.creates)
                    for s, i in zip(statuses, items, strict=True)):
                 self._notify(cur)
         for item, status, new_revs in zip(items, statuses, revs, strict=True):
-            if status == APPLIED:
+            if status == Delivered.APPLIED:
                 for c, rev in zip(item.resumes, new_revs, strict=True):
                     c.run.rev = rev
         return statuses
@@ -663,7 +659,7 @@ class PostgresStore:
                           "ON CONFLICT DO NOTHING RETURNING id",
                           (env["source"], env["id"], item.received_at)).fetchone()
         if row is None:
-            return DUPLICATE, []
+            return Delivered.DUPLICATE, []
         cur.execute(_INSERT_EVENT, (env["id"], env["source"], None, env["type"], "in", True,
                                     _dumps(env)))
         revs: list[int] = []
@@ -673,16 +669,16 @@ class PostgresStore:
             for c in item.creates:
                 self._insert(cur, c)
         except ConflictError:
-            return CONFLICT, []
+            return Delivered.CONFLICT, []
         if item.buffer:
             self._lock_types(cur, [b.event_type for b in item.buffer])
         seen = set(item.awaits_seen)
         for event in item.buffer:
             if any((r[0], r[1]) not in seen for r in self._awaits(cur, event.event_type,
                                                                   event.key)):
-                return CONFLICT, []
+                return Delivered.CONFLICT, []
             self._buffer(cur, event)
-        return APPLIED, revs
+        return Delivered.APPLIED, revs
 
     def find_awaits(self, event_type: str, key: str | None) -> list[AwaitRecord]:
         cols = "run_id, step, event_type, key, saga, version"

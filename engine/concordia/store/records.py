@@ -1,24 +1,15 @@
-"""The journal's records: runs, steps, history entries, awaits, and the commit unit."""
+"""The journal's records: runs, steps and fan-out items, history entries, awaits, early
+events (what a store keeps; what is written to it is in :mod:`concordia.store.changes`)."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any, NamedTuple, TypeVar
 
-# The status sets live in concordia.status; these names stay importable from here.
-from concordia.status import (
-    ACTIVE,
-    ENDED,
-    RUN_STATUSES,
-    CompStatus,
-    RunStatus,
-    StepStatus,
-)
-
-__all__ = ["ACTIVE", "ENDED", "RUN_STATUSES"]
+from concordia.status import CompStatus, RunStatus, StepStatus
 
 # The detail of a history line that has none: one shared object, never to be changed.
 _NO_DETAIL: dict[str, Any] = {}
@@ -80,8 +71,8 @@ class StepRecord:
     error_detail: dict[str, Any] | None = None
     # The index of the catch entry that matched the failure, if any.
     caught: int | None = None
-    # A fan-out's list, evaluated once when the step starts (its items are journaled as
-    # steps of their own, named ``<step>[<index>]``).
+    # A fan-out's list, evaluated once when the step starts (each item has an
+    # :class:`ItemRecord` of its own once it has started).
     items: list[Any] | None = None
     # A fan-out's planning hint, never journaled (0 when read back): how many of its first
     # items are known to have succeeded, so that deciding the next item does not look at
@@ -92,6 +83,56 @@ class StepRecord:
     def has_effect(self) -> bool:
         """Whether the world may have changed: a result, or a checkpoint of a partial run."""
         return self.status == StepStatus.SUCCEEDED or self.checkpoint is not None
+
+
+@dataclass(slots=True)
+class ItemRecord:
+    """The journal of one item of a fan-out (``for_each``): its attempts and compensation,
+    as a step's (see :class:`StepRecord`), under its step's name and its index."""
+
+    step: str
+    index: int
+    status: StepStatus = StepStatus.PENDING
+    attempt: int = 0
+    result: Any = None
+    checkpoint: Any = None
+    error: str | None = None
+    wake_at: float | None = None
+    comp_status: CompStatus | None = None
+    comp_attempt: int = 0
+    comp_error: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    error_detail: dict[str, Any] | None = None
+    caught: int | None = None
+
+    @property
+    def key(self) -> ItemKey:
+        return (self.step, self.index)
+
+    @property
+    def name(self) -> str:
+        """How the item is shown (``sync[2]``); never parsed back."""
+        return f"{self.step}[{self.index}]"
+
+    @property
+    def has_effect(self) -> bool:
+        return self.status == StepStatus.SUCCEEDED or self.checkpoint is not None
+
+
+# An item's identity: its step's name and its index in the step's list.
+ItemKey = tuple[str, int]
+# What journals attempts: a step, or an item of a fan-out.
+Attempted = StepRecord | ItemRecord
+
+
+class Loaded(NamedTuple):
+    """A run with the records of the steps and items it has touched (read together: one
+    consistent revision); steps and items not in them are pending."""
+
+    run: RunRecord
+    steps: dict[str, StepRecord]
+    items: dict[ItemKey, ItemRecord]
 
 
 class HistoryEntry(NamedTuple):
@@ -128,64 +169,6 @@ class BufferedEvent:
     expires_at: float
 
 
-@dataclass(slots=True)
-class Commit:
-    """Everything one transition writes; a store applies it atomically or not at all."""
-
-    run: RunRecord
-    steps: list[StepRecord] = field(default_factory=list)
-    history: list[HistoryEntry] = field(default_factory=list)
-    # Emitted events: {"envelope": CloudEvents dict, "persistent": bool}. Persistent ones
-    # form the outbox that the relay publishes; all of them make the causation chain.
-    events: list[dict[str, Any]] = field(default_factory=list)
-    decisions: list[dict[str, Any]] = field(default_factory=list)
-    awaits_add: list[AwaitRecord] = field(default_factory=list)
-    awaits_remove: list[tuple[str, str]] = field(default_factory=list)
-    consume_buffered: list[str] = field(default_factory=list)
-    # The early events the writer examined for the awaits it adds: a store refuses the
-    # commit (ConflictError) if another one for them was buffered since, so that an
-    # event racing the run to its await is never left in the buffer while the run waits.
-    buffered_seen: list[str] = field(default_factory=list)
-    expect_rev: int | None = None  # optimistic concurrency: the rev the writer read
-    # (run id, step) of parents waiting on this run (a child saga) that its end wakes: in
-    # the same transaction, the step is made due and the run runnable (its rev moves on,
-    # so a writer holding an older copy reloads it). A wake-up is never lost to a crash.
-    wake: list[tuple[str, str]] = field(default_factory=list)
-
-    @property
-    def plain(self) -> bool:
-        """Whether it writes a run's row, steps and history only: nothing in it can fail
-        once its run's revision is found current, so it can share a statement with other
-        runs' commits, and a store need apply nothing else."""
-        return not (self.events or self.decisions or self.awaits_add or self.awaits_remove
-                    or self.consume_buffered or self.wake)
-
-
-# What a store did with one Inbound.
-APPLIED, DUPLICATE, CONFLICT = "applied", "duplicate", "conflict"
-
-
-@dataclass(slots=True)
-class Inbound:
-    """One inbound event and everything delivering it writes, applied as one unit.
-
-    Its inbox row (the id that makes a redelivery a duplicate), the runs it starts, the
-    runs it resumes (each a commit with ``expect_rev``) and its early-event buffer entries
-    are written together or not at all, so a crash mid-delivery cannot leave the event
-    marked as seen without its effects.
-    """
-
-    envelope: dict[str, Any]
-    received_at: float
-    creates: list[Commit] = field(default_factory=list)
-    resumes: list[Commit] = field(default_factory=list)
-    buffer: list[BufferedEvent] = field(default_factory=list)
-    # The awaits (run id, step) the writer examined: a store refuses to buffer the event
-    # (conflict) if another await for it was registered since; the event is planned again.
-    awaits_seen: list[tuple[str, str]] = field(default_factory=list)
-
-
-
 R = TypeVar("R")
 
 
@@ -202,3 +185,4 @@ def _cloner(cls: type[R]) -> Callable[[R], R]:
 
 copy_run = _cloner(RunRecord)
 copy_step = _cloner(StepRecord)
+copy_item = _cloner(ItemRecord)

@@ -25,15 +25,11 @@ from urllib.request import pathname2url
 from concordia.errors import StoreError
 from concordia.status import ENDED, Kind, StepStatus
 from concordia.store.base import ConflictError, Store
+from concordia.store.changes import Commit, Delivered, Inbound
 from concordia.store.records import (
-    APPLIED,
-    CONFLICT,
-    DUPLICATE,
     AwaitRecord,
     BufferedEvent,
-    Commit,
     HistoryEntry,
-    Inbound,
     RunRecord,
     StepRecord,
 )
@@ -689,13 +685,13 @@ class SqliteStore:
             for item in items:
                 conn.execute("SAVEPOINT delivery")
                 status, new_revs = self._deliver(conn, item)
-                if status != APPLIED:
+                if status != Delivered.APPLIED:
                     conn.execute("ROLLBACK TO delivery")
                 conn.execute("RELEASE delivery")
                 statuses.append(status)
                 revs.append(new_revs)
         for item, status, new_revs in zip(items, statuses, revs, strict=True):
-            if status == APPLIED:
+            if status == Delivered.APPLIED:
                 for c, rev in zip(item.resumes, new_revs, strict=True):
                     c.run.rev = rev
                     self._remember(c.run)
@@ -705,7 +701,7 @@ class SqliteStore:
 
     def _deliver(self, conn: sqlite3.Connection, item: Inbound) -> tuple[str, list[int]]:
         if not self._inbox(conn, item.envelope, item.received_at):
-            return DUPLICATE, []
+            return Delivered.DUPLICATE, []
         revs: list[int] = []
         try:
             for c in item.resumes:
@@ -713,14 +709,14 @@ class SqliteStore:
             for c in item.creates:
                 self._insert(conn, c)
         except (ConflictError, sqlite3.IntegrityError):
-            return CONFLICT, []
+            return Delivered.CONFLICT, []
         seen = set(item.awaits_seen)
         for event in item.buffer:
             if any((r[0], r[1]) not in seen for r in self._awaits(conn, event.event_type,
                                                                    event.key)):
-                return CONFLICT, []
+                return Delivered.CONFLICT, []
             self._buffer(conn, event)
-        return APPLIED, revs
+        return Delivered.APPLIED, revs
 
     @staticmethod
     def _unseen_buffered(conn: sqlite3.Connection, c: Commit) -> bool:

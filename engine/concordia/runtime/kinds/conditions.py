@@ -1,8 +1,4 @@
-"""Carrying out the decisions the language's constructs add to the planner's.
-
-The executor hands every such decision (:data:`~concordia.runtime.decision.CONSTRUCT_KINDS`)
-to :meth:`Constructs.carry_out`. Conditions and catch results are evaluated here (the
-executor evaluates expressions; the planner decides what their journaled outcome means):
+"""Conditions (``if``) and catch tables (``catch``), the constructs that steer a stage.
 
 - ``check``: each step's ``if``; true journals the step ``ready``, false ``skipped``
   (never compensated), anything but a boolean fails the step;
@@ -11,71 +7,42 @@ executor evaluates expressions; the planner decides what their journaled outcome
   as ``error``, and the step is journaled ``caught`` with that result plus ``error``;
   the planner then goes on (or jumps to the entry's ``goto``). A mapping that cannot be
   evaluated leaves the step failed.
-
-Fan-outs are carried out by :mod:`concordia.runtime.fanout`, child sagas by
-:mod:`concordia.runtime.children`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any
 
 from concordia.definitions.expressions import compile_expression
 from concordia.definitions.models import ActionStep, SagaStep
 from concordia.errors import ExpressionError, ValueLimitError
-from concordia.runtime.children import Children
-from concordia.runtime.decision import Decision
+from concordia.runtime.decision import Decision, DecisionKind
 from concordia.runtime.effects import Flow
 from concordia.runtime.emitter import evaluate, run_fields
-from concordia.runtime.fanout import FanOut
-from concordia.runtime.invoke import HandlerStopError
+from concordia.runtime.journaling import Journaling
+from concordia.runtime.kinds.base import Carry, Stop
 from concordia.runtime.pending import journal_value
+from concordia.runtime.run_pass import RunPass
 from concordia.status import Kind, StepStatus
 
-if TYPE_CHECKING:
-    from concordia.runtime.executor import Executor, RunPass
 
+class Conditions:
+    """Conditions and catch tables (see the module docstring)."""
 
-class Constructs:
-    """The language's operations over one executor (see the module docstring)."""
+    def __init__(self, journaling: Journaling) -> None:
+        self.j = journaling
 
-    def __init__(self, executor: Executor) -> None:
-        self.executor = executor
-        self.fan_out = FanOut(executor)
-        self.children = Children(executor)
+    def carries(self) -> Mapping[DecisionKind, Carry]:
+        return {DecisionKind.CHECK: self.check, DecisionKind.CATCH: self.catch}
 
-    def carry_out(self, p: RunPass, decision: Decision, now: float
-                  ) -> Flow[HandlerStopError | None]:
-        kind = decision.kind
-        if kind == "items":
-            return (yield from self.fan_out.start_items(p, decision.steps, now))
-        if kind == "undo_item":
-            return (yield from self.fan_out.undo_item(p, decision.steps[0], now))
-        if kind == "check":
-            for name in decision.steps:
-                self.check(p, name, now)
-        elif kind == "catch":
-            self.catch(p, decision.steps[0], now)
-        elif kind == "expand":
-            for name in decision.steps:
-                self.fan_out.expand(p, name, now)
-        elif kind == "settle":
-            self.fan_out.settle(p, decision, now)
-        elif kind == "child":
-            for name in decision.steps:
-                yield from self.children.advance(p, name, now)
-        elif kind == "undo_child":
-            yield from self.children.undo(p, decision.steps[0], now)
-        else:  # pragma: no cover - the planner makes no other kind
-            raise AssertionError(f"not a construct decision: {kind}")
+    def check(self, p: RunPass, decision: Decision, now: float) -> Flow[Stop]:
+        for name in decision.steps:
+            self._check(p, name, now)
         return None
+        yield  # a flow, though it asks for nothing
 
-    def abandon_items(self, p: RunPass, name: str) -> None:
-        self.fan_out.abandon_items(p, name)
-
-    # -- conditions ----------------------------------------------------------------------
-
-    def check(self, p: RunPass, name: str, now: float) -> None:
+    def _check(self, p: RunPass, name: str, now: float) -> None:
         step = p.compiled.steps[name]
         rec = p.steps[name]
         source = step.if_
@@ -86,7 +53,7 @@ class Constructs:
                 raise ExpressionError(source, f"gives {type(holds).__name__}, not a boolean: "
                                               "a condition must be true or false")
         except ExpressionError as exc:
-            self.executor._fail(p, step, rec, exc, now, retry=False)
+            self.j.fail(p, step, rec, exc, now, retry=False)
             return
         p.pending.touch(rec)
         if holds:
@@ -97,9 +64,8 @@ class Constructs:
         rec.finished_at = now
         p.pending.note(now, Kind.STEP_SKIPPED, name, condition=source)
 
-    # -- catch ---------------------------------------------------------------------------
-
-    def catch(self, p: RunPass, name: str, now: float) -> None:
+    def catch(self, p: RunPass, decision: Decision, now: float) -> Flow[Stop]:
+        name = decision.steps[0]
         step = p.compiled.steps[name]
         rec = p.steps[name]
         assert isinstance(step, ActionStep | SagaStep)
@@ -117,10 +83,12 @@ class Constructs:
             rec.error = f"{rec.error}; its catch result failed: {exc}"
             p.run.error = f"step {name}: {rec.error}"
             p.pending.touch(rec)
-            return
+            return None
         rec.status = StepStatus.CAUGHT
         rec.result = result
         p.results[name] = result
         p.pending.touch(rec)
         p.pending.note(now, Kind.STEP_CAUGHT, name, rec.attempt, entry=rec.caught,
                        goto=clause.goto, type=error.get("type"))
+        return None
+        yield  # a flow, though it asks for nothing

@@ -32,5 +32,6 @@ def definition_document(saga: Saga) -> dict[str, Any]:
 
 
 def fingerprint(saga: Saga) -> str:
+    """The SHA-256 of the saga's canonical document: equal for equal definitions."""
     text = json.dumps(definition_document(saga), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
