@@ -20,8 +20,7 @@ from typing import Any
 from concordia import Catalog, Engine
 from tests.events_runtime import domain
 
-WRITES = frozenset({"create_run", "commit", "save_checkpoint", "mark_published",
-                    "apply_delivery", "request_cancel", "park", "release_leases"})
+WRITES = frozenset({"create", "commit", "patch", "leases", "deliver", "mark_published"})
 
 
 class KillingStore:

@@ -54,9 +54,9 @@ def test_delivery_planned_before_the_await_was_registered(
             found = store.find_awaits(event_type, key)
             return [a for a in found if a.run_id != run_id] if self.stale else found
 
-        def apply_delivery(self, items: Any) -> list[str]:
+        def deliver(self, items: Any) -> list[Any]:
             self.stale = False
-            return list(store.apply_delivery(items))
+            return list(store.deliver(items))
 
     engine.store = StaleRead(store)  # type: ignore[assignment]
     delivered = engine.deliver(_settled("o-1"))

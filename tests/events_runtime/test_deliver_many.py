@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from concordia import Engine, EventError, InputError, VirtualClock, new_event
-from concordia.store.records import Commit
+from concordia.store.changes import Commit
 from tests.events_runtime import domain
 from tests.events_runtime.conftest import Calls, load, make_engine, store_url, write_tree
 
@@ -100,7 +100,7 @@ def test_an_invalid_event_stops_the_batch_where_it_is(
 
 
 class _Interfering:
-    """Delegates to a store; runs ``before`` ahead of the first apply_delivery."""
+    """Delegates to a store; runs ``before`` ahead of the first delivery it writes."""
 
     def __init__(self, store: Any, before: Any) -> None:
         self._store = store
@@ -109,11 +109,11 @@ class _Interfering:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
-    def apply_delivery(self, items: Any) -> list[str]:
+    def deliver(self, items: Any) -> list[Any]:
         if self._before is not None:
             before, self._before = self._before, None
             before()
-        return list(self._store.apply_delivery(items))
+        return list(self._store.deliver(items))
 
 
 def test_a_run_changed_during_delivery_is_read_again(

@@ -31,6 +31,7 @@ from concordia.runtime.engine import Engine
 from concordia.store import open_store
 from concordia.store.sqlite import SCHEMA_VERSION, SqliteStore
 from concordia.testing import Faults, assert_order
+from tests.journal import records_of
 from tests.runtime.sagas import Recorder, action, load_catalog, saga
 
 EngineFor = Callable[..., Engine]
@@ -57,7 +58,7 @@ def test_happy_path_runs_every_step_in_order_and_journals_results(
 
     def pack(ctx: Any) -> Any:
         # Earlier results are journaled before this step starts; this step is "running".
-        steps = engine.store.get_steps(ctx.run_id)
+        steps = records_of(engine.store, ctx.run_id)
         seen_in_store.update({n: (r.status, r.result) for n, r in steps.items()})
         return {"parcel": ctx.input["order"] + "-p"}
 

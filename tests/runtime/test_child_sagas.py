@@ -12,8 +12,8 @@ import pytest
 from concordia.clock import VirtualClock
 from concordia.definitions.catalog import Catalog
 from concordia.errors import PermanentError, RetryableError
-from concordia.runtime.children import child_run_id
 from concordia.runtime.engine import Engine
+from concordia.runtime.kinds.children import child_run_id
 from tests.runtime.sagas import Recorder, action, saga
 
 EngineFor = Callable[..., Engine]

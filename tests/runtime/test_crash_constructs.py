@@ -17,9 +17,10 @@ from typing import Any
 
 import pytest
 
-from concordia.runtime.children import child_run_id
-from concordia.store.records import ENDED
+from concordia.runtime.kinds.children import child_run_id
+from concordia.status import ENDED
 from concordia.store.sqlite import SqliteStore
+from tests.journal import records_of
 from tests.runtime import crash_constructs_child as child
 from tests.runtime.sagas import write_definitions
 from tests.runtime.test_crash_recovery import Worker, read_side_log
@@ -106,7 +107,7 @@ def check(store: SqliteStore, side: list[dict[str, Any]], seed: int) -> int:
 def check_run(store: SqliteStore, rid: str, log: list[dict[str, Any]], note: str) -> int:
     """One run's journal against its side log; returns how many calls re-ran."""
     history = store.history(rid)
-    steps = store.get_steps(rid)
+    steps = records_of(store, rid)
     run = store.get_run(rid)
     assert run is not None
     calls = [e for e in log if e["event"] == "call"]

@@ -21,8 +21,10 @@ from typing import Any
 
 import pytest
 
-from concordia.store.records import ENDED, StepRecord
+from concordia.status import ENDED
+from concordia.store.records import StepRecord
 from concordia.store.sqlite import SqliteStore
+from tests.journal import records_of
 from tests.runtime import crash_child
 from tests.runtime.crash_child import COMPENSATED, STEPS, expected_status, plan_for, run_id
 from tests.runtime.sagas import write_definitions
@@ -135,7 +137,7 @@ def check_journal(store: SqliteStore, side: list[dict[str, Any]], seed: int) -> 
         rid = run_id(i)
         plan = plan_for(i)
         run = runs[rid]
-        steps = store.get_steps(rid)
+        steps = records_of(store, rid)
         history = store.history(rid)
         log = by_run[rid]
         statuses[run.status] += 1

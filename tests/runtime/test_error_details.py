@@ -15,8 +15,8 @@ from concordia.cli import main
 from concordia.clock import VirtualClock
 from concordia.definitions.catalog import Catalog
 from concordia.errors import PermanentError, RetryableError
-from concordia.runtime.children import child_run_id
 from concordia.runtime.engine import Engine
+from concordia.runtime.kinds.children import child_run_id
 from concordia.runtime.problem import MAX_DETAILS_BYTES, problem_of
 from tests.runtime.sagas import Recorder, action, saga
 

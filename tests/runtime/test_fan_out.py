@@ -19,6 +19,7 @@ from concordia.errors import PermanentError
 from concordia.registry import Registry
 from concordia.runtime.engine import Engine
 from concordia.store.sqlite import SqliteStore
+from tests.journal import records_of
 from tests.runtime.sagas import action, saga
 
 EngineFor = Callable[..., Engine]
@@ -307,7 +308,7 @@ def test_sqlite_keeps_one_row_per_item(catalog_of: CatalogOf, sqlite_url: str,
                             "WHERE r.id = ? ORDER BY s.name", (run.id,))
         assert [r[0] for r in rows] == ["activate", "prepare", "sync", *[
             f"sync[{i}]" for i in range(5)]]
-        steps = store.get_steps(run.id)
+        steps = records_of(store, run.id)
         assert steps["sync[3]"].result == {"adapter": "a3", "previous": "old-3"}
         assert steps["sync"].items == NAMES
     finally:

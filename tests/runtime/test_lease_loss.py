@@ -31,7 +31,7 @@ from concordia.clock import SystemClock
 from concordia.definitions.catalog import Catalog
 from concordia.registry import Registry
 from concordia.store.base import Store
-from concordia.store.records import Commit
+from concordia.store.changes import Commit, LeaseChange
 from tests.runtime.blocking import BlockingEngine
 from tests.runtime.sagas import load_catalog
 
@@ -168,9 +168,10 @@ class RacingStore:
             assert self._renewed.wait(DEADLINE)
         return self._store.load(run_id)
 
-    def renew_leases(self, owner: str, run_ids: list[str], expires: float) -> list[str]:
-        kept: list[str] = self._store.renew_leases(owner, run_ids, expires)
+    def leases(self, change: LeaseChange) -> list[str]:
+        kept: list[str] = self._store.leases(change)
         self._renewed.set()
+        run_ids = change.run_ids or ()
         deadline = time.monotonic() + DEADLINE
         while not any(c.ctx.run_id in run_ids for c in self._engine.engine.invoker.in_flight):
             assert time.monotonic() < deadline, "the pass never called its handlers"

@@ -29,6 +29,7 @@ from concordia.clock import SystemClock, VirtualClock
 from concordia.definitions.catalog import Catalog
 from concordia.errors import ConcordiaError
 from concordia.registry import Registry
+from concordia.runtime import transitions
 from concordia.runtime.aengine import AsyncEngine
 from concordia.runtime.engine import Engine
 from concordia.runtime.leases import LeaseKeeper
@@ -36,8 +37,10 @@ from concordia.status import RunStatus
 from concordia.store import open_store
 from concordia.store.aio import AsyncStore
 from concordia.store.base import ConflictError, Store
+from concordia.store.changes import Commit
 from concordia.store.memory import MemoryStore
-from concordia.store.records import Commit, RunRecord
+from concordia.store.records import RunRecord
+from tests.journal import records_of
 from tests.runtime.sagas import action, saga
 
 CatalogOf = Callable[..., Catalog]
@@ -213,7 +216,7 @@ def test_the_expired_owners_late_commit_raises_conflict_in_the_store(
     run = a.start("order", {})  # leased to a, charge started, by the creating commit
     loaded = a.store.load(run.id)
     assert loaded is not None
-    stale, steps = loaded
+    stale, steps, _ = loaded
     clock.advance(TTL + 1)
     b.run_until_idle()
     assert b.get_run(run.id).status == RunStatus.COMPLETED
@@ -336,7 +339,7 @@ def test_claim_new_runs_false_leaves_new_runs_unleased(
     stored = b.store.get_run(run.id)
     assert stored is not None
     assert (stored.lease_owner, stored.lease_expires) == (None, None)
-    assert b.store.get_steps(run.id) == {}  # nothing started on its behalf
+    assert records_of(b.store, run.id) == {}  # nothing started on its behalf
     b.run_until_idle()  # free for any worker at once, without waiting for a lease
     assert b.get_run(run.id).status == RunStatus.COMPLETED
     assert [c[:2] for c in b_side.calls] == [("charge", 1), ("ship", 1)]
@@ -384,7 +387,7 @@ def test_retry_resumes_a_stuck_run(catalog_of: CatalogOf, engine_for: EngineFor,
     engine = engine_for(order_saga(catalog_of), side.registry(), owner="worker-a")
     run = engine.start("order", {})
     engine.run_until_idle()  # charge waits on its retry timer
-    engine.store.park(run.id, "operator", "disk full", clock.now())
+    engine.store.patch(transitions.park(run.id, "operator", "disk full", clock.now()))
     view = engine.get_run(run.id)
     assert view.status == RunStatus.STUCK
     assert view.error == "disk full"
@@ -425,7 +428,7 @@ DUE_ROWS = [
 def due_store(store_url: str) -> Iterator[Store]:
     store = open_store(store_url)
     for run_id, status, wake_at, owner, expires in DUE_ROWS:
-        store.create_run(Commit(run=RunRecord(
+        store.create(Commit(run=RunRecord(
             id=run_id, saga="order", version=1, status=status,
             state="run_0" if status != RunStatus.COMPLETED else "completed", input={},
             correlation_id="c", causation_id=None, cause=run_id, created_at=T - 100,
@@ -454,15 +457,20 @@ def test_due_runs_never_offers_a_run_another_owner_holds(
 
 def test_next_wake_at_is_the_earliest_timer_or_lease_expiry(due_store: Store) -> None:
     assert due_store.next_wake_at() == T - 5  # the due timer, before any lease expiry
-    due_store.release_leases("worker-a", ["b-held-by-a"])
+    due_store.leases(transitions.release("worker-a", ["b-held-by-a"]))
     held = due_store.get_run("b-held-by-a")
     assert held is not None
     assert (held.lease_owner, held.lease_expires) == (None, None)
-    assert due_store.renew_leases("worker-b", ["c-held-by-b", "b-held-by-a"], T + 90) == [
+    assert due_store.leases(transitions.renew("worker-b", ["c-held-by-b", "b-held-by-a"],
+                                              T + 90)) == [
         "c-held-by-b"]  # only the leases it holds
 
 
 # -- the group writer --------------------------------------------------------------------------
+
+
+def creating(commit: Commit) -> Callable[[Store], None]:
+    return lambda s: s.create(commit)
 
 
 def new_run(run_id: str) -> Commit:
@@ -477,10 +485,10 @@ def test_group_writer_commits_many_writes_in_one_transaction_and_refusals_alone(
     store = open_store(f"sqlite:///{tmp_path / 'runs.db'}")
     astore = AsyncStore(store)
     assert astore.writer is not None
-    store.create_run(new_run("existing"))
+    store.create(new_run("existing"))
 
     def half_written(s: Store) -> None:
-        s.create_run(new_run("half"))
+        s.create(new_run("half"))
         raise RuntimeError("failed after writing")
 
     async def scenario() -> list[Any]:
@@ -490,11 +498,11 @@ def test_group_writer_commits_many_writes_in_one_transaction_and_refusals_alone(
             gate.wait(BOUND)
             return "first"
 
-        first = asyncio.ensure_future(astore.write_fn(hold_the_writer))
+        first = asyncio.ensure_future(astore.write(hold_the_writer))
         await asyncio.sleep(0.1)  # the writer thread has taken it, alone, and waits
-        writes = [astore.write("create_run", new_run(f"r{i}")) for i in range(4)]
-        writes.insert(2, astore.write("create_run", new_run("existing")))
-        writes.insert(4, astore.write_fn(half_written))
+        writes = [astore.write(creating(new_run(f"r{i}"))) for i in range(4)]
+        writes.insert(2, astore.write(creating(new_run("existing"))))
+        writes.insert(4, astore.write(half_written))
         pending = [asyncio.ensure_future(w) for w in writes]
         await asyncio.sleep(0.05)  # all queued behind the first
         gate.set()

@@ -29,7 +29,8 @@ from concordia.definitions.models import (
     Saga,
     Step,
 )
-from concordia.machine.compile import CompiledSaga, compile_saga
+from concordia.machine.compile import CompiledSaga, Move, MoveKind, compile_saga
+from concordia.runtime.decision import DecisionKind
 from concordia.runtime.planner import END, Decision, needs_compensation, plan, retry_policy
 from concordia.status import CompStatus, RunStatus, StepStatus
 from concordia.store.records import RunRecord, StepRecord
@@ -96,19 +97,19 @@ UNDONE: dict[str, Any] = {**DONE, "comp_status": C.SUCCEEDED, "comp_attempt": 1}
 
 
 def start(*names: str) -> Decision:
-    return Decision("start", steps=names)
+    return Decision(DecisionKind.START, steps=names)
 
 
 def compensate(name: str) -> Decision:
-    return Decision("compensate", steps=(name,))
+    return Decision(DecisionKind.COMPENSATE, steps=(name,))
 
 
 def move(event: str) -> Decision:
-    return Decision("move", event=event)
+    return Decision(DecisionKind.MOVE, move=Move(MoveKind(event)))
 
 
 def wait(wake_at: float | None, *, suspended: bool = False) -> Decision:
-    return Decision("wait", wake_at=wake_at, suspended=suspended)
+    return Decision(DecisionKind.WAIT, wake_at=wake_at, suspended=suspended)
 
 
 FORWARD = [
@@ -192,7 +193,7 @@ def test_forward_decisions(why: str, compiled: CompiledSaga, state: str,
                            records: dict[str, dict[str, Any]], options: dict[str, Any],
                            expected: Decision) -> None:
     run, steps = journal(compiled, state, records, **options)
-    assert plan(compiled, run, steps, NOW) == expected, why
+    assert plan(compiled, run, steps, {}, NOW) == expected, why
 
 
 UNDO = [
@@ -262,7 +263,7 @@ def test_undo_decisions(why: str, compiled: CompiledSaga, state: str,
                         records: dict[str, dict[str, Any]], options: dict[str, Any],
                         expected: Decision) -> None:
     run, steps = journal(compiled, state, records, **options)
-    assert plan(compiled, run, steps, NOW) == expected, why
+    assert plan(compiled, run, steps, {}, NOW) == expected, why
 
 
 ENDS = [
@@ -284,8 +285,8 @@ def test_ended_and_halted_runs_end(why: str, state: str, status: RunStatus) -> N
     run, steps = journal(SEQ, state, {"charge": {"status": S.PENDING},
                                       "reserve": {**DONE, "comp_status": C.RUNNING}},
                          status=status, cancel="late")
-    assert plan(SEQ, run, steps, NOW) == END, why
-    assert Decision("end") == END
+    assert plan(SEQ, run, steps, {}, NOW) == END, why
+    assert Decision(DecisionKind.END) == END
 
 
 def walk_undo(compiled: CompiledSaga, state: str, records: dict[str, dict[str, Any]],
@@ -295,15 +296,15 @@ def walk_undo(compiled: CompiledSaga, state: str, records: dict[str, dict[str, A
     run, steps = journal(compiled, state, records, **options)
     order: list[str] = []
     for _ in range(50):  # bounded: a planner that loops fails the test, never hangs it
-        decision = plan(compiled, run, steps, NOW)
+        decision = plan(compiled, run, steps, {}, NOW)
         if decision.kind == "compensate":
             name = decision.steps[0]
             order.append(name)
             steps[name] = replace(steps[name], comp_status=C.SUCCEEDED)
             run.compensated_any = True
         elif decision.kind == "move":
-            assert decision.event is not None
-            run.state = compiled.move(run.state, decision.event)
+            assert decision.move is not None
+            run.state = compiled.move(run.state, decision.move)
             if run.state not in compiled.where:
                 return order, run.state
         else:
@@ -344,7 +345,7 @@ def test_a_failure_with_nothing_to_undo_ends_failed() -> None:
 def test_the_planner_does_not_change_the_journal() -> None:
     run, steps = journal(PAR, "undo_1", {"charge": DONE, "pack": DONE})
     before = (replace(run), {n: replace(r) for n, r in steps.items()})
-    plan(PAR, run, steps, NOW)
+    plan(PAR, run, steps, {}, NOW)
     assert (run, steps) == before
 
 

@@ -20,8 +20,8 @@ import pytest
 from concordia.definitions.catalog import Catalog
 from concordia.errors import PermanentError
 from concordia.registry import Registry
-from concordia.runtime.children import child_run_id
 from concordia.runtime.engine import Engine
+from concordia.runtime.kinds.children import child_run_id
 
 EngineFor = Callable[..., Engine]
 EXAMPLES = Path(__file__).parent / "serverless_workflow"

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from concordia.errors import StoreError
-from concordia.store.records import Commit, HistoryEntry, RunRecord, StepRecord
+from concordia.store.changes import Commit
+from concordia.store.records import HistoryEntry, RunRecord, StepRecord
 from concordia.store.sqlite import TAIL_LIMIT, SqliteStore
 from concordia.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
 
@@ -53,7 +54,7 @@ def test_a_schema_version_2_store_keeps_its_runs_steps_and_history(tmp_path: Pat
         assert store.schema_version() == SCHEMA_VERSION == 6
         loaded = store.load("r-1")
         assert loaded is not None
-        run, steps = loaded
+        run, steps, _ = loaded
         # Columns and step fields added later read as their defaults in migrated rows.
         assert (run.parent_run_id, run.parent_step) == (None, None)
         assert (run.status, run.state, run.rev, run.input) == ("running", "run_1", 3,

@@ -10,7 +10,8 @@ import pytest
 
 from concordia.status import RunStatus
 from concordia.store import open_store
-from concordia.store.records import Commit, RunRecord
+from concordia.store.changes import Commit
+from concordia.store.records import RunRecord
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -32,7 +33,7 @@ def test_pages_of_runs_newest_first_under_filters(store: Any) -> None:
              ("a", RunStatus.SUSPENDED, "y")]
     for i in range(12):
         saga, status, corr = kinds[i % 3]
-        store.create_run(Commit(run=_run(i, saga, status, corr)))
+        store.create(Commit(run=_run(i, saga, status, corr)))
     page = store.page_runs
     assert [r.id for r in page(None, None, None, None, 3)] == ["r-011", "r-010", "r-009"]
     assert [r.id for r in page("a", None, None, "r-009", 3)] == ["r-008", "r-006", "r-005"]
@@ -51,7 +52,7 @@ def test_the_outbox_backlog_counts_unpublished_events_and_dates_the_oldest(store
     events = [{"envelope": {"id": f"e-{i}", "source": "s", "type": "t",
                             "time": f"2026-01-0{i}T00:00:00Z"}, "persistent": i != 3}
               for i in (1, 2, 3)]
-    store.create_run(Commit(run=run, events=events))
+    store.create(Commit(run=run, events=events))
     assert store.outbox_backlog() == (2, "2026-01-01T00:00:00Z")
     (first, _), _ = store.outbox_pending(10)
     store.mark_published([first], 5.0)

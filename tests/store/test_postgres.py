@@ -13,9 +13,10 @@ import pytest
 from concordia.errors import StoreError
 from concordia.status import RunStatus
 from concordia.store import open_store
+from concordia.store.changes import Commit
 from concordia.store.postgres import PostgresStore
 from concordia.store.postgres_schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION
-from concordia.store.records import Commit, RunRecord
+from concordia.store.records import RunRecord
 from tests.pg import PG_BASE, drop_schema, new_schema, schema_url
 
 pytestmark = pytest.mark.postgres

@@ -108,9 +108,10 @@ class CompiledSaga:
     # Actions a run's creating commit may mark started (no condition, no list to expand).
     plain_actions: frozenset[str] = frozenset()
 
-    def move(self, state: str, move: Move) -> str:
-        """The state ``move`` leads to from ``state``; raise if the machine forbids it."""
-        event = move.event
+    def move(self, state: str, move: Move | str) -> str:
+        """The state ``move`` (or the machine event of that name) leads to from
+        ``state``; raise if the machine forbids it."""
+        event = move if isinstance(move, str) else move.event
         try:
             return self.transitions[(state, event)]
         except KeyError:
