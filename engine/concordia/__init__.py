@@ -7,6 +7,8 @@ calling the handlers a service registers.
 
 from typing import TYPE_CHECKING, Any
 
+from concordia.version import __version__
+
 if TYPE_CHECKING:
     from concordia.clock import SystemClock, VirtualClock
     from concordia.definitions.catalog import Catalog
@@ -77,8 +79,6 @@ def __getattr__(name: str) -> Any:
     globals()[name] = value  # later look-ups skip this function
     return value
 
-
-__version__ = "0.1.0"
 
 __all__ = [
     "AsyncEngine",

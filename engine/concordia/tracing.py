@@ -93,7 +93,7 @@ class RunTracer:
 
     def _get(self) -> Any:
         if self._tracer is None:
-            from concordia import __version__
+            from concordia.version import __version__
 
             self._tracer = _api().get_tracer("concordia", __version__)
         return self._tracer

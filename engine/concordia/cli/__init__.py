@@ -42,8 +42,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from concordia import __version__
     from concordia.cli import bus_cmds, events_cmds, graph_cmd, inspect_cmds, run_cmds
+    from concordia.version import __version__
 
     parser = _Parser(prog="concordia", description="Declarative saga engine: check "
                      "definitions, run sagas, operate on runs.", epilog=_EPILOG,

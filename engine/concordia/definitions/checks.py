@@ -14,9 +14,10 @@ of its own is not also reported as unknown.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from concordia.definitions.celcheck import bound_names, describe_functions, unknown_functions
+from concordia.definitions.check_api import CheckedTree
 from concordia.definitions.construct_checks import STEP_VARS, ConstructChecks, guarded
 from concordia.definitions.expressions import (
     compile_expression,
@@ -28,9 +29,6 @@ from concordia.definitions.models import ActionStep, AwaitStep, Emit, PolicyStep
 from concordia.definitions.outline import PolicyOutline, SagaOutline, StepSlot
 from concordia.definitions.problems import Severity
 from concordia.errors import ExpressionError
-
-if TYPE_CHECKING:
-    from concordia.definitions.catalog import Catalog
 
 # Variables each kind of expression may read.
 AWAIT_VARS = STEP_VARS | {"event"}
@@ -48,7 +46,7 @@ class HandlerNames(Protocol):
 class TreeChecks:
     """Runs every cross-file check over a loaded catalog, adding to its problems."""
 
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: CheckedTree) -> None:
         self.catalog = catalog
         self.constructs = ConstructChecks(self)
 
@@ -61,7 +59,7 @@ class TreeChecks:
         if handlers is not None:
             self._check_handlers(handlers)
 
-    def _problem(self, path: str, code: str, message: str, pointer: str = "",
+    def problem(self, path: str, code: str, message: str, pointer: str = "",
                  hint: str | None = None, severity: Severity = "error") -> None:
         self.catalog.add_problem(path, code, message, pointer, hint, severity)
 
@@ -74,7 +72,7 @@ class TreeChecks:
         seen: set[str] = set()
         for slot in outline.slots:
             if slot.name is not None and slot.name in seen and slot.step is not None:
-                self._problem(path, "duplicate-step", f"step name {slot.name!r} is used twice",
+                self.problem(path, "duplicate-step", f"step name {slot.name!r} is used twice",
                               f"/steps/{slot.index}/name")
             if slot.name is not None:
                 seen.add(slot.name)
@@ -87,7 +85,7 @@ class TreeChecks:
             self._check_event_ref(path, saga.trigger.event, saga.trigger.version,
                                   "/trigger/event")
             for key, expr in (saga.trigger.input or {}).items():
-                self._check_expr(path, expr, TRIGGER_VARS, f"/trigger/input/{key}", set(), names)
+                self.check_expr(path, expr, TRIGGER_VARS, f"/trigger/input/{key}", set(), names)
         for slot in outline.slots:
             step = slot.step
             if step is None:
@@ -114,7 +112,7 @@ class TreeChecks:
             for key, expr in emit.payload.items():
                 for ref in dict.fromkeys(result_references(expr)):
                     if not guarded(expr, ref):
-                        self._problem(
+                        self.problem(
                             path, "unguarded-result",
                             f"on_failure reads results.{ref}, which is missing when "
                             f"{ref!r} (or a step before it) is what failed",
@@ -149,7 +147,7 @@ class TreeChecks:
         cycle = _find_cycle(deps)
         if cycle:
             idx = next(s.index for s in slots if s.name == cycle[0])
-            self._problem(path, "dependency-cycle",
+            self.problem(path, "dependency-cycle",
                           "steps depend on each other in a cycle: " + " -> ".join(cycle),
                           f"/steps/{idx}/depends_on")
             return None
@@ -159,13 +157,13 @@ class TreeChecks:
         ok = True
         for j, dep in enumerate(slot.depends_on or ()):
             if dep not in names:
-                self._problem(path, "unknown-step",
+                self.problem(path, "unknown-step",
                               f"step {slot.name!r} depends on unknown step {dep!r}",
                               f"/steps/{slot.index}/depends_on/{j}",
                               hint=suggest(dep, names))
                 ok = False
             elif dep == slot.name:
-                self._problem(path, "dependency-cycle", f"step {slot.name!r} depends on itself",
+                self.problem(path, "dependency-cycle", f"step {slot.name!r} depends on itself",
                               f"/steps/{slot.index}/depends_on/{j}")
                 ok = False
         return ok
@@ -176,9 +174,9 @@ class TreeChecks:
         if isinstance(step, AwaitStep):
             self._check_event_ref(path, step.event, step.version, f"{base}/await")
             if step.match:
-                self._check_expr(path, step.match, AWAIT_VARS, f"{base}/match", readable, names)
+                self.check_expr(path, step.match, AWAIT_VARS, f"{base}/match", readable, names)
             if step.on_timeout != "compensate" and step.on_timeout not in names:
-                self._problem(path, "unknown-step",
+                self.problem(path, "unknown-step",
                               f"on_timeout names unknown step {step.on_timeout!r}",
                               f"{base}/on_timeout",
                               hint=suggest(step.on_timeout, [*names, "compensate"]))
@@ -186,7 +184,7 @@ class TreeChecks:
                     step.on_timeout, 0) <= depth.get(step.name, 0):
                 # The engine only jumps forward: an earlier step (or one running beside
                 # the await) would silently mean "carry on with the next step".
-                self._problem(path, "on-timeout-not-forward",
+                self.problem(path, "on-timeout-not-forward",
                               f"on_timeout names step {step.on_timeout!r}, which does not "
                               f"come after {step.name!r}; a timed-out await can only skip "
                               "ahead", f"{base}/on_timeout",
@@ -194,16 +192,16 @@ class TreeChecks:
         elif isinstance(step, PolicyStep):
             self._check_policy_ref(path, step, base)
             for key, expr in step.input.items():
-                self._check_expr(path, expr, STEP_VARS, f"{base}/input/{key}", readable, names)
+                self.check_expr(path, expr, STEP_VARS, f"{base}/input/{key}", readable, names)
 
     def _check_policy_ref(self, path: str, step: PolicyStep, base: str) -> None:
         catalog = self.catalog
         if catalog.has_policy(step.policy, step.version):
             policy = catalog.policy(step.policy, step.version)
-            self._check_mapping_fields(path, step.input, policy.input_schema,
+            self.check_mapping_fields(path, step.input, policy.input_schema,
                                        f"{base}/input", f"policy {policy.name!r}")
         elif not catalog.is_broken("policy", step.policy):
-            self._problem(path, "unknown-policy", f"unknown policy {step.policy!r}"
+            self.problem(path, "unknown-policy", f"unknown policy {step.policy!r}"
                           + (f" version {step.version}" if step.version else ""),
                           f"{base}/policy", hint=suggest(step.policy,
                                                                catalog.policy_names()))
@@ -214,10 +212,10 @@ class TreeChecks:
             pointer = f"{base}/{k}"
             if self._check_event_ref(path, emit.event, emit.version, f"{pointer}/event"):
                 event = self.catalog.event(emit.event, emit.version)
-                self._check_mapping_fields(path, emit.payload, event.payload_schema,
+                self.check_mapping_fields(path, emit.payload, event.payload_schema,
                                            f"{pointer}/payload", f"event {event.name!r}")
             for key, expr in emit.payload.items():
-                self._check_expr(path, expr, STEP_VARS, f"{pointer}/payload/{key}", readable,
+                self.check_expr(path, expr, STEP_VARS, f"{pointer}/payload/{key}", readable,
                                  names)
 
     def _check_event_ref(self, path: str, name: str, version: int | None, pointer: str) -> bool:
@@ -227,15 +225,15 @@ class TreeChecks:
         if catalog.is_broken("event", name):
             return False  # its own problems are reported where it is defined
         if version is not None and name in catalog.event_names():
-            self._problem(path, "unknown-event-version",
+            self.problem(path, "unknown-event-version",
                           f"event {name!r} has no version {version}", pointer)
             return False
-        self._problem(path, "unknown-event", f"event {name!r} is not in the taxonomy", pointer,
+        self.problem(path, "unknown-event", f"event {name!r} is not in the taxonomy", pointer,
                       hint=suggest(name, catalog.event_names())
                       or "add it under definitions/events/")
         return False
 
-    def _check_mapping_fields(self, path: str, mapping: dict[str, str],
+    def check_mapping_fields(self, path: str, mapping: dict[str, str],
                               schema: dict[str, object], pointer: str, what: str) -> None:
         props = schema.get("properties")
         if not isinstance(props, dict):
@@ -243,28 +241,28 @@ class TreeChecks:
         required = schema.get("required", [])
         for name in required:  # type: ignore[attr-defined]
             if name not in mapping:
-                self._problem(path, "missing-field",
+                self.problem(path, "missing-field",
                               f"mapping for {what} misses required field {name!r}", pointer)
         if schema.get("additionalProperties", True) is False:
             for name in mapping:
                 if name not in props:
-                    self._problem(path, "unknown-field", f"{what} has no field {name!r}",
+                    self.problem(path, "unknown-field", f"{what} has no field {name!r}",
                                   f"{pointer}/{name}", hint=suggest(name, props))
 
-    def _check_expr(self, path: str, source: str, allowed: frozenset[str], pointer: str,
+    def check_expr(self, path: str, source: str, allowed: frozenset[str], pointer: str,
                     readable: set[str], names: list[str]) -> None:
         try:
             expr = compile_expression(source)
         except ExpressionError as exc:
-            self._problem(path, "bad-expression", str(exc), pointer)
+            self.problem(path, "bad-expression", str(exc), pointer)
             return
         for fn in unknown_functions(expr):
-            self._problem(path, "unknown-function",
+            self.problem(path, "unknown-function",
                           f"expression calls {fn!r}, which is not a CEL function",
                           pointer, hint=f"CEL's functions: {describe_functions()}, and the "
                                         "macros has, all, exists, exists_one, map, filter")
         for var in sorted(expr.variables - allowed - bound_names(source)):
-            self._problem(path, "unknown-variable",
+            self.problem(path, "unknown-variable",
                           f"expression reads {var!r}; it may read only "
                           f"{', '.join(sorted(allowed))}", pointer,
                           hint=suggest(var, allowed))
@@ -272,10 +270,10 @@ class TreeChecks:
             return
         for ref in result_references(source):
             if ref not in names:
-                self._problem(path, "unknown-step", f"expression reads the result of unknown "
+                self.problem(path, "unknown-step", f"expression reads the result of unknown "
                               f"step {ref!r}", pointer, hint=suggest(ref, names))
             elif ref not in readable:
-                self._problem(path, "result-not-ready",
+                self.problem(path, "result-not-ready",
                               f"expression reads the result of step {ref!r}, which has not "
                               "completed at this point", pointer,
                               hint="read only steps this one depends on (directly or not)")
@@ -285,14 +283,14 @@ class TreeChecks:
     def _check_policy(self, outline: PolicyOutline) -> None:
         path = outline.source
         for i, rule in outline.rules:
-            self._check_expr(path, rule.when, POLICY_VARS, f"/rules/{i}/when", set(), [])
+            self.check_expr(path, rule.when, POLICY_VARS, f"/rules/{i}/when", set(), [])
             for expr in template_expressions(rule.reason):
-                self._check_expr(path, expr, POLICY_VARS, f"/rules/{i}/reason", set(), [])
+                self.check_expr(path, expr, POLICY_VARS, f"/rules/{i}/reason", set(), [])
         for expr in template_expressions(outline.default_reason or ""):
-            self._check_expr(path, expr, POLICY_VARS, "/default/reason", set(), [])
+            self.check_expr(path, expr, POLICY_VARS, "/default/reason", set(), [])
         policy = outline.policy
         if policy is not None and not policy.can_reject:
-            self._problem(path, "policy-never-rejects",
+            self.problem(path, "policy-never-rejects",
                           f"policy {policy.name!r} approves everything: no rule and no default "
                           "can reject", "/rules",
                           hint="add a rule with `decision: reject` for what must not pass")
@@ -304,7 +302,7 @@ class TreeChecks:
             for kind, name, index in _handler_uses(outline):
                 if name not in bound[kind]:
                     key = "action" if kind == "action" else "compensate"
-                    self._problem(outline.saga.source, "unbound-handler",
+                    self.problem(outline.saga.source, "unbound-handler",
                                   f"{kind} handler {name!r} is not registered",
                                   f"/steps/{index}/{key}", hint=suggest(name, bound[kind]))
 

@@ -18,17 +18,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from concordia.definitions.celcheck import bound_names
+from concordia.definitions.check_api import Reporter
 from concordia.definitions.expressions import compile_expression, result_references
 from concordia.definitions.messages import suggest
 from concordia.definitions.models import ActionStep, SagaStep, Step
 from concordia.definitions.outline import SagaOutline
 from concordia.errors import ExpressionError
-
-if TYPE_CHECKING:
-    from concordia.definitions.checks import TreeChecks
 
 STEP_VARS = frozenset({"input", "results", "run"})
 CATCH_VARS = STEP_VARS | {"error"}
@@ -37,9 +35,10 @@ _INPUT_PATH = re.compile(r"\s*input((?:\s*\.\s*[A-Za-z_]\w*)+)\s*")
 
 
 class ConstructChecks:
-    """The checks above, reporting through a :class:`TreeChecks` (its catalog's problems)."""
+    """The checks above, reporting through the tree checks running them (into their
+    catalog's problems)."""
 
-    def __init__(self, tree: TreeChecks) -> None:
+    def __init__(self, tree: Reporter) -> None:
         self.tree = tree
         self.catalog = tree.catalog
 
@@ -50,11 +49,11 @@ class ConstructChecks:
         path = outline.saga.source
         tree = self.tree
         if step.if_ is not None:
-            tree._check_expr(path, step.if_, STEP_VARS, f"{base}/if", readable, names)
+            tree.check_expr(path, step.if_, STEP_VARS, f"{base}/if", readable, names)
         if isinstance(step, ActionStep):
             self._check_catch(path, step, base, readable, names, depth)
             if step.for_each is not None:
-                tree._check_expr(path, step.for_each, STEP_VARS, f"{base}/for_each", readable,
+                tree.check_expr(path, step.for_each, STEP_VARS, f"{base}/for_each", readable,
                                  names)
                 self._check_list(path, step.for_each, outline.saga.input_schema,
                                  f"{base}/for_each")
@@ -69,17 +68,17 @@ class ConstructChecks:
             where = f"{base}/catch/{k}"
             target = clause.goto
             if target != CONTINUE and target not in names:
-                self.tree._problem(path, "unknown-step",
+                self.tree.problem(path, "unknown-step",
                                    f"catch goto names unknown step {target!r}", f"{where}/goto",
                                    hint=suggest(target, [*names, CONTINUE]))
             elif target != CONTINUE and depth.get(target, 0) <= depth.get(step.name, 0):
-                self.tree._problem(
+                self.tree.problem(
                     path, "goto-not-forward",
                     f"catch goto names step {target!r}, which does not come after "
                     f"{step.name!r}; a saga has no loops, a caught error can only skip ahead",
                     f"{where}/goto", hint="name a later step, or `continue`")
             for key, expr in clause.result.items():
-                self.tree._check_expr(path, expr, CATCH_VARS, f"{where}/result/{key}",
+                self.tree.check_expr(path, expr, CATCH_VARS, f"{where}/result/{key}",
                                       readable, names)
 
     def _check_list(self, path: str, source: str, input_schema: dict[str, Any],
@@ -103,7 +102,7 @@ class ConstructChecks:
                 found = _declared_non_list(input_schema, re.split(r"\s*\.\s*",
                                                                   match.group(1).strip(". ")))
         if found is not None:
-            self.tree._problem(path, "for-each-not-list",
+            self.tree.problem(path, "for-each-not-list",
                                f"for_each must give a list; {source!r} gives {found}",
                                pointer, hint="give a list expression, e.g. input.items or "
                                              "results.load.ids")
@@ -112,16 +111,16 @@ class ConstructChecks:
                      names: list[str]) -> None:
         catalog = self.catalog
         for key, expr in (step.input or {}).items():
-            self.tree._check_expr(path, expr, STEP_VARS, f"{base}/input/{key}", readable,
+            self.tree.check_expr(path, expr, STEP_VARS, f"{base}/input/{key}", readable,
                                   names)
         if catalog.has_saga(step.saga, step.version):
             child = catalog.saga(step.saga, step.version)
             if step.input is not None:
-                self.tree._check_mapping_fields(path, step.input, child.input_schema,
+                self.tree.check_mapping_fields(path, step.input, child.input_schema,
                                                 f"{base}/input", f"saga {child.name!r}")
         elif not catalog.is_broken("saga", step.saga):
             known = {name for name, _ in catalog.sagas}
-            self.tree._problem(path, "unknown-saga", f"unknown saga {step.saga!r}"
+            self.tree.problem(path, "unknown-saga", f"unknown saga {step.saga!r}"
                                + (f" version {step.version}" if step.version else ""),
                                f"{base}/saga", hint=suggest(step.saga, known))
 
@@ -140,7 +139,7 @@ class ConstructChecks:
             for pointer, source in _expressions(step, f"/steps/{slot.index}"):
                 for ref in dict.fromkeys(result_references(source)):
                     if ref in conditional and ref != step.name and not guarded(source, ref):
-                        self.tree._problem(
+                        self.tree.problem(
                             outline.saga.source, "unguarded-result",
                             f"reads results.{ref}, which is missing when the condition of "
                             f"{ref!r} is false", pointer, severity="warning",
@@ -161,7 +160,7 @@ class ConstructChecks:
                 loop = _path_back(calls, slot.step.saga, outline.saga.name)
                 if loop is not None:
                     chain = " -> ".join([outline.saga.name, *loop])
-                    self.tree._problem(outline.saga.source, "saga-recursion",
+                    self.tree.problem(outline.saga.source, "saga-recursion",
                                        f"saga {outline.saga.name!r} calls itself: {chain}",
                                        f"/steps/{slot.index}/saga",
                                        hint="a child saga may not run its parent (or any "

@@ -18,7 +18,6 @@ from contextlib import asynccontextmanager
 import structlog
 from fastapi import FastAPI
 
-from concordia import __version__
 from concordia.registry import Registry
 from concordia.runtime.aengine import AsyncEngine
 from concordia.service import page, problems
@@ -30,6 +29,7 @@ from concordia.service.routes_runs import router as runs_router
 from concordia.service.routes_sagas import router as sagas_router
 from concordia.service.state import Service, ServiceOptions
 from concordia.service.timing import ServerTiming
+from concordia.version import __version__
 
 _log = structlog.get_logger("concordia.service")
 

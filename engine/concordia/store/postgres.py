@@ -48,8 +48,8 @@ from psycopg_pool import ConnectionPool
 from concordia.errors import StoreError, ValueRefusedError
 from concordia.status import Kind, RunStatus, StepStatus
 from concordia.store.base import ConflictError, Store
-from concordia.store.postgres_schema import MIGRATIONS, SCHEMA_VERSION
 from concordia.store.changes import Commit, Delivered, Inbound
+from concordia.store.postgres_schema import MIGRATIONS, SCHEMA_VERSION
 from concordia.store.records import (
     AwaitRecord,
     BufferedEvent,
