@@ -77,6 +77,10 @@ TIMED_STEP = frozenset({StepStatus.WAITING_RETRY, StepStatus.AWAITING})
 OPEN_STEP = STARTABLE | TIMED_STEP
 
 
+# Steps (and items) being worked on: an attempt running, a retry due later, an await.
+STEP_IN_HAND = frozenset({StepStatus.RUNNING, StepStatus.WAITING_RETRY, StepStatus.AWAITING})
+
+
 class CompStatus(StrEnum):
     """Where the compensation of one step stands (``None`` while it has not started)."""
 
@@ -85,6 +89,10 @@ class CompStatus(StrEnum):
     AWAITING = "awaiting"  # a child saga step's undo: waiting for the child to undo itself
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+
+
+# Compensations being worked on.
+COMP_IN_HAND = frozenset({CompStatus.RUNNING, CompStatus.WAITING_RETRY, CompStatus.AWAITING})
 
 
 class Kind(StrEnum):

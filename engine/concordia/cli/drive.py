@@ -70,14 +70,14 @@ def drive(engine: Engine, run_id: str, saga: Saga | None, *, max_wait: float,
                 view = engine.get_run(run_id)
             now = engine.clock.now()
             if view.status in SETTLED:
-                if view.status == "suspended":
+                if view.status == RunStatus.SUSPENDED:
                     if _drive_children(engine, view, saga, max_wait, progress, times):
                         view = None
                         continue  # a child ended: its parent has work again
                     progress.show(f"run {run_id[:13]}: {waiting_on(view, saga, times, now)}",
                                   key="suspended")
                 return view
-            if view.status == "waiting" and view.wake_at is not None and view.wake_at > now:
+            if view.status == RunStatus.WAITING and view.wake_at is not None and view.wake_at > now:
                 if view.wake_at - now > max_wait:
                     return view
                 progress.show(f"run {run_id[:13]}: {waiting_on(view, saga, times, now)}",

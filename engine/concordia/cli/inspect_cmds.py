@@ -159,8 +159,9 @@ def _follow(engine: Engine, view: RunView, saga: Saga | None, times: Times,
         print(json.dumps({"run_id": view.id, "status": view.status, "ended": True}))
     else:
         print(f"run {view.id} ended {view.status}"
-              + (f": {view.error}" if view.error and view.status != "completed" else ""))
-    return EXIT_OK if view.status == "completed" else EXIT_PROBLEM
+              + (f": {view.error}" if view.error and view.status != RunStatus.COMPLETED
+                 else ""))
+    return EXIT_OK if view.status == RunStatus.COMPLETED else EXIT_PROBLEM
 
 
 @command

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from concordia.status import COMP_IN_HAND, STEP_IN_HAND, CompStatus, RunStatus, StepStatus
+
 if TYPE_CHECKING:
     from concordia.definitions.models import Saga
     from concordia.runtime.views import RunView
@@ -131,24 +133,25 @@ def waiting_on(view: RunView, saga: Saga | None, times: Times, now: float) -> st
     """What a run that is not moving waits for: an event (and its deadline) or a timer."""
     from concordia.definitions.models import AwaitStep, SagaStep
 
-    if view.status == "suspended":
-        awaits = [s for s in view.steps if s.status == "awaiting" or s.comp_status == "awaiting"]
+    if view.status == RunStatus.SUSPENDED:
+        awaits = [s for s in view.steps
+                  if s.status == StepStatus.AWAITING or s.comp_status == CompStatus.AWAITING]
         parts: list[str] = []
         for rec in awaits:
             step = saga_step(saga, rec.name)
             deadline = f" until {times.until(rec.wake_at, now)}" if rec.wake_at else ""
             if isinstance(step, SagaStep):
                 child = child_run_id(rec)
-                what = "to undo itself" if rec.comp_status == "awaiting" else "to end"
+                what = "to undo itself" if rec.comp_status == CompStatus.AWAITING else "to end"
                 parts.append(f"step {rec.name} waits for child saga {step.saga} (run "
                              f"{child}) {what}{deadline}")
                 continue
             event = step.event if isinstance(step, AwaitStep) else "an event"
             parts.append(f"step {rec.name} awaits {event}{deadline}")
         return "; ".join(parts) or "an event"
-    if view.status == "waiting" and view.wake_at is not None:
-        retrying = [s for s in view.steps if s.status == "waiting_retry"
-                    or s.comp_status == "waiting_retry"]
+    if view.status == RunStatus.WAITING and view.wake_at is not None:
+        retrying = [s for s in view.steps if s.status == StepStatus.WAITING_RETRY
+                    or s.comp_status == CompStatus.WAITING_RETRY]
         what = ", ".join(
             f"{'compensation of ' if s.comp_status == 'waiting_retry' else ''}{s.name}"
             f" (attempt {(s.comp_attempt if s.comp_status == 'waiting_retry' else s.attempt) + 1})"
@@ -175,9 +178,9 @@ def saga_step(saga: Saga | None, name: str) -> Any:
 
 def step_in_hand(view: RunView, saga: Saga | None) -> str:
     """The step a run is at now, as a short phrase for progress lines."""
-    active = [s for s in view.steps if s.status in ("running", "waiting_retry", "awaiting")]
+    active = [s for s in view.steps if s.status in STEP_IN_HAND]
     undoing = [s for s in view.steps
-               if s.comp_status in ("running", "waiting_retry", "awaiting")]
+               if s.comp_status in COMP_IN_HAND]
     if undoing:
         return "undoing " + ", ".join(s.name for s in undoing)
     if active:

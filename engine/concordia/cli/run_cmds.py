@@ -206,7 +206,7 @@ def _next_steps(engine: Engine, view: RunView, saga: Saga | None, times: Times,
     waits = waiting_on(view, saga, times, engine.clock.now()) or "more work"
     lines = ["", f"The run goes on: it waits for {waits}.",
              f"  follow it:   concordia inspect {view.id[:13]} --follow{store}"]
-    if view.status == "suspended":
+    if view.status == RunStatus.SUSPENDED:
         lines.append(f"  deliver it:  concordia events send EVENT.json{store}")
     lines.append(f"  a worker drives it: concordia worker --handlers {args.handlers}{store}")
     return lines
