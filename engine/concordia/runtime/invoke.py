@@ -380,6 +380,7 @@ class _Job:
     # Set by ``abandon`` when it stops counting the running call against ``size``. A call
     # marked abandoned elsewhere (its run's lease was lost) still counts until it returns.
     released: bool = False
+    worker: threading.Thread | None = None  # the thread running it, once started
 
 
 class HandlerPool:
@@ -402,6 +403,7 @@ class HandlerPool:
         self._idle = 0  # of those, waiting for a call and not yet promised one
         self._abandoned = 0  # threads running a call the engine gave up on
         self._closed = False
+        self._threads: set[threading.Thread] = set()  # counted against ``size``
 
     @property
     def abandoned_threads(self) -> int:
@@ -425,6 +427,8 @@ class HandlerPool:
             if job.invocation.started is None or job.finished:
                 return
             job.released = True
+            if job.worker is not None:
+                self._threads.discard(job.worker)
             self._live -= 1
             self._abandoned += 1
             if not self._queue.empty() and self._idle == 0 and self._live < self.size:
@@ -432,9 +436,18 @@ class HandlerPool:
 
     def _spawn(self) -> None:
         self._live += 1
-        threading.Thread(target=self._work, name="concordia-handler", daemon=True).start()
+        thread = threading.Thread(target=self._work, name="concordia-handler", daemon=True)
+        self._threads.add(thread)
+        thread.start()
 
     def _work(self) -> None:
+        try:
+            self._serve()
+        finally:
+            with self._lock:
+                self._threads.discard(threading.current_thread())
+
+    def _serve(self) -> None:
         while True:
             try:
                 job = self._queue.get(timeout=self.idle_timeout)
@@ -455,6 +468,7 @@ class HandlerPool:
                     self._idle += 1
                 else:
                     job.invocation.started = time.monotonic()
+                    job.worker = threading.current_thread()
             if skipped:
                 # Whoever may still wait for it (its run's lease was lost) learns it ended.
                 job.on_done(Outcome(False, error=StepAbandonedError(
@@ -473,12 +487,17 @@ class HandlerPool:
             if released:
                 return  # no longer counted against ``size``: end the thread
 
-    def close(self) -> None:
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the threads; wait (up to ``timeout``) for those not running a call the
+        engine gave up on (such a call cannot be stopped: its thread ends with it)."""
         with self._lock:
             self._closed = True
-            threads = self._live
-        for _ in range(threads):
+            threads = list(self._threads)
+        for _ in threads:
             self._queue.put(None)
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            thread.join(max(deadline - time.monotonic(), 0.0))
 
 
 # -- the sync engine's invoker -----------------------------------------------------------------

@@ -82,7 +82,11 @@ class LeaseKeeper:
     def close(self) -> None:
         with self._lock:
             self._closed = True
+            thread = self._thread
         self._wake.set()
+        if thread is not None and thread is not threading.current_thread():
+            # A beat renewing now ends after its one store call.
+            thread.join(5.0)
 
 
 def _lost(ids: Iterable[str], kept: set[str]) -> list[str]:
