@@ -26,12 +26,12 @@ import asyncio
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar, Unpack
 
-from concordia.clock import Clock, SystemClock
+from concordia.clock import SystemClock
 from concordia.definitions.catalog import Catalog
-from concordia.events.bus import AsyncBus, Bus
+from concordia.events.bus import AsyncBus
 from concordia.events.envelope import Envelope
 from concordia.registry import Registry
-from concordia.runtime.config import EngineConfig, Settings
+from concordia.runtime.config import Options
 from concordia.runtime.core import Claims, Core, Passes, load_directory, renew_leases
 from concordia.runtime.delivery import Delivery
 from concordia.runtime.effects import Flow, adrive
@@ -62,66 +62,47 @@ class AsyncEngine:
     """
 
     def __init__(self, catalog: Catalog, registry: Registry, store: Store | str = "memory://",
-                 *, clock: Clock | None = None, bus: Bus | None = None,
-                 check_bindings: bool = True, handler_threads: int = 16,
-                 config: EngineConfig | None = None, **settings: Unpack[Settings]) -> None:
-        self._attach(Core(catalog, registry, store, EngineConfig.of(config, settings),
-                          clock=clock, bus=bus, check_bindings=check_bindings),
-                     handler_threads)
+                 **options: Unpack[Options]) -> None:
+        self._attach(Core(catalog, registry, store, options))
 
     @classmethod
     async def open(cls, catalog: Catalog, registry: Registry,
-                   store: Store | str = "memory://", *, clock: Clock | None = None,
-                   bus: Bus | None = None, check_bindings: bool = True,
-                   handler_threads: int = 16, config: EngineConfig | None = None,
-                   **settings: Unpack[Settings]) -> AsyncEngine:
+                   store: Store | str = "memory://", **options: Unpack[Options]
+                   ) -> AsyncEngine:
         """The engine, built off the event loop: opening the store and recording the
         definitions in it are I/O."""
-        core = await asyncio.to_thread(Core, catalog, registry, store,
-                                       EngineConfig.of(config, settings), clock=clock,
-                                       bus=bus, check_bindings=check_bindings)
-        return cls.over(core, handler_threads)
+        return cls.over(await asyncio.to_thread(Core, catalog, registry, store, options))
 
     @classmethod
     async def open_directory(cls, path: str, registry: Registry,
-                             store: Store | str = "sqlite:///concordia.db", *,
-                             clock: Clock | None = None, bus: Bus | None = None,
-                             check_bindings: bool = True, handler_threads: int = 16,
-                             config: EngineConfig | None = None,
-                             **settings: Unpack[Settings]) -> AsyncEngine:
+                             store: Store | str = "sqlite:///concordia.db",
+                             **options: Unpack[Options]) -> AsyncEngine:
         """:meth:`open` over ``path/definitions`` and ``path/policies`` (or ``path``)."""
         catalog = await asyncio.to_thread(load_directory, path)
-        return await cls.open(catalog, registry, store, clock=clock, bus=bus,
-                              check_bindings=check_bindings, handler_threads=handler_threads,
-                              config=config, **settings)
+        return await cls.open(catalog, registry, store, **options)
 
     @classmethod
     def from_directory(cls, path: str, registry: Registry,
-                       store: Store | str = "sqlite:///concordia.db", *,
-                       clock: Clock | None = None, bus: Bus | None = None,
-                       check_bindings: bool = True, handler_threads: int = 16,
-                       config: EngineConfig | None = None,
-                       **settings: Unpack[Settings]) -> AsyncEngine:
+                       store: Store | str = "sqlite:///concordia.db",
+                       **options: Unpack[Options]) -> AsyncEngine:
         """Load ``path/definitions`` and ``path/policies`` (or ``path`` itself) strictly;
         built in the calling thread (inside a running loop, prefer
         :meth:`open_directory`)."""
-        return cls(load_directory(path), registry, store, clock=clock, bus=bus,
-                   check_bindings=check_bindings, handler_threads=handler_threads,
-                   config=config, **settings)
+        return cls(load_directory(path), registry, store, **options)
 
     @classmethod
-    def over(cls, core: Core, handler_threads: int = 16) -> AsyncEngine:
+    def over(cls, core: Core) -> AsyncEngine:
         """An async engine over an existing core (a sync engine's, for its
         ``work(concurrency=N)``): its own writer, threads and leases; :meth:`detach`
         stops them and leaves the core's store open."""
         engine = object.__new__(cls)
-        engine._attach(core, handler_threads)
+        engine._attach(core)
         return engine
 
-    def _attach(self, core: Core, handler_threads: int) -> None:
+    def _attach(self, core: Core) -> None:
         self.core = core
         self.astore = AsyncStore(core.store)
-        self.invoker = AsyncInvoker(HandlerPool(handler_threads))
+        self.invoker = AsyncInvoker(HandlerPool(core.handler_threads))
         self.leases = LeaseKeeper(self._renew, core.config.lease_ttl, self._lease_lost)
         self.working = False
         self.wake = asyncio.Event()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import TypedDict
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, TypedDict
 
+from concordia.clock import Clock
+from concordia.events.bus import Bus
 from concordia.runtime.liveness import worker_name
 
 DEFAULT_STEP_TIMEOUT = 60.0
@@ -46,11 +48,11 @@ class EngineConfig:
             raise ValueError("step_timeout and lease_ttl must be positive")
 
     @classmethod
-    def of(cls, config: EngineConfig | None, settings: Settings) -> EngineConfig:
-        """``config`` (or the defaults) with ``settings`` changed."""
-        if config is None:
-            return cls(**settings)
-        return replace(config, **settings)
+    def of(cls, options: Options) -> EngineConfig:
+        """The ``config`` among an engine's options (or the defaults), with the settings
+        given one by one changed."""
+        changes: dict[str, Any] = {k: v for k, v in options.items() if k in _FIELDS}
+        return replace(options.get("config") or cls(), **changes)
 
 
 class Settings(TypedDict, total=False):
@@ -63,3 +65,19 @@ class Settings(TypedDict, total=False):
     lease_ttl: float
     owner: str
     claim_new_runs: bool | None
+
+
+class Options(Settings, total=False):
+    """Everything an engine takes beside its catalog, registry and store, as keyword
+    arguments: its clock, its bus, whether to check the handlers the definitions name
+    are registered, the size of its pool of threads for sync handlers, and its settings
+    (a whole ``config``, or its fields one by one)."""
+
+    clock: Clock | None
+    bus: Bus | None
+    check_bindings: bool
+    handler_threads: int
+    config: EngineConfig | None
+
+
+_FIELDS = frozenset(f.name for f in fields(EngineConfig))

@@ -26,7 +26,7 @@ from concordia.events.bus import Bus
 from concordia.registry import Registry
 from concordia.runtime import transitions
 from concordia.runtime.book import SagaBook
-from concordia.runtime.config import EngineConfig
+from concordia.runtime.config import EngineConfig, Options
 from concordia.runtime.delivery import Deliverer
 from concordia.runtime.effects import Flow, pass_over, read, send, sleep, write
 from concordia.runtime.executor import Executor
@@ -59,16 +59,16 @@ class Core:
     """The engine's collaborators (see the module docstring)."""
 
     def __init__(self, catalog: Catalog, registry: Registry, store: Store | str,
-                 config: EngineConfig, *, clock: Clock | None = None, bus: Bus | None = None,
-                 check_bindings: bool = True) -> None:
+                 options: Options) -> None:
         self.catalog = catalog
         self.registry = registry
         self.store: Store = open_store(store) if isinstance(store, str) else store
-        self.clock: Clock = clock or SystemClock()
-        self.bus = bus
-        self.config = config
+        self.clock: Clock = options.get("clock") or SystemClock()
+        self.bus: Bus | None = options.get("bus")
+        self.config = EngineConfig.of(options)
+        self.handler_threads = options.get("handler_threads", 16)
         self.book = SagaBook(catalog, self.store)
-        if check_bindings:
+        if options.get("check_bindings", True):
             self.book.check_bindings(registry)
         self.executor = Executor(self.book, catalog, registry, self.clock, self.config)
         self.deliverer = Deliverer(self.executor)

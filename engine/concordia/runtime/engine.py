@@ -21,7 +21,7 @@ from concordia.events.bus import Bus
 from concordia.events.envelope import Envelope
 from concordia.registry import Registry
 from concordia.runtime.aengine import AsyncEngine
-from concordia.runtime.config import EngineConfig, Settings
+from concordia.runtime.config import Options
 from concordia.runtime.core import Claims, Core, Passes, load_directory, renew_leases
 from concordia.runtime.delivery import Delivery
 from concordia.runtime.effects import Flow, drive
@@ -36,19 +36,18 @@ T = TypeVar("T")
 class Engine:
     """Runs sagas from a :class:`Catalog` with handlers from a :class:`Registry`.
 
-    Settings: ``config`` (an :class:`~concordia.runtime.config.EngineConfig`) and/or its
-    fields as keyword arguments (``source``, ``early_event_ttl``, ``step_timeout``,
-    ``lease_ttl``, ``owner``, ``claim_new_runs``); ``handler_threads`` bounds the pool for
-    parallel sync handlers.
+    Options (keyword arguments, typed: see :class:`~concordia.runtime.config.Options`):
+    ``clock``, ``bus``, ``check_bindings``, ``handler_threads`` (the pool for parallel
+    sync handlers), and the settings: ``config`` (an
+    :class:`~concordia.runtime.config.EngineConfig`) and/or its fields one by one
+    (``source``, ``early_event_ttl``, ``step_timeout``, ``lease_ttl``, ``owner``,
+    ``claim_new_runs``).
     """
 
     def __init__(self, catalog: Catalog, registry: Registry, store: Store | str = "memory://",
-                 *, clock: Clock | None = None, bus: Bus | None = None,
-                 check_bindings: bool = True, handler_threads: int = 16,
-                 config: EngineConfig | None = None, **settings: Unpack[Settings]) -> None:
-        self.core = Core(catalog, registry, store, EngineConfig.of(config, settings),
-                         clock=clock, bus=bus, check_bindings=check_bindings)
-        self._invoker = Invoker(HandlerPool(handler_threads))
+                 **options: Unpack[Options]) -> None:
+        self.core = Core(catalog, registry, store, options)
+        self._invoker = Invoker(HandlerPool(self.core.handler_threads))
         self._leases = LeaseKeeper(self._renew, self.core.config.lease_ttl)
         self._bind_store()
         claim = self.core.config.claim_new_runs
@@ -96,15 +95,10 @@ class Engine:
 
     @classmethod
     def from_directory(cls, path: str, registry: Registry,
-                       store: Store | str = "sqlite:///concordia.db", *,
-                       clock: Clock | None = None, bus: Bus | None = None,
-                       check_bindings: bool = True, handler_threads: int = 16,
-                       config: EngineConfig | None = None,
-                       **settings: Unpack[Settings]) -> Engine:
+                       store: Store | str = "sqlite:///concordia.db",
+                       **options: Unpack[Options]) -> Engine:
         """Load ``path/definitions`` and ``path/policies`` (or ``path`` itself) strictly."""
-        return cls(load_directory(path), registry, store, clock=clock, bus=bus,
-                   check_bindings=check_bindings, handler_threads=handler_threads,
-                   config=config, **settings)
+        return cls(load_directory(path), registry, store, **options)
 
     # -- the shell the core's flows run in (see concordia.runtime.effects.Shell) -------------
 

@@ -92,12 +92,10 @@ class Executor:
         # A run this engine last wrote as ended is read again: only another writer can
         # have moved it since (a parent reverting its completed child saga).
         if loaded is None or loaded.run.status not in ACTIVE:
-            loaded = yield from read(lambda s: s.load(run_id))
-            if loaded is None:
-                return NOTHING
-        run = loaded.run
-        if run.status not in ACTIVE or run.leased_to_other(self.owner, self.clock.now()):
+            loaded = yield from self._load_ours(run_id)
+        if loaded is None or not self._ours(loaded.run):
             return NOTHING
+        run = loaded.run
         if j.tracer.needs(run):  # tracing: the run's trace, once per run and worker
             j.tracer.learn(run, (yield from read(lambda s: s.history(run.id))))
         p = RunPass.of(loaded, self.book.of(run.saga, run.version))
@@ -121,6 +119,14 @@ class Executor:
                 continue  # a cancellation arrived while this pass held the lease
             j.remember(Loaded(run, p.steps, p.items))
             return PassResult(p.writes > 0, stop)
+
+    def _load_ours(self, run_id: str) -> Flow[Loaded | None]:
+        """The run, if it is in flight and no other worker holds a live lease on it."""
+        loaded = yield from read(lambda s: s.load(run_id))
+        return loaded if loaded is not None and self._ours(loaded.run) else None
+
+    def _ours(self, run: RunRecord) -> bool:
+        return run.status in ACTIVE and not run.leased_to_other(self.owner, self.clock.now())
 
     def _carry_out(self, p: RunPass, decision: Decision, now: float
                    ) -> Flow[HandlerStopError | None]:
@@ -155,12 +161,10 @@ class Executor:
         _log.error("run.engine_error", run_id=run_id, error=message)
         j.forget(run_id)
         try:
-            loaded = yield from read(lambda s: s.load(run_id))
+            loaded = yield from self._load_ours(run_id)
             if loaded is None:
                 return None
             run = loaded.run
-            if run.status not in ACTIVE or run.leased_to_other(self.owner, self.clock.now()):
-                return None
             compiled = self.book.of(run.saga, run.version)
             stage = compiled.forward_stage(run.state)
             if stage is not None:

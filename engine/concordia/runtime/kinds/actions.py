@@ -27,8 +27,7 @@ from concordia.runtime.context import CompensationContext, Results, StepContext
 from concordia.runtime.decision import Decision, DecisionKind
 from concordia.runtime.effects import Flow, call
 from concordia.runtime.invoke import Outcome
-from concordia.runtime.journaling import Journaling
-from concordia.runtime.kinds.base import Carry, Stop
+from concordia.runtime.kinds.base import Carry, OnJournal, Stop, steps_of
 from concordia.runtime.pending import journal_clone, journal_value
 from concordia.runtime.planner import retry_policy
 from concordia.runtime.run_pass import RunPass
@@ -41,13 +40,10 @@ _log = structlog.get_logger("concordia.engine")
 FRESH_MARGIN = 5.0
 
 
-class Actions:
+class Actions(OnJournal):
     """Action steps (see the module docstring)."""
 
     batched = True
-
-    def __init__(self, journaling: Journaling) -> None:
-        self.j = journaling
 
     def carries(self) -> Mapping[DecisionKind, Carry]:
         return {DecisionKind.COMPENSATE: self.compensate}
@@ -57,12 +53,8 @@ class Actions:
         fresh = (run.rev == 1 and run.lease_owner == j.owner
                  and run.lease_expires is not None
                  and run.lease_expires - now > FRESH_MARGIN)
-        actions: list[tuple[ActionStep, StepRecord]] = []
-        for name in names:
-            step = p.compiled.steps[name]
-            assert isinstance(step, ActionStep)
-            rec = p.steps[name]
-            actions.append((step, rec))
+        actions = list(steps_of(p, names, ActionStep))
+        for _, rec in actions:
             if fresh and rec.status == StepStatus.RUNNING and rec.attempt == 1:
                 continue  # started, and leased to us, by the commit that created the run
             begin_attempt(p.pending, rec, now)

@@ -11,37 +11,26 @@ ahead to the step ``on_timeout`` names.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from concordia.definitions.models import AwaitStep
 from concordia.machine.compile import Move, MoveKind
-from concordia.runtime.decision import DecisionKind
 from concordia.runtime.effects import Flow, read
 from concordia.runtime.emitter import run_fields
-from concordia.runtime.journaling import Journaling
-from concordia.runtime.kinds.base import Carry, Stop
+from concordia.runtime.kinds.base import OnJournal, Stop, steps_of
 from concordia.runtime.run_pass import RunPass
 from concordia.status import STEP_SETTLED, Kind, StepStatus
 from concordia.store.records import AwaitRecord, StepRecord
 
 
-class Awaits:
+class Awaits(OnJournal):
     """Await steps (see the module docstring)."""
 
     batched = False
 
-    def __init__(self, journaling: Journaling) -> None:
-        self.j = journaling
-
-    def carries(self) -> Mapping[DecisionKind, Carry]:
-        return {}
-
     def start(self, p: RunPass, names: Sequence[str], now: float) -> Flow[Stop]:
-        for name in names:
-            step = p.compiled.steps[name]
-            assert isinstance(step, AwaitStep)
-            rec = p.steps[name]
+        for step, rec in steps_of(p, names, AwaitStep):
             if rec.status == StepStatus.AWAITING:  # its deadline passed
                 self._time_out(p, step, rec, now)
             else:

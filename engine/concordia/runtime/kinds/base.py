@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import Protocol
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Protocol, TypeVar
 
+from concordia.definitions.models import Step
 from concordia.runtime.decision import Decision, DecisionKind
 from concordia.runtime.effects import Flow
 from concordia.runtime.invoke import HandlerStopError
+from concordia.runtime.journaling import Journaling
 from concordia.runtime.run_pass import RunPass
+from concordia.store.records import StepRecord
+
+S = TypeVar("S", bound=Step)
 
 # What carrying a decision out returns: a handler's request to stop the worker, if any.
 Stop = HandlerStopError | None
@@ -29,3 +34,22 @@ class StartsSteps(StepKind, Protocol):
     batched: bool
 
     def start(self, p: RunPass, names: Sequence[str], now: float) -> Flow[Stop]: ...
+
+
+class OnJournal:
+    """What every kind holds: the shared services (``j``); it carries out no decision of
+    its own unless it says so (:meth:`carries`)."""
+
+    def __init__(self, journaling: Journaling) -> None:
+        self.j = journaling
+
+    def carries(self) -> Mapping[DecisionKind, Carry]:
+        return {}
+
+
+def steps_of(p: RunPass, names: Sequence[str], kind: type[S]) -> Iterator[tuple[S, StepRecord]]:
+    """The steps ``names`` of the run (each of type ``kind``), with their records."""
+    for name in names:
+        step = p.compiled.steps[name]
+        assert isinstance(step, kind), name
+        yield step, p.steps[name]

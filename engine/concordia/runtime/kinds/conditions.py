@@ -20,18 +20,14 @@ from concordia.errors import ExpressionError, ValueLimitError
 from concordia.runtime.decision import Decision, DecisionKind
 from concordia.runtime.effects import Flow
 from concordia.runtime.emitter import evaluate, run_fields
-from concordia.runtime.journaling import Journaling
-from concordia.runtime.kinds.base import Carry, Stop
+from concordia.runtime.kinds.base import Carry, OnJournal, Stop
 from concordia.runtime.pending import journal_value
 from concordia.runtime.run_pass import RunPass
 from concordia.status import Kind, StepStatus
 
 
-class Conditions:
+class Conditions(OnJournal):
     """Conditions and catch tables (see the module docstring)."""
-
-    def __init__(self, journaling: Journaling) -> None:
-        self.j = journaling
 
     def carries(self) -> Mapping[DecisionKind, Carry]:
         return {DecisionKind.CHECK: self.check, DecisionKind.CATCH: self.catch}

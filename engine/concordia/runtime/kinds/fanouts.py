@@ -35,8 +35,7 @@ from concordia.runtime.effects import Flow, call
 from concordia.runtime.emitter import evaluate
 from concordia.runtime.invoke import Outcome
 from concordia.runtime.items import items_of
-from concordia.runtime.journaling import Journaling
-from concordia.runtime.kinds.base import Carry, Stop
+from concordia.runtime.kinds.base import Carry, OnJournal, Stop
 from concordia.runtime.pending import journal_clone, journal_value
 from concordia.runtime.planner import retry_policy
 from concordia.runtime.run_pass import RunPass
@@ -46,11 +45,8 @@ from concordia.store.records import ItemRecord
 MAX_ITEMS = 10_000  # a fan-out's list; each item is a journaled record of its own
 
 
-class FanOuts:
+class FanOuts(OnJournal):
     """Fan-out steps (see the module docstring)."""
-
-    def __init__(self, journaling: Journaling) -> None:
-        self.j = journaling
 
     def carries(self) -> Mapping[DecisionKind, Carry]:
         return {DecisionKind.EXPAND: self.expand, DecisionKind.ITEMS: self.start_items,

@@ -8,38 +8,28 @@ for good with the policy's reason, and a policy that cannot be evaluated fails i
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from concordia.definitions.models import PolicyStep
 from concordia.errors import ExpressionError, PolicyError
 from concordia.policies import evaluate_policy
-from concordia.runtime.decision import DecisionKind
 from concordia.runtime.effects import Flow
 from concordia.runtime.emitter import evaluate
-from concordia.runtime.journaling import Journaling
-from concordia.runtime.kinds.base import Carry, Stop
+from concordia.runtime.kinds.base import OnJournal, Stop, steps_of
 from concordia.runtime.pending import utc
 from concordia.runtime.run_pass import RunPass
 from concordia.status import Kind
 from concordia.store.records import StepRecord
 
 
-class Policies:
+class Policies(OnJournal):
     """Policy steps (see the module docstring)."""
 
     batched = False
 
-    def __init__(self, journaling: Journaling) -> None:
-        self.j = journaling
-
-    def carries(self) -> Mapping[DecisionKind, Carry]:
-        return {}
-
     def start(self, p: RunPass, names: Sequence[str], now: float) -> Flow[Stop]:
-        for name in names:
-            step = p.compiled.steps[name]
-            assert isinstance(step, PolicyStep)
-            self._check(p, step, p.steps[name], now)
+        for step, rec in steps_of(p, names, PolicyStep):
+            self._check(p, step, rec, now)
         return None
         yield  # a flow, though it asks for nothing
 
