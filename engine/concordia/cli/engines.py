@@ -92,7 +92,9 @@ def check_store_parent(url: str) -> None:
 
 def resolve_run_id(engine: Engine, given: str) -> str:
     """The run id ``given`` names in full or by a unique prefix."""
-    found = engine.store.find_run_ids(given, 6)
+    from concordia.values import is_id
+
+    found = engine.store.find_run_ids(given, 6) if is_id(given) else []
     if given in found:
         return given
     if len(given) < MIN_PREFIX:
@@ -110,8 +112,7 @@ def saga_of(engine: Engine, name: str, version: int, catalog: Catalog | None = N
     """The definition a run is pinned to: the store's copy, else the catalog's."""
     from concordia.definitions.models import Saga
 
-    pinned = getattr(engine.store, "pinned_definition", None)
-    document = pinned(name, version) if pinned is not None else None
+    document = engine.store.pinned_definition(name, version)
     if document is not None:
         return Saga.model_validate(document)
     for source in (catalog, engine.catalog):
