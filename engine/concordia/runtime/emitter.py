@@ -57,9 +57,12 @@ def evaluate(source: str, run: RunRecord, results: Mapping[str, Any]) -> Any:
 class Emitter:
     """Builds a run's events: payloads mapped by CEL, checked against the taxonomy."""
 
-    def __init__(self, catalog: Catalog, source: str) -> None:
+    def __init__(self, catalog: Catalog, source: str,
+                 payload: Callable[[Emit, RunRecord, Mapping[str, Any]], dict[str, Any]]
+                 ) -> None:
         self.catalog = catalog
         self.source = source
+        self.payload = payload  # an event's payload, mapped from the run (see judge.py)
         # A run's W3C traceparent (tracing), carried by its events as the CloudEvents
         # distributed-tracing extension.
         self.traceparent_of: Callable[[str], str | None] | None = None
@@ -72,7 +75,7 @@ class Emitter:
             return
         built: list[dict[str, Any]] = []
         for emit in emits:
-            payload = {k: evaluate(v, run, results) for k, v in emit.payload.items()}
+            payload = self.payload(emit, run, results)
             try:
                 check_value(payload, f"the payload of event {emit.event}")
             except ValueLimitError as exc:

@@ -34,6 +34,7 @@ from concordia.runtime.config import EngineConfig
 from concordia.runtime.effects import Flow, commit, publish_best_effort
 from concordia.runtime.emitter import Emitter
 from concordia.runtime.invoke import Invocation, StepAbandonedError
+from concordia.runtime.judge import Evaluating, Judge
 from concordia.runtime.pending import journal_value
 from concordia.runtime.run_pass import RunPass
 from concordia.status import END_KIND, FINAL, OPEN_STEP, Kind, RunStatus, StepStatus
@@ -60,7 +61,11 @@ class Journaling:
         self.clock = clock
         self.config = config
         self.owner = config.owner
-        self.emitter = Emitter(catalog, config.source)
+        # Conditions, lists, mapped values, payloads and policy decisions: evaluated, or
+        # answered by the failure-path explorer's judge (see concordia.runtime.judge).
+        self.judge: Judge = Evaluating()
+        self.emitter = Emitter(catalog, config.source,
+                               lambda emit, run, results: self.judge.payload(emit, run, results))
         # Tracing (concordia.tracing): spans at run, attempt and compensation boundaries.
         self.tracer = make_tracer()
         self.emitter.traceparent_of = self.tracer.traceparent

@@ -43,7 +43,6 @@ from concordia.runtime import transitions
 from concordia.runtime.creation import Creator
 from concordia.runtime.decision import Decision, DecisionKind
 from concordia.runtime.effects import Flow, commit, read, write
-from concordia.runtime.emitter import evaluate
 from concordia.runtime.items import results_of
 from concordia.runtime.journaling import Journaling
 from concordia.runtime.kinds.base import Carry, Stop
@@ -100,7 +99,8 @@ class Children:
         try:
             saga = j.book.saga(step.saga, step.version)
             data = (dict(run.input) if step.input is None else
-                    {k: evaluate(v, run, p.results) for k, v in step.input.items()})
+                    {k: j.judge.value(step.name, v, run, p.results)
+                     for k, v in step.input.items()})
             created = self.creator.new_run(saga, data, run.correlation_id, run.cause,
                                            run_id=child_id, claim=False)
         except (ExpressionError, InputError, UnknownSagaError) as exc:

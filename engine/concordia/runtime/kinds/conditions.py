@@ -14,12 +14,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from concordia.definitions.expressions import compile_expression
 from concordia.definitions.models import ActionStep, SagaStep
 from concordia.errors import ExpressionError, ValueLimitError
 from concordia.runtime.decision import Decision, DecisionKind
 from concordia.runtime.effects import Flow
-from concordia.runtime.emitter import evaluate, run_fields
+from concordia.runtime.emitter import run_fields
 from concordia.runtime.kinds.base import Carry, OnJournal, Stop
 from concordia.runtime.pending import journal_value
 from concordia.runtime.run_pass import RunPass
@@ -44,7 +43,7 @@ class Conditions(OnJournal):
         source = step.if_
         assert source is not None
         try:
-            holds = evaluate(source, p.run, p.results)
+            holds = self.j.judge.condition(name, source, p.run, p.results)
             if not isinstance(holds, bool):
                 raise ExpressionError(source, f"gives {type(holds).__name__}, not a boolean: "
                                               "a condition must be true or false")
@@ -71,7 +70,7 @@ class Conditions(OnJournal):
         scope = {"input": p.run.input, "results": p.results, "run": run_fields(p.run),
                  "error": error}
         try:
-            mapped = {key: compile_expression(source).evaluate(scope)
+            mapped = {key: self.j.judge.caught(name, source, scope)
                       for key, source in clause.result.items()}
             result = journal_value({**mapped, "error": error}, f"the result of step {name}")
         except (ExpressionError, ValueLimitError) as exc:

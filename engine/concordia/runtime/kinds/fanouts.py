@@ -32,7 +32,6 @@ from concordia.runtime.attempts import (
 from concordia.runtime.context import ItemCompensationContext, ItemContext, Results
 from concordia.runtime.decision import Decision, DecisionKind
 from concordia.runtime.effects import Flow, call
-from concordia.runtime.emitter import evaluate
 from concordia.runtime.invoke import Outcome
 from concordia.runtime.items import items_of
 from concordia.runtime.kinds.base import Carry, OnJournal, Stop
@@ -68,7 +67,7 @@ class FanOuts(OnJournal):
         rec.attempt = max(rec.attempt, 1)
         rec.started_at = now
         try:
-            value = evaluate(step.for_each, p.run, p.results)
+            value = self.j.judge.items(name, step.for_each, p.run, p.results)
             if not isinstance(value, list):
                 raise ExpressionError(step.for_each, f"gives {type(value).__name__}, not a "
                                                      "list: for_each needs a list")

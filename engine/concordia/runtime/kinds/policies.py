@@ -12,9 +12,7 @@ from collections.abc import Sequence
 
 from concordia.definitions.models import PolicyStep
 from concordia.errors import ExpressionError, PolicyError
-from concordia.policies import evaluate_policy
 from concordia.runtime.effects import Flow
-from concordia.runtime.emitter import evaluate
 from concordia.runtime.kinds.base import OnJournal, Stop, steps_of
 from concordia.runtime.pending import utc
 from concordia.runtime.run_pass import RunPass
@@ -38,9 +36,10 @@ class Policies(OnJournal):
         rec.attempt += 1
         rec.started_at = now
         try:
-            inputs = {k: evaluate(v, p.run, p.results) for k, v in step.input.items()}
+            inputs = {k: j.judge.value(step.name, v, p.run, p.results)
+                      for k, v in step.input.items()}
             policy = j.catalog.policy(step.policy, step.version)
-            record = evaluate_policy(policy, inputs, now=utc(now))
+            record = j.judge.policy(step.name, policy, inputs, utc(now))
         except (PolicyError, ExpressionError, KeyError) as exc:
             j.fail(p, step, rec, exc, now, retry=False)
             return
