@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, NamedTuple
 
@@ -69,11 +69,13 @@ class Move:
 
     kind: MoveKind
     stage: int | None = None
+    # The machine's event name for this move (worked out once: moves are taken often).
+    event: str = field(init=False, compare=False)
 
-    @property
-    def event(self) -> str:
-        """The machine's event name for this move."""
-        return self.kind.value if self.stage is None else f"{self.kind.value}_{self.stage}"
+    def __post_init__(self) -> None:
+        name = str.__str__(self.kind)
+        object.__setattr__(self, "event", name if self.stage is None
+                           else f"{name}_{self.stage}")
 
 
 # The machine's end states are named as the run statuses they give a run.

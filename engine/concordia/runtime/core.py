@@ -21,7 +21,7 @@ import structlog
 
 from concordia.clock import Clock, SystemClock
 from concordia.definitions.catalog import Catalog
-from concordia.errors import ConcordiaError, StoreError, UnknownRunError, ValueRefusedError
+from concordia.errors import ConcordiaError, StoreError, UnknownRunError
 from concordia.events.bus import Bus
 from concordia.registry import Registry
 from concordia.runtime import transitions
@@ -30,12 +30,11 @@ from concordia.runtime.config import EngineConfig, Options
 from concordia.runtime.delivery import Deliverer
 from concordia.runtime.effects import Flow, pass_over, read, send, sleep, write
 from concordia.runtime.executor import Executor
-from concordia.runtime.invoke import HandlerStopError
 from concordia.runtime.liveness import is_dead
 from concordia.runtime.run_pass import PassResult
 from concordia.runtime.views import RunView, created_view, read_view
 from concordia.store import open_store
-from concordia.store.base import ConflictError, Store
+from concordia.store.base import Store
 from concordia.store.records import Loaded, RunRecord
 from concordia.values import is_id
 
@@ -93,21 +92,8 @@ class Core:
         return view
 
     def one_pass(self, run_id: str, draining: Callable[[], bool] | None) -> Flow[PassResult]:
-        """One pass over a run (see :meth:`Executor.advance`). A run someone else moved
-        meanwhile is passed over again later; an error of the engine's own on the run is
-        contained (the run fails its step, or is parked); the store being unreachable is
-        raised to the caller."""
-        try:
-            return (yield from self.executor.advance(run_id, draining))
-        except ConflictError:
-            # Someone else (a delivery, another worker) moved the run; the next pass
-            # reloads it. Handlers already called re-run with the same idempotency key.
-            _log.debug("advance.conflict", run_id=run_id)
-        except Exception as exc:
-            if not is_run_fault(exc):
-                raise
-            yield from self.executor.contain(run_id, exc)
-        return PassResult(True)
+        """One pass over a run (see :meth:`Executor.advance`)."""
+        return self.executor.advance(run_id, draining)
 
     def until_idle(self, max_passes: int | None) -> Flow[Passes]:
         """Pass over every run that has work now, until none has (see
@@ -249,14 +235,6 @@ def load_directory(path: str) -> Catalog:
     paths = [p for p in (os.path.join(path, "definitions"), os.path.join(path, "policies"))
              if os.path.isdir(p)] or [path]
     return Catalog.load_strict(paths)
-
-
-def is_run_fault(exc: Exception) -> bool:
-    """Whether an error raised while advancing is the run's (contain it) or its
-    surroundings' (the store is unreachable: the caller must see it)."""
-    if isinstance(exc, ValueRefusedError):  # the run's own value, refused: contain it
-        return True
-    return not isinstance(exc, StoreError | HandlerStopError)
 
 
 class Claims:

@@ -39,9 +39,10 @@ class DecisionKind(StrEnum):
     UNDO_CHILD = "undo_child"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Decision:
-    """What to do next for one run."""
+    """What to do next for one run (not frozen: one is made for most passes, and a frozen
+    dataclass pays a call per field to be built; nothing changes one once made)."""
 
     kind: DecisionKind
     steps: tuple[str, ...] = ()

@@ -22,7 +22,7 @@ import structlog
 from concordia.clock import Clock
 from concordia.definitions.catalog import Catalog
 from concordia.definitions.models import ActionStep, AwaitStep, PolicyStep, Step
-from concordia.errors import ConcordiaError, UnknownRunError
+from concordia.errors import ConcordiaError, StoreError, UnknownRunError, ValueRefusedError
 from concordia.machine.compile import Move, MoveKind
 from concordia.registry import Registry
 from concordia.runtime import transitions
@@ -86,39 +86,55 @@ class Executor:
         to stop (its attempt is journaled as failed first). A run another worker holds a
         live lease on is left alone. With ``draining`` true the pass ends before it starts
         another step (the lease released), so a stopping worker finishes the step in hand.
+        A run someone else moved meanwhile is passed over again later; an error of the
+        engine's own on the run is contained (the run fails its step, or is parked); the
+        store being unreachable is raised to the caller.
         """
-        j = self.journaling
-        loaded = j.recent.pop(run_id, None)
-        # A run this engine last wrote as ended is read again: only another writer can
-        # have moved it since (a parent reverting its completed child saga).
-        if loaded is None or loaded.run.status not in ACTIVE:
-            loaded = yield from self._load_ours(run_id)
-        if loaded is None or not self._ours(loaded.run):
-            return NOTHING
-        run = loaded.run
-        if j.tracer.needs(run):  # tracing: the run's trace, once per run and worker
-            j.tracer.learn(run, (yield from read(lambda s: s.history(run.id))))
-        p = RunPass.of(loaded, self.book.of(run.saga, run.version))
-        stop: HandlerStopError | None = None
-        while True:
-            now = self.clock.now()
-            decision = plan(p.compiled, run, p.steps, p.items, now)
-            kind = decision.kind
-            if kind == DecisionKind.MOVE:
-                assert decision.move is not None
-                j.move(p, decision.move, now)
-                continue
-            if kind in _WORK and stop is None and (draining is None or not draining()):
-                stop = yield from self._carry_out(p, decision, now)
-                continue
-            if kind == DecisionKind.WAIT:
-                run.status = RunStatus.SUSPENDED if decision.suspended else RunStatus.WAITING
-                run.wake_at = decision.wake_at
-                p.pending.dirty = True
-            if (yield from j.flush(p, final=True)) and stop is None:
-                continue  # a cancellation arrived while this pass held the lease
-            j.remember(Loaded(run, p.steps, p.items))
-            return PassResult(p.writes > 0, stop)
+        try:
+            j = self.journaling
+            loaded = j.recent.pop(run_id, None)
+            # A run this engine last wrote as ended is read again: only another writer can
+            # have moved it since (a parent reverting its completed child saga).
+            if loaded is None or loaded.run.status not in ACTIVE:
+                loaded = yield from self._load_ours(run_id)
+            if loaded is None:
+                return NOTHING
+            run = loaded.run
+            if run.status not in ACTIVE or run.leased_to_other(self.owner, self.clock.now()):
+                return NOTHING
+            if j.tracer.needs(run):  # tracing: the run's trace, once per run and worker
+                j.tracer.learn(run, (yield from read(lambda s: s.history(run.id))))
+            p = RunPass.of(loaded, self.book.of(run.saga, run.version))
+            stop: HandlerStopError | None = None
+            while True:
+                now = self.clock.now()
+                decision = plan(p.compiled, run, p.steps, p.items, now)
+                kind = decision.kind
+                if kind == DecisionKind.MOVE:
+                    assert decision.move is not None
+                    j.move(p, decision.move, now)
+                    continue
+                if kind in _WORK and stop is None and (draining is None or not draining()):
+                    stop = yield from self._carrying(p, decision, now)
+                    continue
+                if kind == DecisionKind.WAIT:
+                    run.status = (RunStatus.SUSPENDED if decision.suspended
+                                  else RunStatus.WAITING)
+                    run.wake_at = decision.wake_at
+                    p.pending.dirty = True
+                if (yield from j.flush(p, final=True)) and stop is None:
+                    continue  # a cancellation arrived while this pass held the lease
+                j.remember(Loaded(run, p.steps, p.items))
+                return PassResult(p.writes > 0, stop)
+        except ConflictError:
+            # Someone else (a delivery, another worker) moved the run; the next pass
+            # reloads it. Handlers already called re-run with the same idempotency key.
+            _log.debug("advance.conflict", run_id=run_id)
+        except Exception as exc:
+            if not is_run_fault(exc):
+                raise
+            yield from self.contain(run_id, exc)
+        return PassResult(True)
 
     def _load_ours(self, run_id: str) -> Flow[Loaded | None]:
         """The run, if it is in flight and no other worker holds a live lease on it."""
@@ -128,10 +144,20 @@ class Executor:
     def _ours(self, run: RunRecord) -> bool:
         return run.status in ACTIVE and not run.leased_to_other(self.owner, self.clock.now())
 
-    def _carry_out(self, p: RunPass, decision: Decision, now: float
-                   ) -> Flow[HandlerStopError | None]:
+    def _carrying(self, p: RunPass, decision: Decision, now: float
+                  ) -> Flow[HandlerStopError | None]:
+        """The flow that carries ``decision`` out: its kind's own (no frame of the loop's
+        in between, for the commonest, a stage of actions)."""
         if decision.kind != DecisionKind.START:
-            return (yield from self.carries[decision.kind](p, decision, now))
+            return self.carries[decision.kind](p, decision, now)
+        steps, names = p.compiled.steps, decision.steps
+        kind = self.starters[type(steps[names[0]])]
+        if len(names) == 1 or all(self.starters[type(steps[n])] is kind for n in names):
+            return kind.start(p, names, now)
+        return self._start_mixed(p, decision, now)
+
+    def _start_mixed(self, p: RunPass, decision: Decision, now: float
+                     ) -> Flow[HandlerStopError | None]:
         # Each step starts by its kind; steps whose handlers are called together (actions)
         # start last, together.
         batched: dict[StartsSteps, list[str]] = {}
@@ -241,6 +267,14 @@ class Executor:
         p.pending.note(now, Kind.RUN_RETRIED)
         yield from j.flush(p, final=True)
         return None
+
+
+def is_run_fault(exc: Exception) -> bool:
+    """Whether an error raised while advancing is the run's (contain it) or its
+    surroundings' (the store is unreachable: the caller must see it)."""
+    if isinstance(exc, ValueRefusedError):  # the run's own value, refused: contain it
+        return True
+    return not isinstance(exc, StoreError | HandlerStopError)
 
 
 class EngineFault(Exception):

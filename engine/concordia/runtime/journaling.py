@@ -31,7 +31,7 @@ from concordia.runtime import transitions
 from concordia.runtime.attempts import failed_attempt
 from concordia.runtime.book import SagaBook
 from concordia.runtime.config import EngineConfig
-from concordia.runtime.effects import Flow, commit, publish_best_effort
+from concordia.runtime.effects import Flow, committing, publish_best_effort
 from concordia.runtime.emitter import Emitter
 from concordia.runtime.invoke import Invocation, StepAbandonedError
 from concordia.runtime.judge import Evaluating, Judge
@@ -40,7 +40,7 @@ from concordia.runtime.run_pass import RunPass
 from concordia.status import END_KIND, FINAL, OPEN_STEP, Kind, RunStatus, StepStatus
 from concordia.store.base import Store
 from concordia.store.changes import StepRef
-from concordia.store.records import Attempted, HistoryEntry, Loaded, RunRecord, StepRecord
+from concordia.store.records import Attempted, HistoryEntry, Loaded, StepRecord
 from concordia.tracing import make_tracer
 
 _RECENT = 10_000  # runs whose last written state an engine keeps
@@ -117,7 +117,7 @@ class Journaling:
             return False
         change, transient = p.pending.take(self.clock.now())
         had_cancel = run.cancel_reason is not None
-        yield from commit(change)
+        yield committing(change)
         p.writes += 1
         if transient:
             yield from publish_best_effort(transient)
@@ -172,9 +172,10 @@ class Journaling:
         return Invocation(binding, ctx, declared or self.config.step_timeout,
                           declared=declared is not None)
 
-    def checkpoints(self, run_id: str, rec: Attempted) -> Checkpoints:
-        """Where the checkpoints of ``rec``'s current attempt go."""
-        return Checkpoints(self, run_id, rec)
+    def checkpoints(self, run_id: str, rec: Attempted, target: StepRef) -> Checkpoints:
+        """Where the checkpoints of ``rec``'s current attempt go (``target``: its step's
+        name, or its item's key)."""
+        return Checkpoints(self, run_id, rec, target)
 
     # -- machine moves -------------------------------------------------------------------
 
@@ -203,7 +204,9 @@ class Journaling:
                     p.steps[name].status = StepStatus.SKIPPED
                     pending.touch(p.steps[name])
         run.state = target
-        pending.history.append(_state_line(run, now, source, target, move))
+        pending.history.append(HistoryEntry(run.id, now, Kind.STATE, None, None,
+                                            {"from": source, "to": target,
+                                             "event": move.event}))
         if target in compiled.where:
             run.status = RunStatus.RUNNING
         else:
@@ -258,23 +261,18 @@ def _abandon(p: RunPass, rec: Attempted) -> None:
     p.pending.touch(rec)
 
 
-def _state_line(run: RunRecord, now: float, source: str, target: str, move: Move
-                ) -> HistoryEntry:
-    return HistoryEntry(run.id, now, Kind.STATE, None, None,
-                        {"from": source, "to": target, "event": move.event})
-
-
 class Checkpoints:
     """Where one attempt's ``ctx.checkpoint`` goes: the store, unless the attempt is over."""
 
     __slots__ = ("attempt", "journaling", "rec", "run_id", "target")
 
-    def __init__(self, journaling: Journaling, run_id: str, rec: Attempted) -> None:
+    def __init__(self, journaling: Journaling, run_id: str, rec: Attempted,
+                 target: StepRef) -> None:
         self.journaling = journaling
         self.run_id = run_id
         self.rec = rec
         self.attempt = rec.attempt
-        self.target: StepRef = rec.name if isinstance(rec, StepRecord) else rec.key
+        self.target = target
 
     def _accept(self, data: Any) -> Any:
         rec = self.rec

@@ -32,7 +32,7 @@ class RunPass:
                    results_of(steps))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PassResult:
     """What a pass did: whether it wrote anything, and a handler's request to stop."""
 

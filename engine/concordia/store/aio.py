@@ -178,7 +178,7 @@ def _grouped(batch: list[tuple[Write, Commit | None, Done]]) -> tuple[list[Write
         group.clear()
 
     for fn, commit, _ in batch:
-        if commit is not None:
+        if commit is not None and commit.plain:
             group.append((fn, commit))
             continue
         close_group()

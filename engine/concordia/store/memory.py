@@ -84,15 +84,15 @@ class MemoryStore:
 
     def commit(self, commit: Commit) -> None:
         with self._lock:
-            self._check(commit)
-            current = self._runs[commit.run.id]
+            current = self._check(commit)
             if current.cancel_reason is not None:  # a cancellation asked for meanwhile
                 commit.run.cancel_reason = current.cancel_reason
             self._apply(commit, current.rev + 1)
 
-    def _check(self, commit: Commit) -> None:
-        """Refuse (ConflictError) a commit whose run moved on since it was read, or whose
-        new awaits have an early event buffered that its writer has not seen."""
+    def _check(self, commit: Commit) -> RunRecord:
+        """The run as stored; refuse (ConflictError) a commit whose run moved on since it
+        was read, or whose new awaits have an early event buffered that its writer has not
+        seen."""
         current = self._runs.get(commit.run.id)
         if current is None or (commit.expect_rev is not None
                                and current.rev != commit.expect_rev):
@@ -102,6 +102,7 @@ class MemoryStore:
             if any(b.event_id not in seen for a in commit.awaits_add
                    for b in self.find_buffered(a.event_type, a.key, commit.run.updated_at)):
                 raise ConflictError(commit.run.id)
+        return current
 
     def _apply(self, c: Commit, rev: int) -> None:
         c.run.rev = rev

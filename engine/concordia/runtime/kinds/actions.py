@@ -25,7 +25,7 @@ from concordia.runtime.attempts import (
 )
 from concordia.runtime.context import CompensationContext, Results, StepContext
 from concordia.runtime.decision import Decision, DecisionKind
-from concordia.runtime.effects import Flow, call
+from concordia.runtime.effects import Call, Flow, call, outcomes_of
 from concordia.runtime.invoke import Outcome
 from concordia.runtime.kinds.base import Carry, OnJournal, Stop, steps_of
 from concordia.runtime.pending import journal_clone, journal_value
@@ -53,7 +53,7 @@ class Actions(OnJournal):
         fresh = (run.rev == 1 and run.lease_owner == j.owner
                  and run.lease_expires is not None
                  and run.lease_expires - now > FRESH_MARGIN)
-        actions = list(steps_of(p, names, ActionStep))
+        actions = steps_of(p, names, ActionStep)
         for _, rec in actions:
             if fresh and rec.status == StepStatus.RUNNING and rec.attempt == 1:
                 continue  # started, and leased to us, by the commit that created the run
@@ -65,7 +65,7 @@ class Actions(OnJournal):
         calls = [j.invocation(p, step, j.registry.get_action(step.action),
                               self._context(p, step, rec)) for step, rec in actions]
         spans = j.tracer.calls_started(run, [(s.name, r.attempt) for s, r in actions])
-        done = yield from call(calls)
+        done = outcomes_of((yield Call(calls)))
         j.tracer.calls_ended(spans, done)  # tracing
         now = j.clock.now()
         stop: Stop = None
@@ -81,7 +81,7 @@ class Actions(OnJournal):
         run = p.run
         return StepContext(run.id, run.saga, step.name, rec.attempt, run.input,
                            Results(dict(p.results)), run.correlation_id, run.cause,
-                           f"{run.id}:{step.name}", self.j.checkpoints(run.id, rec),
+                           f"{run.id}:{step.name}", self.j.checkpoints(run.id, rec, step.name),
                            journal_clone(rec.checkpoint))
 
     def _record(self, p: RunPass, step: ActionStep, rec: StepRecord, outcome: Outcome,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol, TypeVar
 
 from concordia.definitions.models import Step
@@ -47,9 +47,8 @@ class OnJournal:
         return {}
 
 
-def steps_of(p: RunPass, names: Sequence[str], kind: type[S]) -> Iterator[tuple[S, StepRecord]]:
+def steps_of(p: RunPass, names: Sequence[str], kind: type[S]) -> list[tuple[S, StepRecord]]:
     """The steps ``names`` of the run (each of type ``kind``), with their records."""
-    for name in names:
-        step = p.compiled.steps[name]
-        assert isinstance(step, kind), name
-        yield step, p.steps[name]
+    # The executor hands each kind only steps of its type (see Executor.starters).
+    steps = p.compiled.steps
+    return [(steps[name], p.steps[name]) for name in names]  # type: ignore[misc]

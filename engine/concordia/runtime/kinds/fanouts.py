@@ -121,7 +121,8 @@ class FanOuts(OnJournal):
         return ItemContext(run.id, run.saga, step.name, item.attempt, run.input,
                            Results(dict(p.results)), run.correlation_id, run.cause,
                            f"{run.id}:{step.name}:{item.index}",
-                           self.j.checkpoints(run.id, item), journal_clone(item.checkpoint),
+                           self.j.checkpoints(run.id, item, item.key),
+                           journal_clone(item.checkpoint),
                            item=values[item.index], index=item.index, name=step.as_)
 
     def _record(self, p: RunPass, step: ActionStep, item: ItemRecord, outcome: Outcome,
