@@ -14,10 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.service.conftest import ROOT_DIR, Served, ThreadedServer, make_app
+from tests.service.conftest import ADMIN, ROOT_DIR, Served, ThreadedServer, client, make_app
 
 CHROMIUM = os.environ.get("CONCORDIA_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("CONCORDIA_CHROMEDRIVER", "/usr/bin/chromedriver")
@@ -84,8 +83,8 @@ def test_the_page_shows_runs_and_a_compensated_run_as_a_picture(browser: Any,
 
     shutil.rmtree(ARTIFACTS, ignore_errors=True)
     app, engine = make_app(f"sqlite:///{tmp_path / 'runs.db'}")
-    with ThreadedServer(app) as url, httpx.Client(base_url=url) as client:
-        served = Served(url, engine, client, "")  # for starting and settling only
+    with ThreadedServer(app) as url, client(url) as http:
+        served = Served(url, engine, http, "")  # for starting and settling only
         done = served.start("order", {"order_id": "b-1"}, correlation_id="corr-done")
         undone = served.start("order", {"order_id": "b-2", "fail_at": "ship"},
                               correlation_id="corr-undone")
@@ -93,8 +92,23 @@ def test_the_page_shows_runs_and_a_compensated_run_as_a_picture(browser: Any,
         for run in (done, undone, waiting):
             served.settle(run["id"])
 
+        # Without a token the page asks for one; a wrong one is refused, saying so.
         browser.get(url + "/ui/")
+        field = _wait(browser, "#token-form #token-input")[0]
+        field.send_keys("wrong-0123456789abcdef0123456789abcdef")
+        browser.find_element(By.CSS_SELECTOR, "#token-form button").click()
+        assert "refused" in _wait(browser, "#token-error")[0].text
+        _shot(browser, "00-token.png")
+        field = browser.find_element(By.ID, "token-input")
+        field.send_keys(ADMIN)
+        browser.find_element(By.CSS_SELECTOR, "#token-form button").click()
         rows = _wait(browser, "#runs tr[data-status]", 3)
+        # Kept for this tab only, and never as a cookie.
+        assert browser.get_cookies() == []
+        assert browser.execute_script(
+            "return sessionStorage.getItem('concordia.token')") == ADMIN
+        refused = browser.get_log("browser")  # the calls made before it had the token
+        assert all("401 (Unauthorized)" in e["message"] for e in refused), refused
         assert {r.get_attribute("data-status") for r in rows} == {"completed", "compensated",
                                                                   "suspended"}
         _shot(browser, "01-runs.png")
