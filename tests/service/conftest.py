@@ -101,9 +101,9 @@ def credentials(directory: Path | None = None) -> Credentials:
     return Credentials(ApiTokens(TOKEN_ENTRIES), verifier)
 
 
-def client(url: str, **extra: Any) -> httpx.Client:
+def client(url: str, timeout: float = 30) -> httpx.Client:
     """A client of ``url`` holding the token with both scopes."""
-    return httpx.Client(base_url=url, timeout=30, headers=AUTH, **extra)
+    return httpx.Client(base_url=url, timeout=timeout, headers=AUTH)
 
 
 def postgres_database() -> Iterator[str]:

@@ -183,6 +183,7 @@ def test_a_request_naming_another_host_is_refused_421(served: Served, path: str)
     assert served.journal() == before
     # The probes answer whatever the Host: an orchestrator addresses a server by its IP.
     assert httpx.get(served.url + "/healthz", headers={"Host": "10.1.2.3"}).status_code == 200
+    assert httpx.head(served.url + "/readyz", headers={"Host": "10.1.2.3"}).status_code == 405
     for host in ("localhost", "127.0.0.1:8080", "[::1]:1", "LOCALHOST."):
         assert httpx.get(served.url + "/runs", headers={**AUTH, "Host": host}
                          ).status_code == 200, host

@@ -175,3 +175,18 @@ def test_signatures_of_other_versions_are_ignored_beside_a_good_v1() -> None:
     headers = {**good, "webhook-signature": "v1a,c29tZXRoaW5n " + good["webhook-signature"]}
     parsed = standard_webhooks.verify((KEY,), headers, body, {}, now=1000, tolerance=300)
     assert parsed.signatures == (good["webhook-signature"],)
+
+
+def test_a_scheme_the_server_has_no_key_for_is_a_401_not_an_outage(tmp_path: Any) -> None:
+    from concordia.service.signatures import signature_header
+
+    body = json.dumps(event("shop.payment.settled", {"order_id": "x", "amount": 1})).encode()
+    for secrets, headers in (
+            ((SECRET,), sender_headers(WHSEC, body)),
+            ((WHSEC,), {"Concordia-Signature": signature_header([SECRET], int(time.time()),
+                                                                body)})):
+        app, _ = make_app(f"sqlite:///{tmp_path / f'{len(headers)}.db'}", secrets=secrets)
+        with ThreadedServer(app) as base, client(base) as http:
+            answer = http.post("/events", content=body, headers={**STRUCTURED, **headers})
+            assert answer.status_code == 401, answer.text
+            assert answer.json()["type"].endswith("/signature-unsupported")

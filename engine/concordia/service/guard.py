@@ -205,9 +205,10 @@ class Guard:
         return None
 
     def access_of(self, scope: Scope) -> Access | None:
-        """The access of the route ``scope`` goes to (of the route that has its path,
-        if not its method); None when no route has the path: such a request needs a
-        credential, then gets its 404."""
+        """The access of the route ``scope`` goes to; None when no route takes it (no
+        route has its path, or none its method): such a request needs a credential, then
+        gets its 404 or 405. A method the health and page routes do not take (HEAD, as
+        some probes send) is answered as theirs are, without one."""
         partial: Access | None = None
         for route, level in self.table:
             match, _ = route.matches(scope)
@@ -215,7 +216,7 @@ class Guard:
                 return level
             if match is Match.PARTIAL and partial is None:
                 partial = level
-        return partial
+        return partial if partial in (Access.HEALTH, Access.PAGE) else None
 
 
 def access_table(routers: Iterable[APIRouter], static: str, openapi_url: str | None

@@ -130,10 +130,14 @@ def _verify(svc: Service, headers: Mapping[str, str], body: bytes,
         else:
             keys.verify(headers.get(HEADER), body, ce, time.time(), svc.options.tolerance)
     except SignatureError as exc:
-        svc.metrics.webhooks.labels(f"signature_{exc.reason}").inc()
-        if exc.reason == "unconfigured":
+        reason = exc.reason
+        if reason == "unconfigured" and keys:
+            # Secrets for the other scheme only: the sender's scheme is not taken here.
+            reason = "unsupported"
+        svc.metrics.webhooks.labels(f"signature_{reason}").inc()
+        if reason == "unconfigured":
             raise Problem(503, "webhooks-unconfigured", str(exc)) from None
         challenge = (f'Standard-Webhooks header="{standard_webhooks.SIGNATURE_HEADER}"'
                      if standard else f'Concordia-HMAC-SHA256 header="{HEADER}"')
-        raise Problem(401, f"signature-{exc.reason}", str(exc),
+        raise Problem(401, f"signature-{reason}", str(exc),
                       headers={"WWW-Authenticate": challenge}) from None

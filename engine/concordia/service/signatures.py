@@ -59,7 +59,8 @@ _HEX = re.compile(r"[0-9a-f]{1,128}")
 
 class SignatureError(ConcordiaError):
     """A request's signature is missing, malformed, expired or wrong; ``reason`` says which
-    (``missing``, ``malformed``, ``expired``, ``mismatch``, ``unconfigured``)."""
+    (``missing``, ``malformed``, ``expired``, ``mismatch``, ``unconfigured``: no key of
+    its scheme)."""
 
     def __init__(self, reason: str, message: str) -> None:
         self.reason = reason
