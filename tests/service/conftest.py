@@ -39,6 +39,8 @@ from concordia.status import ENDED
 ROOT_DIR = Path(__file__).resolve().parents[2]
 DOMAIN = Path(__file__).parent / "domain"
 DEFINITIONS = str(DOMAIN / "definitions")
+# a saga with a fan-out and a child saga (the page's tests), beside the shop's
+FANOUT = str(DOMAIN / "fanout")
 HANDLERS = "tests.service.domain.handlers"
 SECRET = "test-secret-0123456789abcdef"
 OLD_SECRET = "old-secret-abcdef0123456789"
@@ -227,13 +229,16 @@ def event(type_: str, data: dict[str, Any], **extra: Any) -> dict[str, Any]:
 
 def make_app(store_url: str, *, worker: bool = True, max_body: int = 64 * 1024,
              secrets: tuple[str, ...] = (SECRET, OLD_SECRET), concurrency: int = 8,
-             creds: Credentials | None = None, **options: Any) -> Any:
-    """The app over the shop domain, taking :func:`credentials` unless ``creds`` says
-    otherwise; ``options`` are further :class:`ServiceOptions`."""
+             creds: Credentials | None = None, fanout: bool = False,
+             **options: Any) -> Any:
+    """The app over the shop domain (and the fan-out saga, if ``fanout``), taking
+    :func:`credentials` unless ``creds`` says otherwise; ``options`` are further
+    :class:`ServiceOptions`."""
     from concordia.registry import load_registry
 
     metrics = Metrics()
-    engine = build_engine(store_url, [DEFINITIONS], load_registry(HANDLERS) if worker else None,
+    definitions = [DEFINITIONS, FANOUT] if fanout else [DEFINITIONS]
+    engine = build_engine(store_url, definitions, load_registry(HANDLERS) if worker else None,
                           metrics, worker=worker)
     settings = ServiceOptions(worker=worker, concurrency=concurrency, max_body=max_body,
                               keys=KeyRing(secrets), poll_interval=0.05,

@@ -114,8 +114,8 @@ def test_a_signed_event_resumes_the_awaiting_run_and_starts_triggered_ones(serve
                                                                              ) -> None:
     waiting = served.start("payment", {"order_id": "o-4"})
     suspended = served.settle(waiting["id"])
-    assert (suspended["status"], suspended["state"]) == ("suspended", "run_1")
-    assert suspended["state_label"] == "await_settlement"  # as the saga names it
+    # where it stands, as the saga names it (never the machine's run_1)
+    assert (suspended["status"], suspended["state"]) == ("suspended", "await_settlement")
     settled = event("shop.payment.settled", {"order_id": "o-4", "amount": 1250})
     answer = served.post_event(settled)
     assert answer.status_code == 202, answer.text
@@ -287,3 +287,27 @@ def test_the_page_shell_and_its_assets_are_served_from_the_package(served: Serve
     for asset in ("/ui/static/app.js", "/ui/static/app.css"):
         assert served.client.get(asset).status_code == 200
     assert served.client.get("/", follow_redirects=False).headers["location"] == "/ui/"
+
+
+@pytest.mark.parametrize(("fail_at", "failed"), [("dispatch", "step_dispatch"),
+                                                 ("ship", "step_pay_order")])
+def test_a_fan_out_and_a_child_saga_are_undone_as_their_nodes(tmp_path: Path, fail_at: str,
+                                                                failed: str) -> None:
+    app, engine = make_app(f"sqlite:///{tmp_path / 'runs.db'}", fanout=True)
+    with ThreadedServer(app) as url, client(url) as http:
+        served = Served(url, engine, http, "")
+        started = served.start("bundle", {"order_id": "fan-1", "items": ["a", "b", "c"],
+                                          "fail_at": fail_at})
+        run = served.settle(started["id"], lambda r: r["status"] == "compensated")
+        assert run["status"] == "compensated"
+        mermaid = http.get(f"/runs/{started['id']}/graph", params={"format": "mermaid"}).text
+        marked = {mark: set(nodes.split(",")) for nodes, mark in re.findall(
+            r"^    class (\S+) (done|failed|undone)$", mermaid, re.MULTILINE)}
+        # each item's compensation is its step's: one node, undone (never pack_items[0])
+        assert marked["undone"] == {"undo_pack_items", "undo_pay_order"}
+        assert marked["failed"] == {failed}
+        assert all("[" not in node for nodes in marked.values() for node in nodes)
+        svg = http.get(f"/runs/{started['id']}/graph").text
+        assert '<g id="undo_pack_items" class="mark-undone">' in svg
+        assert '<g id="undo_pay_order" class="mark-undone">' in svg
+        assert svg.count('class="edge taken undo"') == 2

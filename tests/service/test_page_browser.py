@@ -156,3 +156,57 @@ def test_the_page_shows_runs_and_a_compensated_run_as_a_picture(browser: Any,
         _shot(browser, "05-saga-order.png")
         errors = [e for e in browser.get_log("browser") if e.get("level") == "SEVERE"]
         assert errors == []
+
+
+def test_a_compensated_fan_out_run_fits_1280_pixels_and_speaks_in_step_names(
+        browser: Any, tmp_path: Path) -> None:
+    import re
+
+    from selenium.webdriver.common.by import By
+
+    internal = re.compile(r"\b(?:run|undo)_\d+\b")
+    app, engine = make_app(f"sqlite:///{tmp_path / 'runs.db'}", fanout=True)
+    with ThreadedServer(app) as url, client(url) as http:
+        served = Served(url, engine, http, "")
+        # an order id with no place to break a line, carried into the error message
+        order = "order-" + "0123456789abcdef" * 8
+        started = served.start("bundle", {"order_id": order, "items": ["a", "b", "c"],
+                                          "fail_at": "dispatch"},
+                               correlation_id="corr-" + "x" * 150)
+        run = served.settle(started["id"], lambda r: r["status"] == "compensated")
+        assert [s["name"] for s in run["steps"]][:4] == ["pack_items", "pack_items[0]",
+                                                        "pack_items[1]", "pack_items[2]"]
+        (child,) = [r for r in http.get("/runs").json()["runs"] if r["parent_run_id"]]
+        for shown in (run, http.get(f"/runs/{child['id']}").json(),
+                      http.get("/runs").json()):
+            assert internal.findall(str(shown)) == [], internal.findall(str(shown))
+        assert run["state"] == "compensated"
+        moves = [(h["detail"]["from"], h["detail"]["to"]) for h in run["history"]
+                 if h["kind"] == "state"]
+        assert moves[-2:] == [("undo pay_order", "undo pack_items"),
+                              ("undo pack_items", "compensated")]
+
+        browser.set_window_size(1280, 900)
+        browser.get(f"{url}/ui/runs/{started['id']}#token={ADMIN}")
+        _wait(browser, "#diagram svg")
+        _wait(browser, "#timeline tr.timeline-entry", 10)
+        undone = browser.find_elements(By.CSS_SELECTOR, "#diagram g.mark-undone")
+        assert sorted(g.get_attribute("id") for g in undone) == ["undo_pack_items",
+                                                                "undo_pay_order"]
+        taken = browser.find_elements(By.CSS_SELECTOR, "#diagram path.taken.undo")
+        assert len(taken) == 2  # undo pay_order -> undo pack_items -> compensated
+        text = browser.execute_script("return document.body.textContent")
+        assert internal.findall(text) == []
+        assert order in browser.find_element(By.ID, "steps").text
+        _shot(browser, "06-run-fan-out-1280.png")
+        width = browser.execute_script(
+            "return [document.documentElement.scrollWidth, "
+            "document.documentElement.clientWidth]")
+        assert width[0] <= width[1], width
+        browser.get(f"{url}/ui/")
+        _wait(browser, "#runs tr[data-status]", 2)
+        width = browser.execute_script(
+            "return [document.documentElement.scrollWidth, "
+            "document.documentElement.clientWidth]")
+        assert width[0] <= width[1], width
+        _shot(browser, "07-runs-1280.png")

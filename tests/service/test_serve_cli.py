@@ -113,7 +113,7 @@ def _curl_flow(base: str, client: httpx.Client, demo_runs: int) -> None:
     while (run := client.get(f"/runs/{nas['id']}").json())["status"] != "suspended":
         assert time.monotonic() < deadline, run
         time.sleep(0.1)
-    assert run["state"] == "run_2"
+    assert run["state"] == "await_completion"
     model_run_id = run["steps"][0]["result"]["run_id"]
     if shutil.which("openssl") is None or shutil.which("curl") is None:
         pytest.fail("the README's flow needs curl and openssl")

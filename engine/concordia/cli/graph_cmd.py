@@ -112,7 +112,13 @@ def draw(saga: Saga, fmt: str, detail: str, view: RunView | None = None) -> str:
 
 
 def run_marks(view: RunView) -> dict[str, str]:
-    """Node id -> what the run did there, for colouring the author's view."""
+    """Node id -> what the run did there, for colouring the author's view.
+
+    A fan-out's items are journaled as records of their own (``sync[0]``, ``sync[1]``,
+    ...) but drawn as their step's one node: a node takes the most telling mark of its
+    records (failed over active over the rest, forward; a failed compensation over one
+    in hand over one done, undo), so ``undo sync`` is undone once its items are.
+    """
     from concordia.machine.flow import step_id, undo_id
 
     forward = {"succeeded": "done", "failed": "failed", "running": "active",
@@ -122,10 +128,29 @@ def run_marks(view: RunView) -> dict[str, str]:
             "waiting_retry": "active"}
     marks: dict[str, str] = {}
     for rec in view.steps:
+        step = step_of_record(rec.name)
         if rec.status in forward:
-            marks[step_id(rec.name)] = forward[rec.status]
+            _mark(marks, step_id(step), forward[rec.status])
         if rec.comp_status in undo:
-            marks[undo_id(rec.name)] = undo[rec.comp_status]
+            _mark(marks, undo_id(step), undo[rec.comp_status])
     if view.status in ("completed", "compensated", "failed"):
         marks[view.status] = "done"
     return marks
+
+
+# Which of two marks a node shows: the higher here.
+_RANK = {"skipped": 0, "done": 1, "undone": 1, "caught": 2, "active": 3, "failed": 4,
+         "undo-failed": 4}
+
+
+def _mark(marks: dict[str, str], node: str, mark: str) -> None:
+    if _RANK[mark] >= _RANK.get(marks.get(node, "skipped"), -1):
+        marks[node] = mark
+
+
+def step_of_record(name: str) -> str:
+    """The saga step a journal record belongs to: its own, or a fan-out item's step."""
+    from concordia.runtime.items import split_item
+
+    split = split_item(name)
+    return split[0] if split else name

@@ -12,7 +12,7 @@ from typing import Literal
 
 from starlette.responses import Response
 
-from concordia.cli.graph_cmd import run_marks
+from concordia.cli.graph_cmd import run_marks, step_of_record
 from concordia.definitions.models import Saga
 from concordia.machine.flow import Flow, build_flow, step_id, undo_id
 from concordia.machine.flow_path import path_taken
@@ -30,9 +30,9 @@ def draw(saga: Saga, fmt: Format, view: RunView | None = None) -> str:
     if view is None:
         return render(flow)
     marks = run_marks(view)
-    retried = {step_id(h.step) for h in view.history
+    retried = {step_id(step_of_record(h.step)) for h in view.history
                if h.kind == Kind.STEP_RETRY_SCHEDULED and h.step is not None}
-    timed_out = {step_id(h.step) for h in view.history
+    timed_out = {step_id(step_of_record(h.step)) for h in view.history
                  if h.kind == Kind.AWAIT_TIMEOUT and h.step is not None}
     path = path_taken(flow, marks, retried, timed_out)
     return render(flow, marks, path, current_nodes(flow, view, marks))
@@ -47,9 +47,9 @@ def current_nodes(flow: Flow, view: RunView, marks: dict[str, str]) -> set[str]:
     if view.status in (RunStatus.COMPLETED, RunStatus.COMPENSATED, RunStatus.FAILED) and (
             str(view.status) in flow.nodes):
         return {str(view.status)}
-    halted = {undo_id(s.name) for s in view.steps if s.comp_status == "failed"}
-    return (halted or {step_id(s.name) for s in view.steps if s.status == "failed"}) & set(
-        flow.nodes)
+    halted = {undo_id(step_of_record(s.name)) for s in view.steps if s.comp_status == "failed"}
+    return (halted or {step_id(step_of_record(s.name)) for s in view.steps
+                       if s.status == "failed"}) & set(flow.nodes)
 
 
 def diagram_response(text: str, fmt: Format) -> Response:

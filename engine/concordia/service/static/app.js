@@ -157,7 +157,7 @@ async function runsPage() {
       body.replaceChildren(...page.runs.map((r) => el("tr", { id: `run-${r.id}`, "data-status": r.status },
         el("td", { class: "mono" }, el("a", { href: `/ui/runs/${r.id}` }, r.id)),
         el("td", {}, el("a", { href: `/ui/sagas/${r.saga}` }, `${r.saga} v${r.version}`)),
-        el("td", {}, badge(r.status)), el("td", {}, r.state_label),
+        el("td", {}, badge(r.status)), el("td", {}, r.state),
         el("td", { class: "mono" }, r.correlation_id), el("td", {}, time(r.created_at)),
         el("td", {}, time(r.updated_at)))));
       if (!page.runs.length) body.append(el("tr", {}, el("td", { colspan: 7, class: "muted" }, "no runs")));
@@ -190,9 +190,9 @@ function timeline(run) {
   const rows = run.history.map((h, i) => el("tr", {
       class: `timeline-entry kind-${h.kind.replace(".", "-")}`, "data-kind": h.kind,
       id: `entry-${i}` },
-    el("td", {}, time(h.at)), el("td", { class: "mono" }, h.kind),
-    el("td", {}, h.step || ""), el("td", {}, h.attempt || ""),
-    el("td", { class: h.detail && h.detail.error ? "error" : "" }, detailText(h.kind, h.detail))));
+    el("td", {}, time(h.at)), el("td", { class: "mono kind" }, h.kind),
+    el("td", { class: "nowrap" }, h.step || ""), el("td", {}, h.attempt || ""),
+    el("td", { class: h.detail && h.detail.error ? "error" : "wrap" }, detailText(h.kind, h.detail))));
   return el("table", { id: "timeline" }, el("thead", {}, el("tr", {},
     ["time", "what", "step", "attempt", "detail"].map((h) => el("th", {}, h)))),
     el("tbody", {}, rows));
@@ -215,8 +215,9 @@ function stepsTable(run) {
   return el("table", { id: "steps" }, el("thead", {}, el("tr", {},
     ["step", "status", "attempts", "compensation", "error"].map((h) => el("th", {}, h)))),
     el("tbody", {}, run.steps.map((s) => el("tr", { "data-step": s.name },
-      el("td", {}, s.name), el("td", {}, s.status), el("td", {}, s.attempt),
-      el("td", {}, s.compensation ? `${s.compensation.status} (${s.compensation.attempt})` : ""),
+      el("td", { class: "nowrap" }, s.name), el("td", { class: "nowrap" }, s.status),
+      el("td", {}, s.attempt),
+      el("td", { class: "nowrap" }, s.compensation ? `${s.compensation.status} (${s.compensation.attempt})` : ""),
       el("td", { class: "error" }, s.error || (s.compensation && s.compensation.error) || "")))));
 }
 
@@ -240,8 +241,7 @@ async function runPage(id) {
     diagram.innerHTML = svg;  // drawn by the server, every text escaped there
     const facts = el("dl", { class: "facts" },
       el("dt", {}, "status"), el("dd", { id: "run-status" }, badge(run.status)),
-      el("dt", {}, "state"), el("dd", { id: "run-state" }, run.state_label,
-                                 el("span", { class: "muted mono" }, ` (${run.state})`)),
+      el("dt", {}, "state"), el("dd", { id: "run-state" }, run.state),
       el("dt", {}, "correlation id"), el("dd", { class: "mono", id: "correlation" }, run.correlation_id),
       el("dt", {}, "causation id"), el("dd", { class: "mono" }, run.causation_id || "—"),
       el("dt", {}, "started"), el("dd", {}, time(run.created_at)),
