@@ -144,3 +144,24 @@ def test_standard_webhooks_secrets_share_the_ring_each_for_its_own_scheme() -> N
         KeyRing(["whsec_" + base64.b64encode(b"short").decode()])
     with pytest.raises(SecretsError, match="not base64"):
         KeyRing(["whsec_not*base64*at*all*0123456789"])
+
+
+def test_a_change_its_stat_does_not_show_is_taken_within_the_recheck_interval(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from concordia.service import watched
+
+    path = tmp_path / "secrets"
+    old, new = "a" * 32, "b" * 32
+    path.write_text(f"{old}\n")
+    ring = KeyRing(path=str(path))
+    # A file system that shows nothing of the rewrite (a coarse clock, a copy keeping
+    # times): the stat stays the same...
+    monkeypatch.setattr(watched.WatchedFile, "_stamp", lambda self: (1, 2, 3))
+    monkeypatch.setattr(watched, "RECHECK", 0.05)
+    ring.keys()
+    path.write_text(f"{new}\n")
+    assert ring.keys() == (old.encode(),)  # ...so until the interval has passed
+    time.sleep(0.06)
+    assert ring.keys() == (new.encode(),)  # the content decides
