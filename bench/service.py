@@ -44,6 +44,7 @@ from events import EVENTS, create_runs, matching_events, peak_rss_mb  # noqa: E4
 from events import SAGA as WAIT_SAGA  # noqa: E402
 
 SECRET = "bench-secret-0123456789abcdef"
+TOKEN = "bench-token-0123456789abcdef0123456789abcdef"
 TARGET_RATIO = 0.5
 TARGET_P99_MS = 50.0
 TARGET_RSS_MB = 120.0
@@ -146,6 +147,7 @@ def free_port() -> int:
 def serve(work: Path, defs: Path, url: str) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = {**os.environ, "CONCORDIA_WEBHOOK_SECRETS": SECRET,
+           "CONCORDIA_API_TOKENS": f"bench:concordia.operate:{TOKEN}",
            "PYTHONPATH": os.pathsep.join([str(work), str(ROOT)])}
     proc = subprocess.Popen(
         [str(Path(sys.executable).with_name("concordia")), "serve", "--store", url,
@@ -197,7 +199,8 @@ async def hammer(base: str, kind: str, items: list[Any], clients: int
                     path = "/events"
                 else:
                     body = json.dumps({"saga": "bench_start", "input": item}).encode()
-                    headers = {"Content-Type": "application/json"}
+                    headers = {"Content-Type": "application/json",
+                               "Authorization": f"Bearer {TOKEN}"}
                     path = "/runs"
                 t0 = time.perf_counter()
                 answer = await http.post(path, content=body, headers=headers)

@@ -2,10 +2,13 @@
 
 ``served`` starts ``create_app`` (the shop domain of :mod:`tests.service.domain`, its worker
 running) on a free loopback port in a thread of this process and yields a
-:class:`Served` — its base URL, a signing helper and the engine, whose store the tests
-read to check what a request did or did not write. Stores: a SQLite file, and PostgreSQL
-(a fresh database per test) once ``open_store`` takes ``postgresql://`` URLs; until then
-those variants are skipped, saying why.
+:class:`Served` — its base URL, a client holding a token with both scopes, a signing
+helper and the engine, whose store the tests read to check what a request did or did not
+write. Stores: a SQLite file, and PostgreSQL (a fresh database per test).
+
+The app takes three API tokens (:data:`READER`, :data:`OPERATOR`, :data:`ADMIN`: read,
+operate, both) and JWTs signed by :data:`JWT_KEY` for :data:`ISSUER` and
+:data:`AUDIENCE` (its public half in a JWKS file); :func:`jwt_for` makes them.
 """
 
 from __future__ import annotations
@@ -24,7 +27,10 @@ import httpx
 import pytest
 import uvicorn
 
+from concordia.service.api_tokens import ApiTokens
 from concordia.service.app import build_engine, create_app
+from concordia.service.credentials import Credentials
+from concordia.service.jwt_bearer import JwtVerifier
 from concordia.service.metrics import Metrics
 from concordia.service.signatures import KeyRing, signature_header
 from concordia.service.state import ServiceOptions
@@ -33,12 +39,73 @@ from concordia.status import ENDED
 ROOT_DIR = Path(__file__).resolve().parents[2]
 DOMAIN = Path(__file__).parent / "domain"
 DEFINITIONS = str(DOMAIN / "definitions")
+# a saga with a fan-out and a child saga (the page's tests), beside the shop's
+FANOUT = str(DOMAIN / "fanout")
 HANDLERS = "tests.service.domain.handlers"
 SECRET = "test-secret-0123456789abcdef"
 OLD_SECRET = "old-secret-abcdef0123456789"
 POSTGRES_ADMIN = os.environ.get("CONCORDIA_TEST_POSTGRES",
                                 "postgresql://postgres@127.0.0.1:5432/test")
 STORES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+READER = "reader-0123456789abcdef0123456789abcdef"
+OPERATOR = "operator-0123456789abcdef0123456789abcdef"
+ADMIN = "admin-0123456789abcdef0123456789abcdef"
+TOKEN_ENTRIES = (f"reader:concordia.read:{READER}", f"operator:concordia.operate:{OPERATOR}",
+                 f"admin:concordia.read,concordia.operate:{ADMIN}")
+ISSUER = "https://login.example.test/"
+AUDIENCE = "concordia-api"
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+AUTH = bearer(ADMIN)
+
+
+def _jwt_key() -> Any:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+JWT_KEY = _jwt_key()
+
+
+def jwks_file(directory: Path) -> Path:
+    """A JWKS file with :data:`JWT_KEY`'s public half (``kid`` ``k1``)."""
+    from jwt.algorithms import ECAlgorithm
+
+    jwk = json.loads(ECAlgorithm.to_jwk(JWT_KEY.public_key()))
+    path = directory / "jwks.json"
+    path.write_text(json.dumps({"keys": [{**jwk, "kid": "k1", "use": "sig",
+                                          "alg": "ES256"}]}))
+    return path
+
+
+def jwt_for(scope: str = "concordia.read concordia.operate", *, audience: str = AUDIENCE,
+            issuer: str = ISSUER, expires_in: float = 300, subject: str = "user-7",
+            key: Any = None, kid: str = "k1") -> str:
+    import jwt
+
+    now = int(time.time())
+    claims = {"iss": issuer, "aud": audience, "sub": subject, "iat": now,
+              "exp": now + expires_in, "scope": scope}
+    return jwt.encode(claims, key or JWT_KEY, algorithm="ES256", headers={"kid": kid})
+
+
+def credentials(directory: Path | None = None) -> Credentials:
+    """The three API tokens and, with a directory for its JWKS file, the JWT verifier."""
+    verifier = None
+    if directory is not None:
+        verifier = JwtVerifier(str(jwks_file(directory)), ISSUER, AUDIENCE)
+    return Credentials(ApiTokens(TOKEN_ENTRIES), verifier)
+
+
+def client(url: str, timeout: float = 30) -> httpx.Client:
+    """A client of ``url`` holding the token with both scopes."""
+    return httpx.Client(base_url=url, timeout=timeout, headers=AUTH)
 
 
 def postgres_database() -> Iterator[str]:
@@ -103,6 +170,8 @@ class Served:
     def store(self) -> Any:
         """The store as another process would read it: opened on its own (read-only where
         the backend allows), never the server's connections."""
+        if self.store_url.startswith("memory:"):
+            return self.engine.store  # nowhere else to read it from
         if self.reader is None:
             from concordia.store import open_store
 
@@ -159,22 +228,29 @@ def event(type_: str, data: dict[str, Any], **extra: Any) -> dict[str, Any]:
 
 
 def make_app(store_url: str, *, worker: bool = True, max_body: int = 64 * 1024,
-             secrets: tuple[str, ...] = (SECRET, OLD_SECRET), concurrency: int = 8) -> Any:
+             secrets: tuple[str, ...] = (SECRET, OLD_SECRET), concurrency: int = 8,
+             creds: Credentials | None = None, fanout: bool = False,
+             **options: Any) -> Any:
+    """The app over the shop domain (and the fan-out saga, if ``fanout``), taking
+    :func:`credentials` unless ``creds`` says otherwise; ``options`` are further
+    :class:`ServiceOptions`."""
     from concordia.registry import load_registry
 
     metrics = Metrics()
-    engine = build_engine(store_url, [DEFINITIONS], load_registry(HANDLERS) if worker else None,
+    definitions = [DEFINITIONS, FANOUT] if fanout else [DEFINITIONS]
+    engine = build_engine(store_url, definitions, load_registry(HANDLERS) if worker else None,
                           metrics, worker=worker)
-    options = ServiceOptions(worker=worker, concurrency=concurrency, max_body=max_body,
-                             keys=KeyRing(secrets), poll_interval=0.05)
-    return create_app(engine, options, metrics=metrics), engine
+    settings = ServiceOptions(worker=worker, concurrency=concurrency, max_body=max_body,
+                              keys=KeyRing(secrets), poll_interval=0.05,
+                              credentials=credentials() if creds is None else creds, **options)
+    return create_app(engine, settings, metrics=metrics), engine
 
 
 @pytest.fixture
 def served(store_url: str) -> Iterator[Served]:
     app, engine = make_app(store_url)
-    with ThreadedServer(app) as url, httpx.Client(base_url=url, timeout=30) as client:
-        served = Served(url, engine, client, store_url)
+    with ThreadedServer(app) as url, client(url) as http:
+        served = Served(url, engine, http, store_url)
         try:
             yield served
         finally:

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from openapi_spec_validator import validate
 
-from tests.service.conftest import Served, ThreadedServer, event, make_app
+from tests.service.conftest import AUTH, Served, ThreadedServer, client, event, make_app
 
 PROBLEM = "application/problem+json"
 
@@ -74,7 +74,8 @@ def test_an_idempotency_key_starts_one_run_however_often_it_is_sent(served: Serv
     race_body = {**body, "correlation_id": "corr-race"}
     with ThreadPoolExecutor(12) as pool:
         answers = list(pool.map(lambda _: httpx.post(served.url + "/runs", json=race_body,
-                                                     headers=racing, timeout=30), range(12)))
+                                                     headers={**racing, **AUTH}, timeout=30),
+                                range(12)))
     assert sorted(a.status_code for a in answers) == [200] * 11 + [201]
     assert len({a.json()["id"] for a in answers}) == 1
     listed = served.client.get("/runs", params={"correlation_id": "corr-race"}).json()["runs"]
@@ -113,8 +114,8 @@ def test_a_signed_event_resumes_the_awaiting_run_and_starts_triggered_ones(serve
                                                                              ) -> None:
     waiting = served.start("payment", {"order_id": "o-4"})
     suspended = served.settle(waiting["id"])
-    assert (suspended["status"], suspended["state"]) == ("suspended", "run_1")
-    assert suspended["state_label"] == "await_settlement"  # as the saga names it
+    # where it stands, as the saga names it (never the machine's run_1)
+    assert (suspended["status"], suspended["state"]) == ("suspended", "await_settlement")
     settled = event("shop.payment.settled", {"order_id": "o-4", "amount": 1250})
     answer = served.post_event(settled)
     assert answer.status_code == 202, answer.text
@@ -174,13 +175,13 @@ def test_cancel_compensates_and_retry_resumes_a_halted_run(served: Served, tmp_p
     assert run["compensations"][0] == {"step": "charge", "status": "failed", "attempt": 1,
                                        "error": run["compensations"][0]["error"]}
     blocker.unlink()
-    assert served.client.post(f"/runs/{stuck['id']}/retry").status_code == 202
+    assert served.client.post(f"/runs/{stuck['id']}/retry", json={}).status_code == 202
     assert served.settle(stuck["id"], lambda r: r["status"] == "compensated")["status"] == (
         "compensated")
-    refused = served.client.post(f"/runs/{stuck['id']}/retry")
+    refused = served.client.post(f"/runs/{stuck['id']}/retry", json={})
     assert refused.status_code == 409
     assert "only a run in" in refused.json()["detail"]
-    missing = served.client.post("/runs/no-such-run/retry")
+    missing = served.client.post("/runs/no-such-run/retry", json={})
     assert missing.status_code == 404
     assert missing.json()["run_id"] == "no-such-run"
 
@@ -264,13 +265,13 @@ def test_the_openapi_document_validates_and_errors_are_problem_details(served: S
 
 def test_without_a_worker_the_api_leaves_runs_to_workers(store_url: str) -> None:
     app, engine = make_app(store_url, worker=False)
-    with ThreadedServer(app) as url, httpx.Client(base_url=url) as client:
-        run = client.post("/runs", json={"saga": "order", "input": {"order_id": "w-1"}}).json()
+    with ThreadedServer(app) as url, client(url) as http:
+        run = http.post("/runs", json={"saga": "order", "input": {"order_id": "w-1"}}).json()
         stored = engine.store.get_run(run["id"])
         assert (stored.status, stored.lease_owner) == ("running", None)  # free for workers
-        assert client.get("/readyz").json()["worker"] is False
-        waiting = client.post("/runs", json={"saga": "payment", "input": {"order_id": "w-2"}})
-        answer = client.post(f"/runs/{waiting.json()['id']}/cancel", json={"reason": "r"})
+        assert http.get("/readyz").json()["worker"] is False
+        waiting = http.post("/runs", json={"saga": "payment", "input": {"order_id": "w-2"}})
+        answer = http.post(f"/runs/{waiting.json()['id']}/cancel", json={"reason": "r"})
         assert answer.status_code == 202  # asked for; a worker compensates
         assert engine.store.get_run(waiting.json()["id"]).cancel_reason == "r"
 
@@ -286,3 +287,27 @@ def test_the_page_shell_and_its_assets_are_served_from_the_package(served: Serve
     for asset in ("/ui/static/app.js", "/ui/static/app.css"):
         assert served.client.get(asset).status_code == 200
     assert served.client.get("/", follow_redirects=False).headers["location"] == "/ui/"
+
+
+@pytest.mark.parametrize(("fail_at", "failed"), [("dispatch", "step_dispatch"),
+                                                 ("ship", "step_pay_order")])
+def test_a_fan_out_and_a_child_saga_are_undone_as_their_nodes(tmp_path: Path, fail_at: str,
+                                                                failed: str) -> None:
+    app, engine = make_app(f"sqlite:///{tmp_path / 'runs.db'}", fanout=True)
+    with ThreadedServer(app) as url, client(url) as http:
+        served = Served(url, engine, http, "")
+        started = served.start("bundle", {"order_id": "fan-1", "items": ["a", "b", "c"],
+                                          "fail_at": fail_at})
+        run = served.settle(started["id"], lambda r: r["status"] == "compensated")
+        assert run["status"] == "compensated"
+        mermaid = http.get(f"/runs/{started['id']}/graph", params={"format": "mermaid"}).text
+        marked = {mark: set(nodes.split(",")) for nodes, mark in re.findall(
+            r"^    class (\S+) (done|failed|undone)$", mermaid, re.MULTILINE)}
+        # each item's compensation is its step's: one node, undone (never pack_items[0])
+        assert marked["undone"] == {"undo_pack_items", "undo_pay_order"}
+        assert marked["failed"] == {failed}
+        assert all("[" not in node for nodes in marked.values() for node in nodes)
+        svg = http.get(f"/runs/{started['id']}/graph").text
+        assert '<g id="undo_pack_items" class="mark-undone">' in svg
+        assert '<g id="undo_pay_order" class="mark-undone">' in svg
+        assert svg.count('class="edge taken undo"') == 2

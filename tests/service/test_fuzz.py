@@ -1,6 +1,6 @@
-"""A schema-driven fuzz of the OpenAPI document (schemathesis) against the live server:
-whatever it sends, no answer is a 5xx. Also: the examples, positive and negative, the
-coverage phase derives from the document."""
+"""A schema-driven fuzz of the OpenAPI document (schemathesis) against the live server,
+with a token holding both scopes: whatever it sends, no answer is a 5xx. Also: the
+examples, positive and negative, the coverage phase derives from the document."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.service.conftest import ThreadedServer, make_app
+from tests.service.conftest import AUTH, ThreadedServer, make_app
 
 pytestmark = pytest.mark.slow
 EXAMPLES = int(os.environ.get("CONCORDIA_FUZZ_EXAMPLES", "40"))
@@ -23,6 +23,7 @@ def test_no_request_the_document_allows_gets_a_5xx(tmp_path: Path) -> None:
         cli = Path(sys.executable).with_name("schemathesis")
         result = subprocess.run(
             [str(cli), "run", f"{url}/openapi.json", "--checks", "not_a_server_error",
+             "--header", f"Authorization: {AUTH['Authorization']}",
              "--max-examples", str(EXAMPLES), "--seed", "20261129", "--no-color",
              "--request-timeout", "20", "--generation-database", "none",
              "--suppress-health-check", "all"],

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from concordia.service.signatures import signature_header
-from tests.service.conftest import SECRET, ThreadedServer, event, make_app
+from tests.service.conftest import AUTH, SECRET, ThreadedServer, client, event, make_app
 
 pytestmark = pytest.mark.slow
 CLIENTS = 32
@@ -38,7 +38,7 @@ def _burst(waiting_orders: list[str]) -> list[tuple[str, str, bytes, dict[str, s
         body = json.dumps({"saga": "order", "input": {"order_id": f"start-{i}"}}).encode()
         key = f"start-{i}-{uuid.uuid4()}"
         requests.append(("run", key, body, {"Content-Type": "application/json",
-                                            "Idempotency-Key": key}))
+                                            "Idempotency-Key": key, **AUTH}))
     for order in waiting_orders:
         e = event("shop.payment.settled", {"order_id": order, "amount": 100})
         body = json.dumps(e).encode()
@@ -58,11 +58,11 @@ async def _send_all(url: str, requests: list[tuple[str, str, bytes, dict[str, st
     limit = asyncio.Semaphore(CLIENTS)
     out: list[tuple[str, str, int, Any]] = []
     limits = httpx.Limits(max_connections=CLIENTS, max_keepalive_connections=CLIENTS)
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as http:
         async def one(kind: str, key: str, body: bytes, headers: dict[str, str]) -> None:
             async with limit:
                 path = "/runs" if kind == "run" else "/events"
-                answer = await client.post(path, content=body, headers=headers)
+                answer = await http.post(path, content=body, headers=headers)
                 out.append((kind, key, answer.status_code, answer.json()))
 
         await asyncio.wait_for(asyncio.gather(*(one(*r) for r in requests)), 300)
@@ -73,9 +73,9 @@ def test_a_burst_of_runs_and_events_lands_each_accepted_one_exactly_once(tmp_pat
                                                                           ) -> None:
     app, engine = make_app(f"sqlite:///{tmp_path / 'runs.db'}", concurrency=16)
     store = engine.store
-    with ThreadedServer(app) as url, httpx.Client(base_url=url, timeout=60) as client:
+    with ThreadedServer(app) as url, client(url, timeout=60) as http:
         orders = [f"wait-{i}" for i in range(WAITING)]
-        waiting = {client.post("/runs", json={"saga": "payment", "input": {"order_id": o}}
+        waiting = {http.post("/runs", json={"saga": "payment", "input": {"order_id": o}}
                                ).json()["id"]: o for o in orders}
         deadline = time.monotonic() + 120
         while sum(n for s, st, n in store.run_counts() if st == "suspended") < WAITING:

@@ -14,10 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.service.conftest import ROOT_DIR, Served, ThreadedServer, make_app
+from tests.service.conftest import ADMIN, ROOT_DIR, Served, ThreadedServer, client, make_app
 
 CHROMIUM = os.environ.get("CONCORDIA_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("CONCORDIA_CHROMEDRIVER", "/usr/bin/chromedriver")
@@ -84,8 +83,8 @@ def test_the_page_shows_runs_and_a_compensated_run_as_a_picture(browser: Any,
 
     shutil.rmtree(ARTIFACTS, ignore_errors=True)
     app, engine = make_app(f"sqlite:///{tmp_path / 'runs.db'}")
-    with ThreadedServer(app) as url, httpx.Client(base_url=url) as client:
-        served = Served(url, engine, client, "")  # for starting and settling only
+    with ThreadedServer(app) as url, client(url) as http:
+        served = Served(url, engine, http, "")  # for starting and settling only
         done = served.start("order", {"order_id": "b-1"}, correlation_id="corr-done")
         undone = served.start("order", {"order_id": "b-2", "fail_at": "ship"},
                               correlation_id="corr-undone")
@@ -93,8 +92,23 @@ def test_the_page_shows_runs_and_a_compensated_run_as_a_picture(browser: Any,
         for run in (done, undone, waiting):
             served.settle(run["id"])
 
+        # Without a token the page asks for one; a wrong one is refused, saying so.
         browser.get(url + "/ui/")
+        field = _wait(browser, "#token-form #token-input")[0]
+        field.send_keys("wrong-0123456789abcdef0123456789abcdef")
+        browser.find_element(By.CSS_SELECTOR, "#token-form button").click()
+        assert "refused" in _wait(browser, "#token-error")[0].text
+        _shot(browser, "00-token.png")
+        field = browser.find_element(By.ID, "token-input")
+        field.send_keys(ADMIN)
+        browser.find_element(By.CSS_SELECTOR, "#token-form button").click()
         rows = _wait(browser, "#runs tr[data-status]", 3)
+        # Kept for this tab only, and never as a cookie.
+        assert browser.get_cookies() == []
+        assert browser.execute_script(
+            "return sessionStorage.getItem('concordia.token')") == ADMIN
+        refused = browser.get_log("browser")  # the calls made before it had the token
+        assert all("401 (Unauthorized)" in e["message"] for e in refused), refused
         assert {r.get_attribute("data-status") for r in rows} == {"completed", "compensated",
                                                                   "suspended"}
         _shot(browser, "01-runs.png")
@@ -142,3 +156,57 @@ def test_the_page_shows_runs_and_a_compensated_run_as_a_picture(browser: Any,
         _shot(browser, "05-saga-order.png")
         errors = [e for e in browser.get_log("browser") if e.get("level") == "SEVERE"]
         assert errors == []
+
+
+def test_a_compensated_fan_out_run_fits_1280_pixels_and_speaks_in_step_names(
+        browser: Any, tmp_path: Path) -> None:
+    import re
+
+    from selenium.webdriver.common.by import By
+
+    internal = re.compile(r"\b(?:run|undo)_\d+\b")
+    app, engine = make_app(f"sqlite:///{tmp_path / 'runs.db'}", fanout=True)
+    with ThreadedServer(app) as url, client(url) as http:
+        served = Served(url, engine, http, "")
+        # an order id with no place to break a line, carried into the error message
+        order = "order-" + "0123456789abcdef" * 8
+        started = served.start("bundle", {"order_id": order, "items": ["a", "b", "c"],
+                                          "fail_at": "dispatch"},
+                               correlation_id="corr-" + "x" * 150)
+        run = served.settle(started["id"], lambda r: r["status"] == "compensated")
+        assert [s["name"] for s in run["steps"]][:4] == ["pack_items", "pack_items[0]",
+                                                        "pack_items[1]", "pack_items[2]"]
+        (child,) = [r for r in http.get("/runs").json()["runs"] if r["parent_run_id"]]
+        for shown in (run, http.get(f"/runs/{child['id']}").json(),
+                      http.get("/runs").json()):
+            assert internal.findall(str(shown)) == [], internal.findall(str(shown))
+        assert run["state"] == "compensated"
+        moves = [(h["detail"]["from"], h["detail"]["to"]) for h in run["history"]
+                 if h["kind"] == "state"]
+        assert moves[-2:] == [("undo pay_order", "undo pack_items"),
+                              ("undo pack_items", "compensated")]
+
+        browser.set_window_size(1280, 900)
+        browser.get(f"{url}/ui/runs/{started['id']}#token={ADMIN}")
+        _wait(browser, "#diagram svg")
+        _wait(browser, "#timeline tr.timeline-entry", 10)
+        undone = browser.find_elements(By.CSS_SELECTOR, "#diagram g.mark-undone")
+        assert sorted(g.get_attribute("id") for g in undone) == ["undo_pack_items",
+                                                                "undo_pay_order"]
+        taken = browser.find_elements(By.CSS_SELECTOR, "#diagram path.taken.undo")
+        assert len(taken) == 2  # undo pay_order -> undo pack_items -> compensated
+        text = browser.execute_script("return document.body.textContent")
+        assert internal.findall(text) == []
+        assert order in browser.find_element(By.ID, "steps").text
+        _shot(browser, "06-run-fan-out-1280.png")
+        width = browser.execute_script(
+            "return [document.documentElement.scrollWidth, "
+            "document.documentElement.clientWidth]")
+        assert width[0] <= width[1], width
+        browser.get(f"{url}/ui/")
+        _wait(browser, "#runs tr[data-status]", 2)
+        width = browser.execute_script(
+            "return [document.documentElement.scrollWidth, "
+            "document.documentElement.clientWidth]")
+        assert width[0] <= width[1], width
+        _shot(browser, "07-runs-1280.png")

@@ -17,12 +17,40 @@ from concordia.cli import main
      "webhook secrets file /nonexistent/secrets: No such file or directory"),
     (["serve", "--handlers", "no_such_module_here"], {},
      "--handlers no_such_module_here: no module named 'no_such_module_here'"),
+    (["serve", "--no-worker", "--host", "0.0.0.0"], {},
+     "--host 0.0.0.0 is beyond loopback and no API credentials are configured: set "
+     "CONCORDIA_API_TOKENS (ID:SCOPES:TOKEN), --api-tokens-file or --jwks-file"),
+    (["serve", "--no-worker", "--host", "concordia.internal"], {},
+     "is beyond loopback and no API credentials are configured"),
+    # past the host check: the next problem is the one reported
+    (["serve", "--host", "0.0.0.0", "--insecure-no-auth", "--handlers", "no_such_module"], {},
+     "--handlers no_such_module: no module named"),
+    (["serve", "--host", "0.0.0.0", "--handlers", "no_such_module"],
+     {"CONCORDIA_API_TOKENS": f"ops:concordia.read:{'t' * 32}"},
+     "--handlers no_such_module: no module named"),
+    (["serve", "--no-worker", "--insecure-no-auth"],
+     {"CONCORDIA_API_TOKENS": f"ops:concordia.read:{'t' * 32}"},
+     "--insecure-no-auth with credentials configured"),
+    (["serve", "--no-worker"], {"CONCORDIA_API_TOKENS": "ops:concordia.read:short"},
+     "API token 'ops' from given must be at least 32 characters"),
+    (["serve", "--no-worker", "--api-tokens-file", "/nonexistent/tokens"], {},
+     "API tokens file /nonexistent/tokens: No such file or directory"),
+    (["serve", "--no-worker", "--jwks-file", "/nonexistent/jwks.json", "--jwt-issuer", "i",
+      "--jwt-audience", "a"], {}, "JWKS file /nonexistent/jwks.json: No such file"),
+    (["serve", "--no-worker", "--jwt-issuer", "https://login.example/"], {},
+     "--jwt-issuer and --jwt-audience go with --jwks-file"),
+    (["serve", "--no-worker"], {"CONCORDIA_WEBHOOK_SECRETS": "whsec_c2hvcnQ="},
+     "Standard Webhooks keys have at least 24"),
 ])
 def test_serve_says_why_it_cannot_start(argv: list[str], env: dict[str, str], message: str,
                                         capsys: pytest.CaptureFixture[str],
                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("CONCORDIA_WEBHOOK_SECRETS", raising=False)
+    for name in ("CONCORDIA_WEBHOOK_SECRETS", "CONCORDIA_API_TOKENS", "CONCORDIA_HOST",
+                 "CONCORDIA_API_TOKENS_FILE", "CONCORDIA_JWKS_FILE"):
+        monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert main(argv) == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err
+    assert err.count("\n") == 1  # one line

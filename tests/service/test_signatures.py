@@ -99,3 +99,69 @@ def test_the_key_file_is_read_again_when_it_changes(tmp_path: Path) -> None:
     assert ring.keys() == (new.encode(),)
     with pytest.raises(SecretsError, match="No such file"):  # at start: refused
         KeyRing(path=str(tmp_path / "missing"))
+
+
+@pytest.mark.parametrize("header", [
+    f"t=1000,v1={sign(KEY, 1000, BODY)}é",    # valid hex, then a non-ASCII letter
+    f"t=1000,v1={sign(KEY, 1000, BODY)[:-2]}zz",  # not hex
+    "t=1000,v1=",
+    "t=\u0661\u0660\u0660\u0660,v1=ab",  # digits, but Arabic-Indic ones
+])
+def test_a_signature_header_that_is_not_ascii_hex_is_malformed(header: str) -> None:
+    with pytest.raises(SignatureError) as caught:
+        KeyRing([KEY]).verify(header, BODY, {}, now=1000)
+    assert caught.value.reason == "malformed"
+
+
+def test_a_rotated_key_of_the_same_length_and_mtime_takes_effect(tmp_path: Path) -> None:
+    import os
+
+    path = tmp_path / "secrets"
+    old, new = "a" * 32, "b" * 32
+    path.write_text(f"{old}\n")
+    ring = KeyRing(path=str(path))
+    assert ring.verify(_header(old, 50), BODY, {}, now=50) == 50
+    stat = path.stat()
+    path.write_text(f"{new}\n")  # the same size...
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # ...and the old mtime
+    assert path.stat().st_mtime_ns == stat.st_mtime_ns
+    assert ring.verify(_header(new, 50), BODY, {}, now=50) == 50
+    with pytest.raises(SignatureError) as caught:
+        ring.verify(_header(old, 50), BODY, {}, now=50)
+    assert caught.value.reason == "mismatch"
+
+
+def test_standard_webhooks_secrets_share_the_ring_each_for_its_own_scheme() -> None:
+    import base64
+
+    key = bytes(range(32))
+    ring = KeyRing([KEY, "whsec_" + base64.b64encode(key).decode()])
+    assert ring.keys() == (KEY.encode(),)
+    assert ring.all().standard == (key,)
+    unpadded = "whsec_" + base64.b64encode(key).decode().rstrip("=")
+    assert KeyRing([unpadded]).all().standard == (key,)
+    with pytest.raises(SecretsError, match="at least 24"):
+        KeyRing(["whsec_" + base64.b64encode(b"short").decode()])
+    with pytest.raises(SecretsError, match="not base64"):
+        KeyRing(["whsec_not*base64*at*all*0123456789"])
+
+
+def test_a_change_its_stat_does_not_show_is_taken_within_the_recheck_interval(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from concordia.service import watched
+
+    path = tmp_path / "secrets"
+    old, new = "a" * 32, "b" * 32
+    path.write_text(f"{old}\n")
+    ring = KeyRing(path=str(path))
+    # A file system that shows nothing of the rewrite (a coarse clock, a copy keeping
+    # times): the stat stays the same...
+    monkeypatch.setattr(watched.WatchedFile, "_stamp", lambda self: (1, 2, 3))
+    monkeypatch.setattr(watched, "RECHECK", 0.05)
+    ring.keys()
+    path.write_text(f"{new}\n")
+    assert ring.keys() == (old.encode(),)  # ...so until the interval has passed
+    time.sleep(0.06)
+    assert ring.keys() == (new.encode(),)  # the content decides

@@ -10,7 +10,16 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.service.conftest import OLD_SECRET, SECRET, Served, ThreadedServer, event, make_app
+from tests.service.conftest import (
+    DEFINITIONS,
+    OLD_SECRET,
+    SECRET,
+    Served,
+    ThreadedServer,
+    client,
+    event,
+    make_app,
+)
 
 STRUCTURED = {"Content-Type": "application/cloudevents+json"}
 
@@ -57,6 +66,11 @@ def _truncated_signature(served: Served, body: bytes) -> dict[str, str]:
     return {**STRUCTURED, "Concordia-Signature": good[:-1]}
 
 
+def _non_ascii_signature(served: Served, body: bytes) -> dict[str, str]:
+    good = served.signed(body)["Concordia-Signature"]
+    return {**STRUCTURED, "Concordia-Signature": good + "é"}  # sent as Latin-1 bytes
+
+
 REFUSED: list[tuple[str, Callable[[Served, bytes], dict[str, str]], str]] = [
     ("unsigned", _unsigned, "signature-missing"),
     ("wrong key", _wrong_key, "signature-mismatch"),
@@ -65,6 +79,7 @@ REFUSED: list[tuple[str, Callable[[Served, bytes], dict[str, str]], str]] = [
     ("timestamp from the future", _from_the_future, "signature-expired"),
     ("malformed header", _malformed_header, "signature-malformed"),
     ("truncated signature", _truncated_signature, "signature-mismatch"),
+    ("non-ASCII signature", _non_ascii_signature, "signature-malformed"),
 ]
 
 
@@ -74,7 +89,9 @@ def test_a_request_not_signed_right_is_refused_401_and_writes_nothing(
         slug: str) -> None:
     run_id, body, settled = _waiting(served)
     before = served.journal()
-    answer = _post(served, body, headers(served, body))
+    sent = {k: v.encode("latin-1") if not v.isascii() else v
+            for k, v in headers(served, body).items()}
+    answer = served.client.post("/events", content=body, headers=sent)
     assert answer.status_code == 401, answer.text
     assert answer.headers["content-type"] == "application/problem+json"
     assert answer.json()["type"].endswith("/" + slug)
@@ -108,12 +125,12 @@ def test_replays_and_idempotency_keys_hold_across_a_restart(tmp_path: Any) -> No
     started: list[str] = []
     for expected, again in ((202, 201), (409, 200)):  # a new server on the same store
         app, engine = make_app(url)
-        with ThreadedServer(app) as base, httpx.Client(base_url=base) as client:
-            probe = Served(base, engine, client, url)  # for signing only
-            answer = client.post("/events", content=body,
-                                 headers={**STRUCTURED, **probe.signed(body)})
+        with ThreadedServer(app) as base, client(base) as http:
+            probe = Served(base, engine, http, url)  # for signing only
+            answer = http.post("/events", content=body,
+                               headers={**STRUCTURED, **probe.signed(body)})
             assert answer.status_code == expected, answer.text
-            run = client.post("/runs", json=start, headers=key)
+            run = http.post("/runs", json=start, headers=key)
             assert run.status_code == again, run.text
             started.append(run.json()["id"])
     assert started[0] == started[1]
@@ -179,7 +196,40 @@ def test_an_oversized_request_is_refused_before_it_is_read(served: Served) -> No
     runs = served.client.post("/runs", content=b"{" + b" " * 70_000 + b"}",
                               headers={"Content-Type": "application/json"})
     assert runs.status_code == 413
+    for answer, path in ((declared, "/events"), (streamed, "/events"), (runs, "/runs")):
+        assert answer.json()["instance"] == path
     assert served.journal() == before
+
+
+DUPLICATED = (b'{"specversion": "1.0", "id": "ID", "source": "urn:test:provider", '
+              b'"type": "shop.payment.settled", "time": "2026-12-01T00:00:00Z", '
+              b'"data": {"order_id": "sec-1", "amount": 10}, "type": "shop.order.placed"}')
+
+
+def test_a_body_naming_a_key_twice_is_refused_as_the_command_line_refuses_it(
+        served: Served, tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    import uuid
+
+    from concordia.cli import main
+
+    _waiting(served)
+    before = served.journal()
+    body = DUPLICATED.replace(b"ID", str(uuid.uuid4()).encode())
+    event_answer = _post(served, body, {**STRUCTURED, **served.signed(body)})
+    assert event_answer.status_code == 400, event_answer.text
+    assert "duplicate key 'type'" in event_answer.json()["detail"]
+    run_answer = served.client.post("/runs", content=b'{"saga": "order", "input": '
+                                    b'{"order_id": "d"}, "saga": "payment"}',
+                                    headers={"Content-Type": "application/json"})
+    assert run_answer.status_code == 400, run_answer.text
+    assert run_answer.json()["type"].endswith("/malformed-json")
+    assert "duplicate key 'saga'" in run_answer.json()["detail"]
+    assert served.journal() == before
+    path = tmp_path / "event.json"
+    path.write_bytes(body)
+    assert main(["events", "send", str(path), "--store", served.store_url,
+                 "--definitions", DEFINITIONS]) != 0
+    assert "duplicate key 'type'" in capsys.readouterr().out
 
 
 def test_keys_rotate_a_request_signed_with_any_active_key_is_taken(served: Served) -> None:

@@ -103,29 +103,8 @@ def draw(saga: Saga, fmt: str, detail: str, view: RunView | None = None) -> str:
         current = view.state if view else None
         render = {"mermaid": to_mermaid, "dot": to_dot, "svg": to_svg}[fmt]
         return render(compiled, current)
-    from concordia.machine.flow import build_flow
-    from concordia.machine.flow_render import flow_dot, flow_mermaid, flow_svg
+    from concordia.machine.run_diagram import draw as draw_diagram
 
-    flow = build_flow(saga)
-    marks = run_marks(view) if view else None
-    return {"mermaid": flow_mermaid, "dot": flow_dot, "svg": flow_svg}[fmt](flow, marks)
-
-
-def run_marks(view: RunView) -> dict[str, str]:
-    """Node id -> what the run did there, for colouring the author's view."""
-    from concordia.machine.flow import step_id, undo_id
-
-    forward = {"succeeded": "done", "failed": "failed", "running": "active",
-               "awaiting": "active", "waiting_retry": "active", "skipped": "skipped",
-               "caught": "caught", "ready": "active"}
-    undo = {"succeeded": "undone", "failed": "undo-failed", "running": "active",
-            "waiting_retry": "active"}
-    marks: dict[str, str] = {}
-    for rec in view.steps:
-        if rec.status in forward:
-            marks[step_id(rec.name)] = forward[rec.status]
-        if rec.comp_status in undo:
-            marks[undo_id(rec.name)] = undo[rec.comp_status]
-    if view.status in ("completed", "compensated", "failed"):
-        marks[view.status] = "done"
-    return marks
+    run = (view.visits(), view.status, view.timed_out()) if view else None
+    return draw_diagram(saga, "svg" if fmt == "svg" else "mermaid" if fmt == "mermaid"
+                        else "dot", run)

@@ -7,7 +7,6 @@ JSON consumer cannot read exactly.
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
@@ -51,40 +50,10 @@ def load_data(path: str) -> Any:
 
 
 def _load_json(raw: bytes, name: str) -> Any:
-    from concordia.definitions.yamlsafe import MAX_SAFE_INTEGER
-
-    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, value in pairs:
-            if key in out:
-                # json keeps the last silently; an envelope with two `type`s is ambiguous.
-                raise ValueError(f"duplicate key {key!r}")
-            out[key] = value
-        return out
-
-    def no_constant(token: str) -> Any:
-        raise ValueError(f"{token} is not JSON")
-
-    def safe_int(text: str) -> int:
-        digits = len(text.lstrip("-"))
-        value = int(text) if digits <= 24 else None
-        if value is None or abs(value) > MAX_SAFE_INTEGER:
-            shown = text if digits <= 24 else f"an integer of {digits} digits"
-            raise ValueError(f"{shown} is beyond what JSON consumers read exactly "
-                             f"(±{MAX_SAFE_INTEGER:,})")
-        return value
-
-    def finite(text: str) -> float:
-        value = float(text)
-        if value in (float("inf"), float("-inf")):
-            raise ValueError(f"{text[:40]} is too large for a number")
-        return value
+    from concordia.definitions.jsonsafe import JsonLoadError, load_json
 
     try:
-        return json.loads(raw.decode("utf-8-sig"), object_pairs_hook=no_duplicates,
-                          parse_constant=no_constant, parse_int=safe_int, parse_float=finite)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{name}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}",
-                         EXIT_PROBLEM) from None
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise InputError(f"{name}: invalid JSON: {exc}", EXIT_PROBLEM) from None
+        return load_json(raw)
+    except JsonLoadError as exc:
+        where = f":{exc.line}:{exc.column}" if exc.line else ""
+        raise InputError(f"{name}{where}: invalid JSON: {exc.reason}", EXIT_PROBLEM) from None

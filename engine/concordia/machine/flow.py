@@ -30,6 +30,7 @@ from concordia.definitions.models import (
     Step,
 )
 from concordia.machine.compile import predecessors, stages_of
+from concordia.status import RunStatus
 
 NodeKind = Literal["start", "action", "await", "policy", "saga", "undo", "end"]
 EdgeKind = Literal["next", "approve", "fail", "reject", "timeout", "retry", "undo", "goto",
@@ -98,7 +99,7 @@ def build_flow(saga: Saga) -> Flow:
     start_title = f"on {saga.trigger.event}" if saga.trigger else "start"
     flow.add(Node("start", "start", start_title, row=-1))
     last = len(stages)
-    flow.add(Node("completed", "end", "completed", row=last))
+    flow.add(Node(RunStatus.COMPLETED.value, "end", RunStatus.COMPLETED.value, row=last))
     for i, stage in enumerate(stages):
         for j, name in enumerate(stage):
             flow.add(_step_node(saga, saga.step(name), i, j))
@@ -116,19 +117,19 @@ def build_flow(saga: Saga) -> Flow:
         flow.add(Node(undo_id(name), "undo", f"undo {name}", lines, row=row, col=col,
                       step=name))
     top_row = -1
-    flow.add(Node("compensated", "end", "compensated", row=top_row, col=1))
-    flow.add(Node("failed", "end", "failed", row=top_row, col=2))
+    for col, end in enumerate((RunStatus.COMPENSATED.value, RunStatus.FAILED.value), 1):
+        flow.add(Node(end, "end", end, row=top_row, col=col))
     _forward_edges(flow, saga, stages)
     _construct_edges(flow, saga)
     _failure_edges(flow, saga, stages, stage_of, undo_order)
     for a, b in itertools.pairwise(undo_order):
         flow.link(undo_id(a), undo_id(b), "undo")
     if undo_order:
-        flow.link(undo_id(undo_order[-1]), "compensated", "undo")
+        flow.link(undo_id(undo_order[-1]), RunStatus.COMPENSATED.value, "undo")
     # An end no edge reaches is no outcome of this saga: "failed" when the first step
     # compensates, "compensated" when no step does.
     targets = {e.target for e in flow.edges}
-    for end in ("failed", "compensated"):
+    for end in (RunStatus.FAILED.value, RunStatus.COMPENSATED.value):
         if end not in targets:
             del flow.nodes[end]
     return flow
@@ -261,7 +262,7 @@ def _undo_entry(name: str, stage_of: dict[str, int], undo_order: list[str]) -> s
     for candidate in undo_order:
         if stage_of[candidate] <= stage:
             return undo_id(candidate)
-    return "failed"
+    return RunStatus.FAILED.value
 
 
 def _retry(saga: Saga, step: Step) -> RetryPolicy | None:

@@ -12,9 +12,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 
 from concordia.machine.flow import Flow
-
-_FORWARD_DONE = ("done",)
-_UNDO_DONE = ("undone",)
+from concordia.machine.marks import Mark
 
 
 def path_taken(flow: Flow, marks: Mapping[str, str], retried: Collection[str] = (),
@@ -28,17 +26,17 @@ def path_taken(flow: Flow, marks: Mapping[str, str], retried: Collection[str] = 
     for i, edge in enumerate(flow.edges):
         source, target = marks.get(edge.source), marks.get(edge.target)
         if edge.kind in ("next", "approve"):
-            went = (edge.source == "start" or source in _FORWARD_DONE) and target is not None
+            went = (edge.source == "start" or source == Mark.DONE) and target is not None
         elif edge.kind in ("fail", "reject"):
-            went = source == "failed" and target is not None
+            went = source == Mark.FAILED and target is not None
         elif edge.kind in ("timeout", "goto"):
             went = edge.source in timed_out and target is not None
         elif edge.kind == "undo":
-            went = source in _UNDO_DONE and target is not None
+            went = source == Mark.UNDONE and target is not None
         elif edge.kind == "skip":
-            went = source == "skipped" and target is not None
+            went = source == Mark.SKIPPED and target is not None
         elif edge.kind == "catch":
-            went = source == "caught" and target is not None
+            went = source == Mark.CAUGHT and target is not None
         else:  # retry
             went = edge.source in retried
         if went:

@@ -13,14 +13,16 @@ from collections.abc import Collection, Mapping
 
 from concordia.machine import svg
 from concordia.machine.flow import Edge, Flow, Node
+from concordia.machine.marks import Mark
+from concordia.status import RunStatus
 
 Marks = Mapping[str, str]
 
 _FILL = {"action": "#ffffff", "await": "#e8f1fb", "policy": "#fdf3e1", "saga": "#eef6ee",
          "undo": "#f6eefc", "start": "#eeeeee", "end": "#eeeeee"}
-_MARK_FILL = {"done": "#d9f2d9", "active": "#fff2b3", "failed": "#f8d0d0",
-              "undone": "#dcdcf5", "undo-failed": "#f8d0d0", "caught": "#ffe0b2",
-              "skipped": "#f2f2f2"}
+_MARK_FILL = {Mark.DONE: "#d9f2d9", Mark.ACTIVE: "#fff2b3", Mark.FAILED: "#f8d0d0",
+              Mark.UNDONE: "#dcdcf5", Mark.UNDO_FAILED: "#f8d0d0", Mark.CAUGHT: "#ffe0b2",
+              Mark.SKIPPED: "#f2f2f2"}
 _EDGE = {"next": svg.Style(stroke="#333333"), "approve": svg.Style(stroke="#2e7d32"),
          "fail": svg.Style(stroke="#c62828", dash="5 3"),
          "reject": svg.Style(stroke="#c62828", dash="5 3"),
@@ -123,7 +125,8 @@ def flow_dot(flow: Flow, marks: Marks | None = None) -> str:
 
 def _dot_node(node: Node, shape: str, marks: Marks | None) -> str:
     label = "\\n".join(_dot_text(t) for t in (node.title, *node.lines))
-    fill = _MARK_FILL.get((marks or {}).get(node.id, ""), _FILL[node.kind])
+    mark = (marks or {}).get(node.id)
+    fill = _MARK_FILL.get(Mark(mark), _FILL[node.kind]) if mark else _FILL[node.kind]
     style = "rounded,filled" if node.kind in ("action", "undo") else "filled"
     if node.kind == "undo":
         style += ",dashed"
@@ -181,7 +184,8 @@ def flow_drawing(flow: Flow, marks: Marks | None = None, path: Collection[int] |
     right_cols = max([n.col + 1 for n in flow.undo] + [1])
     width = right_x + max(right_cols, 2) * (_W + _GAP_X) + 40
     boxes: dict[str, svg.Box] = {}
-    ends: list[str] = [e for e in ("failed", "compensated") if e in flow.nodes]
+    ends: list[str] = [e for e in (RunStatus.FAILED.value, RunStatus.COMPENSATED.value)
+                       if e in flow.nodes]
     for node in flow.nodes.values():
         boxes[node.id] = _place(node, top, height, left, right_x, ends, marks)
     drawing = svg.Drawing(width, y + 30, f"saga {flow.saga.name} v{flow.saga.version}")
@@ -219,10 +223,12 @@ def _place(node: Node, top: dict[int, float], height: dict[int, float], left: fl
                                     "await": "parallelogram", "policy": "hexagon",
                                     "saga": "box", "undo": "round"}
     shape = shapes[node.kind]
-    style = svg.Style(fill=_MARK_FILL.get(marks.get(node.id, ""), _FILL[node.kind]),
+    mark = marks.get(node.id)
+    fill = _MARK_FILL.get(Mark(mark), _FILL[node.kind]) if mark else _FILL[node.kind]
+    style = svg.Style(fill=fill,
                       stroke="#6a1b9a" if node.kind == "undo" else "#444444",
                       dash="4 3" if node.kind == "undo" else "",
-                      width=2.4 if marks.get(node.id) == "active" else 1.2)
+                      width=2.4 if marks.get(node.id) == Mark.ACTIVE else 1.2)
     if node.kind in ("start", "end"):
         w, h = min(max(150.0, 7.8 * len(node.title) + 36), _W + 60), 40.0
         if node.id in ends:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from concordia.machine.compile import TERMINAL, CompiledSaga
+from concordia.status import RunStatus
 
 
 def to_mermaid(compiled: CompiledSaga, current: str | None = None) -> str:
@@ -62,11 +63,13 @@ def to_svg(compiled: CompiledSaga, current: str | None = None) -> str:
         row = top + (i + 1) * (h + gap_y)
         place[f"run_{i}"] = (col_x[0], row, w)
         place[f"undo_{i}"] = (col_x[1], row, w)
-    place["completed"] = (col_x[0], top + (n + 1) * (h + gap_y), w)
+    place[RunStatus.COMPLETED.value] = (col_x[0], top + (n + 1) * (h + gap_y), w)
     centre = col_x[1] + w / 2
-    for k, final in enumerate(("compensated", "failed", "cancelled")):
+    ends = (RunStatus.COMPENSATED.value, RunStatus.FAILED.value, RunStatus.CANCELLED.value)
+    for k, final in enumerate(ends):
         place[final] = (centre + (k - 1) * (end_w + 16) - end_w / 2, top, end_w)
-    place["compensation_failed"] = (col_x[2], top + (n / 2 + 0.5) * (h + gap_y), w)
+    place[RunStatus.COMPENSATION_FAILED.value] = (col_x[2], top + (n / 2 + 0.5) * (h + gap_y),
+                                                  w)
     boxes: dict[str, svg.Box] = {}
     for state in compiled.states():
         x, y, width = place[state]
@@ -91,7 +94,7 @@ def to_svg(compiled: CompiledSaga, current: str | None = None) -> str:
         if (target, source) in pairs:
             start, end = _shift(start, end, 6.0)
         # Near the end for the fan of edges into the ends, so their labels stand apart.
-        at = 0.75 if target in TERMINAL and target != "completed" else 0.4
+        at = 0.75 if target in TERMINAL and target != RunStatus.COMPLETED.value else 0.4
         label_at = (start[0] + (end[0] - start[0]) * at, start[1] + (end[1] - start[1]) * at)
         drawing.lines.append(svg.Line([start, end], ", ".join(events), label_at))
     return svg.render(drawing)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from concordia.errors import UnknownRunError
+from concordia.machine.marks import Visit
 from concordia.runtime.effects import Flow, read
 from concordia.runtime.items import results_of
 from concordia.runtime.pending import json_clone
@@ -70,6 +71,15 @@ class RunView:
             if s.name == name:
                 return s
         raise KeyError(name)
+
+    def visits(self) -> list[Visit]:
+        """Its records as its saga's diagram sees them (an item as its step)."""
+        return [Visit(r.step if isinstance(r, ItemRecord) else r.name, r.status,
+                      r.comp_status, r.attempt) for r in self.steps]
+
+    def timed_out(self) -> list[str]:
+        """The awaits whose deadline passed."""
+        return [h.step for h in self.history if h.kind == Kind.AWAIT_TIMEOUT and h.step]
 
     def compensated_steps(self) -> list[str]:
         """Steps whose compensation succeeded, in the order they were undone."""

@@ -2,7 +2,8 @@
 
 ``create_app(engine, options)`` builds the FastAPI app: the routes of :mod:`.routes_runs`,
 :mod:`.routes_events`, :mod:`.routes_sagas`, :mod:`.routes_ops` and the page, errors as
-problem details, and the body size limit in front of everything. The lifespan starts
+problem details, the gate that checks Host, credentials, scopes and origins
+(:mod:`.guard`) in front of every route, and behind it the body size limit. The lifespan starts
 ``engine.work(concurrency=N)`` as a task (unless ``options.worker`` is off: an API in
 front of separate workers), and on shutdown stops it (the steps in hand finish, leases are
 given up) and closes the engine. :func:`build_engine` makes the engine the command line
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 import structlog
 from fastapi import FastAPI
@@ -21,6 +23,7 @@ from fastapi import FastAPI
 from concordia.registry import Registry
 from concordia.runtime.aengine import AsyncEngine
 from concordia.service import page, problems
+from concordia.service.guard import SECURITY_SCHEMES, Guard, access_table
 from concordia.service.limits import BodyLimit
 from concordia.service.metrics import Metrics
 from concordia.service.routes_events import router as events_router
@@ -38,6 +41,11 @@ Start saga runs and look at them, deliver signed CloudEvents (a webhook that res
 awaiting runs and starts triggered ones), read the sagas and their diagrams, and watch
 the engine (health, readiness, Prometheus metrics). Errors are RFC 9457 problem details.
 The page at /ui/ shows runs and sagas as pictures.
+
+Every route but /healthz, /readyz and the page's static shell needs
+`Authorization: Bearer <API token or JWT>` with the route's scope: `concordia.read` to read,
+`concordia.operate` to start, cancel and retry runs (which take `application/json` bodies
+only, from this origin only). POST /events is authenticated by its own signature.
 """
 
 
@@ -64,12 +72,30 @@ def create_app(engine: AsyncEngine, options: ServiceOptions | None = None, *,
                   lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.service = service
     problems.install(app)
-    for router in (runs_router, events_router, sagas_router, ops_router, page.router):
+    routers = (runs_router, events_router, sagas_router, ops_router, page.router)
+    for router in routers:
         app.include_router(router)
-    app.mount("/ui/static", page.static_files(), name="static")
+    app.mount(page.STATIC_PATH, page.static_files(), name="static")
+    _document_security(app)
     app.add_middleware(BodyLimit, max_body=options.max_body)
+    # Before the body is read: a refusal reads nothing.
+    app.add_middleware(Guard, table=access_table(routers, page.STATIC_PATH, app.openapi_url))
     app.add_middleware(ServerTiming)  # outermost: the whole of the server's time
     return app
+
+
+def _document_security(app: FastAPI) -> None:
+    """Put the security schemes the routes name into the OpenAPI document."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = build()
+            document.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 async def _shut_down(service: Service, own_engine: bool) -> None:

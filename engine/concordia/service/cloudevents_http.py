@@ -11,11 +11,11 @@ message that says so.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote
 
+from concordia.definitions.jsonsafe import JsonLoadError, load_json
 from concordia.events.envelope import is_json_media_type
 from concordia.service.problems import Problem
 
@@ -76,23 +76,9 @@ def read_event(content_type: str | None, headers: Mapping[str, str],
 
 
 def parse_json(body: bytes, what: str) -> Any:
-    """Strict JSON (no NaN or Infinity), with a 400 that says where it broke."""
+    """Strict JSON (:func:`concordia.definitions.jsonsafe.load_json`: no duplicate keys, no
+    NaN or Infinity), with a 400 that says where it broke."""
     try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise Problem(400, "malformed-json", f"{what} is not UTF-8 (byte {exc.start})") from None
-    try:
-        return json.loads(text, parse_constant=_no_constant)
-    except json.JSONDecodeError as exc:
-        raise Problem(400, "malformed-json", f"{what} is not JSON: {exc.msg} at line "
-                                             f"{exc.lineno}, column {exc.colno}") from None
-    except ValueError as exc:
+        return load_json(body)
+    except JsonLoadError as exc:
         raise Problem(400, "malformed-json", f"{what} is not JSON: {exc}") from None
-    except RecursionError:
-        raise Problem(400, "malformed-json", f"{what} is nested too deeply") from None
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-

@@ -1,10 +1,5 @@
-"""Saga diagrams for the API and the page: the author-level graph ``concordia graph`` draws.
-
-The same flow (:mod:`concordia.machine.flow`), the same run colouring as ``concordia
-graph --run`` (:func:`concordia.cli.graph_cmd.run_marks`), plus what a page needs: the
-path the run took (:mod:`concordia.machine.flow_path`) drawn bold, and the nodes where it
-stands now outlined.
-"""
+"""Saga diagrams for the API and the page: the author-level graph ``concordia graph``
+draws (:mod:`concordia.machine.run_diagram`), as an HTTP answer."""
 
 from __future__ import annotations
 
@@ -12,44 +7,17 @@ from typing import Literal
 
 from starlette.responses import Response
 
-from concordia.cli.graph_cmd import run_marks
 from concordia.definitions.models import Saga
-from concordia.machine.flow import Flow, build_flow, step_id, undo_id
-from concordia.machine.flow_path import path_taken
-from concordia.machine.flow_render import flow_mermaid, flow_svg
+from concordia.machine.run_diagram import draw as draw_diagram
 from concordia.runtime.views import RunView
-from concordia.status import Kind, RunStatus
 
 Format = Literal["svg", "mermaid"]
 
 
 def draw(saga: Saga, fmt: Format, view: RunView | None = None) -> str:
     """``saga`` as SVG or Mermaid; with ``view``, coloured by what that run did."""
-    flow = build_flow(saga)
-    render = flow_svg if fmt == "svg" else flow_mermaid
-    if view is None:
-        return render(flow)
-    marks = run_marks(view)
-    retried = {step_id(h.step) for h in view.history
-               if h.kind == Kind.STEP_RETRY_SCHEDULED and h.step is not None}
-    timed_out = {step_id(h.step) for h in view.history
-                 if h.kind == Kind.AWAIT_TIMEOUT and h.step is not None}
-    path = path_taken(flow, marks, retried, timed_out)
-    return render(flow, marks, path, current_nodes(flow, view, marks))
-
-
-def current_nodes(flow: Flow, view: RunView, marks: dict[str, str]) -> set[str]:
-    """Where the run stands: the steps or compensations in hand, else the end it reached,
-    else (halted) the compensations that failed."""
-    active = {node for node, mark in marks.items() if mark == "active"}
-    if active:
-        return active
-    if view.status in (RunStatus.COMPLETED, RunStatus.COMPENSATED, RunStatus.FAILED) and (
-            str(view.status) in flow.nodes):
-        return {str(view.status)}
-    halted = {undo_id(s.name) for s in view.steps if s.comp_status == "failed"}
-    return (halted or {step_id(s.name) for s in view.steps if s.status == "failed"}) & set(
-        flow.nodes)
+    run = (view.visits(), view.status, view.timed_out()) if view is not None else None
+    return draw_diagram(saga, fmt, run)
 
 
 def diagram_response(text: str, fmt: Format) -> Response:

@@ -8,11 +8,9 @@ from memory, so no route ever parses an oversized request.
 
 from __future__ import annotations
 
-import json
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from concordia.service.problems import MEDIA_TYPE, Problem
+from concordia.service.problems import Problem, send_problem
 
 DEFAULT_MAX_BODY = 1024 * 1024
 
@@ -31,12 +29,13 @@ class BodyLimit:
         declared = _content_length(scope)
         if declared == -1:
             await _refuse(send, Problem(400, "invalid-request",
-                                        "the Content-Length header is not a number of bytes"))
+                                        "the Content-Length header is not a number of bytes"),
+                          scope)
             return
         if declared is not None and declared > self.max_body:
             await _refuse(send, Problem(
                 413, "body-too-large", f"the request body is {declared} bytes; this server "
-                f"takes at most {self.max_body}"))
+                f"takes at most {self.max_body}"), scope)
             return
         chunks: list[bytes] = []
         size = 0
@@ -49,7 +48,7 @@ class BodyLimit:
             if size > self.max_body:
                 await _refuse(send, Problem(
                     413, "body-too-large", f"the request body is over {self.max_body} bytes, "
-                    "the most this server takes"))
+                    "the most this server takes"), scope)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -75,13 +74,7 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-async def _refuse(send: Send, problem: Problem) -> None:
-    data = json.dumps(problem.body()).encode()
-    status = problem.status
+async def _refuse(send: Send, problem: Problem, scope: Scope) -> None:
     # The client may still be sending: close the connection after the answer so that
     # the rest of the body is never read.
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", MEDIA_TYPE.encode()),
-                            (b"content-length", str(len(data)).encode()),
-                            (b"connection", b"close")]})
-    await send({"type": "http.response.body", "body": data})
+    await send_problem(send, problem, scope["path"], close=True)

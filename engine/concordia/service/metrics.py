@@ -9,7 +9,10 @@ number in each status now (``suspended`` ones await an event; ``compensation_fai
 ones wait for an operator, and leave that status when retried, which is why it is a
 gauge). Step latency is measured here, around the handlers this process runs, per saga,
 step, kind (action or compensation) and outcome. Outbox lag: how many persistent events
-wait to be published, and the age of the oldest.
+wait to be published, and the age of the oldest. Refused requests:
+``concordia_api_denied_total`` by reason (``missing_credentials``, ``invalid_token``,
+``expired_token``, ``insufficient_scope``, ``host_not_allowed``, ``cross_origin``,
+``unsupported_media_type``).
 """
 
 from __future__ import annotations
@@ -89,6 +92,9 @@ class Metrics:
         self.runs_requested = Counter("concordia_api_runs_requested",
                                       "POST /runs by outcome", ["outcome"],
                                       registry=self.registry)
+        self.denied = Counter("concordia_api_denied", "Requests refused before their route "
+                              "(credentials, scope, Host, origin, content type), by reason",
+                              ["reason"], registry=self.registry)
 
     def render(self, counts: list[tuple[str, str, int]], backlog: tuple[int, str | None],
                now: float | None = None) -> bytes:

@@ -8,6 +8,7 @@ engine's own errors, and anything unexpected (a 500 that shows no traceback).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,6 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
+from starlette.types import Send
 
 from concordia.errors import (
     ConcordiaError,
@@ -34,8 +36,8 @@ _log = structlog.get_logger("concordia.service")
 _TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
            405: "Method Not Allowed", 406: "Not Acceptable", 409: "Conflict",
            411: "Length Required", 413: "Content Too Large", 415: "Unsupported Media Type",
-           422: "Unprocessable Content", 500: "Internal Server Error",
-           503: "Service Unavailable"}
+           421: "Misdirected Request", 422: "Unprocessable Content",
+           500: "Internal Server Error", 503: "Service Unavailable"}
 
 
 class Problem(Exception):
@@ -66,6 +68,21 @@ def response(problem: Problem, instance: str | None = None) -> Response:
                         media_type=MEDIA_TYPE, headers=problem.headers)
 
 
+async def send_problem(send: Send, problem: Problem, instance: str, *,
+                       close: bool = False) -> None:
+    """Answer ``problem`` from ASGI middleware (before any route, so before FastAPI's
+    handlers); ``close``: end the connection after it, so an unread body is not read."""
+    data = json.dumps(problem.body(instance)).encode()
+    headers = [(b"content-type", MEDIA_TYPE.encode()),
+               (b"content-length", str(len(data)).encode())]
+    headers += [(k.lower().encode("latin-1"), v.encode("latin-1"))
+                for k, v in problem.headers.items()]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": problem.status, "headers": headers})
+    await send({"type": "http.response.body", "body": data})
+
+
 def from_engine_error(exc: ConcordiaError) -> Problem:
     """The problem an engine error means for a client."""
     if isinstance(exc, UnknownRunError):
@@ -80,7 +97,9 @@ def from_engine_error(exc: ConcordiaError) -> Problem:
     if isinstance(exc, ValueLimitError):
         return Problem(422, "value-limit", str(exc), field=exc.path or None)
     if isinstance(exc, StoreError):
-        return Problem(503, "store-unavailable", f"the store failed: {exc}")
+        # What failed and where (host, database, schema) is for the log, not the client.
+        return Problem(503, "store-unavailable", "the store is unavailable; try again later",
+                       headers={"Retry-After": "5"})
     return Problem(409, "refused", str(exc))
 
 
@@ -93,6 +112,8 @@ def install(app: FastAPI) -> None:
 
     async def on_engine(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ConcordiaError)
+        if isinstance(exc, StoreError):
+            _log.error("store.failed", path=request.url.path, error=str(exc)[:1000])
         return response(from_engine_error(exc), request.url.path)
 
     async def on_validation(request: Request, exc: Exception) -> Response:
@@ -106,8 +127,9 @@ def install(app: FastAPI) -> None:
         if any(e.get("type") == "json_invalid" for e in exc.errors()):
             return response(Problem(400, "malformed-json", f"the body is not JSON: {detail}",
                                     errors=errors), request.url.path)
-        return response(Problem(422 if _has_body_error(exc) else 400, "invalid-request",
-                                detail, errors=errors), request.url.path)
+        return response(Problem(_validation_status(exc), "invalid-request", detail,
+                                field=first["field"] or None, errors=errors),
+                        request.url.path)
 
     async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
@@ -131,8 +153,14 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(Exception, on_unexpected)
 
 
-def _has_body_error(exc: RequestValidationError) -> bool:
-    return any(e.get("loc", ("",))[0] == "body" for e in exc.errors())
+def _validation_status(exc: RequestValidationError) -> int:
+    """422 for a body that does not fit its model and for text the journal cannot keep
+    (``value_limit``, wherever it was); 400 for parameters out of their shape."""
+    errors = exc.errors()
+    if any(e.get("loc", ("",))[0] == "body" or e.get("type") == "value_limit"
+           for e in errors):
+        return 422
+    return 400
 
 
 PROBLEM_SCHEMA: dict[str, Any] = {

@@ -2,7 +2,9 @@
 
 The order of checks is the order of cost, and none writes anything until the last: the
 body's size (:mod:`.limits`, before this route runs), the signature over the raw bytes
-(:mod:`.signatures`), the CloudEvents binding (:mod:`.cloudevents_http`), the envelope;
+(``Concordia-Signature``, :mod:`.signatures`, or Standard Webhooks,
+:mod:`.standard_webhooks`), the CloudEvents binding (:mod:`.cloudevents_http`), the
+envelope and the text of its attributes (:mod:`.fields`);
 then ``engine.deliver``, which checks the event against the taxonomy, then resumes the
 runs awaiting it and starts the runs it triggers, in one transaction with the event's
 inbox entry. That entry
@@ -13,6 +15,7 @@ is the replay protection: an event (by source and id) already accepted is refuse
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -20,10 +23,13 @@ from starlette.responses import JSONResponse
 
 from concordia.errors import EventError, ValueLimitError
 from concordia.events.envelope import read_envelope
+from concordia.service import standard_webhooks
 from concordia.service.cloudevents_http import STRUCTURED, ce_headers, read_event
+from concordia.service.fields import MAX_SOURCE, check_event
+from concordia.service.guard import Access, access
 from concordia.service.problems import Problem, problem_responses
 from concordia.service.signatures import HEADER, SignatureError
-from concordia.service.state import Svc
+from concordia.service.state import Service, Svc
 
 router = APIRouter(tags=["events"])
 
@@ -33,7 +39,7 @@ _ENVELOPE_SCHEMA: dict[str, Any] = {
     "properties": {
         "specversion": {"type": "string", "enum": ["1.0"]},
         "id": {"type": "string", "format": "uuid"},
-        "source": {"type": "string", "minLength": 1},
+        "source": {"type": "string", "minLength": 1, "maxLength": MAX_SOURCE},
         "type": {"type": "string", "minLength": 1},
         "time": {"type": "string", "format": "date-time"},
         "datacontenttype": {"type": "string"},
@@ -45,10 +51,18 @@ _ENVELOPE_SCHEMA: dict[str, Any] = {
     },
 }
 _OPENAPI: dict[str, Any] = {
+    **access(Access.WEBHOOK),
     "parameters": [
-        {"name": HEADER, "in": "header", "required": True, "schema": {"type": "string"},
+        {"name": HEADER, "in": "header", "required": False, "schema": {"type": "string"},
          "description": "t=<unix time>,v1=<hex HMAC-SHA256 of t '.' body> (several v1 "
                         "while keys rotate); binary mode also signs the ce- headers"},
+        *({"name": name, "in": "header", "required": False, "schema": {"type": "string"},
+           "description": "Standard Webhooks (structured mode only): " + text}
+          for name, text in ((standard_webhooks.ID_HEADER, "the message id"),
+                             (standard_webhooks.TIMESTAMP_HEADER, "Unix time of signing"),
+                             (standard_webhooks.SIGNATURE_HEADER,
+                              "v1,<base64 HMAC-SHA256 of id '.' timestamp '.' body> "
+                              "(space-separated, several while keys rotate)"))),
     ],
     "requestBody": {
         "required": True,
@@ -63,27 +77,19 @@ _OPENAPI: dict[str, Any] = {
 @router.post("/events", status_code=202, summary="Deliver a signed CloudEvent",
              openapi_extra=_OPENAPI,
              responses={202: {"description": "Accepted: the runs it resumed and started"},
-                        **problem_responses(400, 401, 409, 413, 415, 422, 503)})
+                        **problem_responses(400, 401, 409, 413, 415, 421, 422, 503)})
 async def post_event(request: Request, svc: Svc) -> JSONResponse:
     body = await request.body()
     headers = request.headers
     ce = ce_headers(headers)
-    try:
-        svc.options.keys.verify(headers.get(HEADER), body, ce, time.time(),
-                                svc.options.tolerance)
-    except SignatureError as exc:
-        svc.metrics.webhooks.labels(f"signature_{exc.reason}").inc()
-        if exc.reason == "unconfigured":
-            raise Problem(503, "webhooks-unconfigured", str(exc)) from None
-        raise Problem(401, f"signature-{exc.reason}", str(exc),
-                      headers={"WWW-Authenticate": 'Concordia-HMAC-SHA256 header="'
-                                                   f'{HEADER}"'}) from None
+    _verify(svc, headers, body, ce)
     try:
         raw, mode = read_event(headers.get("content-type"), headers, body)
         envelope, problems = read_envelope(raw)
         if envelope is None:
             raise Problem(400, "invalid-event", "; ".join(p.text() for p in problems),
                           field=problems[0].attribute or None)
+        check_event(envelope)
         try:
             # Delivery checks the event against the taxonomy before it writes anything
             # (and maps a trigger's input): what it refuses is a 422 here.
@@ -106,3 +112,32 @@ async def post_event(request: Request, svc: Svc) -> JSONResponse:
                          "type": envelope.type, "mode": mode,
                          "resumed": delivery.resumed, "started": delivery.started,
                          "buffered": delivery.buffered}, status_code=202)
+
+
+def _verify(svc: Service, headers: Mapping[str, str], body: bytes,
+            ce: Mapping[str, str]) -> None:
+    """Check the request's signature, in whichever scheme it is signed; a 401 (503
+    without keys for that scheme) when it does not hold."""
+    keys = svc.options.keys
+    standard = standard_webhooks.present(headers)
+    try:
+        if standard and HEADER in headers:
+            raise SignatureError("malformed", f"the request carries both {HEADER} and "
+                                              "Standard Webhooks headers; sign it one way")
+        if standard:
+            standard_webhooks.verify(keys.all().standard, headers, body, ce, time.time(),
+                                     svc.options.tolerance)
+        else:
+            keys.verify(headers.get(HEADER), body, ce, time.time(), svc.options.tolerance)
+    except SignatureError as exc:
+        reason = exc.reason
+        if reason == "unconfigured" and keys:
+            # Secrets for the other scheme only: the sender's scheme is not taken here.
+            reason = "unsupported"
+        svc.metrics.webhooks.labels(f"signature_{reason}").inc()
+        if reason == "unconfigured":
+            raise Problem(503, "webhooks-unconfigured", str(exc)) from None
+        challenge = (f'Standard-Webhooks header="{standard_webhooks.SIGNATURE_HEADER}"'
+                     if standard else f'Concordia-HMAC-SHA256 header="{HEADER}"')
+        raise Problem(401, f"signature-{reason}", str(exc),
+                      headers={"WWW-Authenticate": challenge}) from None

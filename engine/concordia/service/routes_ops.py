@@ -1,57 +1,64 @@
 """Operations: liveness (``/healthz``), readiness (``/readyz``: the store answers, and the
-worker runs if this server has one) and Prometheus metrics (``/metrics``)."""
+worker runs if this server has one) and Prometheus metrics (``/metrics``).
+
+The two probes need no credential and show nothing of the runs or of where the store is
+(its kind only); the metrics need ``concordia.read``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
+import structlog
 from fastapi import APIRouter
 from starlette.responses import JSONResponse, Response
 
 from concordia.errors import ConcordiaError
+from concordia.service.guard import Access, access
 from concordia.service.metrics import CONTENT_TYPE
 from concordia.service.problems import Problem, problem_responses, response
 from concordia.service.state import Svc
 
 router = APIRouter(tags=["operations"])
 READY_TIMEOUT = 5.0
+_log = structlog.get_logger("concordia.service")
 
 
-@router.get("/healthz", summary="The process answers")
+@router.get("/healthz", summary="The process answers", openapi_extra=access(Access.HEALTH))
 async def healthz() -> dict[str, Any]:
     return {"status": "ok"}
 
 
 @router.get("/readyz", summary="The store answers (and the worker runs, if any)",
-            responses=problem_responses(503))
+            responses=problem_responses(503), openapi_extra=access(Access.HEALTH))
 async def readyz(svc: Svc) -> Response:
     problems = []
     try:
         await asyncio.wait_for(svc.engine.next_wake_at(), READY_TIMEOUT)
     except (ConcordiaError, OSError, TimeoutError) as exc:
-        problems.append(f"the store does not answer: {exc or type(exc).__name__}")
+        # Which store, and why, is for the log: this answer is for anyone who asks.
+        _log.error("readiness.store_failed", error=str(exc)[:1000] or type(exc).__name__)
+        problems.append("the store does not answer")
     task = svc.worker_task
     if svc.options.worker and (task is None or task.done()):
         problems.append("the worker is not running")
     if problems:
         return response(Problem(503, "not-ready", "; ".join(problems)))
-    return JSONResponse({"status": "ready", "store": _redacted(svc.engine.store.url),
+    return JSONResponse({"status": "ready", "store": _kind(svc.engine.store.url),
                          "worker": svc.options.worker})
 
 
 @router.get("/metrics", summary="Prometheus metrics",
-            responses={200: {"content": {"text/plain": {}}}})
+            responses={200: {"content": {"text/plain": {}}},
+                       **problem_responses(401, 403, 421)},
+            openapi_extra=access(Access.READ))
 async def metrics(svc: Svc) -> Response:
     counts = await svc.engine.run_counts()
     backlog = await svc.engine.outbox_backlog()
     return Response(svc.metrics.render(counts, backlog), media_type=CONTENT_TYPE)
 
 
-def _redacted(url: str) -> str:
-    """A store URL without its password (postgresql://user:secret@host/db)."""
-    scheme, sep, rest = url.partition("://")
-    if "@" in rest and ":" in rest.split("@", 1)[0]:
-        user = rest.split("@", 1)[0].split(":", 1)[0]
-        rest = f"{user}:***@{rest.split('@', 1)[1]}"
-    return f"{scheme}{sep}{rest}"
+def _kind(url: str) -> str:
+    """A store URL's scheme only (``sqlite``, ``postgresql``): no host, path or user."""
+    return url.partition("://")[0] or "unknown"

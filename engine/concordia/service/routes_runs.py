@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from concordia.errors import UnknownSagaError
 from concordia.runtime.views import RunView
 from concordia.service import idempotency, runs_json
+from concordia.service.bodies import body_schema, json_body
 from concordia.service.diagrams import diagram_response, draw
+from concordia.service.fields import MAX_NAME, Text, check_json
+from concordia.service.guard import Access, access
 from concordia.service.problems import Problem, problem_responses
 from concordia.service.state import Service, Svc
 from concordia.status import RunStatus
@@ -18,7 +21,7 @@ from concordia.store.base import ConflictError
 from concordia.store.records import RunRecord
 
 router = APIRouter(tags=["runs"])
-RunId = Annotated[str, Path(min_length=1, max_length=200, description="the run's id")]
+RunId = Annotated[Text, Path(min_length=1, max_length=MAX_NAME, description="the run's id")]
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._\-]*$"
 
 
@@ -28,15 +31,24 @@ class StartRun(BaseModel):
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"saga": "checkout", "input": {"order_id": "o-1"}, "correlation_id": "req-7f3a"}]})
-    saga: str = Field(min_length=1, max_length=200, pattern=_NAME)
+    saga: str = Field(min_length=1, max_length=MAX_NAME, pattern=_NAME)
     input: dict[str, Any] = Field(default_factory=dict)
-    correlation_id: str | None = Field(default=None, min_length=1, max_length=200)
+    correlation_id: Text | None = Field(default=None, min_length=1, max_length=MAX_NAME)
     version: int | None = Field(default=None, ge=1, le=2**31 - 1)
 
 
 class CancelRun(BaseModel):
+    """Why the run is cancelled (kept in its journal)."""
+
     model_config = ConfigDict(extra="forbid")
-    reason: str = Field(min_length=1, max_length=2000)
+    reason: Text = Field(min_length=1, max_length=2000)
+
+
+class RetryRun(BaseModel):
+    """Nothing to say: a retry's body is empty or ``{}`` (it must still be sent as
+    ``application/json``, which no cross-site form can)."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 _RUN_LINKS = {name: {"operationId": op, "parameters": {"run_id": "$response.body#/id"}}
@@ -44,16 +56,23 @@ _RUN_LINKS = {name: {"operationId": op, "parameters": {"run_id": "$response.body
                                ("CancelRun", "cancelRun"), ("RetryRun", "retryRun"))}
 
 
+_DENIED = (401, 403, 421)
+_OPERATE_DENIED = (*_DENIED, 415)
+
+
 @router.post("/runs", status_code=201, summary="Start a run", operation_id="startRun",
              responses={201: {"description": "Started", "links": _RUN_LINKS},
                         200: {"description": "Started before, by a request with the same "
                                              "Idempotency-Key", "links": _RUN_LINKS},
-                        **problem_responses(400, 404, 413, 422, 503)})
-async def start_run(body: StartRun, svc: Svc, response: Response,
+                        **problem_responses(400, 404, 413, 422, 503, *_OPERATE_DENIED)},
+             openapi_extra={**access(Access.OPERATE), **body_schema(StartRun)})
+async def start_run(body: Annotated[StartRun, Depends(json_body(StartRun))], svc: Svc,
+                    response: Response,
                     idempotency_key: Annotated[str | None, Header(
                         alias="Idempotency-Key", description="a retried request with the "
                         "same key starts one run, not two")] = None) -> dict[str, Any]:
     engine = svc.engine
+    check_json(body.input, "body/input")
     run_id = None
     if idempotency_key is not None:
         run_id = idempotency.run_id_for(idempotency.check_key(idempotency_key))
@@ -82,18 +101,24 @@ async def start_run(body: StartRun, svc: Svc, response: Response,
 
 
 @router.get("/runs", summary="List runs, newest first", operation_id="listRuns",
-            responses=problem_responses(400, 422))
+            responses=problem_responses(400, 422, *_DENIED),
+            openapi_extra=access(Access.READ))
 async def list_runs(svc: Svc, request: Request,
-                    saga: Annotated[str | None, Query(max_length=200)] = None,
+                    saga: Annotated[Text | None, Query(max_length=MAX_NAME)] = None,
                     status: RunStatus | None = None,
-                    correlation_id: Annotated[str | None, Query(max_length=200)] = None,
-                    before: Annotated[str | None, Query(
-                        max_length=200, description="continue after this run id (the "
+                    correlation_id: Annotated[Text | None, Query(max_length=MAX_NAME)] = None,
+                    before: Annotated[Text | None, Query(
+                        max_length=MAX_NAME, description="continue after this run id (the "
                         "`next` link of the previous page)")] = None,
                     limit: Annotated[int, Query(ge=1, le=500)] = 50) -> dict[str, Any]:
-    records = await svc.engine.page_runs(saga=saga, status=status,
-                                         correlation_id=correlation_id, before=before,
-                                         limit=limit + 1) or []
+    page = await svc.engine.page_runs(saga=saga, status=status,
+                                      correlation_id=correlation_id, before=before,
+                                      limit=limit + 1)
+    if page is None:  # an empty page would read as "no older runs"
+        raise Problem(400, "unknown-cursor", f"before={before!r} names no run in the store; "
+                                             "continue with the `next` link of the page "
+                                             "before", field="query/before")
+    records = page
     more = len(records) > limit
     records = records[:limit]
     next_link = None
@@ -106,7 +131,8 @@ async def list_runs(svc: Svc, request: Request,
 
 @router.get("/runs/{run_id}", summary="A run: state, steps, errors, compensations, "
             "decisions, events and their causation chains", operation_id="getRun",
-            responses=problem_responses(404))
+            responses=problem_responses(404, 422, *_DENIED),
+            openapi_extra=access(Access.READ))
 async def get_run(run_id: RunId, svc: Svc) -> dict[str, Any]:
     engine = svc.engine
     view = await engine.get_run(run_id)
@@ -128,7 +154,8 @@ async def get_run(run_id: RunId, svc: Svc) -> dict[str, Any]:
 @router.get("/runs/{run_id}/graph", summary="The run's saga diagram, coloured by the run",
             operation_id="getRunGraph",
             responses={200: {"content": {"image/svg+xml": {}, "text/plain": {}}},
-                       **problem_responses(404)})
+                       **problem_responses(404, 422, *_DENIED)},
+            openapi_extra=access(Access.READ))
 async def run_graph(run_id: RunId, svc: Svc,
                     format: Literal["svg", "mermaid"] = "svg") -> Response:
     view = await svc.engine.get_run(run_id)
@@ -138,8 +165,9 @@ async def run_graph(run_id: RunId, svc: Svc,
 
 @router.post("/runs/{run_id}/cancel", status_code=202, summary="Cancel a run (it compensates)",
              operation_id="cancelRun",
-             responses=problem_responses(404, 409, 422))
-async def cancel_run(run_id: RunId, body: CancelRun,
+             responses=problem_responses(400, 404, 409, 422, *_OPERATE_DENIED),
+             openapi_extra={**access(Access.OPERATE), **body_schema(CancelRun)})
+async def cancel_run(run_id: RunId, body: Annotated[CancelRun, Depends(json_body(CancelRun))],
                      svc: Svc) -> dict[str, Any]:
     # No worker here: the cancellation is recorded and the compensations are left to the
     # workers (they would otherwise run in this request).
@@ -150,8 +178,10 @@ async def cancel_run(run_id: RunId, body: CancelRun,
 @router.post("/runs/{run_id}/retry", status_code=202,
              summary="Resume a run halted in compensation_failed or stuck",
              operation_id="retryRun",
-             responses=problem_responses(404, 409))
-async def retry_run(run_id: RunId, svc: Svc) -> dict[str, Any]:
+             responses=problem_responses(400, 404, 409, 422, *_OPERATE_DENIED),
+             openapi_extra={**access(Access.OPERATE), **body_schema(RetryRun, required=False)})
+async def retry_run(run_id: RunId, _body: Annotated[RetryRun, Depends(json_body(
+                        RetryRun, empty=True))], svc: Svc) -> dict[str, Any]:
     view = await svc.engine.retry(run_id, advance=svc.options.worker)
     return runs_json.summary(view, _labels(svc, view))
 

@@ -16,11 +16,15 @@ from starlette.responses import Response
 from concordia.definitions.identity import definition_document
 from concordia.definitions.models import Saga
 from concordia.service.diagrams import diagram_response, draw
+from concordia.service.fields import MAX_NAME, Text
+from concordia.service.guard import Access, access
 from concordia.service.problems import Problem, problem_responses
 from concordia.service.state import Service, Svc
 
 router = APIRouter(tags=["sagas"])
-SagaName = Annotated[str, Path(min_length=1, max_length=200)]
+SagaName = Annotated[Text, Path(min_length=1, max_length=MAX_NAME)]
+_READ = access(Access.READ)
+_DENIED = (401, 403, 421)
 
 
 def versions_of(svc: Service) -> dict[str, dict[int, Saga]]:
@@ -64,7 +68,8 @@ def yaml_of(saga: Saga) -> str:
     return yaml.safe_dump(definition_document(saga), sort_keys=False)
 
 
-@router.get("/sagas", summary="The sagas this server runs")
+@router.get("/sagas", summary="The sagas this server runs",
+            responses=problem_responses(*_DENIED), openapi_extra=_READ)
 async def list_sagas(svc: Svc) -> dict[str, Any]:
     out = []
     for name, versions in sorted(versions_of(svc).items()):
@@ -79,7 +84,7 @@ async def list_sagas(svc: Svc) -> dict[str, Any]:
 
 
 @router.get("/sagas/{name}", summary="A saga: its versions, definitions and YAML",
-            responses=problem_responses(404))
+            responses=problem_responses(404, 422, *_DENIED), openapi_extra=_READ)
 async def get_saga(name: SagaName, svc: Svc) -> dict[str, Any]:
     versions = _versions(svc, name)
     return {"name": name, "latest": versions[max(versions)].version,
@@ -90,7 +95,7 @@ async def get_saga(name: SagaName, svc: Svc) -> dict[str, Any]:
 
 @router.get("/sagas/{name}/graph", summary="A saga's diagram (SVG or Mermaid)",
             responses={200: {"content": {"image/svg+xml": {}, "text/plain": {}}},
-                       **problem_responses(404, 422)})
+                       **problem_responses(404, 422, *_DENIED)}, openapi_extra=_READ)
 async def saga_graph(name: SagaName, svc: Svc, request: Request,
                      format: Literal["svg", "mermaid"] | None = None,
                      version: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None

@@ -4,6 +4,11 @@ A summary (for listings) and a detail: the steps with their attempts, results an
 compensations, the errors and the policy decisions, the history, and the events the run
 emitted, each with its causation chain (trigger → ... → the event). Times are RFC 3339
 in UTC; statuses are the enums' plain names.
+
+Where a run stands is said as its saga says it (``charge``, ``reserve + notify``,
+``undo charge``, ``compensated``), in ``state`` and in the history's state changes: the
+compiled machine's own names (``run_1``, ``undo_0``) are the engine's business, not the
+reader's, and they change meaning when a saga's steps are reordered.
 """
 
 from __future__ import annotations
@@ -32,8 +37,7 @@ def summary(run: RunView | RunRecord, labels: Mapping[str, str] | None = None
     """A run without its steps and history; ``labels`` names the compiled machine's states
     as the saga does (``charge``, ``undo charge``)."""
     return {"id": run.id, "saga": run.saga, "version": run.version,
-            "status": str(run.status), "state": run.state,
-            "state_label": (labels or {}).get(run.state, run.state),
+            "status": str(run.status), "state": (labels or {}).get(run.state, run.state),
             "correlation_id": run.correlation_id, "causation_id": run.causation_id,
             "error": run.error, "parent_run_id": run.parent_run_id,
             "parent_step": run.parent_step, "created_at": when(run.created_at),
@@ -67,8 +71,9 @@ def detail(view: RunView, chains: dict[str, list[dict[str, Any]]],
            received: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The whole run; ``chains`` maps an event id to its causation chain (oldest first);
     ``received`` are the events that resumed it, ``events`` those it emitted."""
+    names = labels or {}
     history = [{"at": when(h.at), "kind": str(h.kind), "step": h.step, "attempt": h.attempt,
-                "detail": h.detail} for h in view.history]
+                "detail": _named(h.kind, h.detail, names)} for h in view.history]
     errors = [{"at": when(h.at), "kind": str(h.kind), "step": h.step, "attempt": h.attempt,
                "error": h.detail.get("error") or h.detail.get("event")}
               for h in view.history if h.kind in _ERROR_KINDS]
@@ -90,6 +95,14 @@ def detail(view: RunView, chains: dict[str, list[dict[str, Any]]],
                 "lease": ({"owner": view.lease_owner, "expires": when(view.lease_expires)}
                           if view.lease_owner else None)})
     return out
+
+
+def _named(kind: str, detail: dict[str, Any], labels: Mapping[str, str]) -> dict[str, Any]:
+    """A history entry's detail with the machine's states named as the saga names them."""
+    if kind != Kind.STATE:
+        return detail
+    return {**detail, **{k: labels.get(v, v) for k, v in detail.items()
+                         if k in ("from", "to") and isinstance(v, str)}}
 
 
 def _link(envelope: dict[str, Any]) -> dict[str, Any]:

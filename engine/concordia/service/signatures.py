@@ -17,46 +17,57 @@ sender may send several ``v1`` (one per key), so a secret is rotated without a m
 which requests are refused: add the new key to the receiver, move senders to it, remove
 the old one. Secrets come from the environment (``CONCORDIA_WEBHOOK_SECRETS``, separated
 by commas or whitespace) or a file (one a line, ``#`` comments), never from definitions;
-a file is read again when it changes, so a rotation needs no restart (a file that cannot
-be read, or holds a secret too short, is refused at start; later, the keys read last stay
-in force and the log says why).
+a file is read again when its content changes (:mod:`.watched`), so a rotation needs no
+restart (a file that cannot be read, or holds a secret too short, is refused at start;
+later, the keys read last stay in force and the log says why).
+
+The same key ring holds the secrets of Standard Webhooks senders (:mod:`.standard_webhooks`),
+written as such senders are given them: ``whsec_`` and the key in base64. A secret of
+that form verifies ``webhook-signature`` headers only, and a plain secret
+``Concordia-Signature`` headers only: each sender signs with the key it was given, in the
+one way its scheme says.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import os
-import threading
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-import structlog
-
 from concordia.errors import ConcordiaError
+from concordia.service.watched import ConfigFileError, WatchedFile
 
 HEADER = "Concordia-Signature"
 SCHEME = "v1"
 ENV_SECRETS = "CONCORDIA_WEBHOOK_SECRETS"
 DEFAULT_TOLERANCE = 300.0
 MIN_SECRET_LENGTH = 16
+# Standard Webhooks secrets: "whsec_" and base64; the standard asks for 24 to 64 bytes.
+STANDARD_PREFIX = "whsec_"
+MIN_STANDARD_KEY_BYTES = 24
 # A header with more parts than this is refused before any HMAC is computed: the work a
 # request can cause stays bounded whatever it sends.
 MAX_SIGNATURES = 8
 MAX_HEADER_LENGTH = 2048
-_log = structlog.get_logger("concordia.service")
+_HEX = re.compile(r"[0-9a-f]{1,128}")
 
 
 class SignatureError(ConcordiaError):
     """A request's signature is missing, malformed, expired or wrong; ``reason`` says which
-    (``missing``, ``malformed``, ``expired``, ``mismatch``, ``unconfigured``)."""
+    (``missing``, ``malformed``, ``expired``, ``mismatch``, ``unconfigured``: no key of
+    its scheme)."""
 
     def __init__(self, reason: str, message: str) -> None:
         self.reason = reason
         super().__init__(message)
 
 
-class SecretsError(ConcordiaError):
+class SecretsError(ConfigFileError):
     """The configured secrets cannot be used (too short, unreadable file)."""
 
 
@@ -96,10 +107,15 @@ def parse_header(value: str | None) -> Parsed:
     """``t`` and the ``v1`` values of a signature header; unknown schemes are ignored."""
     if value is None or not value.strip():
         raise SignatureError("missing", f"the request is not signed: send a {HEADER} header "
-                                        f"(t=<unix time>,{SCHEME}=<hex HMAC-SHA256>)")
+                                        f"(t=<unix time>,{SCHEME}=<hex HMAC-SHA256>), or "
+                                        "Standard Webhooks' webhook-id, webhook-timestamp "
+                                        "and webhook-signature")
     if len(value) > MAX_HEADER_LENGTH:
         raise SignatureError("malformed", f"the {HEADER} header is longer than "
                                           f"{MAX_HEADER_LENGTH} characters")
+    if not value.isascii():
+        raise SignatureError("malformed", f"the {HEADER} header holds characters other "
+                                          "than ASCII")
     timestamp: int | None = None
     signatures: list[str] = []
     for part in value.split(","):
@@ -113,7 +129,11 @@ def parse_header(value: str | None) -> Parsed:
                                                   f"time in whole seconds: {text[:20]!r}")
             timestamp = int(text)
         elif name == SCHEME:
-            signatures.append(text.strip().lower())
+            signature = text.strip().lower()
+            if not _HEX.fullmatch(signature):
+                raise SignatureError("malformed", f"the {HEADER} header's {SCHEME} is not "
+                                                  f"a hex HMAC-SHA256: {signature[:20]!r}")
+            signatures.append(signature)
     if timestamp is None:
         raise SignatureError("malformed", f"the {HEADER} header has no t=<unix time>")
     if not signatures:
@@ -124,17 +144,31 @@ def parse_header(value: str | None) -> Parsed:
     return Parsed(timestamp, tuple(signatures))
 
 
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Active keys by scheme: HMAC keys for ``Concordia-Signature`` (a plain secret's
+    bytes) and for Standard Webhooks (a ``whsec_`` secret's decoded key)."""
+
+    concordia: tuple[bytes, ...] = ()
+    standard: tuple[bytes, ...] = ()
+
+    def __add__(self, other: Keys) -> Keys:
+        return Keys(self.concordia + other.concordia, self.standard + other.standard)
+
+    def __bool__(self) -> bool:
+        return bool(self.concordia or self.standard)
+
+
 class KeyRing:
     """The active webhook secrets: from the environment, a file, or given (tests)."""
 
     def __init__(self, secrets: Iterable[str] = (), *, path: str | None = None) -> None:
-        self._given = _checked(secrets, "given")
+        self._given = parse_secrets(secrets, "given")
         self.path = path
-        self._lock = threading.Lock()
-        self._file_keys: tuple[bytes, ...] = ()
-        self._stamp: tuple[float, int] | None = None
+        self._file: WatchedFile[Keys] | None = None
         if path is not None:
-            self._reload()
+            self._file = WatchedFile(path, "webhook secrets file", _file_keys(path),
+                                     error=SecretsError)
 
     @classmethod
     def from_environment(cls, path: str | None = None,
@@ -145,45 +179,25 @@ class KeyRing:
         secrets = [s for s in raw.replace(",", " ").split() if s]
         return cls(secrets, path=path)
 
+    def all(self) -> Keys:
+        """Every active key of both schemes (a file's as it reads now)."""
+        if self._file is None:
+            return self._given
+        return self._given + self._file.value()
+
     def keys(self) -> tuple[bytes, ...]:
-        if self.path is not None:
-            try:
-                self._reload()
-            except SecretsError as exc:
-                # A file being rewritten or mistyped while the server runs: the keys read
-                # last stay in force (refusing every sender would be an outage), and the
-                # log says why the new ones were not taken.
-                _log.error("webhook_secrets.unreadable", error=str(exc))
-        return self._given + self._file_keys
+        """The active keys of ``Concordia-Signature``."""
+        return self.all().concordia
 
     def __bool__(self) -> bool:
-        return bool(self.keys())
-
-    def _reload(self) -> None:
-        assert self.path is not None
-        try:
-            st = os.stat(self.path)
-        except OSError as exc:
-            raise SecretsError(f"webhook secrets file {self.path}: {exc.strerror}") from None
-        stamp = (st.st_mtime, st.st_size)
-        with self._lock:
-            if stamp == self._stamp:
-                return
-            self._stamp = stamp  # tried once per version of the file
-            try:
-                with open(self.path, encoding="utf-8") as f:
-                    lines = [line.split("#", 1)[0].strip() for line in f]
-            except (OSError, UnicodeDecodeError) as exc:
-                raise SecretsError(f"webhook secrets file {self.path}: {exc}") from None
-            self._file_keys = _checked([s for s in lines if s], self.path)
+        return bool(self.all())
 
     def verify(self, header: str | None, body: bytes, ce_headers: Mapping[str, str] | None,
                now: float, tolerance: float = DEFAULT_TOLERANCE) -> int:
         """Check a request's signature; return its timestamp or raise SignatureError."""
         keys = self.keys()
         if not keys:
-            raise SignatureError("unconfigured", "this server has no webhook secrets: set "
-                                                 f"{ENV_SECRETS} or --webhook-secrets-file")
+            raise SignatureError("unconfigured", unconfigured(HEADER))
         parsed = parse_header(header)
         if abs(now - parsed.timestamp) > tolerance:
             raise SignatureError("expired", f"the signature's timestamp {parsed.timestamp} "
@@ -197,7 +211,7 @@ class KeyRing:
             for candidate in parsed.signatures:
                 # Every pair is compared (no early exit): the time taken says nothing of
                 # which key matched or how much of a signature was right.
-                matched |= hmac.compare_digest(expected, candidate)
+                matched |= hmac.compare_digest(expected.encode(), candidate.encode())
         if not matched:
             raise SignatureError("mismatch", "the signature does not match the request under "
                                              "any active key (sign t, '.', then the exact "
@@ -205,12 +219,47 @@ class KeyRing:
         return parsed.timestamp
 
 
-def _checked(secrets: Iterable[str], where: str) -> tuple[bytes, ...]:
-    out = []
+def unconfigured(header: str) -> str:
+    """Why a request signed in ``header``'s scheme cannot be checked here."""
+    kind = "whsec_ " if header != HEADER else ""
+    return (f"this server has no {kind}webhook secrets to check {header} with: set "
+            f"{ENV_SECRETS} or --webhook-secrets-file")
+
+
+def parse_secrets(secrets: Iterable[str], where: str) -> Keys:
+    """The keys of configured secrets; a :class:`SecretsError` for one that is unusable."""
+    concordia: list[bytes] = []
+    standard: list[bytes] = []
     for secret in secrets:
+        if secret.startswith(STANDARD_PREFIX):
+            standard.append(_standard_key(secret, where))
+            continue
         if len(secret) < MIN_SECRET_LENGTH:
-            raise SecretsError(f"webhook secret from {where} is {len(secret)} characters long; "
-                            f"use at least {MIN_SECRET_LENGTH} random ones "
-                            "(e.g. `openssl rand -hex 32`)")
-        out.append(secret.encode())
-    return tuple(out)
+            raise SecretsError(f"webhook secret from {where} is {len(secret)} characters "
+                               f"long; use at least {MIN_SECRET_LENGTH} random ones "
+                               "(e.g. `openssl rand -hex 32`)")
+        concordia.append(secret.encode())
+    return Keys(tuple(concordia), tuple(standard))
+
+
+def _standard_key(secret: str, where: str) -> bytes:
+    encoded = secret[len(STANDARD_PREFIX):]
+    try:
+        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise SecretsError(f"webhook secret from {where} starts with {STANDARD_PREFIX} but "
+                           "the rest is not base64") from None
+    if len(key) < MIN_STANDARD_KEY_BYTES:
+        raise SecretsError(f"webhook secret from {where} ({STANDARD_PREFIX}...) is a key of "
+                           f"{len(key)} bytes; Standard Webhooks keys have at least "
+                           f"{MIN_STANDARD_KEY_BYTES} (e.g. `whsec_$(openssl rand -base64 "
+                           "32)`)")
+    return key
+
+
+def _file_keys(path: str) -> Callable[[bytes], Keys]:
+    def parse(raw: bytes) -> Keys:
+        lines = [line.split("#", 1)[0].strip() for line in raw.decode("utf-8").splitlines()]
+        return parse_secrets([s for s in lines if s], path)
+
+    return parse

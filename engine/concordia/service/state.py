@@ -1,4 +1,5 @@
-"""What every route of one app shares: the engine, the webhook keys, the metrics, the limits."""
+"""What every route of one app shares: the engine, the credentials and webhook keys, the
+metrics, the limits."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 
 from concordia.runtime.aengine import AsyncEngine
+from concordia.service.credentials import Credentials
+from concordia.service.guard import allowed_hosts
 from concordia.service.limits import DEFAULT_MAX_BODY
 from concordia.service.metrics import Metrics
 from concordia.service.signatures import DEFAULT_TOLERANCE, KeyRing
@@ -23,6 +26,10 @@ class ServiceOptions:
     - ``max_body``: the largest request body taken, in bytes.
     - ``tolerance``: seconds a webhook signature's timestamp may be from this clock.
     - ``keys``: the active webhook secrets.
+    - ``credentials``: the API tokens and JWT verifier that authenticate requests; with
+      none, nothing does (every route but health and the page's shell answers 401),
+      unless ``insecure_no_auth``, which lets every request through unauthenticated.
+    - ``allowed_hosts``: the ``Host`` names answered (loopback names by default).
     """
 
     worker: bool = True
@@ -31,6 +38,9 @@ class ServiceOptions:
     max_body: int = DEFAULT_MAX_BODY
     tolerance: float = DEFAULT_TOLERANCE
     keys: KeyRing = field(default_factory=KeyRing)
+    credentials: Credentials = field(default_factory=Credentials)
+    insecure_no_auth: bool = False
+    allowed_hosts: frozenset[str] = field(default_factory=allowed_hosts)
 
 
 @dataclass

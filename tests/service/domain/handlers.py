@@ -63,3 +63,19 @@ def unhold(ctx: Any) -> None:
 @registry.action("shop.confirm")
 def confirm(ctx: Any) -> dict[str, Any]:
     return {"confirmed": ctx.input["order_id"]}
+
+
+@registry.action("shop.pack")
+def pack(ctx: Any) -> dict[str, Any]:
+    return {"packed": ctx.item}
+
+
+@registry.compensation("shop.unpack")
+def unpack(ctx: Any) -> None:
+    return None
+
+
+@registry.action("shop.dispatch")
+def dispatch(ctx: Any) -> dict[str, Any]:
+    _fails(ctx, "dispatch")
+    return {"dispatched": ctx.input["order_id"]}

@@ -1,11 +1,27 @@
 // Concordia's page: draws the runs list, a run, and a saga from the JSON API.
 // Plain JavaScript, no build step. Text from the API is set with textContent, never as
 // HTML; the only markup inserted is the diagram SVG the server draws (its text escaped).
+// Every API call carries the API token (or JWT) as an Authorization header; the token
+// lives in this tab's sessionStorage, never in a cookie, so no other site can use it.
 "use strict";
 
 const ACTIVE = new Set(["running", "waiting", "suspended"]);
 const REFRESH_MS = 2000;
+const TOKEN_KEY = "concordia.token";
 let timer = null;
+
+function token() { return sessionStorage.getItem(TOKEN_KEY); }
+
+// A token handed over in the address's fragment (/ui/#token=..., never sent to a server)
+// is kept for this tab and taken out of the address, its history and its bookmarks.
+function tokenFromAddress() {
+  const match = location.hash.match(/^#token=([A-Za-z0-9\-._~+/]+=*)$/);
+  if (!match) return;
+  sessionStorage.setItem(TOKEN_KEY, match[1]);
+  history.replaceState(null, "", location.pathname + location.search);
+}
+
+class SignInNeeded extends Error {}
 
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
@@ -23,7 +39,15 @@ function el(tag, attrs, ...children) {
 }
 
 async function api(path, accept) {
-  const response = await fetch(path, { headers: { Accept: accept || "application/json" } });
+  const headers = { Accept: accept || "application/json" };
+  if (token()) headers.Authorization = `Bearer ${token()}`;
+  const response = await fetch(path, { headers, credentials: "omit" });
+  if (response.status === 401) {
+    let detail = "this server needs an API token";
+    try { detail = (await response.json()).detail || detail; } catch (e) { /* not JSON */ }
+    signIn(token() ? `The token was refused: ${detail}` : "");
+    throw new SignInNeeded(detail);
+  }
   if (!response.ok) {
     let detail = response.statusText;
     try { detail = (await response.json()).detail || detail; } catch (e) { /* not JSON */ }
@@ -55,7 +79,42 @@ function repeat(fn) {
 }
 
 function fail(error) {
+  if (error instanceof SignInNeeded) return;  // the sign-in form is showing
   main().replaceChildren(el("p", { class: "error" }, String(error.message || error)));
+}
+
+// -- the token ------------------------------------------------------------------------
+
+function signIn(message) {
+  if (timer) clearTimeout(timer);
+  sessionStorage.removeItem(TOKEN_KEY);
+  showSignOut();
+  // Several calls refused at once: the first one's message stays.
+  if (document.getElementById("token-form") && !message) return;
+  const input = el("input", { type: "password", id: "token-input", name: "token", size: 48,
+                              autocomplete: "off", required: "", "aria-label": "API token" });
+  const form = el("form", { id: "token-form", class: "sign-in" },
+    el("h1", {}, "API token"),
+    el("p", { class: "muted" }, "This server needs an API token or a JWT with the ",
+       el("code", {}, "concordia.read"), " scope (",
+       el("code", {}, "concordia.operate"), " to start, cancel and retry runs). It is kept " +
+       "in this tab only, and sent as an Authorization header."),
+    message ? el("p", { class: "error", id: "token-error" }, message) : null,
+    el("p", {}, input, " ", el("button", { type: "submit" }, "Use it")));
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    sessionStorage.setItem(TOKEN_KEY, input.value.trim());
+    showSignOut();
+    navigation();
+    route();
+  });
+  main().replaceChildren(form);
+  input.focus();
+}
+
+function showSignOut() {
+  const link = document.getElementById("sign-out");
+  link.hidden = !token();
 }
 
 // -- the runs list --------------------------------------------------------------------
@@ -98,13 +157,14 @@ async function runsPage() {
       body.replaceChildren(...page.runs.map((r) => el("tr", { id: `run-${r.id}`, "data-status": r.status },
         el("td", { class: "mono" }, el("a", { href: `/ui/runs/${r.id}` }, r.id)),
         el("td", {}, el("a", { href: `/ui/sagas/${r.saga}` }, `${r.saga} v${r.version}`)),
-        el("td", {}, badge(r.status)), el("td", {}, r.state_label),
+        el("td", {}, badge(r.status)), el("td", {}, r.state),
         el("td", { class: "mono" }, r.correlation_id), el("td", {}, time(r.created_at)),
         el("td", {}, time(r.updated_at)))));
       if (!page.runs.length) body.append(el("tr", {}, el("td", { colspan: 7, class: "muted" }, "no runs")));
       more.replaceChildren(page.next ? el("a", { href: "/ui/?" + page.next.split("?")[1], id: "older" }, "older runs →") : "");
       document.getElementById("live").textContent = `live · ${new Date().toLocaleTimeString()}`;
     } catch (error) {
+      if (error instanceof SignInNeeded) return;  // no more refreshes until it has one
       document.getElementById("live").textContent = String(error.message);
     }
     if (!query.get("before")) repeat(refresh);
@@ -130,9 +190,9 @@ function timeline(run) {
   const rows = run.history.map((h, i) => el("tr", {
       class: `timeline-entry kind-${h.kind.replace(".", "-")}`, "data-kind": h.kind,
       id: `entry-${i}` },
-    el("td", {}, time(h.at)), el("td", { class: "mono" }, h.kind),
-    el("td", {}, h.step || ""), el("td", {}, h.attempt || ""),
-    el("td", { class: h.detail && h.detail.error ? "error" : "" }, detailText(h.kind, h.detail))));
+    el("td", {}, time(h.at)), el("td", { class: "mono kind" }, h.kind),
+    el("td", { class: "nowrap" }, h.step || ""), el("td", {}, h.attempt || ""),
+    el("td", { class: h.detail && h.detail.error ? "error" : "wrap" }, detailText(h.kind, h.detail))));
   return el("table", { id: "timeline" }, el("thead", {}, el("tr", {},
     ["time", "what", "step", "attempt", "detail"].map((h) => el("th", {}, h)))),
     el("tbody", {}, rows));
@@ -155,8 +215,9 @@ function stepsTable(run) {
   return el("table", { id: "steps" }, el("thead", {}, el("tr", {},
     ["step", "status", "attempts", "compensation", "error"].map((h) => el("th", {}, h)))),
     el("tbody", {}, run.steps.map((s) => el("tr", { "data-step": s.name },
-      el("td", {}, s.name), el("td", {}, s.status), el("td", {}, s.attempt),
-      el("td", {}, s.compensation ? `${s.compensation.status} (${s.compensation.attempt})` : ""),
+      el("td", { class: "nowrap" }, s.name), el("td", { class: "nowrap" }, s.status),
+      el("td", {}, s.attempt),
+      el("td", { class: "nowrap" }, s.compensation ? `${s.compensation.status} (${s.compensation.attempt})` : ""),
       el("td", { class: "error" }, s.error || (s.compensation && s.compensation.error) || "")))));
 }
 
@@ -180,8 +241,7 @@ async function runPage(id) {
     diagram.innerHTML = svg;  // drawn by the server, every text escaped there
     const facts = el("dl", { class: "facts" },
       el("dt", {}, "status"), el("dd", { id: "run-status" }, badge(run.status)),
-      el("dt", {}, "state"), el("dd", { id: "run-state" }, run.state_label,
-                                 el("span", { class: "muted mono" }, ` (${run.state})`)),
+      el("dt", {}, "state"), el("dd", { id: "run-state" }, run.state),
       el("dt", {}, "correlation id"), el("dd", { class: "mono", id: "correlation" }, run.correlation_id),
       el("dt", {}, "causation id"), el("dd", { class: "mono" }, run.causation_id || "—"),
       el("dt", {}, "started"), el("dd", {}, time(run.created_at)),
@@ -227,6 +287,7 @@ async function sagaPage(name) {
 // -- routing ----------------------------------------------------------------------------
 
 async function navigation() {
+  showSignOut();
   try {
     const sagas = (await api("/sagas")).sagas;
     document.getElementById("saga-links").replaceChildren(...sagas.map((s) =>
@@ -245,4 +306,12 @@ async function route() {
   } catch (error) { fail(error); }
 }
 
-document.addEventListener("DOMContentLoaded", () => { navigation(); route(); });
+document.addEventListener("DOMContentLoaded", () => {
+  tokenFromAddress();
+  document.getElementById("sign-out").addEventListener("click", (e) => {
+    e.preventDefault();
+    signIn("");
+  });
+  navigation();
+  route();
+});
