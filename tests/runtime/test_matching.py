@@ -199,3 +199,17 @@ def test_the_index_never_hides_a_matching_event(source: str, inputs: dict[str, A
     run, event = run_scope(**inputs), event_scope(**data)
     assert spec.matches({**run, **event}) is True
     assert found_by_index(spec.run_key(run), spec.event_key(event))
+
+
+def test_a_long_key_is_its_digest_on_both_sides() -> None:
+    # An await key is indexed, and an index entry has a size limit on some stores: a long
+    # one is kept as its digest, the same for the run and the event.
+    spec = compile_match("event.data.id == input.id")
+    long = "x" * 5000
+    run_key = spec.run_key(run_scope(id=long))
+    assert run_key is not None
+    assert run_key.startswith("sha256:")
+    assert len(run_key) == len("sha256:") + 64
+    assert run_key == spec.event_key(event_scope(id=long))
+    assert run_key != spec.run_key(run_scope(id=long + "y"))
+    assert spec.run_key(run_scope(id="x" * 100)) == '"' + "x" * 100 + '"'  # short: as is

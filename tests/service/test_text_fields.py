@@ -233,10 +233,6 @@ def test_a_ready_server_names_its_kind_of_store_only(servers: dict[str, Served])
                                   "postgres": "postgresql"}[name]
 
 
-@pytest.mark.xfail(strict=True, reason="an await's match key longer than a PostgreSQL index "
-                   "entry holds (about 2.7 KB) makes the worker fail the run's every pass on "
-                   "PostgreSQL, while SQLite and memory suspend it: the store's awaits index "
-                   "must take any key the runtime makes (runtime/store, not the API)")
 def test_a_long_await_key_suspends_the_run_on_every_store(
         servers: dict[str, Served]) -> None:
     statuses = {}

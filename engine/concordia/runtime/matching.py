@@ -11,6 +11,7 @@ evaluated on every candidate before it resumes.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -73,8 +74,17 @@ def compile_match(source: str | None) -> MatchSpec:
     return MatchSpec(full, None, None)
 
 
+# The longest key kept as it is. Keys are indexed for the await lookup, and an index entry
+# has a size limit (PostgreSQL's btree: about 2.7 KB): a longer key is kept as its digest,
+# the same on both sides of the match, so every store finds the same awaits.
+MAX_KEY = 256
+
+
 def _key(value: Any) -> str:
-    return json.dumps(_canonical(value), sort_keys=True, separators=(",", ":"))
+    text = json.dumps(_canonical(value), sort_keys=True, separators=(",", ":"))
+    if len(text) <= MAX_KEY:
+        return text
+    return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _canonical(value: Any) -> Any:
