@@ -28,6 +28,7 @@ from typing import Any, TypeVar, Unpack
 
 from concordia.clock import SystemClock
 from concordia.definitions.catalog import Catalog
+from concordia.definitions.models import Saga
 from concordia.events.bus import AsyncBus
 from concordia.events.envelope import Envelope
 from concordia.registry import Registry
@@ -43,11 +44,10 @@ from concordia.runtime.invoke import (
     Outcome,
 )
 from concordia.runtime.leases import LeaseKeeper
-from concordia.runtime.views import RunView, read_list
+from concordia.runtime.views import RunDetail, RunView, make_view, read_list
 from concordia.runtime.worker import Worker
 from concordia.store.aio import AsyncStore
 from concordia.store.base import RunQueries, Store
-from concordia.store.records import RunRecord
 
 T = TypeVar("T")
 
@@ -285,6 +285,23 @@ class AsyncEngine:
                         limit: int = 100) -> list[RunView]:
         return await self._drive(read_list(status, saga, limit))
 
+    async def run_detail(self, run_id: str) -> RunDetail:
+        """A run with the causation chain of each event it emitted or received, and of
+        its own cause (see :class:`~concordia.runtime.views.RunDetail`)."""
+        return await self._drive(self.core.detail(run_id))
+
+    def versions(self) -> dict[str, dict[int, Saga]]:
+        """Every saga version this engine runs, by name and version."""
+        return self.core.versions()
+
+    def definition(self, saga: str, version: int | None = None) -> Saga:
+        """A saga's definition (the latest version unless ``version`` is given)."""
+        return self.core.book.saga(saga, version)
+
+    def state_labels(self, saga: str, version: int) -> dict[str, str]:
+        """The saga version's state names as its author would say them, by state."""
+        return self.core.state_labels(saga, version)
+
     async def resolve_run_id(self, prefix: str) -> str:
         return await self._drive(self.core.resolve_run_id(prefix))
 
@@ -298,12 +315,13 @@ class AsyncEngine:
 
     async def page_runs(self, *, saga: str | None = None, status: str | None = None,
                         correlation_id: str | None = None, before: str | None = None,
-                        limit: int = 50) -> list[RunRecord] | None:
-        """Runs newest first under the filters given, continuing after run ``before``
-        (None: no such run)."""
+                        limit: int = 50) -> list[RunView] | None:
+        """Runs newest first under the filters given (without their steps and history),
+        continuing after run ``before`` (None: no such run)."""
         queries = self._queries()
-        return await self.astore.read(
+        runs = await self.astore.read(
             lambda _: queries.page_runs(saga, status, correlation_id, before, limit))
+        return None if runs is None else [make_view((), r, [], [], [], []) for r in runs]
 
     async def run_counts(self) -> list[tuple[str, str, int]]:
         """(saga, status, how many runs) for every pair that has runs."""

@@ -21,7 +21,8 @@ import structlog
 
 from concordia.clock import Clock, SystemClock
 from concordia.definitions.catalog import Catalog
-from concordia.errors import ConcordiaError, StoreError, UnknownRunError
+from concordia.definitions.models import Saga
+from concordia.errors import ConcordiaError, StoreError, UnknownRunError, UnknownSagaError
 from concordia.events.bus import Bus
 from concordia.registry import Registry
 from concordia.runtime import transitions
@@ -32,7 +33,7 @@ from concordia.runtime.effects import Flow, pass_over, read, send, sleep, write
 from concordia.runtime.executor import Executor
 from concordia.runtime.liveness import is_dead
 from concordia.runtime.run_pass import PassResult
-from concordia.runtime.views import RunView, created_view, read_view
+from concordia.runtime.views import RunDetail, RunView, created_view, read_view, received_ids
 from concordia.store import open_store
 from concordia.store.base import Store
 from concordia.store.records import Loaded, RunRecord
@@ -210,21 +211,62 @@ class Core:
             if failed:
                 return sent
 
-    def causation_chain(self, event_id: str) -> Flow[list[dict[str, Any]]]:
-        """The event and its causes, oldest first (the trigger → ... → this event)."""
+    def causation_chain(self, event_id: str,
+                        known: dict[str, dict[str, Any] | None] | None = None
+                        ) -> Flow[list[dict[str, Any]]]:
+        """The event and its causes, oldest first (the trigger → ... → this event).
+        ``known`` holds the events read so far (chains share their causes)."""
+        known = {} if known is None else known
         chain: list[dict[str, Any]] = []
         seen: set[str] = set()
         current: str | None = event_id
         while current and current not in seen:
             seen.add(current)
-            event_id = current
-            envelope = yield from read(lambda s: s.get_event(event_id))  # noqa: B023
+            wanted = current
+            if wanted not in known:
+                known[wanted] = yield from read(lambda s: s.get_event(wanted))  # noqa: B023
+            envelope = known[wanted]
             if envelope is None:
                 break
             chain.append(envelope)
             current = envelope.get("causationid")
         chain.reverse()
         return chain
+
+    def detail(self, run_id: str) -> Flow[RunDetail]:
+        """A run and the causation chain of each event it emitted or received and of its
+        own cause, in one flow (the chains' shared causes read once)."""
+        view = yield from self.view(run_id)
+        known: dict[str, dict[str, Any] | None] = {}
+        chains: dict[str, list[dict[str, Any]]] = {}
+        for event in view.events:
+            chains[event["id"]] = yield from self.causation_chain(event["id"], known)
+        received = []
+        for event_id in received_ids(view):
+            chain = yield from self.causation_chain(event_id, known)
+            if chain:  # a chain ends with its event
+                received.append(chain[-1])
+                chains[event_id] = chain
+        cause = view.causation_id
+        if cause and cause not in chains:
+            chains[cause] = yield from self.causation_chain(cause, known)
+        return RunDetail(view, chains, received)
+
+    def versions(self) -> dict[str, dict[int, Saga]]:
+        """Every saga version the engine runs (the definitions', and those only runs in
+        the store still use), by name and version."""
+        out: dict[str, dict[int, Saga]] = {}
+        for (name, version), compiled in sorted(self.book.compiled.items()):
+            out.setdefault(name, {})[version] = compiled.saga
+        return out
+
+    def state_labels(self, saga: str, version: int) -> dict[str, str]:
+        """The saga's state names as its author would say them (``reserve + notify``,
+        ``undo charge``), by machine state; none for a version the engine cannot run."""
+        try:
+            return self.book.of(saga, version).labels
+        except UnknownSagaError:
+            return {}
 
 
 # -- what both shells share ------------------------------------------------------------------

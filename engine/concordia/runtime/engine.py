@@ -17,6 +17,7 @@ from typing import Any, TypeVar, Unpack
 
 from concordia.clock import Clock
 from concordia.definitions.catalog import Catalog
+from concordia.definitions.models import Saga
 from concordia.events.bus import Bus
 from concordia.events.envelope import Envelope
 from concordia.registry import Registry
@@ -27,7 +28,7 @@ from concordia.runtime.delivery import Delivery
 from concordia.runtime.effects import Flow, drive
 from concordia.runtime.invoke import HandlerPool, Invocation, Invoker, Outcome
 from concordia.runtime.leases import LeaseKeeper
-from concordia.runtime.views import RunView, read_list
+from concordia.runtime.views import RunDetail, RunView, read_list
 from concordia.store.base import Store
 
 T = TypeVar("T")
@@ -247,6 +248,23 @@ class Engine:
     def list_runs(self, status: str | None = None, saga: str | None = None,
                   limit: int = 100) -> list[RunView]:
         return self._drive(read_list(status, saga, limit))
+
+    def run_detail(self, run_id: str) -> RunDetail:
+        """A run with the causation chain of each event it emitted or received, and of
+        its own cause (see :class:`~concordia.runtime.views.RunDetail`)."""
+        return self._drive(self.core.detail(run_id))
+
+    def versions(self) -> dict[str, dict[int, Saga]]:
+        """Every saga version this engine runs, by name and version."""
+        return self.core.versions()
+
+    def definition(self, saga: str, version: int | None = None) -> Saga:
+        """A saga's definition (the latest version unless ``version`` is given)."""
+        return self.core.book.saga(saga, version)
+
+    def state_labels(self, saga: str, version: int) -> dict[str, str]:
+        """The saga version's state names as its author would say them, by state."""
+        return self.core.state_labels(saga, version)
 
     def resolve_run_id(self, prefix: str) -> str:
         """The id of the one run whose id starts with ``prefix``."""

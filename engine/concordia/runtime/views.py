@@ -91,6 +91,22 @@ class RunView:
                 if h.kind == Kind.STEP_SUCCEEDED and h.step is not None]
 
 
+@dataclass(frozen=True)
+class RunDetail:
+    """A run with what explains it: each event it emitted or received, and its own cause,
+    with its causation chain (oldest first, ending with the event itself)."""
+
+    view: RunView
+    chains: dict[str, list[dict[str, Any]]]
+    received: list[dict[str, Any]]  # the events that resumed its awaits, in order
+
+
+def received_ids(view: RunView) -> list[str]:
+    """The ids of the events that resumed the run's awaits, in the order they did."""
+    return [str(h.detail["event_id"]) for h in view.history
+            if h.kind == Kind.AWAIT_RESUMED and h.detail.get("event_id")]
+
+
 def make_view(order: Iterable[str], run: RunRecord, steps: Iterable[StepRecord],
               history: list[HistoryEntry], events: list[dict[str, Any]],
               decisions: list[dict[str, Any]],

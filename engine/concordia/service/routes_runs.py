@@ -7,7 +7,6 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from concordia.errors import UnknownSagaError
 from concordia.runtime.views import RunView
 from concordia.service import idempotency, runs_json
 from concordia.service.bodies import body_schema, json_body
@@ -18,7 +17,6 @@ from concordia.service.problems import Problem, problem_responses
 from concordia.service.state import Service, Svc
 from concordia.status import RunStatus
 from concordia.store.base import ConflictError
-from concordia.store.records import RunRecord
 
 router = APIRouter(tags=["runs"])
 RunId = Annotated[Text, Path(min_length=1, max_length=MAX_NAME, description="the run's id")]
@@ -134,21 +132,9 @@ async def list_runs(svc: Svc, request: Request,
             responses=problem_responses(404, 422, *_DENIED),
             openapi_extra=access(Access.READ))
 async def get_run(run_id: RunId, svc: Svc) -> dict[str, Any]:
-    engine = svc.engine
-    view = await engine.get_run(run_id)
-    chains: dict[str, list[dict[str, Any]]] = {}
-    for event in view.events:
-        chains[event["id"]] = await engine.causation_chain(event["id"])
-    received = []
-    for event_id in runs_json.received_ids(view):
-        # A chain ends with its event: one read gives the event and its causes.
-        chain = await engine.causation_chain(event_id)
-        if chain:
-            received.append(chain[-1])
-            chains[event_id] = chain
-    if view.causation_id and view.causation_id not in chains:
-        chains[view.causation_id] = await engine.causation_chain(view.causation_id)
-    return runs_json.detail(view, chains, _labels(svc, view), received)
+    found = await svc.engine.run_detail(run_id)
+    return runs_json.detail(found.view, found.chains, _labels(svc, found.view),
+                            found.received)
 
 
 @router.get("/runs/{run_id}/graph", summary="The run's saga diagram, coloured by the run",
@@ -159,7 +145,7 @@ async def get_run(run_id: RunId, svc: Svc) -> dict[str, Any]:
 async def run_graph(run_id: RunId, svc: Svc,
                     format: Literal["svg", "mermaid"] = "svg") -> Response:
     view = await svc.engine.get_run(run_id)
-    saga = svc.engine.core.book.of(view.saga, view.version).saga
+    saga = svc.engine.definition(view.saga, view.version)
     return diagram_response(draw(saga, format, view), format)
 
 
@@ -186,11 +172,8 @@ async def retry_run(run_id: RunId, _body: Annotated[RetryRun, Depends(json_body(
     return runs_json.summary(view, _labels(svc, view))
 
 
-def _labels(svc: Service, run: RunView | RunRecord) -> dict[str, str]:
+def _labels(svc: Service, run: RunView) -> dict[str, str]:
     """The run's saga's state names (none for a version this server cannot compile)."""
-    try:
-        return svc.engine.core.book.of(run.saga, run.version).labels
-    except UnknownSagaError:
-        return {}
+    return svc.engine.state_labels(run.saga, run.version)
 
 

@@ -28,10 +28,7 @@ _DENIED = (401, 403, 421)
 
 
 def versions_of(svc: Service) -> dict[str, dict[int, Saga]]:
-    out: dict[str, dict[int, Saga]] = {}
-    for (name, version), compiled in svc.engine.core.book.compiled.items():
-        out.setdefault(name, {})[version] = compiled.saga
-    return out
+    return svc.engine.versions()
 
 
 def _versions(svc: Service, name: str) -> dict[int, Saga]:

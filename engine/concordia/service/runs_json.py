@@ -19,7 +19,7 @@ from typing import Any
 
 from concordia.runtime.views import RunView
 from concordia.status import Kind
-from concordia.store.records import Attempted, RunRecord, StepRecord
+from concordia.store.records import Attempted, StepRecord
 from concordia.timestamps import format_timestamp
 
 _ERROR_KINDS = (Kind.STEP_FAILED, Kind.STEP_RETRY_SCHEDULED, Kind.COMPENSATION_FAILED,
@@ -32,7 +32,7 @@ def when(at: float | None) -> str | None:
     return None if at is None else format_timestamp(datetime.fromtimestamp(at, UTC))
 
 
-def summary(run: RunView | RunRecord, labels: Mapping[str, str] | None = None
+def summary(run: RunView, labels: Mapping[str, str] | None = None
             ) -> dict[str, Any]:
     """A run without its steps and history; ``labels`` names the compiled machine's states
     as the saga does (``charge``, ``undo charge``)."""
@@ -58,12 +58,6 @@ def step_json(s: Attempted) -> dict[str, Any]:
             "items": s.items if isinstance(s, StepRecord) else None,
             "started_at": when(s.started_at), "finished_at": when(s.finished_at),
             "compensation": compensation}
-
-
-def received_ids(view: RunView) -> list[str]:
-    """The ids of the events that resumed the run's awaits, in the order they did."""
-    return [str(h.detail["event_id"]) for h in view.history
-            if h.kind == Kind.AWAIT_RESUMED and h.detail.get("event_id")]
 
 
 def detail(view: RunView, chains: dict[str, list[dict[str, Any]]],
