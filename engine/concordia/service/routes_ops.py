@@ -71,7 +71,7 @@ async def readyz(svc: Svc) -> Readiness | Response:
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response,
             responses={200: {"description": "The metrics in Prometheus's text format",
                              "content": {"text/plain": {"schema": {"type": "string"}}}},
-                       **problem_responses(401, 403, 421)},
+                       **problem_responses(401, 403, 421, 503)},
             openapi_extra=access(Access.READ))
 async def metrics(svc: Svc) -> Response:
     counts = await svc.engine.run_counts()

@@ -101,7 +101,7 @@ async def start_run(body: Annotated[StartRun, Depends(json_body(StartRun))], svc
 
 
 @router.get("/runs", summary="List runs, newest first", operation_id="listRuns",
-            responses=problem_responses(400, 422, *_DENIED),
+            responses=problem_responses(400, 422, 503, *_DENIED),
             openapi_extra=access(Access.READ))
 async def list_runs(svc: Svc, request: Request,
                     saga: Annotated[Text | None, Query(max_length=MAX_NAME)] = None,
@@ -130,7 +130,7 @@ async def list_runs(svc: Svc, request: Request,
 
 @router.get("/runs/{run_id}", summary="A run: state, steps, errors, compensations, "
             "decisions, events and their causation chains", operation_id="getRun",
-            responses=problem_responses(404, 422, *_DENIED),
+            responses=problem_responses(400, 404, 422, 503, *_DENIED),
             openapi_extra=access(Access.READ))
 async def get_run(run_id: RunId, svc: Svc) -> RunDetail:
     found = await svc.engine.run_detail(run_id)
@@ -139,7 +139,8 @@ async def get_run(run_id: RunId, svc: Svc) -> RunDetail:
 
 @router.get("/runs/{run_id}/graph", summary="The run's saga diagram, coloured by the run",
             operation_id="getRunGraph", response_class=Response,
-            responses={200: DIAGRAM_RESPONSE, **problem_responses(404, 422, *_DENIED)},
+            responses={200: DIAGRAM_RESPONSE,
+                       **problem_responses(400, 404, 422, 503, *_DENIED)},
             openapi_extra=access(Access.READ))
 async def run_graph(run_id: RunId, svc: Svc,
                     format: Literal["svg", "mermaid"] = "svg") -> Response:
@@ -150,7 +151,7 @@ async def run_graph(run_id: RunId, svc: Svc,
 
 @router.post("/runs/{run_id}/cancel", status_code=202, summary="Cancel a run (it compensates)",
              operation_id="cancelRun",
-             responses=problem_responses(400, 404, 409, 422, *_OPERATE_DENIED),
+             responses=problem_responses(400, 404, 409, 422, 503, *_OPERATE_DENIED),
              openapi_extra={**access(Access.OPERATE), **body_schema(CancelRun)})
 async def cancel_run(run_id: RunId, body: Annotated[CancelRun, Depends(json_body(CancelRun))],
                      svc: Svc) -> RunSummary:
@@ -163,7 +164,7 @@ async def cancel_run(run_id: RunId, body: Annotated[CancelRun, Depends(json_body
 @router.post("/runs/{run_id}/retry", status_code=202,
              summary="Resume a run halted in compensation_failed or stuck",
              operation_id="retryRun",
-             responses=problem_responses(400, 404, 409, 422, *_OPERATE_DENIED),
+             responses=problem_responses(400, 404, 409, 422, 503, *_OPERATE_DENIED),
              openapi_extra={**access(Access.OPERATE), **body_schema(RetryRun, required=False)})
 async def retry_run(run_id: RunId, _body: Annotated[RetryRun, Depends(json_body(
                         RetryRun, empty=True))], svc: Svc) -> RunSummary:

@@ -141,7 +141,7 @@ async def list_sagas(svc: Svc) -> SagaList:
 
 
 @router.get("/sagas/{name}", summary="A saga: its versions, definitions and YAML",
-            responses=problem_responses(404, 422, *_DENIED), openapi_extra=_READ)
+            responses=problem_responses(400, 404, 422, *_DENIED), openapi_extra=_READ)
 async def get_saga(name: SagaName, svc: Svc) -> SagaDetail:
     versions = _versions(svc, name)
     return {"name": name, "latest": versions[max(versions)].version,
@@ -152,7 +152,7 @@ async def get_saga(name: SagaName, svc: Svc) -> SagaDetail:
 
 @router.get("/sagas/{name}/graph", summary="A saga's diagram (SVG or Mermaid)",
             response_class=Response,
-            responses={200: DIAGRAM_RESPONSE, **problem_responses(404, 422, *_DENIED)},
+            responses={200: DIAGRAM_RESPONSE, **problem_responses(400, 404, 422, *_DENIED)},
             openapi_extra=_READ)
 async def saga_graph(name: SagaName, svc: Svc, request: Request,
                      format: Literal["svg", "mermaid"] | None = None,
