@@ -7,9 +7,12 @@ request at a time, so the figure is the server's own work: no sockets, no HTTP c
 steps, an error, two compensations, its history); ``POST /runs`` starts an ``order`` run.
 
 Prints one JSON object per line per route: CPU µs per request (the best of ``--rounds``
-rounds of ``--n`` requests) and the answer's size.
+rounds of ``--n`` requests) and the answer's size. On a shared machine CPU time varies by
+a tenth from run to run; ``--route`` runs one route only, so that an instruction count
+(``valgrind --tool=cachegrind --cache-sim=no``, at two values of ``--n``) can compare two
+versions exactly.
 
-    .venv/bin/python bench/answers.py [--n 3000] [--rounds 5]
+    .venv/bin/python bench/answers.py [--n 3000] [--rounds 5] [--route get|post]
 """
 
 from __future__ import annotations
@@ -87,7 +90,7 @@ async def measure(app: Any, method: str, path: str, body: bytes, n: int, rounds:
     return best, size
 
 
-async def main(n: int, rounds: int) -> None:
+async def main(n: int, rounds: int, route: str | None) -> None:
     # The guard logs every operating request; what a log costs depends on where it goes,
     # which is not what this measures.
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
@@ -105,6 +108,8 @@ async def main(n: int, rounds: int) -> None:
     for name, method, path, body, expect in (
             ("GET /runs/{id}", "GET", f"/runs/{run.id}", b"", 200),
             ("POST /runs", "POST", "/runs", start, 201)):
+        if route is not None and method.lower() != route:
+            continue
         await call(app, method, path, body)  # warm up: routes, models, caches
         cpu, size = await measure(app, method, path, body, n, rounds, expect)
         print(json.dumps({"route": name, "cpu_us_per_request": round(cpu, 1),
@@ -116,5 +121,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--route", choices=["get", "post"])
     args = parser.parse_args()
-    asyncio.run(main(args.n, args.rounds))
+    asyncio.run(main(args.n, args.rounds, args.route))
