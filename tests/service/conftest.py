@@ -41,6 +41,8 @@ DOMAIN = Path(__file__).parent / "domain"
 DEFINITIONS = str(DOMAIN / "definitions")
 # a saga with a fan-out and a child saga (the page's tests), beside the shop's
 FANOUT = str(DOMAIN / "fanout")
+# a saga whose one step asks a policy (its decisions), beside the shop's
+POLICY = str(DOMAIN / "policy")
 HANDLERS = "tests.service.domain.handlers"
 SECRET = "test-secret-0123456789abcdef"
 OLD_SECRET = "old-secret-abcdef0123456789"
@@ -230,14 +232,14 @@ def event(type_: str, data: dict[str, Any], **extra: Any) -> dict[str, Any]:
 def make_app(store_url: str, *, worker: bool = True, max_body: int = 64 * 1024,
              secrets: tuple[str, ...] = (SECRET, OLD_SECRET), concurrency: int = 8,
              creds: Credentials | None = None, fanout: bool = False,
-             **options: Any) -> Any:
-    """The app over the shop domain (and the fan-out saga, if ``fanout``), taking
-    :func:`credentials` unless ``creds`` says otherwise; ``options`` are further
-    :class:`ServiceOptions`."""
+             extra: tuple[str, ...] = (), **options: Any) -> Any:
+    """The app over the shop domain (and the fan-out saga, if ``fanout``, and the
+    definition trees in ``extra``), taking :func:`credentials` unless ``creds`` says
+    otherwise; ``options`` are further :class:`ServiceOptions`."""
     from concordia.registry import load_registry
 
     metrics = Metrics()
-    definitions = [DEFINITIONS, FANOUT] if fanout else [DEFINITIONS]
+    definitions = [DEFINITIONS, *([FANOUT] if fanout else []), *extra]
     engine = build_engine(store_url, definitions, load_registry(HANDLERS) if worker else None,
                           metrics, worker=worker)
     settings = ServiceOptions(worker=worker, concurrency=concurrency, max_body=max_body,

@@ -12,7 +12,7 @@ message that says so.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import unquote
 
 from concordia.definitions.jsonsafe import JsonLoadError, load_json
@@ -22,6 +22,7 @@ from concordia.service.problems import Problem
 STRUCTURED = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
 CE_PREFIX = "ce-"
+Mode = Literal["structured", "binary"]
 
 
 def media_type(content_type: str | None) -> str:
@@ -34,7 +35,7 @@ def ce_headers(headers: Mapping[str, str]) -> dict[str, str]:
 
 
 def read_event(content_type: str | None, headers: Mapping[str, str],
-               body: bytes) -> tuple[dict[str, Any], str]:
+               body: bytes) -> tuple[dict[str, Any], Mode]:
     """The event a request carries, as a structured-mode dict, and the mode it came in."""
     media = media_type(content_type)
     ce = ce_headers(headers)

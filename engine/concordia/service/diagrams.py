@@ -3,7 +3,7 @@ draws (:mod:`concordia.machine.run_diagram`), as an HTTP answer."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from starlette.responses import Response
 
@@ -12,6 +12,11 @@ from concordia.machine.run_diagram import draw as draw_diagram
 from concordia.runtime.views import RunView
 
 Format = Literal["svg", "mermaid"]
+# A diagram route's 200 in the OpenAPI document (its only answers that are not problems).
+DIAGRAM_RESPONSE: dict[str, Any] = {
+    "description": "The diagram: SVG, or Mermaid as text",
+    "content": {"image/svg+xml": {"schema": {"type": "string"}},
+                "text/plain": {"schema": {"type": "string"}}}}
 
 
 def draw(saga: Saga, fmt: Format, view: RunView | None = None) -> str:

@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
-from starlette.responses import JSONResponse
+from pydantic import Field
+from typing_extensions import TypedDict
 
 from concordia.errors import EventError, ValueLimitError
 from concordia.events.envelope import read_envelope
 from concordia.service import standard_webhooks
-from concordia.service.cloudevents_http import STRUCTURED, ce_headers, read_event
+from concordia.service.cloudevents_http import STRUCTURED, Mode, ce_headers, read_event
 from concordia.service.fields import MAX_SOURCE, check_event
 from concordia.service.guard import Access, access
 from concordia.service.problems import Problem, problem_responses
@@ -74,11 +75,25 @@ _OPENAPI: dict[str, Any] = {
 }
 
 
+class EventAccepted(TypedDict):
+    """What delivering the event did: the runs it resumed and those it started."""
+
+    event_id: str
+    source: str
+    type: str
+    mode: Annotated[Mode, Field(description="How the event came: the whole event as the "
+                                            "body, or its attributes in ce- headers")]
+    resumed: Annotated[list[str], Field(description="The ids of the runs it resumed")]
+    started: Annotated[list[str], Field(description="The ids of the runs it started")]
+    buffered: Annotated[bool, Field(description="Kept for a while: no run awaited it yet "
+                                                "(a callback that came early)")]
+
+
 @router.post("/events", status_code=202, summary="Deliver a signed CloudEvent",
              openapi_extra=_OPENAPI,
              responses={202: {"description": "Accepted: the runs it resumed and started"},
                         **problem_responses(400, 401, 409, 413, 415, 421, 422, 503)})
-async def post_event(request: Request, svc: Svc) -> JSONResponse:
+async def post_event(request: Request, svc: Svc) -> EventAccepted:
     body = await request.body()
     headers = request.headers
     ce = ce_headers(headers)
@@ -108,10 +123,9 @@ async def post_event(request: Request, svc: Svc) -> JSONResponse:
                       "is not delivered again (a sender retrying after a lost answer may "
                       "take this as delivered)", event_id=envelope.id)
     svc.metrics.webhooks.labels("accepted").inc()
-    return JSONResponse({"event_id": envelope.id, "source": envelope.source,
-                         "type": envelope.type, "mode": mode,
-                         "resumed": delivery.resumed, "started": delivery.started,
-                         "buffered": delivery.buffered}, status_code=202)
+    return {"event_id": envelope.id, "source": envelope.source, "type": envelope.type,
+            "mode": mode, "resumed": delivery.resumed, "started": delivery.started,
+            "buffered": delivery.buffered}
 
 
 def _verify(svc: Service, headers: Mapping[str, str], body: bytes,

@@ -8,11 +8,13 @@ The two probes need no credential and show nothing of the runs or of where the s
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Annotated, Literal
 
 import structlog
 from fastapi import APIRouter
-from starlette.responses import JSONResponse, Response
+from pydantic import Field
+from starlette.responses import Response
+from typing_extensions import TypedDict
 
 from concordia.errors import ConcordiaError
 from concordia.service.guard import Access, access
@@ -25,14 +27,31 @@ READY_TIMEOUT = 5.0
 _log = structlog.get_logger("concordia.service")
 
 
+class Health(TypedDict):
+    """The process answers."""
+
+    status: Literal["ok"]
+
+
+class Readiness(TypedDict):
+    """The store answers, and the worker runs if this server has one."""
+
+    status: Literal["ready"]
+    store: Annotated[str, Field(description="The store's kind (its URL's scheme: `sqlite`, "
+                                            "`postgresql`, `memory`), nothing more")]
+    worker: Annotated[bool, Field(description="Whether this server drives runs itself "
+                                              "(else separate workers do)")]
+
+
 @router.get("/healthz", summary="The process answers", openapi_extra=access(Access.HEALTH))
-async def healthz() -> dict[str, Any]:
+async def healthz() -> Health:
     return {"status": "ok"}
 
 
 @router.get("/readyz", summary="The store answers (and the worker runs, if any)",
-            responses=problem_responses(503), openapi_extra=access(Access.HEALTH))
-async def readyz(svc: Svc) -> Response:
+            response_model=Readiness, responses=problem_responses(503),
+            openapi_extra=access(Access.HEALTH))
+async def readyz(svc: Svc) -> Readiness | Response:
     problems = []
     try:
         await asyncio.wait_for(svc.engine.next_wake_at(), READY_TIMEOUT)
@@ -45,13 +64,14 @@ async def readyz(svc: Svc) -> Response:
         problems.append("the worker is not running")
     if problems:
         return response(Problem(503, "not-ready", "; ".join(problems)))
-    return JSONResponse({"status": "ready", "store": _kind(svc.engine.store.url),
-                         "worker": svc.options.worker})
+    return {"status": "ready", "store": _kind(svc.engine.store.url),
+            "worker": svc.options.worker}
 
 
-@router.get("/metrics", summary="Prometheus metrics",
-            responses={200: {"content": {"text/plain": {}}},
-                       **problem_responses(401, 403, 421)},
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response,
+            responses={200: {"description": "The metrics in Prometheus's text format",
+                             "content": {"text/plain": {"schema": {"type": "string"}}}},
+                       **problem_responses(401, 403, 421, 503)},
             openapi_extra=access(Access.READ))
 async def metrics(svc: Svc) -> Response:
     counts = await svc.engine.run_counts()

@@ -8,12 +8,13 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from concordia.runtime.views import RunView
-from concordia.service import idempotency, runs_json
+from concordia.service import idempotency
 from concordia.service.bodies import body_schema, json_body
-from concordia.service.diagrams import diagram_response, draw
+from concordia.service.diagrams import DIAGRAM_RESPONSE, diagram_response, draw
 from concordia.service.fields import MAX_NAME, Text, check_json
 from concordia.service.guard import Access, access
 from concordia.service.problems import Problem, problem_responses
+from concordia.service.run_models import RunDetail, RunPage, RunSummary, detail, summary
 from concordia.service.state import Service, Svc
 from concordia.status import RunStatus
 from concordia.store.base import ConflictError
@@ -61,14 +62,15 @@ _OPERATE_DENIED = (*_DENIED, 415)
 @router.post("/runs", status_code=201, summary="Start a run", operation_id="startRun",
              responses={201: {"description": "Started", "links": _RUN_LINKS},
                         200: {"description": "Started before, by a request with the same "
-                                             "Idempotency-Key", "links": _RUN_LINKS},
+                                             "Idempotency-Key", "links": _RUN_LINKS,
+                              "model": RunSummary},
                         **problem_responses(400, 404, 413, 422, 503, *_OPERATE_DENIED)},
              openapi_extra={**access(Access.OPERATE), **body_schema(StartRun)})
 async def start_run(body: Annotated[StartRun, Depends(json_body(StartRun))], svc: Svc,
                     response: Response,
                     idempotency_key: Annotated[str | None, Header(
                         alias="Idempotency-Key", description="a retried request with the "
-                        "same key starts one run, not two")] = None) -> dict[str, Any]:
+                        "same key starts one run, not two")] = None) -> RunSummary:
     engine = svc.engine
     check_json(body.input, "body/input")
     run_id = None
@@ -92,14 +94,14 @@ async def start_run(body: Annotated[StartRun, Depends(json_body(StartRun))], svc
         response.status_code = 200
         response.headers["Idempotent-Replayed"] = "true"
         response.headers["Location"] = f"/runs/{run_id}"
-        return runs_json.summary(first, _labels(svc, first))
+        return summary(first, _labels(svc, first))
     svc.metrics.runs_requested.labels("started").inc()
     response.headers["Location"] = f"/runs/{view.id}"
-    return runs_json.summary(view, _labels(svc, view))
+    return summary(view, _labels(svc, view))
 
 
 @router.get("/runs", summary="List runs, newest first", operation_id="listRuns",
-            responses=problem_responses(400, 422, *_DENIED),
+            responses=problem_responses(400, 422, 503, *_DENIED),
             openapi_extra=access(Access.READ))
 async def list_runs(svc: Svc, request: Request,
                     saga: Annotated[Text | None, Query(max_length=MAX_NAME)] = None,
@@ -108,7 +110,7 @@ async def list_runs(svc: Svc, request: Request,
                     before: Annotated[Text | None, Query(
                         max_length=MAX_NAME, description="continue after this run id (the "
                         "`next` link of the previous page)")] = None,
-                    limit: Annotated[int, Query(ge=1, le=500)] = 50) -> dict[str, Any]:
+                    limit: Annotated[int, Query(ge=1, le=500)] = 50) -> RunPage:
     page = await svc.engine.page_runs(saga=saga, status=status,
                                       correlation_id=correlation_id, before=before,
                                       limit=limit + 1)
@@ -123,24 +125,22 @@ async def list_runs(svc: Svc, request: Request,
     if more:
         url = request.url.include_query_params(before=records[-1].id)
         next_link = f"{url.path}?{url.query}"
-    return {"runs": [runs_json.summary(r, _labels(svc, r)) for r in records],
-            "next": next_link}
+    return {"runs": [summary(r, _labels(svc, r)) for r in records], "next": next_link}
 
 
 @router.get("/runs/{run_id}", summary="A run: state, steps, errors, compensations, "
             "decisions, events and their causation chains", operation_id="getRun",
-            responses=problem_responses(404, 422, *_DENIED),
+            responses=problem_responses(400, 404, 422, 503, *_DENIED),
             openapi_extra=access(Access.READ))
-async def get_run(run_id: RunId, svc: Svc) -> dict[str, Any]:
+async def get_run(run_id: RunId, svc: Svc) -> RunDetail:
     found = await svc.engine.run_detail(run_id)
-    return runs_json.detail(found.view, found.chains, _labels(svc, found.view),
-                            found.received)
+    return detail(found, _labels(svc, found.view))
 
 
 @router.get("/runs/{run_id}/graph", summary="The run's saga diagram, coloured by the run",
-            operation_id="getRunGraph",
-            responses={200: {"content": {"image/svg+xml": {}, "text/plain": {}}},
-                       **problem_responses(404, 422, *_DENIED)},
+            operation_id="getRunGraph", response_class=Response,
+            responses={200: DIAGRAM_RESPONSE,
+                       **problem_responses(400, 404, 422, 503, *_DENIED)},
             openapi_extra=access(Access.READ))
 async def run_graph(run_id: RunId, svc: Svc,
                     format: Literal["svg", "mermaid"] = "svg") -> Response:
@@ -151,25 +151,25 @@ async def run_graph(run_id: RunId, svc: Svc,
 
 @router.post("/runs/{run_id}/cancel", status_code=202, summary="Cancel a run (it compensates)",
              operation_id="cancelRun",
-             responses=problem_responses(400, 404, 409, 422, *_OPERATE_DENIED),
+             responses=problem_responses(400, 404, 409, 422, 503, *_OPERATE_DENIED),
              openapi_extra={**access(Access.OPERATE), **body_schema(CancelRun)})
 async def cancel_run(run_id: RunId, body: Annotated[CancelRun, Depends(json_body(CancelRun))],
-                     svc: Svc) -> dict[str, Any]:
+                     svc: Svc) -> RunSummary:
     # No worker here: the cancellation is recorded and the compensations are left to the
     # workers (they would otherwise run in this request).
     view = await svc.engine.cancel(run_id, body.reason, advance=svc.options.worker)
-    return runs_json.summary(view, _labels(svc, view))
+    return summary(view, _labels(svc, view))
 
 
 @router.post("/runs/{run_id}/retry", status_code=202,
              summary="Resume a run halted in compensation_failed or stuck",
              operation_id="retryRun",
-             responses=problem_responses(400, 404, 409, 422, *_OPERATE_DENIED),
+             responses=problem_responses(400, 404, 409, 422, 503, *_OPERATE_DENIED),
              openapi_extra={**access(Access.OPERATE), **body_schema(RetryRun, required=False)})
 async def retry_run(run_id: RunId, _body: Annotated[RetryRun, Depends(json_body(
-                        RetryRun, empty=True))], svc: Svc) -> dict[str, Any]:
+                        RetryRun, empty=True))], svc: Svc) -> RunSummary:
     view = await svc.engine.retry(run_id, advance=svc.options.worker)
-    return runs_json.summary(view, _labels(svc, view))
+    return summary(view, _labels(svc, view))
 
 
 def _labels(svc: Service, run: RunView) -> dict[str, str]:

@@ -11,11 +11,13 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from fastapi import APIRouter, Path, Query, Request
+from pydantic import Field, WithJsonSchema
 from starlette.responses import Response
+from typing_extensions import TypedDict
 
 from concordia.definitions.identity import definition_document
 from concordia.definitions.models import Saga
-from concordia.service.diagrams import diagram_response, draw
+from concordia.service.diagrams import DIAGRAM_RESPONSE, diagram_response, draw
 from concordia.service.fields import MAX_NAME, Text
 from concordia.service.guard import Access, access
 from concordia.service.problems import Problem, problem_responses
@@ -25,6 +27,64 @@ router = APIRouter(tags=["sagas"])
 SagaName = Annotated[Text, Path(min_length=1, max_length=MAX_NAME)]
 _READ = access(Access.READ)
 _DENIED = (401, 403, 421)
+
+
+class SagaLinks(TypedDict):
+    """Where to read the saga, draw it, and see it as a page."""
+
+    self: str
+    graph: str
+    page: str
+
+
+class SagaSummary(TypedDict):
+    """A saga as its latest version says it."""
+
+    name: str
+    latest: Annotated[int, Field(description="Its latest version")]
+    versions: Annotated[list[int], Field(
+        description="The versions this server has, oldest first (a run finishes on the "
+                    "version it started with)")]
+    description: str
+    trigger: Annotated[str | None, Field(
+        description="The event type that starts a run of it, if one does")]
+    steps: Annotated[list[str], Field(description="Its steps' names, in definition order")]
+    links: SagaLinks
+
+
+class SagaList(TypedDict):
+    """The sagas this server runs, by name."""
+
+    sagas: list[SagaSummary]
+
+
+# A saga version as the engine holds it: the document whose SHA-256 is its fingerprint.
+Definition = Annotated[dict[str, Any], WithJsonSchema({
+    "type": "object", "required": ["name", "version", "steps"],
+    "properties": {"name": {"type": "string"}, "version": {"type": "integer"},
+                   "steps": {"type": "array", "items": {"type": "object"}}},
+    "additionalProperties": True,
+    "description": "The version as the engine compiled it: its canonical JSON document, "
+                   "every field with its value"})]
+
+
+class SagaVersion(TypedDict):
+    """One version of a saga: its definition, and its YAML."""
+
+    version: int
+    description: str
+    definition: Definition
+    yaml: Annotated[str, Field(
+        description="The YAML as written (for a version known only from the store, the "
+                    "stored definition as YAML)")]
+
+
+class SagaDetail(TypedDict):
+    """A saga with every version this server has, newest first."""
+
+    name: str
+    latest: int
+    versions: list[SagaVersion]
 
 
 def versions_of(svc: Service) -> dict[str, dict[int, Saga]]:
@@ -67,8 +127,8 @@ def yaml_of(saga: Saga) -> str:
 
 @router.get("/sagas", summary="The sagas this server runs",
             responses=problem_responses(*_DENIED), openapi_extra=_READ)
-async def list_sagas(svc: Svc) -> dict[str, Any]:
-    out = []
+async def list_sagas(svc: Svc) -> SagaList:
+    out: list[SagaSummary] = []
     for name, versions in sorted(versions_of(svc).items()):
         latest = versions[max(versions)]
         out.append({"name": name, "latest": latest.version, "versions": sorted(versions),
@@ -81,8 +141,8 @@ async def list_sagas(svc: Svc) -> dict[str, Any]:
 
 
 @router.get("/sagas/{name}", summary="A saga: its versions, definitions and YAML",
-            responses=problem_responses(404, 422, *_DENIED), openapi_extra=_READ)
-async def get_saga(name: SagaName, svc: Svc) -> dict[str, Any]:
+            responses=problem_responses(400, 404, 422, *_DENIED), openapi_extra=_READ)
+async def get_saga(name: SagaName, svc: Svc) -> SagaDetail:
     versions = _versions(svc, name)
     return {"name": name, "latest": versions[max(versions)].version,
             "versions": [{"version": v, "description": s.description,
@@ -91,8 +151,9 @@ async def get_saga(name: SagaName, svc: Svc) -> dict[str, Any]:
 
 
 @router.get("/sagas/{name}/graph", summary="A saga's diagram (SVG or Mermaid)",
-            responses={200: {"content": {"image/svg+xml": {}, "text/plain": {}}},
-                       **problem_responses(404, 422, *_DENIED)}, openapi_extra=_READ)
+            response_class=Response,
+            responses={200: DIAGRAM_RESPONSE, **problem_responses(400, 404, 422, *_DENIED)},
+            openapi_extra=_READ)
 async def saga_graph(name: SagaName, svc: Svc, request: Request,
                      format: Literal["svg", "mermaid"] | None = None,
                      version: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None
