@@ -28,6 +28,7 @@ class SqliteStore(SqlStore):
         self.sqlite = SqliteDialect(url, synchronous=synchronous, readonly=readonly,
                                     busy_timeout=busy_timeout)
         self.path = self.sqlite.path
+        self._conn = self.sqlite.conn  # the write connection (tests inspect its settings)
         super().__init__(url, self.sqlite, readonly=readonly)
 
     def schema_version(self) -> int:

@@ -26,15 +26,18 @@ Among = Callable[[str], str]
 Listed = Callable[[Sequence[Any]], Any]
 
 
-def condition(guards: Sequence[Guard], among: Among, listed: Listed,
-              args: list[Any]) -> str:
-    """The SQL that holds where every guard does (appending its parameters to ``args``)."""
+def condition(guards: Sequence[Guard], among: Among, listed: Listed, args: list[Any],
+              *, record: bool) -> str:
+    """The SQL that holds where every guard does (appending its parameters to ``args``);
+    without a ``record`` (the patch names no step), no guard about one holds."""
     if not guards:
         return "1 = 1"
-    return " AND ".join(_one(g, among, listed, args) for g in guards)
+    return " AND ".join(_one(g, among, listed, args, record) for g in guards)
 
 
-def _one(guard: Guard, among: Among, listed: Listed, args: list[Any]) -> str:
+def _one(guard: Guard, among: Among, listed: Listed, args: list[Any], record: bool) -> str:
+    if not record and isinstance(guard, StepIn | CompIn | AttemptIs):
+        return "1 = 0"
     match guard:
         case RunIn(statuses):
             args.append(listed(sorted(s.value for s in statuses)))
@@ -57,15 +60,6 @@ def _one(guard: Guard, among: Among, listed: Listed, args: list[Any]) -> str:
         case AnyOf(choices):
             if not choices:
                 return "1 = 0"
-            return "(" + " OR ".join(_one(g, among, listed, args) for g in choices) + ")"
+            return "(" + " OR ".join(_one(g, among, listed, args, record)
+                                     for g in choices) + ")"
     raise AssertionError(f"not a guard: {guard!r}")  # pragma: no cover
-
-
-def names_record(guard: Guard) -> bool:
-    """Whether ``guard`` (or a guard inside it) concerns the patched step or item."""
-    match guard:
-        case StepIn() | CompIn() | AttemptIs():
-            return True
-        case AnyOf(choices):
-            return any(names_record(g) for g in choices)
-    return False

@@ -330,7 +330,8 @@ class SqlStore:
                 f"s.{k} = ?" for k in key)
             args.extend(values)
         args.append(p.run_id)
-        where = condition(p.guards, self.dialect.among, self.dialect.listed, args)
+        where = condition(p.guards, self.dialect.among, self.dialect.listed, args,
+                          record=p.target is not None)
         return tx.one(f"SELECT r.num, {_R_COLS} FROM runs r{join} WHERE r.id = ? AND {where}"
                       f"{self.dialect.lock}", args)
 
