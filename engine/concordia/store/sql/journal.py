@@ -590,16 +590,19 @@ class SqlStore:
 
     def find_awaits(self, event_type: str, key: str | None) -> list[AwaitRecord]:
         found = self.dialect.read(lambda tx: self._awaits(tx, event_type, key))
-        return sorted((AwaitRecord(*r) for r in found), key=lambda a: (a.run_id, a.step))
+        return sorted(found, key=lambda a: (a.run_id, a.step))
 
     @staticmethod
-    def _awaits(tx: Tx, event_type: str, key: str | None) -> list[Any]:
+    def _awaits(tx: Tx, event_type: str, key: str | None) -> list[AwaitRecord]:
         query = f"SELECT {_AWAIT_COLS} FROM awaits WHERE event_type = ? AND key IS NULL"
         if key is None:
-            return tx.all(query, (event_type,))
-        # Two index searches: ``key = ? OR key IS NULL`` would scan every await of the type.
-        return tx.all(f"SELECT {_AWAIT_COLS} FROM awaits WHERE event_type = ? AND key = ? "
-                      f"UNION ALL {query}", (event_type, key, event_type))
+            found = tx.all(query, (event_type,))
+        else:
+            # Two index searches: ``key = ? OR key IS NULL`` would scan every await of the
+            # type.
+            found = tx.all(f"SELECT {_AWAIT_COLS} FROM awaits WHERE event_type = ? AND "
+                           f"key = ? UNION ALL {query}", (event_type, key, event_type))
+        return [AwaitRecord(*r) for r in found]
 
     def find_buffered(self, event_type: str, key: str | None,
                       now: float) -> list[BufferedEvent]:
