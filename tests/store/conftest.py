@@ -53,12 +53,12 @@ class Where:
         elif self.kind == "postgres":
             import psycopg
 
-            with psycopg.connect(PG_BASE, autocommit=True) as conn:
-                conn.execute(f'SET search_path = "{self.schema}"')
-                conn.execute("CREATE FUNCTION broken() RETURNS trigger AS "
-                             "$$ BEGIN RAISE EXCEPTION 'broken'; END $$ LANGUAGE plpgsql")
-                conn.execute(f"CREATE TRIGGER broken BEFORE INSERT ON {table} "
-                             "FOR EACH ROW EXECUTE FUNCTION broken()")
+            with psycopg.connect(PG_BASE, autocommit=True) as pg:
+                pg.execute(f'SET search_path = "{self.schema}"'.encode())
+                pg.execute(b"CREATE FUNCTION broken() RETURNS trigger AS "
+                           b"$$ BEGIN RAISE EXCEPTION 'broken'; END $$ LANGUAGE plpgsql")
+                pg.execute(f"CREATE TRIGGER broken BEFORE INSERT ON {table} "
+                           "FOR EACH ROW EXECUTE FUNCTION broken()".encode())
         else:
             pytest.skip("nothing can fail inside the in-memory store's writes")
 

@@ -17,13 +17,8 @@ CloudEvents says. ``schema_version`` records the last migration applied.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from concordia.store.sql.dialect import Tx
+from concordia.store.sql.dialect import Migrations, Step
 from concordia.store.sql.legacy import mover
-
-# A migration's steps: statements, and the data moves that SQL alone would make awkward.
-Step = str | Callable[[Tx], None]
 
 # Schema 1's tables and indexes that schema 6 replaced.
 _REPLACED: list[Step] = [
@@ -85,7 +80,8 @@ _DUE_INDEX = ("CREATE INDEX runs_due ON runs (wake_at, num) "
 # column (a step's commit mid-pass: the run's state, lease, revision) then stays on its
 # page and touches no index (a HOT update). No index may cover the lease for the same
 # reason: every commit renews it.
-_ROOM: list[Step] = ["ALTER TABLE runs SET (fillfactor = 70)", "ALTER TABLE steps SET (fillfactor = 70)"]
+_ROOM: list[Step] = ["ALTER TABLE runs SET (fillfactor = 70)",
+                     "ALTER TABLE steps SET (fillfactor = 70)"]
 
 # A child saga's run names the run and step that started it.
 _CHILDREN: list[Step] = ["ALTER TABLE runs ADD COLUMN parent_run_id TEXT",
@@ -135,7 +131,7 @@ _TYPED: list[Step] = [
     _QUEUE,
 ]
 
-MIGRATIONS: list[tuple[int, list[Step]]] = [
+MIGRATIONS: Migrations = [
     (1, _TABLES),
     # 2: claiming with SKIP LOCKED scans the active runs only; the status index alone
     # made every claim read every running run's row to test its lease.

@@ -18,13 +18,8 @@ says. ``PRAGMA user_version`` records the last migration applied.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from concordia.store.sql.dialect import Tx
+from concordia.store.sql.dialect import Migrations
 from concordia.store.sql.legacy import mover
-
-# A migration's steps: statements, and the data moves that SQL alone would make awkward.
-Step = str | Callable[[Tx], None]
 
 _STEPS = """CREATE TABLE steps (
     run INTEGER NOT NULL, name TEXT NOT NULL, status TEXT NOT NULL, attempt INTEGER NOT NULL,
@@ -38,7 +33,7 @@ _ITEMS = """CREATE TABLE items (
     finished_at REAL, error_detail TEXT, caught INTEGER,
     PRIMARY KEY (run, step, idx)) WITHOUT ROWID"""
 
-MIGRATIONS: list[tuple[int, list[Step]]] = [
+MIGRATIONS: Migrations = [
     (1, [
         """CREATE TABLE runs (
             id TEXT PRIMARY KEY, saga TEXT NOT NULL, version INTEGER NOT NULL,

@@ -78,6 +78,39 @@ class Dialect(Protocol):
     def close(self) -> None: ...
 
 
+# A migration's steps: statements, and the data moves that SQL alone would make awkward.
+Step = str | Callable[[Tx], None]
+Migrations = list[tuple[int, list[Step]]]
+
+
+def migrate(tx: Tx, migrations: Migrations, current: int, where: str,
+            record: Callable[[Tx, int], object]) -> None:
+    """Apply, in ``tx``, the migrations after version ``current``, ``record``-ing each
+    version reached; a store of a newer version than any is refused."""
+    latest = migrations[-1][0]
+    if current > latest:
+        raise StoreError(f"{where} has schema version {current}, newer than this Concordia "
+                         f"({latest}); upgrade Concordia")
+    for version, steps in migrations:
+        if version <= current:
+            continue
+        for step in steps:
+            if isinstance(step, str):
+                tx.run(step)
+            else:
+                step(tx)
+        record(tx, version)
+
+
+def readable(current: int, latest: int, where: str) -> None:
+    """Refuse to read a store at any version but ``latest``: one opened read-only is read
+    as it is, never created nor migrated."""
+    if current != latest:
+        raise StoreError(f"{where} has schema version {current or 'none'}; this Concordia "
+                         f"reads {latest}: open it once read-write (a worker or `concordia "
+                         "run`) to create or migrate it")
+
+
 def upsert(key: Sequence[str], columns: Sequence[str]) -> str:
     """``ON CONFLICT`` clause replacing a row's ``columns`` (both databases read it)."""
     return (f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET "

@@ -31,7 +31,7 @@ from concordia.errors import StoreError, ValueRefusedError
 from concordia.store.changes import Commit
 from concordia.store.postgres_schema import MIGRATIONS, SCHEMA_VERSION
 from concordia.store.sql import rows
-from concordia.store.sql.dialect import RetryError, Row, Tx, expected, upsert
+from concordia.store.sql.dialect import RetryError, Row, Tx, expected, migrate, readable, upsert
 
 T = TypeVar("T")
 CHANNEL = "concordia_due"  # NOTIFY channel; the payload is the store's schema
@@ -211,29 +211,16 @@ class PostgresDialect:
                 tx.run(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
                     sql.Identifier(self.schema)).as_string(None))
             tx.run("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            current = self.schema_version(tx)
-            if current > SCHEMA_VERSION:
-                raise StoreError(f"store {self.where} has schema version {current}, newer "
-                                 f"than this Concordia ({SCHEMA_VERSION}); upgrade Concordia")
-            for version, steps in MIGRATIONS:
-                if version <= current:
-                    continue
-                for step in steps:
-                    if isinstance(step, str):
-                        tx.run(step)
-                    else:
-                        step(tx)
-                tx.run("INSERT INTO schema_version (version) VALUES (?)", (version,))
+            migrate(tx, MIGRATIONS, self.schema_version(tx), self.where,
+                    lambda tx, version: tx.run(
+                        "INSERT INTO schema_version (version) VALUES (?)", (version,)))
 
     def _check_schema(self) -> None:
         try:
             current = self.read(self.schema_version)
-        except StoreError:
+        except StoreError:  # no table of versions: no store
             current = 0
-        if current != SCHEMA_VERSION:
-            raise StoreError(f"no Concordia store of schema version {SCHEMA_VERSION} at "
-                             f"{self.where} (found {current or 'none'}); open it once "
-                             "read-write (a worker or `concordia run`) to create or migrate it")
+        readable(current, SCHEMA_VERSION, self.where)
 
     @staticmethod
     def schema_version(tx: Tx) -> int:

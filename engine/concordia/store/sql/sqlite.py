@@ -24,7 +24,15 @@ from concordia.errors import StoreError
 from concordia.status import ENDED
 from concordia.store.changes import Commit
 from concordia.store.sql import rows
-from concordia.store.sql.dialect import ITEM_INSERT, STEP_INSERT, Row, Tx, expected
+from concordia.store.sql.dialect import (
+    ITEM_INSERT,
+    STEP_INSERT,
+    Row,
+    Tx,
+    expected,
+    migrate,
+    readable,
+)
 from concordia.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
 
 T = TypeVar("T")
@@ -146,7 +154,8 @@ class SqliteDialect:
                                  f"{exc.strerror or exc}") from None
         self.conn = self._connect(readonly, busy_timeout)
         if readonly:
-            self._check_schema()
+            readable(self.schema_version(SqliteTx(self.conn, self.where)), SCHEMA_VERSION,
+                     self.where)
         else:
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute(f"PRAGMA synchronous={synchronous}")
@@ -171,27 +180,8 @@ class SqliteDialect:
 
     def _migrate(self) -> None:
         with self.transaction() as tx:
-            current = self.schema_version(tx)
-            if current > SCHEMA_VERSION:
-                raise StoreError(f"store {self.path!r} has schema version {current}, newer than "
-                                 f"this Concordia ({SCHEMA_VERSION}); upgrade Concordia")
-            for version, steps in MIGRATIONS:
-                if version <= current:
-                    continue
-                for step in steps:
-                    if isinstance(step, str):
-                        tx.run(step)
-                    else:
-                        step(tx)
-                tx.run(f"PRAGMA user_version = {version}")
-
-    def _check_schema(self) -> None:
-        """A store opened read-only is read as it is: never migrated."""
-        current = self.schema_version(SqliteTx(self.conn, self.where))
-        if current != SCHEMA_VERSION:
-            raise StoreError(f"store {self.path!r} has schema version {current}, this "
-                             f"Concordia reads {SCHEMA_VERSION}; open it once read-write "
-                             "(a worker or `concordia run`) to migrate it")
+            migrate(tx, MIGRATIONS, self.schema_version(tx), self.where,
+                    lambda tx, version: tx.run(f"PRAGMA user_version = {version}"))
 
     @staticmethod
     def schema_version(tx: Tx) -> int:
