@@ -8,7 +8,8 @@ from pathlib import Path
 
 from concordia.status import RunStatus, StepStatus
 from concordia.store.base import ConflictError
-from concordia.store.records import Commit, HistoryEntry, RunRecord, StepRecord
+from concordia.store.changes import Commit
+from concordia.store.records import HistoryEntry, RunRecord, StepRecord
 from concordia.store.sqlite import TAIL_LIMIT, SqliteStore
 
 
@@ -32,7 +33,7 @@ def test_a_group_applies_each_commit_and_refuses_only_the_stale_one(tmp_path: Pa
     try:
         runs = [_run(f"r{i}") for i in range(4)]
         for run in runs:
-            store.create_run(Commit(run=run))
+            store.create(Commit(run=run))
         stale = _step_commit(runs[2], "a", 2.0)
         stale.expect_rev = 7  # another writer moved r2 on, as far as this commit knows
         commits = [_step_commit(runs[0], "a", 2.0), _step_commit(runs[1], "a", 2.0), stale,
@@ -43,14 +44,14 @@ def test_a_group_applies_each_commit_and_refuses_only_the_stale_one(tmp_path: Pa
         for i in (0, 1, 3):
             loaded = store.load(f"r{i}")
             assert loaded is not None
-            run, steps = loaded
+            run, steps, _ = loaded
             assert (run.state, run.rev) == ("after_a", 2)
             assert steps["a"].result == {"n": "a"}
             assert [h.kind for h in store.history(f"r{i}")] == ["step.succeeded"]
             assert commits[i].run.rev == 2
         loaded = store.load("r2")
         assert loaded is not None
-        assert (loaded[0].state, loaded[0].rev, loaded[1]) == ("run_0", 1, {})
+        assert (loaded.run.state, loaded.run.rev, loaded.steps) == ("run_0", 1, {})
         assert store.history("r2") == []
     finally:
         store.close()
@@ -61,7 +62,7 @@ def test_a_group_keeps_history_in_order_and_moves_a_long_tail_out(tmp_path: Path
     try:
         runs = [_run(f"r{i}") for i in range(3)]
         for run in runs:
-            store.create_run(Commit(run=run))
+            store.create(Commit(run=run))
         for k in range(40):  # many lines of ~300 characters: the tail moves out often
             store.commit_many([_step_commit(run, f"s{k}", float(k), "x" * 250)
                                for run in runs])
@@ -87,7 +88,7 @@ def test_one_run_twice_in_a_group_applies_in_order(tmp_path: Path) -> None:
     store = SqliteStore(f"sqlite:///{tmp_path / 'g.db'}")
     try:
         run = _run("r0")
-        store.create_run(Commit(run=run))
+        store.create(Commit(run=run))
         first = _step_commit(run, "a", 2.0)
         outcomes = store.commit_many([first])
         assert outcomes == [None]
