@@ -19,7 +19,6 @@ from typing import Any, Protocol, TypeVar
 
 from concordia.errors import StoreError
 from concordia.store.changes import Commit
-from concordia.store.sql import rows
 
 Row = Sequence[Any]
 T = TypeVar("T")
@@ -38,6 +37,9 @@ class Tx(Protocol):
     # Run a statement; how many rows it changed.
     def run(self, sql: str, args: Sequence[Any] = ()) -> int: ...
     def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
+    # Several statements, and the first row of each (None: none), sent together where the
+    # database allows (one round trip instead of one each).
+    def each(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[Row | None]: ...
     # Undo what the block wrote if it raises (the transaction goes on).
     def savepoint(self) -> AbstractContextManager[None]: ...
     # A run became due for any worker: tell those listening, once this transaction commits.
@@ -60,6 +62,10 @@ class Dialect(Protocol):
     def listed(self, values: Sequence[Any]) -> Any: ...
 
     def transaction(self) -> AbstractContextManager[Tx]: ...
+    # A transaction for a write the journal makes with one call of the dialect's core of
+    # commits (a plain commit or creation): a dialect whose core is one statement may spare
+    # the round trips of BEGIN and COMMIT, the statement being atomic alone.
+    def alone(self) -> AbstractContextManager[Tx]: ...
     # ``fn`` over a connection for reading (each statement sees what was committed).
     def read(self, fn: Callable[[Tx], T]) -> T: ...
 
@@ -121,12 +127,3 @@ def expected(c: Commit) -> int:
     """The revision a commit applies at."""
     return c.run.rev if c.expect_rev is None else c.expect_rev
 
-
-def _insert(table: str, key: Sequence[str], columns: Sequence[str]) -> str:
-    return (f"INSERT INTO {table} (run, {', '.join(columns)}) VALUES "
-            f"({', '.join('?' * (1 + len(columns)))}) {upsert(key, columns)}")
-
-
-# Step and item records written whole, one row of parameters each (the run's key first).
-STEP_INSERT = _insert("steps", rows.STEP_KEY, rows.STEP_COLUMNS)
-ITEM_INSERT = _insert("items", rows.ITEM_KEY, rows.ITEM_COLUMNS)

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from concordia.errors import StoreError
@@ -130,17 +130,15 @@ class SqlStore:
 
     # -- plumbing ----------------------------------------------------------------------------
 
-    @contextmanager
-    def _tx(self) -> Iterator[Tx]:
-        """One write transaction (inside :meth:`write_batch`, part of the batch's)."""
+    def _tx(self, alone: bool = False) -> AbstractContextManager[Tx]:
+        """One write transaction (inside :meth:`write_batch`, part of the batch's);
+        ``alone``: for a plain commit or creation (see Dialect.alone)."""
         if self.readonly:
             raise StoreError(f"{self.dialect.where} was opened read-only")
         held = self._local.tx
         if held is not None:
-            yield held
-            return
-        with self.dialect.transaction() as tx:
-            yield tx
+            return nullcontext(held)
+        return self.dialect.alone() if alone else self.dialect.transaction()
 
     def _all(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
         return self.dialect.read(lambda tx: tx.all(sql, args))
@@ -204,7 +202,7 @@ class SqlStore:
     # -- commits -----------------------------------------------------------------------------
 
     def create(self, commit: Commit) -> None:
-        with self._tx() as tx:
+        with self._tx(commit.plain) as tx:
             self._create(tx, commit)
 
     def _create(self, tx: Tx, c: Commit) -> None:
@@ -218,7 +216,7 @@ class SqlStore:
             tx.due()
 
     def commit(self, commit: Commit) -> None:
-        with self._tx() as tx:
+        with self._tx(commit.plain) as tx:
             self._commit(tx, commit)
 
     def _commit(self, tx: Tx, c: Commit) -> None:

@@ -107,17 +107,32 @@ def _core_args(c: Commit) -> list[Any]:
     return args
 
 
+def _update(c: Commit) -> tuple[str, list[Any]]:
+    """A commit's statement and its parameters."""
+    run, rev = c.run, expected(c)
+    text = _core(_UPDATE, "u", bool(c.steps), bool(c.items), bool(c.history),
+                 "SELECT num, cancel_reason FROM u")
+    return text, [run.status.value, run.wake_at, *rows.change_values(run), run.cancel_reason,
+                  rev + 1, run.id, rev, *_core_args(c)]
+
+
 class PgTx:
-    """Statements on one psycopg cursor, with the journal's placeholders translated."""
+    """Statements on one psycopg cursor, with the journal's placeholders translated
+    (``alone``: the one statement of a write that is atomic alone, see Dialect.alone)."""
 
-    __slots__ = ("cur", "dialect", "notify")
+    __slots__ = ("cur", "dialect", "left", "notify")
 
-    def __init__(self, cur: psycopg.Cursor[Any], dialect: PostgresDialect) -> None:
+    def __init__(self, cur: psycopg.Cursor[Any], dialect: PostgresDialect,
+                 alone: bool = False) -> None:
         self.cur = cur
         self.dialect = dialect
         self.notify = False
+        self.left = 1 if alone else -1  # statements it may still run (-1: any number)
 
     def _execute(self, text: str, args: Sequence[Any]) -> psycopg.Cursor[Any]:
+        if self.left == 0:  # a second statement would not be atomic with the first
+            raise AssertionError("a write made alone ran a second statement")
+        self.left -= 1
         try:
             return self.cur.execute(_native(text), args or None)
         except psycopg.Error as exc:
@@ -138,6 +153,23 @@ class PgTx:
             self.cur.executemany(_native(sql), rows)
         except psycopg.Error as exc:
             raise self.dialect.error(exc) from None
+
+    def each(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[Row | None]:
+        """The statements pipelined: sent together, their results read after."""
+        if len(statements) == 1:
+            return [self.one(*statements[0])]
+        conn = self.cur.connection
+        cursors = [conn.cursor() for _ in statements]
+        try:
+            with conn.pipeline():
+                for cur, (text, args) in zip(cursors, statements, strict=True):
+                    cur.execute(_native(text), args)
+            return [cur.fetchone() for cur in cursors]
+        except psycopg.Error as exc:
+            raise self.dialect.error(exc) from None
+        finally:
+            for cur in cursors:
+                cur.close()
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
@@ -246,6 +278,20 @@ class PostgresDialect:
         except psycopg.Error as exc:
             raise self.error(exc) from None
 
+    @contextmanager
+    def alone(self) -> Iterator[Tx]:
+        """Its one statement in autocommit: one round trip, no BEGIN or COMMIT. A run it
+        leaves due is told of after (a notification lost to a crash between the two costs
+        latency, never a run)."""
+        try:
+            with self.pool.connection() as conn, conn.cursor() as cur:
+                tx = PgTx(cur, self, alone=True)
+                yield tx
+                if tx.notify:
+                    cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, self.payload))
+        except psycopg.Error as exc:
+            raise self.error(exc) from None
+
     def read(self, fn: Callable[[Tx], T]) -> T:
         """``fn`` on a pooled connection; tried again once on a fresh connection after a
         broken one."""
@@ -272,16 +318,9 @@ class PostgresDialect:
 
     def update_runs(self, tx: Tx, commits: Sequence[Commit]
                     ) -> list[tuple[int, str | None] | None]:
-        return [self._update(tx, c) for c in commits]
-
-    @staticmethod
-    def _update(tx: Tx, c: Commit) -> tuple[int, str | None] | None:
-        run, rev = c.run, expected(c)
-        text = _core(_UPDATE, "u", bool(c.steps), bool(c.items), bool(c.history),
-                     "SELECT num, cancel_reason FROM u")
-        row = tx.one(text, [run.status.value, run.wake_at, *rows.change_values(run),
-                            run.cancel_reason, rev + 1, run.id, rev, *_core_args(c)])
-        return None if row is None else (int(row[0]), row[1])
+        """One statement a commit, all sent together."""
+        found = tx.each([_update(c) for c in commits])
+        return [None if row is None else (int(row[0]), row[1]) for row in found]
 
     def append_history(self, tx: Tx, num: int, text: str, ended: bool) -> None:
         tx.run("INSERT INTO history (run, entries) VALUES (?, ?)", (num, text))

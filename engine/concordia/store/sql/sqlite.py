@@ -25,8 +25,6 @@ from concordia.status import ENDED
 from concordia.store.changes import Commit
 from concordia.store.sql import rows
 from concordia.store.sql.dialect import (
-    ITEM_INSERT,
-    STEP_INSERT,
     Row,
     Tx,
     expected,
@@ -52,10 +50,24 @@ _INSERT_RUN = (f"INSERT INTO runs ({rows.RUN_COLS}, tail) VALUES "
                f"({', '.join('?' * (len(rows.RUN_COLUMNS) + 1))}) "
                "ON CONFLICT (id) DO NOTHING RETURNING num")
 _CHANGES = ", ".join(f"{c} = ?" for c in rows.RUN_CHANGES)
-_UPDATE_RUN = {queue: (f"UPDATE runs SET {'status = ?, wake_at = ?, ' if queue else ''}"
-                       f"{_CHANGES}, cancel_reason = COALESCE(cancel_reason, ?), rev = ?, "
-                       f"tail = {_APPEND.format(arg='?')} WHERE num = ?")
-               for queue in (False, True)}
+_SET = (f"{_CHANGES}, cancel_reason = COALESCE(cancel_reason, ?), rev = ?, "
+        f"tail = {_APPEND.format(arg='?')}")
+# Runs by their keys, read first (a batch's): with and without their queue columns.
+_UPDATE_RUN = {queue: (f"UPDATE runs SET {'status = ?, wake_at = ?, ' if queue else ''}{_SET} "
+                       "WHERE num = ?") for queue in (False, True)}
+# One run at its revision, unread: first as if its queue columns were unchanged (most
+# commits), which holds only if they are; else with them.
+_UPDATE_ONE = {
+    False: (f"UPDATE runs SET {_SET} WHERE id = ? AND rev = ? AND status = ? AND wake_at IS ? "
+            "RETURNING num, length(tail), cancel_reason"),
+    True: (f"UPDATE runs SET status = ?, wake_at = ?, {_SET} WHERE id = ? AND rev = ? "
+           "RETURNING num, length(tail), cancel_reason")}
+# Records are written whole: a row replaces the one it conflicts with (cheaper, here, than
+# an upsert assigning each column).
+_STEP = (f"INSERT OR REPLACE INTO steps (run, {', '.join(rows.STEP_COLUMNS)}) VALUES "
+         f"({', '.join('?' * (1 + len(rows.STEP_COLUMNS)))})")
+_ITEM = (f"INSERT OR REPLACE INTO items (run, {', '.join(rows.ITEM_COLUMNS)}) VALUES "
+         f"({', '.join('?' * (1 + len(rows.ITEM_COLUMNS)))})")
 _SETTLE = ("INSERT INTO history (key, entries) SELECT COALESCE((SELECT MAX(key) FROM history "
            "WHERE key BETWEEN ?1 AND ?2), ?1 - 1) + 1, tail FROM runs "
            "WHERE num = ?3 AND tail != '[]'")
@@ -100,9 +112,15 @@ class SqliteTx:
 
     def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         try:
-            self.conn.executemany(sql, rows)
+            if len(rows) == 1:  # executemany costs more for one row than execute
+                self.conn.execute(sql, rows[0])
+            else:
+                self.conn.executemany(sql, rows)
         except sqlite3.Error as exc:
             raise self._fail(exc) from None
+
+    def each(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[Row | None]:
+        return [self.one(sql, args) for sql, args in statements]
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
@@ -196,24 +214,10 @@ class SqliteDialect:
 
     # -- transactions ------------------------------------------------------------------------
 
-    @contextmanager
-    def transaction(self) -> Iterator[Tx]:
-        conn = self.conn
-        with self._lock:
-            tx = SqliteTx(conn, self.where)
-            tx.run("BEGIN IMMEDIATE")
-            try:
-                yield tx
-            except BaseException:
-                if conn.in_transaction:  # SQLite rolls some failures back by itself
-                    conn.execute("ROLLBACK")
-                raise
-            try:
-                tx.run("COMMIT")
-            except StoreError:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+    def transaction(self) -> _Transaction:
+        return _Transaction(self.conn, self._lock, self.where)
+
+    alone = transaction  # the core of a commit is several statements here
 
     def read(self, fn: Callable[[Tx], T]) -> T:
         with self._rlock:
@@ -236,6 +240,8 @@ class SqliteDialect:
                     ) -> list[tuple[int, str | None] | None]:
         """Read the runs' rows, then update them with a statement for all (two: those
         whose queue columns change and those whose do not), and write their records."""
+        if len(commits) == 1:
+            return [self._update_one(tx, commits[0])]
         if not commits:
             return []
         found = {r[0]: r[1:] for r in tx.all(
@@ -270,6 +276,23 @@ class SqliteDialect:
         for num in settle:
             self._settle(tx, num)
         return out
+
+    def _update_one(self, tx: Tx, c: Commit) -> tuple[int, str | None] | None:
+        run, rev = c.run, expected(c)
+        lines = rows.history_text(c.history) or "[]"
+        values = (*rows.change_values(run), run.cancel_reason, rev + 1, lines, lines, lines,
+                  run.id, rev)
+        queue = (run.status.value, run.wake_at)
+        row = tx.one(_UPDATE_ONE[False], (*values, *queue))
+        if row is None:
+            row = tx.one(_UPDATE_ONE[True], (*queue, *values))
+            if row is None:
+                return None
+        num, tail, cancel_reason = row
+        _records(tx, [(num, c)])
+        if tail > TAIL_LIMIT or run.status in ENDED:
+            self._settle(tx, num)
+        return num, cancel_reason
 
     def append_history(self, tx: Tx, num: int, text: str, ended: bool) -> None:
         row = tx.one(f"UPDATE runs SET tail = {_APPEND.format(arg='?1')} WHERE num = ?2 "
@@ -309,11 +332,46 @@ class SqliteDialect:
             self.conn.close()
 
 
+class _Transaction:
+    """One write transaction on the write connection, under its lock (a class, not a
+    generator: it runs for every write)."""
+
+    __slots__ = ("lock", "tx")
+
+    def __init__(self, conn: sqlite3.Connection, lock: threading.RLock, where: str) -> None:
+        self.tx = SqliteTx(conn, where)
+        self.lock = lock
+
+    def __enter__(self) -> SqliteTx:
+        self.lock.acquire()
+        try:
+            self.tx.run("BEGIN IMMEDIATE")
+        except BaseException:
+            self.lock.release()
+            raise
+        return self.tx
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: Any) -> None:
+        conn = self.tx.conn
+        try:
+            if kind is None:
+                self.tx.run("COMMIT")
+            elif conn.in_transaction:  # SQLite rolls some failures back by itself
+                conn.execute("ROLLBACK")
+        except StoreError:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        finally:
+            self.lock.release()
+
+
 def _records(tx: Tx, written: Sequence[tuple[int, Commit]]) -> None:
     """The step and item records of commits written (each with its run's key)."""
     steps = [(num, *rows.step_values(s)) for num, c in written for s in c.steps]
     if steps:
-        tx.many(STEP_INSERT, steps)
+        tx.many(_STEP, steps)
     items = [(num, *rows.item_values(i)) for num, c in written for i in c.items]
     if items:
-        tx.many(ITEM_INSERT, items)
+        tx.many(_ITEM, items)
