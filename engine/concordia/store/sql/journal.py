@@ -132,7 +132,8 @@ class SqlStore:
 
     def _tx(self, alone: bool = False) -> AbstractContextManager[Tx]:
         """One write transaction (inside :meth:`write_batch`, part of the batch's);
-        ``alone``: for a plain commit or creation (see Dialect.alone)."""
+        ``alone``: for a write of one statement, or a plain commit or creation (see
+        Dialect.alone)."""
         if self.readonly:
             raise StoreError(f"{self.dialect.where} was opened read-only")
         held = self._local.tx
@@ -158,6 +159,8 @@ class SqlStore:
         savepoints = False
         for attempt in range(5):
             try:
+                if len(writes) == 1:  # its own transaction, as cheap as the write allows
+                    return [self._one(None, writes[0], True)]
                 return self._batch(writes, savepoints)
             except _Undone:
                 savepoints = True
@@ -181,8 +184,10 @@ class SqlStore:
                 self._local.tx = None
         return out
 
-    def _one(self, tx: Tx, fn: Write, savepoint: bool) -> tuple[Any, BaseException | None]:
-        if not savepoint:
+    def _one(self, tx: Tx | None, fn: Write, alone: bool) -> tuple[Any, BaseException | None]:
+        """A write of a batch (in ``tx``; ``alone``: undone alone if it fails, in a
+        savepoint of ``tx`` or, without one, its own transaction)."""
+        if not alone:
             try:
                 return fn(self), None
             except ConflictError as exc:  # refused before it wrote anything
@@ -192,7 +197,7 @@ class SqlStore:
             except Exception:
                 raise _Undone() from None
         try:
-            with tx.savepoint():
+            with nullcontext() if tx is None else tx.savepoint():
                 return fn(self), None
         except RetryError:
             raise
@@ -383,7 +388,7 @@ class SqlStore:
             args.append(d.listed(change.run_ids))
         else:
             return []
-        with self._tx() as tx:
+        with self._tx(alone=True) as tx:  # one statement
             changed = tx.all(f"UPDATE runs SET {sets} WHERE num IN (SELECT num FROM runs "
                              f"WHERE lease_owner = ? AND {which} ORDER BY id{lock}) "
                              "RETURNING id, status", args)
@@ -474,7 +479,7 @@ class SqlStore:
     def mark_published(self, ids: Sequence[int], at: float) -> None:
         if not ids:
             return
-        with self._tx() as tx:
+        with self._tx(alone=True) as tx:  # one statement
             tx.run(f"UPDATE outbox SET published_at = ? WHERE {self.dialect.among('seq')}",
                    (at, self.dialect.listed(list(ids))))
 
