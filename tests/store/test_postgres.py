@@ -228,3 +228,12 @@ def test_a_batch_of_commits_and_a_deadlock_free_release(store: PostgresStore) ->
     assert errors == []
     assert {r.rev for r in store.list_runs()} == {2}
     assert run("x").rev == 0
+
+
+def test_a_url_keeps_its_libpq_options_and_names_its_schema_apart() -> None:
+    from concordia.store.postgres import split_url
+
+    assert split_url("postgresql://h/db?options=-c%20statement_timeout%3D5s&schema=s1"
+                     "&sslmode=require") == (
+        "postgresql://h/db?options=-c%20statement_timeout%3D5s&sslmode=require", "s1")
+    assert split_url("postgresql://h/db") == ("postgresql://h/db", None)
