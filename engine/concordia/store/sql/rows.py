@@ -39,14 +39,13 @@ RUN_COLUMNS = ("id", "saga", "version", "status", "state", "input", "correlation
                "cancel_reason", "compensated_any", "rev", "lease_owner", "lease_expires",
                "parent_run_id", "parent_step")
 RUN_COLS = ", ".join(RUN_COLUMNS)
-# What a commit writes of a run it did not create, beside the revision and the cancellation
-# (kept if asked meanwhile); the rest never changes after the run's creation. The status
-# and wake time (the columns that queue a run) come apart: see :data:`QUEUE_COLUMNS`.
+# What a commit writes of a run it did not create, beside the revision, the cancellation
+# (kept if asked meanwhile), the status and the wake time; the rest never changes after the
+# run's creation. The status and wake time queue a run (they are indexed, and most commits
+# leave them as they were): a dialect may leave them out of an update that does not
+# change them (SQLite rewrites an index entry for every indexed column assigned).
 RUN_CHANGES = ("state", "cause", "updated_at", "error", "compensated_any", "lease_owner",
                "lease_expires")
-# Indexed, and unchanged by most commits: a dialect may leave them out of an update that
-# does not change them (SQLite rewrites an index entry for every indexed column assigned).
-QUEUE_COLUMNS = ("status", "wake_at")
 
 
 def run_values(run: RunRecord) -> tuple[Any, ...]:
