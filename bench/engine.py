@@ -481,10 +481,10 @@ def commits_per_saga(bench: Bench, runs: int) -> tuple[float, float]:
     count = 0
     tx = store._tx
 
-    def counting_tx() -> Any:
+    def counting_tx(*args: Any) -> Any:
         nonlocal count
         count += 1
-        return tx()
+        return tx(*args)
 
     store._tx = counting_tx  # type: ignore[method-assign]
     with Engine(bench.catalogs[5], registry(FIVE), store, clock=SystemClock()) as engine:

@@ -51,7 +51,7 @@ def test_a_group_applies_each_commit_and_refuses_only_the_stale_one(tmp_path: Pa
             assert commits[i].run.rev == 2
         loaded = store.load("r2")
         assert loaded is not None
-        assert (loaded[0].state, loaded[0].rev, loaded[1]) == ("run_0", 1, {})
+        assert (loaded.run.state, loaded.run.rev, loaded.steps) == ("run_0", 1, {})
         assert store.history("r2") == []
     finally:
         store.close()

@@ -8,16 +8,22 @@ from pathlib import Path
 import pytest
 
 from concordia.errors import StoreError
+from concordia.runtime import transitions
+from concordia.status import RunStatus, StepStatus
 from concordia.store.changes import Commit
 from concordia.store.records import HistoryEntry, RunRecord, StepRecord
 from concordia.store.sqlite import TAIL_LIMIT, SqliteStore
 from concordia.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
 
 
-def _run(run_id: str, status: str = "running", rev: int = 0) -> RunRecord:
+def _run(run_id: str, status: RunStatus = RunStatus.RUNNING, rev: int = 0) -> RunRecord:
     return RunRecord(id=run_id, saga="shop", version=1, status=status, state="run_0",
                      input={"order": 7}, correlation_id="c-1", causation_id=None,
                      cause=run_id, created_at=1.0, updated_at=1.0, rev=rev)
+
+
+def _commit(store: SqliteStore, run: RunRecord, **records: object) -> None:
+    store.commit(Commit(run=run, expect_rev=run.rev, **records))  # type: ignore[arg-type]
 
 
 def _v2_store(path: Path) -> None:
@@ -25,6 +31,7 @@ def _v2_store(path: Path) -> None:
     conn = sqlite3.connect(path)
     for _, statements in MIGRATIONS[:2]:
         for sql in statements:
+            assert isinstance(sql, str)
             conn.execute(sql)
     conn.execute("PRAGMA user_version = 2")
     conn.execute("INSERT INTO runs (id, saga, version, status, state, input, correlation_id, "
@@ -51,31 +58,35 @@ def test_a_schema_version_2_store_keeps_its_runs_steps_and_history(tmp_path: Pat
     _v2_store(path)
     store = SqliteStore(f"sqlite:///{path}")
     try:
-        assert store.schema_version() == SCHEMA_VERSION == 6
+        assert store.schema_version() == SCHEMA_VERSION == 7
         loaded = store.load("r-1")
         assert loaded is not None
-        run, steps, _ = loaded
+        run, steps, items = loaded
+        assert items == {}
         # Columns and step fields added later read as their defaults in migrated rows.
         assert (run.parent_run_id, run.parent_step) == (None, None)
         assert (run.status, run.state, run.rev, run.input) == ("running", "run_1", 3,
                                                                {"order": 7})
         assert steps == {
-            "reserve": StepRecord("reserve", "succeeded", 1, {"hold": "h-1"}, None,
+            "reserve": StepRecord("reserve", StepStatus.SUCCEEDED, 1, {"hold": "h-1"}, None,
                                   started_at=1.0, finished_at=1.5),
-            "charge": StepRecord("charge", "running", 2, None, {"page": 3}, started_at=1.6)}
+            "charge": StepRecord("charge", StepStatus.RUNNING, 2, None, {"page": 3},
+                                 started_at=1.6)}
         assert [(h.kind, h.step, h.detail) for h in store.history("r-1")] == [
             ("run.started", None, {"input": {"order": 7}}),
             ("step.succeeded", "reserve", {"result": {"hold": "h-1"}}),
             ("step.checkpoint", "charge", {"data": {"page": 3}})]
         # the migrated run goes on: its next lines follow the old ones
         run.state = "run_2"
-        steps["charge"].status, steps["charge"].result = "succeeded", {"paid": True}
-        store.commit(Commit(run=run, steps=[steps["charge"]], history=[
-            HistoryEntry("r-1", 3.0, "step.succeeded", "charge", 2, {"result": {"paid": True}})]))
+        steps["charge"].status, steps["charge"].result = StepStatus.SUCCEEDED, {"paid": True}
+        _commit(store, run, steps=[steps["charge"]], history=[
+            HistoryEntry("r-1", 3.0, "step.succeeded", "charge", 2, {"result": {"paid": True}})])
         assert [h.kind for h in store.history("r-1")][-2:] == ["step.checkpoint",
                                                               "step.succeeded"]
-        assert store.get_steps("r-1")["charge"].result == {"paid": True}
-        assert store.get_steps("r-1")["reserve"].result == {"hold": "h-1"}
+        again = store.load("r-1")
+        assert again is not None
+        assert again.steps["charge"].result == {"paid": True}
+        assert again.steps["reserve"].result == {"hold": "h-1"}
     finally:
         store.close()
 
@@ -84,14 +95,15 @@ def test_a_long_run_moves_its_history_tail_out_of_the_row_in_order(tmp_path: Pat
     store = SqliteStore(f"sqlite:///{tmp_path / 'runs.db'}")
     try:
         run = _run("r-2")
-        store.create_run(Commit(run=run, steps=[StepRecord("poll")],
-                                history=[HistoryEntry("r-2", 0.0, "run.started")]))
+        store.create(Commit(run=run, steps=[StepRecord("poll")],
+                            history=[HistoryEntry("r-2", 0.0, "run.started")]))
         lines = 0
         for i in range(1, 60):  # far past the tail limit: several moves to `history`
             run.updated_at = float(i)
-            store.commit(Commit(run=run, steps=[StepRecord("poll", "running", i)], history=[
-                HistoryEntry("r-2", float(i), "step.retry", "poll", i, {"pad": "x" * 80})]))
-            assert store.save_checkpoint("r-2", "poll", i, "w-1", {"i": i}, float(i) + 0.5)
+            _commit(store, run, steps=[StepRecord("poll", StepStatus.RUNNING, i)], history=[
+                HistoryEntry("r-2", float(i), "step.retry", "poll", i, {"pad": "x" * 80})])
+            assert store.patch(transitions.checkpoint("r-2", "poll", i, "w-1", {"i": i},
+                                                      float(i) + 0.5)).applied
             lines += 2
         conn = store._conn
         settled = conn.execute("SELECT COUNT(*) FROM history").fetchone()[0]
@@ -101,10 +113,12 @@ def test_a_long_run_moves_its_history_tail_out_of_the_row_in_order(tmp_path: Pat
         history = store.history("r-2")
         assert len(history) == lines + 1
         assert [h.at for h in history] == sorted(h.at for h in history)
-        assert store.get_steps("r-2")["poll"].checkpoint == {"i": 59}
+        loaded = store.load("r-2")
+        assert loaded is not None
+        assert loaded.steps["poll"].checkpoint == {"i": 59}
         # a run that ends leaves nothing in its row: the whole history is settled
-        run.status = "completed"
-        store.commit(Commit(run=run, history=[HistoryEntry("r-2", 99.0, "run.completed")]))
+        run.status = RunStatus.COMPLETED
+        _commit(store, run, history=[HistoryEntry("r-2", 99.0, "run.completed")])
         assert conn.execute("SELECT tail FROM runs WHERE id='r-2'").fetchone()[0] == "[]"
         assert [h.kind for h in store.history("r-2")][-1] == "run.completed"
         assert len(store.history("r-2")) == lines + 2
@@ -123,45 +137,23 @@ def test_a_step_commit_writes_the_same_few_pages_whatever_the_saga_length(
         store._conn.execute("PRAGMA wal_autocheckpoint=0")
         run = _run("r-3")
         names = [f"s{i}" for i in range(length)]
-        store.create_run(Commit(run=run))
+        store.create(Commit(run=run))
         store._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         result = {"ref": "x" * 200}
         for i, name in enumerate(names):
             run.state = f"run_{i + 1}"
-            store.commit(Commit(run=run, steps=[StepRecord(name, "succeeded", 1, result)],
-                                history=[HistoryEntry("r-3", float(i), "step.succeeded", name,
-                                                      1, {"result": result})]))
+            _commit(store, run, steps=[StepRecord(name, StepStatus.SUCCEEDED, 1, result)],
+                    history=[HistoryEntry("r-3", float(i), "step.succeeded", name, 1,
+                                          {"result": result})])
         frames = (path.with_name("pages.db-wal").stat().st_size - 32) // (4096 + 24)
         # the row, the step's leaf, and now and then a settled history tail
         assert frames <= 3 * length, frames
         row = store._conn.execute("SELECT length(tail) + length(input) FROM runs").fetchone()[0]
         assert row <= TAIL_LIMIT + 400
-        assert store.get_steps("r-3")[names[-1]].result == result
-        assert len(store.get_steps("r-3")) == length
-    finally:
-        store.close()
-
-
-def test_results_keep_their_exact_json_through_the_store(tmp_path: Path) -> None:
-    """Step records pass through SQLite's JSON functions (a checkpoint is set in place,
-    a load gathers a run's steps): values come back exactly as the handler returned them
-    (text, big integers, float precision, order)."""
-    store = SqliteStore(f"sqlite:///{tmp_path / 'exact.db'}")
-    try:
-        value = {"zeta": "ünïcødé ✓ \"quoted\" \\ back", "big": 2**62 + 1, "pi": 3.141592653589793,
-                 "tiny": 1e-300, "neg": -0.5, "list": [None, True, False, {"a": []}]}
-        run = _run("r-4")
-        store.create_run(Commit(run=run, steps=[StepRecord("a"), StepRecord("b")]))
-        store.commit(Commit(run=run, steps=[StepRecord("a", "succeeded", 1, value)],
-                            history=[HistoryEntry("r-4", 1.0, "step.succeeded", "a", 1,
-                                                  {"result": value})]))
-        store.commit(Commit(run=run, steps=[StepRecord("b", "running", 1)]))
-        assert store.save_checkpoint("r-4", "b", 1, "w-1", {"cursor": "ü-7"}, 2.0)
-        steps = store.get_steps("r-4")
-        assert steps["a"].result == value
-        assert list(steps["a"].result) == list(value)
-        assert steps["b"].checkpoint == {"cursor": "ü-7"}
-        assert store.history("r-4")[0].detail == {"result": value}
+        loaded = store.load("r-3")
+        assert loaded is not None
+        assert loaded.steps[names[-1]].result == result
+        assert len(loaded.steps) == length
     finally:
         store.close()
 
@@ -173,25 +165,3 @@ def test_an_sqlite_too_old_for_the_layout_is_refused_by_name(
     with pytest.raises(StoreError, match=r"needs SQLite 3\.35\.0 or newer .* has 3\.31\.1"):
         SqliteStore(f"sqlite:///{tmp_path / 'old.db'}")
     assert not (tmp_path / "old.db").exists()
-
-
-@pytest.mark.parametrize("kind", ["memory", "sqlite"])
-def test_due_runs_are_running_runs_in_recorded_order_then_due_timers(
-        tmp_path: Path, kind: str) -> None:
-    from concordia.store import open_store
-
-    store = open_store("memory://" if kind == "memory" else f"sqlite:///{tmp_path / 'q.db'}")
-    try:
-        plan = [("t-late", "waiting", 50.0), ("r-1", "running", None),
-                ("s-early", "suspended", 10.0), ("r-2", "running", None),
-                ("s-never", "suspended", None), ("t-future", "waiting", 500.0),
-                ("done", "completed", None), ("r-3", "running", None)]
-        for run_id, status, wake in plan:
-            run = _run(run_id, status)
-            run.wake_at = wake
-            store.create_run(Commit(run=run))
-        assert store.due_runs(100.0, 10) == ["r-1", "r-2", "r-3", "s-early", "t-late"]
-        assert store.due_runs(100.0, 2) == ["r-1", "r-2"]
-        assert store.due_runs(5.0, 10) == ["r-1", "r-2", "r-3"]
-    finally:
-        store.close()

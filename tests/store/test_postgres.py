@@ -1,26 +1,28 @@
-"""The PostgreSQL store's own parts: schema and migrations agree, claiming is race-free
-(``FOR UPDATE SKIP LOCKED``), commits that make a run due notify listening workers."""
+"""The PostgreSQL store's own parts: schema and migrations agree, claims pass over locked
+rows (``FOR UPDATE SKIP LOCKED``), commits that make a run due notify listening workers,
+and a step's commit is one statement that updates rows in place (HOT)."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
 
 from concordia.errors import StoreError
-from concordia.status import RunStatus
+from concordia.runtime import transitions
+from concordia.status import RunStatus, StepStatus
 from concordia.store import open_store
 from concordia.store.changes import Commit
 from concordia.store.postgres import PostgresStore
 from concordia.store.postgres_schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION
-from concordia.store.records import RunRecord
 from tests.pg import PG_BASE, drop_schema, new_schema, schema_url
+from tests.store.builders import T, advance, create, line, run, step
 
 pytestmark = pytest.mark.postgres
-T = 1_800_000_000.0
 
 
 @pytest.fixture
@@ -38,8 +40,9 @@ def store(schema: str) -> Iterator[PostgresStore]:
     opened.close()
 
 
-def layout(schema: str) -> dict[str, list[tuple[str, ...]]]:
-    """Every column, index and constraint of ``schema``, as the catalog describes them."""
+def layout(schema: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Every column, index, constraint and storage option of ``schema``, as the catalog
+    describes them."""
     with psycopg.connect(PG_BASE) as conn:
         columns = conn.execute(
             "SELECT table_name, column_name, data_type, is_nullable, "
@@ -60,26 +63,38 @@ def layout(schema: str) -> dict[str, list[tuple[str, ...]]]:
             "constraints": [(t.split(".")[-1], k, d) for t, k, d in constraints]}
 
 
+def build_schema(schema: str) -> None:
+    """A database from :data:`SCHEMA`, the schema as it stands."""
+    with psycopg.connect(PG_BASE, autocommit=True) as conn, conn.transaction():
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+        conn.execute(f'SET LOCAL search_path = "{schema}"')
+        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        for statement in SCHEMA:
+            assert isinstance(statement, str)
+            conn.execute(statement.encode())
+
+
 def test_a_database_built_by_the_migrations_equals_one_built_from_the_schema(
         store: PostgresStore, schema: str) -> None:
-    assert store.schema_version() == SCHEMA_VERSION == MIGRATIONS[-1][0]
+    assert store.schema_version() == SCHEMA_VERSION == MIGRATIONS[-1][0] == 6
     other = new_schema()
     try:
-        with psycopg.connect(PG_BASE, autocommit=True) as conn, conn.transaction():
-            conn.execute(f'CREATE SCHEMA "{other}"')
-            conn.execute(f'SET LOCAL search_path = "{other}"')
-            conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-            for statement in SCHEMA:
-                conn.execute(statement)  # type: ignore[call-overload]
+        build_schema(other)
         migrated, built = layout(schema), layout(other)
-        assert migrated["columns"]
-        assert migrated["indexes"]
-        assert {c[0] for c in migrated["columns"]} >= {
-            "runs", "steps", "history", "events", "outbox", "inbox", "awaits", "buffered",
-            "decisions", "definitions", "schema_version"}
+        assert {c[0] for c in migrated["columns"]} == {
+            "runs", "steps", "items", "history", "events", "outbox", "inbox", "awaits",
+            "buffered", "decisions", "definitions", "schema_version"}
         assert migrated == built
     finally:
         drop_schema(other)
+
+
+def test_no_index_covers_a_column_a_commit_changes_nor_names_a_status(
+        store: PostgresStore, schema: str) -> None:
+    indexes = [d for _, _, d in layout(schema)["indexes"]]
+    assert not any(word in d for d in indexes for word in (
+        "lease", "rev", "state", "updated_at", "attempt", "'running'"))
+    assert "CREATE INDEX runs_queue ON Sruns USING btree (status, wake_at, num)" in indexes
 
 
 def test_reopening_migrates_nothing_and_a_newer_schema_is_refused(
@@ -106,111 +121,119 @@ def test_an_unreachable_server_is_a_store_error_naming_it() -> None:
         PostgresStore("postgresql://127.0.0.1:1/test", connect_timeout=1.0)
 
 
-def run(run_id: str, status: RunStatus = RunStatus.RUNNING, wake_at: float | None = None,
-        owner: str | None = None, expires: float | None = None) -> Commit:
-    return Commit(run=RunRecord(
-        id=run_id, saga="order", version=1, status=status, state="run_0", input={},
-        correlation_id="c", causation_id=None, cause=run_id, created_at=T, updated_at=T,
-        wake_at=wake_at, lease_owner=owner, lease_expires=expires))
+def test_a_value_the_server_refuses_is_the_writes_fault(store: PostgresStore) -> None:
+    from concordia.errors import ValueRefusedError
+
+    with pytest.raises(ValueRefusedError):
+        create(store, "r-\x00")
 
 
-def test_claims_by_many_workers_at_once_are_disjoint_and_cover_every_due_run(
-        store: PostgresStore, schema: str) -> None:
-    for i in range(200):
-        store.create_run(run(f"r{i:03d}"))
-    store.create_run(run("held", owner="other", expires=T + 60))
-    store.create_run(run("timer", RunStatus.WAITING, wake_at=T - 1))
-    store.create_run(run("later", RunStatus.WAITING, wake_at=T + 60))
-    claimed: dict[str, list[str]] = {}
-    stores = [open_store(schema_url(schema)) for _ in range(4)]
-    barrier = threading.Barrier(4)
-
-    def claim(name: str, s: PostgresStore) -> None:
-        barrier.wait()
-        mine = claimed.setdefault(name, [])
-        while batch := s.claim_due(name, T, 7, T + 30, mine):
-            mine.extend(batch)
-
-    threads = [threading.Thread(target=claim, args=(f"w{i}", s))
-               for i, s in enumerate(stores)]  # type: ignore[arg-type]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    for s in stores:
-        s.close()
-    every = [r for mine in claimed.values() for r in mine]
-    assert len(every) == len(set(every))  # no run claimed twice
-    assert set(every) == {f"r{i:03d}" for i in range(200)} | {"timer"}
-    for name, mine in claimed.items():
-        for run_id in mine[:5]:
-            got = store.get_run(run_id)
-            assert got is not None
-            assert (got.lease_owner, got.lease_expires, got.rev) == (name, T + 30, 1)
-
-
-def test_a_claim_skips_rows_another_transaction_has_locked(store: PostgresStore,
-                                                           schema: str) -> None:
-    store.create_run(run("locked"))
-    store.create_run(run("free"))
+def test_a_claim_passes_over_rows_another_transaction_has_locked(store: PostgresStore,
+                                                                 schema: str) -> None:
+    create(store, "locked")
+    create(store, "free")
     with psycopg.connect(PG_BASE, autocommit=True) as conn, conn.transaction():
         conn.execute(f'SELECT 1 FROM "{schema}".runs WHERE id=%s FOR UPDATE', ("locked",))
         started = time.monotonic()
-        assert store.claim_due("w", T, 10, T + 30) == ["free"]
-        assert time.monotonic() - started < 2.0  # skipped, not waited for
-    assert store.claim_due("w2", T, 10, T + 30) == ["locked"]  # "free" is w's now
+        assert store.claim_due(transitions.claim("w", T, 10, T + 30)) == ["free"]
+        assert time.monotonic() - started < 2.0  # passed over, not waited for
+    assert store.claim_due(transitions.claim("w2", T, 10, T + 30)) == ["locked"]
 
 
 def test_commits_that_make_a_run_due_wake_listeners_of_this_store_only(
-        store: PostgresStore, schema: str) -> None:
+        store: PostgresStore) -> None:
     other_schema = new_schema()
     other = open_store(schema_url(other_schema))
     woken = threading.Event()
-    calls: list[float] = []
+    stop = store.listen(woken.set)
 
-    def on_due() -> None:
-        calls.append(time.monotonic())
-        woken.set()
+    def wakes(write: Any) -> bool:
+        woken.clear()
+        write()
+        return woken.wait(0.5 if not expected_wake[0] else 5)
 
-    stop = store.listen(on_due)
+    expected_wake = [False]
     try:
         assert woken.wait(10)  # the first call comes when listening starts
-        woken.clear()
-        other.create_run(run("elsewhere"))
-        assert not woken.wait(0.5)
-        store.create_run(run("claimed-by-creator", owner="me", expires=T + 30))
-        assert not woken.wait(0.5)  # its creator runs it: nobody else needs waking
-        store.create_run(run("free-for-all"))
-        assert woken.wait(5)
+        assert not wakes(lambda: create(other, "elsewhere"))
+        assert not wakes(lambda: create(store, "mine", owner="me", expires=T + 30))
+        held = create(store, "held", RunStatus.SUSPENDED, owner="me", expires=T + 30,
+                      steps=(step("child", StepStatus.AWAITING),))
+        assert not wakes(lambda: store.patch(transitions.checkpoint(
+            "mine", "nope", 1, "me", {}, T)))
+        expected_wake[0] = True
+        assert wakes(lambda: create(store, "free-for-all"))
+        assert wakes(lambda: store.leases(transitions.release("me", ["mine"])))
+        assert wakes(lambda: store.patch(transitions.wake("held", "child", T)))
+        assert wakes(lambda: advance(store, store.get_run("free-for-all") or held,
+                                     state="again"))
     finally:
         stop()
         other.close()
         drop_schema(other_schema)
 
 
-def test_a_batch_is_one_transaction_where_a_refused_or_failing_write_undoes_only_itself(
-        store: PostgresStore) -> None:
-    from concordia.store.base import ConflictError
+def test_a_steps_commit_is_one_statement_updating_rows_in_place(
+        store: PostgresStore, schema: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from concordia.store.sql.postgres import PgTx
 
-    def half_then_fail(s: object) -> None:
-        assert isinstance(s, PostgresStore)
-        s.create_run(run("half"))  # written, then undone with its write alone
-        raise ValueError("handler-side failure after a write")
+    current = create(store, "r-1", owner="w", expires=T + 30,
+                     steps=tuple(step(f"s{i}") for i in range(5)))
+    statements: list[str] = []
+    execute = PgTx._execute
 
-    stale = run("r1")
-    stale.expect_rev = 7  # not the revision stored: refused
-    outcomes = store.write_batch([
-        lambda s: s.create_run(run("r1")),
-        lambda s: s.commit(stale),
-        lambda s: s.create_run(run("r1")),  # the id is taken
-        half_then_fail,
-        lambda s: s.create_run(run("r2")),
-    ])
-    errors = [type(e).__name__ if e else None for _, e in outcomes]
-    assert errors == [None, "ConflictError", "ConflictError", "ValueError", None]
-    assert isinstance(outcomes[1][1], ConflictError)
-    assert [r.id for r in store.list_runs()] == ["r1", "r2"]
-    assert store.get_run("half") is None
-    loaded = store.load("r1")
-    assert loaded is not None
-    assert loaded[0].rev == 1
+    def counting(self: PgTx, text: str, args: Any) -> Any:
+        statements.append(text)
+        return execute(self, text, args)
+
+    monkeypatch.setattr(PgTx, "_execute", counting)
+    for i in range(5):
+        statements.clear()
+        advance(store, current, state=f"run_{i + 1}", lease_expires=T + 30 + i,
+                steps=[step(f"s{i}", StepStatus.SUCCEEDED, 1, result={"i": i})],
+                history=[line("r-1", "step.succeeded", f"s{i}")])
+        assert len(statements) == 1, statements
+    store.close()  # its connections end, and their counts reach the statistics
+    deadline = time.monotonic() + 10
+    while True:
+        with psycopg.connect(PG_BASE) as conn:
+            stats = {r[0]: r[1:] for r in conn.execute(
+                "SELECT relname, n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables "
+                "WHERE schemaname = %s", (schema,)).fetchall()}
+        if stats["runs"][0] >= 5 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert stats["runs"] == (5, 5)  # the run's row, updated in place each time
+    assert stats["steps"][1] == stats["steps"][0] >= 4
+
+
+def test_a_batch_of_commits_and_a_deadlock_free_release(store: PostgresStore) -> None:
+    for i in range(6):
+        create(store, f"r-{i}", owner="w", expires=T + 30)
+    runs = [store.get_run(f"r-{i}") for i in range(6)]
+    commits = [Commit(run=r, expect_rev=1, history=[line(r.id, "h")]) for r in runs if r]
+    errors: list[BaseException] = []
+
+    def release() -> None:
+        try:
+            for _ in range(20):
+                store.leases(transitions.release("w", [f"r-{i}" for i in reversed(range(6))]))
+        except BaseException as exc:  # pragma: no cover
+            errors.append(exc)
+
+    thread = threading.Thread(target=release)
+    thread.start()
+    assert store.commit_many(commits) == [None] * 6
+    thread.join(30)
+    assert errors == []
+    assert {r.rev for r in store.list_runs()} == {2}
+    assert run("x").rev == 0
+
+
+def test_a_url_keeps_its_libpq_options_and_names_its_schema_apart() -> None:
+    from concordia.store.postgres import split_url
+
+    assert split_url("postgresql://h/db?options=-c%20statement_timeout%3D5s&schema=s1"
+                     "&sslmode=require") == (
+        "postgresql://h/db?options=-c%20statement_timeout%3D5s&sslmode=require", "s1")
+    assert split_url("postgresql://h/db") == ("postgresql://h/db", None)

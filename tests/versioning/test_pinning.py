@@ -128,12 +128,13 @@ def test_a_schema_version_1_store_is_migrated_on_open(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     conn = sqlite3.connect(path)
     for sql in MIGRATIONS[0][1]:
+        assert isinstance(sql, str)
         conn.execute(sql)
     conn.execute("PRAGMA user_version = 1")
     conn.commit()
     conn.close()
     store = SqliteStore(f"sqlite:///{path}")
-    assert store.schema_version() == SCHEMA_VERSION == 6
+    assert store.schema_version() == SCHEMA_VERSION == 7
     assert store.pinned_definition("nothing", 1) is None
     store.close()
 

@@ -302,8 +302,8 @@ class MemoryStore:
             return sorted(r for r in self._runs if r.startswith(prefix))[:limit]
 
     def due_runs(self, now: float, limit: int, owner: str | None = None) -> list[str]:
-        # Like the SQLite store: running runs first (not those another owner leases),
-        # then due timers, earliest first.
+        # Like the SQL stores: running runs first, then due timers, earliest first; none
+        # that another owner holds a live lease on (a worker's claim takes timers too).
         with self._lock:
             due: list[str] = []
             for run_id in self._running:
@@ -316,7 +316,8 @@ class MemoryStore:
                 entry = heapq.heappop(self._timers)
                 if self._timer_valid(entry[0], entry[2]) and entry[2] not in due:
                     taken.append(entry)
-                    due.append(entry[2])
+                    if owner is None or not self._runs[entry[2]].leased_to_other(owner, now):
+                        due.append(entry[2])
             for entry in taken:  # still theirs until the runs move on
                 heapq.heappush(self._timers, entry)
             return due

@@ -1,19 +1,39 @@
-"""The SQLite store's schema: the numbered migrations that build it, and why it is shaped so.
+"""The SQLite store's schema: the numbered migrations that build it, the schema as it stands
+(a test builds one database each way and asserts they are the same), and why it is shaped
+so.
 
 Every page a transaction dirties is written to the WAL and synced, and every statement
 costs CPU, so a step's commit should touch little. A run's row carries its fields, its
 lease and the tail of its history (lines appended as text; the tail moves to ``history``,
 one row per move keyed by the run's integer key in the high 32 bits so a run's lines
 cluster without an index, when it outgrows ``TAIL_LIMIT`` and when the run ends). Step
-records live in ``steps``, clustered by the run's key, one row per step the run has
-touched: a commit writes the steps it changed and nothing else, so its cost does not grow
-with the length of the saga, and a row never outgrows its page. Events are identified by
-``source`` and ``id`` together, as CloudEvents says.
+records live in ``steps`` and a fan-out's item records in ``items``, typed columns
+clustered by the run's key (``WITHOUT ROWID``: one B-tree each), one row per step or item
+the run has touched: a commit writes the records it changed and nothing else, so its cost
+does not grow with the length of the saga, and a row never outgrows its page. Runs are
+queued by one index, (status, wake time): running runs, then each kind of timer, each
+walked in order. Events are identified by ``source`` and ``id`` together, as CloudEvents
+says. ``PRAGMA user_version`` records the last migration applied.
 """
 
 from __future__ import annotations
 
-MIGRATIONS: list[tuple[int, list[str]]] = [
+from concordia.store.sql.dialect import Migrations
+from concordia.store.sql.legacy import mover
+
+_STEPS = """CREATE TABLE steps (
+    run INTEGER NOT NULL, name TEXT NOT NULL, status TEXT NOT NULL, attempt INTEGER NOT NULL,
+    result TEXT, checkpoint TEXT, error TEXT, wake_at REAL, comp_status TEXT,
+    comp_attempt INTEGER NOT NULL, comp_error TEXT, started_at REAL, finished_at REAL,
+    error_detail TEXT, caught INTEGER, items TEXT, PRIMARY KEY (run, name)) WITHOUT ROWID"""
+_ITEMS = """CREATE TABLE items (
+    run INTEGER NOT NULL, step TEXT NOT NULL, idx INTEGER NOT NULL, status TEXT NOT NULL,
+    attempt INTEGER NOT NULL, result TEXT, checkpoint TEXT, error TEXT, wake_at REAL,
+    comp_status TEXT, comp_attempt INTEGER NOT NULL, comp_error TEXT, started_at REAL,
+    finished_at REAL, error_detail TEXT, caught INTEGER,
+    PRIMARY KEY (run, step, idx)) WITHOUT ROWID"""
+
+MIGRATIONS: Migrations = [
     (1, [
         """CREATE TABLE runs (
             id TEXT PRIMARY KEY, saga TEXT NOT NULL, version INTEGER NOT NULL,
@@ -148,6 +168,24 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
     # backwards (sagas are few, each with many runs), so they need no index of their own.
     (6, [
         "CREATE INDEX runs_correlation ON runs (correlation_id)",
+    ]),
+    # 7: step records as typed columns instead of JSON arrays read by position, and a
+    # fan-out's items in a table of their own (they were step records named
+    # ``step[index]``); decisions in the order they were recorded by a key of their own.
+    (7, [
+        "ALTER TABLE steps RENAME TO steps_v6",
+        _STEPS,
+        _ITEMS,
+        mover("SELECT num, name, num, name, record FROM steps_v6 WHERE {where}", "num, name"),
+        "DROP TABLE steps_v6",
+        """CREATE TABLE decisions_v7 (
+            seq INTEGER PRIMARY KEY, decision_id TEXT NOT NULL UNIQUE, run_id TEXT NOT NULL,
+            step TEXT, record TEXT NOT NULL)""",
+        """INSERT INTO decisions_v7 (seq, decision_id, run_id, step, record)
+            SELECT rowid, decision_id, run_id, step, record FROM decisions ORDER BY rowid""",
+        "DROP TABLE decisions",
+        "ALTER TABLE decisions_v7 RENAME TO decisions",
+        "CREATE INDEX decisions_run ON decisions (run_id)",
     ]),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
