@@ -9,9 +9,7 @@ from pathlib import Path
 import pytest
 
 from concordia import Engine, EventError, VirtualClock, new_event
-from concordia.store import memory as memory_store
-from concordia.store import postgres as postgres_store
-from concordia.store import sqlite as sqlite_store
+from concordia.runtime import delivery
 from tests.events_runtime import domain
 from tests.events_runtime.conftest import Calls, load, make_engine, store_url
 
@@ -344,9 +342,7 @@ def test_early_event_buffer_is_bounded(engines: list[Engine], tmp_path: Path,
                                        store_kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
     # An early event is kept once per distinct match key of the sagas awaiting its type
     # (two here: the order id and the correlation id), so 6 entries hold 3 events.
-    monkeypatch.setattr(memory_store, "MAX_BUFFERED_PER_TYPE", 6)
-    monkeypatch.setattr(sqlite_store, "MAX_BUFFERED_PER_TYPE", 6)
-    monkeypatch.setattr(postgres_store, "MAX_BUFFERED_PER_TYPE", 6)
+    monkeypatch.setattr(delivery, "MAX_BUFFERED_PER_TYPE", 6)
     calls = Calls()
     engine = _engine(engines, tmp_path, store_kind, calls)
     ids = []

@@ -7,6 +7,7 @@ each with its own result, last first.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -304,10 +305,14 @@ def test_sqlite_keeps_one_row_per_item(catalog_of: CatalogOf, sqlite_url: str,
         engine.run_until_idle()
     store = SqliteStore(sqlite_url)
     try:
-        rows = store._query("SELECT s.name FROM steps s JOIN runs r ON r.num = s.num "
-                            "WHERE r.id = ? ORDER BY s.name", (run.id,))
-        assert [r[0] for r in rows] == ["activate", "prepare", "sync", *[
-            f"sync[{i}]" for i in range(5)]]
+        with sqlite3.connect(sqlite_url.removeprefix("sqlite:///")) as db:
+            steps_rows = db.execute("SELECT s.name FROM steps s JOIN runs r ON r.num = s.run "
+                                    "WHERE r.id = ? ORDER BY s.name", (run.id,)).fetchall()
+            item_rows = db.execute("SELECT i.step, i.idx FROM items i JOIN runs r ON "
+                                   "r.num = i.run WHERE r.id = ? ORDER BY i.idx",
+                                   (run.id,)).fetchall()
+        assert [r[0] for r in steps_rows] == ["activate", "prepare", "sync"]
+        assert item_rows == [("sync", i) for i in range(5)]  # one row an item
         steps = records_of(store, run.id)
         assert steps["sync[3]"].result == {"adapter": "a3", "previous": "old-3"}
         assert steps["sync"].items == NAMES

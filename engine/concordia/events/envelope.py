@@ -38,10 +38,16 @@ _EXTENSION_NAME_RE = re.compile(r"[a-z0-9]+")
 _DATASCHEMA_RE = re.compile(r"urn:concordia:event:(?P<type>[^\s:]+):v(?P<version>[1-9]\d{0,9})")
 # Taxonomy versions are at most 2**31 - 1, as the definitions' schema says.
 MAX_VERSION = 2**31 - 1
-# The longest string attribute (``source``, ``subject``, the correlation and causation ids,
-# an extension's value): attributes are journaled with every event and compared on every
-# delivery; a kilobyte holds any real URI or identifier.
+# The longest each string attribute may be (characters). Attributes are journaled with
+# every event; ``source`` with ``id`` keys the inbox, and a key must stay well inside what
+# a database index entry holds (about 2,700 bytes in PostgreSQL); ``type`` and the
+# correlation and causation ids are names and ids like a saga's and a run's; ``subject``,
+# ``dataschema`` and string extensions hold any real URI or identifier in a kilobyte.
+MAX_SOURCE = 256
+MAX_NAME = 200
 MAX_ATTRIBUTE = 1024
+_LIMITS = {"source": MAX_SOURCE, "type": MAX_NAME, "correlationid": MAX_NAME,
+           "causationid": MAX_NAME}
 _EVENT_TYPE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]*")
 ExtensionValue = str | int | bool
 
@@ -180,7 +186,7 @@ def read_envelope(raw: Any) -> tuple[Envelope | None, list[AttributeProblem]]:
         if value is not None and (not isinstance(value, str) or not value):
             fail(name, f"must be a non-empty string, not {_short(value)}")
             value = None
-        elif value is not None and (fault := _text_fault(value)) is not None:
+        elif value is not None and (fault := _text_fault(name, value)) is not None:
             fail(name, fault)
             value = None
         optional[name] = value
@@ -233,7 +239,7 @@ def _extensions(raw: Mapping[str, Any], fail: Callable[[str, str], None]
             fail(name, f"extension values must be strings, integers or booleans, "
                        f"not {_kind(value)}")
             continue
-        if isinstance(value, str) and (fault := _text_fault(value)) is not None:
+        if isinstance(value, str) and (fault := _text_fault(name, value)) is not None:
             fail(name, fault)
             continue
         extensions[name] = value
@@ -298,18 +304,19 @@ def _string(raw: Mapping[str, Any], name: str, fail: Callable[[str, str], None])
     if not isinstance(value, str) or not value.strip():
         fail(name, f"must be a non-empty string, not {_short(value)}")
         return None
-    fault = _text_fault(value)
+    fault = _text_fault(name, value)
     if fault is not None:
         fail(name, fault)
         return None
     return value
 
 
-def _text_fault(value: str) -> str | None:
-    """Why an attribute's text cannot be taken (too long, or not text the journal keeps:
-    see :func:`concordia.values.text_fault`), or None."""
-    if len(value) > MAX_ATTRIBUTE:
-        return f"{len(value)} characters; at most {MAX_ATTRIBUTE}"
+def _text_fault(name: str, value: str) -> str | None:
+    """Why attribute ``name``'s text cannot be taken (too long, or not text the journal
+    keeps: see :func:`concordia.values.text_fault`), or None."""
+    limit = _LIMITS.get(name, MAX_ATTRIBUTE)
+    if len(value) > limit:
+        return f"{len(value)} characters; at most {limit}"
     return text_fault(value)
 
 

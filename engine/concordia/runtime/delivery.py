@@ -28,6 +28,10 @@ from concordia.status import RunStatus, StepStatus
 from concordia.store.changes import Commit, Delivered, Inbound
 from concordia.store.records import AwaitRecord, BufferedEvent
 
+# How many early events of one type are kept for runs that reach their await later; one
+# more drops the one that expires first.
+MAX_BUFFERED_PER_TYPE = 10_000
+
 
 @dataclass
 class Delivery:
@@ -131,7 +135,7 @@ class Deliverer:
         validate_event(self.journaling.catalog, envelope)
         data = envelope.to_dict()
         now = self.clock.now()
-        inbound = Inbound(data, now)
+        inbound = Inbound(data, now, buffer_limit=MAX_BUFFERED_PER_TYPE)
         for saga in self.book.triggers.get(envelope.type, []):
             inbound.creates.append(self._triggered_run(saga, envelope, data, claim))
         resumed: dict[str, RunPass] = {}

@@ -10,15 +10,11 @@ place: ``body/correlation_id``, ``path/run_id``, ``query/before``,
 ``body/input/order_id``, an event's ``source``.
 
 :data:`Text` wraps a pydantic string type with the rule (the error type ``value_limit``
-makes the answer a 422 wherever the string was, see :mod:`.problems`);
-:func:`check_json` and :func:`check_attribute` do the same for a JSON value and for an
-event's attributes.
-
-Limits of an event's attributes (characters): ``id`` is a UUID (36); ``source`` at most
-:data:`MAX_SOURCE` (256: with ``id`` it keys the inbox, and a key must stay well inside
-what a database index entry holds, about 2,700 bytes in PostgreSQL); ``type`` at most
-200, as saga and step names; ``correlationid`` and ``causationid`` at most 200, as a run's
-``correlation_id``; ``subject``, ``dataschema`` and string extensions at most 1,024.
+makes the answer a 422 wherever the string was, see :mod:`.problems`); :func:`check_json`
+does the same for a JSON value. An event's attributes are held to the rule (and to their
+limits) by the envelope itself (:func:`concordia.events.envelope.read_envelope`): one
+that breaks it is a malformed event, a 400, whoever sends it (the API, ``concordia
+events send``, a bus consumer).
 """
 
 from __future__ import annotations
@@ -33,13 +29,8 @@ from concordia.events.envelope import Envelope
 from concordia.service.problems import Problem
 from concordia.values import check_text, check_value
 
-MAX_SOURCE = 256
-MAX_ID = 36
+# The longest name or id a request may carry (a saga's name, a run's id, a correlation id).
 MAX_NAME = 200
-MAX_TEXT = 1024
-_EVENT_LIMITS = {"id": MAX_ID, "source": MAX_SOURCE, "type": MAX_NAME,
-                 "correlationid": MAX_NAME, "causationid": MAX_NAME, "subject": MAX_TEXT,
-                 "dataschema": MAX_TEXT}
 
 
 def _journal_text(value: str) -> str:
@@ -65,26 +56,6 @@ def check_json(value: Any, field: str) -> None:
                       field=f"{field}{exc.path}") from None
 
 
-def check_attribute(name: str, value: str, event_type: str | None = None) -> None:
-    """A 422 ``invalid-event`` naming the attribute unless ``value`` is journal text
-    within the attribute's limit."""
-    try:
-        check_text(value, name, _EVENT_LIMITS.get(name, MAX_TEXT))
-    except ValueLimitError as exc:
-        raise Problem(422, "invalid-event", f"the event's {name}: {exc.reason}", field=name,
-                      event_type=event_type) from None
-
-
 def check_event(envelope: Envelope) -> None:
-    """Every string attribute of an event, and its data (see the module docstring)."""
-    attributes: dict[str, Any] = {"id": envelope.id, "source": envelope.source,
-                                  "type": envelope.type, "time": envelope.time,
-                                  "subject": envelope.subject,
-                                  "dataschema": envelope.dataschema,
-                                  "correlationid": envelope.correlationid,
-                                  "causationid": envelope.causationid,
-                                  **envelope.extensions}
-    for name, value in attributes.items():
-        if isinstance(value, str):
-            check_attribute(name, value, envelope.type)
+    """An event's data (its attributes the envelope has checked)."""
     check_json(envelope.data, "data")

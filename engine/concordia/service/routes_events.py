@@ -23,10 +23,10 @@ from pydantic import Field
 from typing_extensions import TypedDict
 
 from concordia.errors import EventError, ValueLimitError
-from concordia.events.envelope import read_envelope
+from concordia.events.envelope import MAX_SOURCE, read_envelope
 from concordia.service import standard_webhooks
 from concordia.service.cloudevents_http import STRUCTURED, Mode, ce_headers, read_event
-from concordia.service.fields import MAX_SOURCE, check_event
+from concordia.service.fields import check_event
 from concordia.service.guard import Access, access
 from concordia.service.problems import Problem, problem_responses
 from concordia.service.signatures import HEADER, SignatureError

@@ -264,3 +264,6 @@ class Inbound:
     # The awaits (run id, step) the writer examined: a store refuses to buffer the event
     # (conflict) if another await for it was registered since; the event is planned again.
     awaits_seen: list[tuple[str, str]] = field(default_factory=list)
+    # How many early events of one type the buffer keeps: buffering one more drops the
+    # one that expires first.
+    buffer_limit: int = 10_000

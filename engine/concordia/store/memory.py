@@ -42,7 +42,6 @@ from concordia.store.records import (
     copy_step,
 )
 
-MAX_BUFFERED_PER_TYPE = 10_000
 _TIMED = (RunStatus.WAITING, RunStatus.SUSPENDED)
 
 
@@ -385,7 +384,7 @@ class MemoryStore:
         for c in item.creates:
             self._apply(c, 1)
         for event in item.buffer:
-            self._buffer(event)
+            self._buffer(event, item.buffer_limit)
         return Delivered.APPLIED
 
     def find_awaits(self, event_type: str, key: str | None) -> list[AwaitRecord]:
@@ -395,9 +394,9 @@ class MemoryStore:
                 keys |= self._await_index.get((event_type, None), set())
             return [self._awaits[k] for k in sorted(keys)]
 
-    def _buffer(self, event: BufferedEvent) -> None:
+    def _buffer(self, event: BufferedEvent, limit: int) -> None:
         same_type = [b for b in self._buffered.values() if b.event_type == event.event_type]
-        if len(same_type) >= MAX_BUFFERED_PER_TYPE:
+        if len(same_type) >= limit:
             oldest = min(same_type, key=lambda b: b.expires_at)
             del self._buffered[oldest.event_id]
         self._buffered[event.event_id] = event

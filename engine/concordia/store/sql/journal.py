@@ -45,7 +45,6 @@ from concordia.store.sql import rows
 from concordia.store.sql.dialect import Dialect, RetryError, Row, Tx, expected
 from concordia.store.sql.guards import condition
 
-MAX_BUFFERED_PER_TYPE = 10_000
 _RUNNING = RunStatus.RUNNING.value
 _TIMED = sorted(s.value for s in TIMED_RUN)
 _ACTIVE = sorted(s.value for s in ACTIVE)
@@ -456,17 +455,17 @@ class SqlStore:
             if any((a.run_id, a.step) not in seen
                    for a in self._awaits(tx, event.event_type, event.key)):
                 return Delivered.CONFLICT  # an await registered since it was planned
-            self._buffer(tx, event)
+            self._buffer(tx, event, item.buffer_limit)
         return Delivered.APPLIED
 
     @staticmethod
-    def _buffer(tx: Tx, event: BufferedEvent) -> None:
+    def _buffer(tx: Tx, event: BufferedEvent, limit: int) -> None:
         # Expired events are dropped lazily, when new ones arrive.
         tx.run("DELETE FROM buffered WHERE event_type = ? AND expires_at <= ?",
                (event.event_type, event.expires_at - 2 * 86400.0 * 365))
         count = tx.one("SELECT COUNT(*) FROM buffered WHERE event_type = ?",
                        (event.event_type,))
-        if count is not None and count[0] >= MAX_BUFFERED_PER_TYPE:
+        if count is not None and count[0] >= limit:
             tx.run("DELETE FROM buffered WHERE event_id = (SELECT event_id FROM buffered "
                    "WHERE event_type = ? ORDER BY expires_at LIMIT 1)", (event.event_type,))
         tx.run(f"INSERT INTO buffered ({_BUFFERED_COLS}) VALUES (?, ?, ?, ?, ?) "
