@@ -46,7 +46,14 @@ async def metrics(svc: Svc) -> Response:
     astore = svc.engine.astore
     counts = await astore.read("run_counts")
     backlog = await astore.read("outbox_backlog")
-    return Response(svc.metrics.render(counts, backlog), media_type=CONTENT_TYPE)
+    running = await astore.read("list_runs", "running", None, _LEASES_READ)
+    leases = [(r.saga, r.lease_owner, r.lease_expires) for r in running]
+    return Response(svc.metrics.render(counts, backlog, leases=leases),
+                    media_type=CONTENT_TYPE)
+
+
+# Running runs read for their leases per scrape: a bound on the scrape's cost.
+_LEASES_READ = 10_000
 
 
 def _redacted(url: str) -> str:
