@@ -94,6 +94,8 @@ def test_demo_on_postgresql_and_jetstream_holds_every_invariant(
         assert code == 0, out
         assert "20/20 scenarios held every invariant" in out
         assert "2 Cerebros callback(s) came through JetStream" in out
+        # The bus was used: the legend explains its invariant.
+        assert "bus = the completion came through JetStream" in out
         assert "0 persistent event(s) left unpublished" in out
         types = [event["type"] for _, event in stream_messages(settings)]
         assert types.count("ml.training.completed") == 2  # the bridge's callbacks
