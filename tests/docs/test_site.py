@@ -134,3 +134,11 @@ def _run_python(page: str, block: str, tmp_path: Path, monkeypatch: pytest.Monke
     printed = re.findall(r"^print\(.*# (.+)$", block, re.MULTILINE)
     if printed:
         assert out.getvalue().strip().splitlines()[-1] == printed[-1].strip()
+
+
+def test_every_exported_name_is_in_the_python_api_pages() -> None:
+    import concordia
+
+    text = "\n".join(p.read_text("utf-8") for p in sorted((DOCS / "api").glob("*.md")))
+    documented = set(re.findall(r"^::: concordia\.(\w+)$", text, re.MULTILINE))
+    assert set(concordia.__all__) - {"__version__"} == documented - {"testing"}
