@@ -96,9 +96,10 @@ _MAX_RUN_NUM = (1 << 31) - 1
 # The tail moves to ``history`` when the run ends or outgrows this (it then stays within
 # one page with the rest of the row).
 TAIL_LIMIT = 2048
+# (Named parameters: Python 3.12 deprecates binding numbered ones, ``?1``, by position.)
 _SETTLE_TAIL = ("INSERT INTO history (key, entries) SELECT COALESCE((SELECT MAX(key) "
-                "FROM history WHERE key BETWEEN ?1 AND ?2), ?1 - 1) + 1, tail FROM runs "
-                "WHERE num=?3 AND tail != '[]'")
+                "FROM history WHERE key BETWEEN :lo AND :hi), :lo - 1) + 1, tail FROM runs "
+                "WHERE num=:num AND tail != '[]'")
 _INSERT_EVENT = ("INSERT OR IGNORE INTO events (id, source, run_id, type, direction, "
                  "persistent, envelope) VALUES (?, ?, ?, ?, ?, ?, ?)")
 _ACTIVE_SQL = "('running', 'waiting', 'suspended')"
@@ -415,7 +416,8 @@ class SqliteStore:
         """Move a run's history tail to ``history``."""
         if num > _MAX_RUN_NUM:  # would overflow the 64-bit history key
             raise StoreError(f"the store holds more than {_MAX_RUN_NUM} runs; archive it")
-        if conn.execute(_SETTLE_TAIL, (*_history_keys(num), num)).rowcount:
+        lo, hi = _history_keys(num)
+        if conn.execute(_SETTLE_TAIL, {"lo": lo, "hi": hi, "num": num}).rowcount:
             conn.execute("UPDATE runs SET tail='[]' WHERE num=?", (num,))
 
     def _remember(self, run: RunRecord) -> None:
@@ -468,8 +470,9 @@ class SqliteStore:
     def _append_line(self, conn: sqlite3.Connection, num: int, entry: HistoryEntry,
                      ended: bool = False) -> None:
         line = _encode(_history_rows([entry]))
-        tail = conn.execute("UPDATE runs SET tail=" + _APPEND_TAIL.format(arg="?1")
-                            + " WHERE num=?2 RETURNING length(tail)", (line, num)).fetchall()
+        tail = conn.execute("UPDATE runs SET tail=" + _APPEND_TAIL.format(arg=":line")
+                            + " WHERE num=:num RETURNING length(tail)",
+                            {"line": line, "num": num}).fetchall()
         if tail and (tail[0][0] > TAIL_LIMIT or ended):
             self._settle(conn, num)
 
