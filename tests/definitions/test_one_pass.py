@@ -62,3 +62,10 @@ def test_a_misspelt_key_is_not_also_missing(tmp_path: Path) -> None:
     found = _codes(tmp_path, "name: s\nversion: 1\nsteps:\n  - name: a\n    action: x.y\n"
                              "    compensation: x.undo\n")
     assert found == [("unknown-key", "/steps/0/compensation")]
+
+
+def test_a_step_whose_name_the_schema_refuses_is_not_checked_further(tmp_path: Path) -> None:
+    # (found by the fuzz test: a string name against the pattern spoiled the step's key)
+    found = _codes(tmp_path, "name: s\nversion: 1\nsteps:\n  - name: Not An Identifier\n"
+                             "    action: x.y\n")
+    assert found == [("bad-name", "/steps/0/name")]

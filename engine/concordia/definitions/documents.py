@@ -208,7 +208,7 @@ def _step_slot(parsed: ParsedFile, raw: Any, index: int, regions: Regions) -> St
     if spoiled is None:
         return StepSlot(index, name, depends_on, None)
     sound = {k: v for k, v in entry.items() if k not in spoiled}
-    if name is None or sum(k in sound for k in STEP_KINDS) != 1:
+    if "name" not in sound or name is None or sum(k in sound for k in STEP_KINDS) != 1:
         return StepSlot(index, name, depends_on, None)
     before = len(parsed.problems)
     if _check_step(parsed, sound, base, spoiled) and not spoiled:

@@ -44,10 +44,17 @@ class Core:
         self.store: Store = open_store(store) if isinstance(store, str) else store
         self.clock: Clock = clock or SystemClock()
         self.bus = bus
-        self.config = EngineConfig(**settings)
-        self.book = SagaBook(catalog, self.store)
-        if check_bindings:
-            self.book.check_bindings(registry)
+        try:
+            self.config = EngineConfig(**settings)
+            self.book = SagaBook(catalog, self.store)
+            if check_bindings:
+                self.book.check_bindings(registry)
+        except BaseException:
+            # A store this core opened is closed when the core cannot be made (a saga
+            # version edited in place, unbound handlers): it would leak otherwise.
+            if isinstance(store, str):
+                self.store.close()
+            raise
         self.executor = Executor(self.book, catalog, registry, self.clock, self.config)
         self.deliverer = Deliverer(self.executor)
 

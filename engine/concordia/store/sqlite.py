@@ -148,15 +148,31 @@ class SqliteStore:
             except OSError as exc:
                 raise StoreError(f"cannot create the directory of SQLite store {path!r}: "
                                  f"{exc.strerror or exc}") from None
+        opened: list[sqlite3.Connection] = []
+        try:
+            self._open(path, readonly, synchronous, busy_timeout, opened)
+        except BaseException:
+            # A store that fails to open (not a database, read-only, newer schema) leaves
+            # no connection behind: Python 3.13 warns of one collected unclosed.
+            for conn in opened:
+                conn.close()
+            raise
+
+    def _open(self, path: str, readonly: bool, synchronous: str, busy_timeout: float,
+              opened: list[sqlite3.Connection]) -> None:
+        """Connect, check or migrate the schema, and connect the reader; each connection
+        made is added to ``opened``."""
         try:
             if readonly:
                 uri = "file:" + pathname2url(os.path.abspath(path)) + "?mode=ro"
                 self._conn = sqlite3.connect(uri, uri=True, isolation_level=None,
                                              check_same_thread=False, timeout=busy_timeout)
+                opened.append(self._conn)
                 self._conn.execute("PRAGMA query_only=ON")
             else:
                 self._conn = sqlite3.connect(path, isolation_level=None,
                                              check_same_thread=False, timeout=busy_timeout)
+                opened.append(self._conn)
                 self._conn.execute("PRAGMA journal_mode=WAL")
                 self._conn.execute(f"PRAGMA synchronous={synchronous}")
         except sqlite3.Error as exc:
@@ -173,6 +189,7 @@ class SqliteStore:
             try:
                 self._rconn = sqlite3.connect(path, isolation_level=None,
                                               check_same_thread=False, timeout=busy_timeout)
+                opened.append(self._rconn)
                 self._rconn.execute("PRAGMA query_only=ON")
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot open SQLite store {path!r}: {exc}") from None
