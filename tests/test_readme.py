@@ -74,5 +74,24 @@ def test_readme_asyncio_service_completes_the_runs_requests_start(
                 break
             time.sleep(0.02)
         assert statuses == [expected.group(1)] * 3
+        # An unknown run is a 404, not a server error.
+        missing = client.get("/runs/nope")
+        assert missing.status_code == 404, missing.text
     # Each run charged, failed to ship and was refunded (the first example's run too).
     assert namespace["refunds"] == ["ch_1"] * 4
+
+
+def test_the_install_commands_name_the_distribution_and_its_extras() -> None:
+    import tomllib
+
+    project = tomllib.loads(Path(ROOT, "pyproject.toml").read_text())["project"]
+    readme = Path(ROOT, "README.md").read_text()
+    commands = re.findall(r"pip install (?:-q )?(?:-e )?'?([\w.-]+)(?:\[([\w,]+)\])?'?", readme)
+    assert commands, "the README says how to install"
+    for name, extras in commands:
+        # From the index by its own name (the index's `concordia` is another project), or
+        # from a clone (`.`).
+        assert name in (project["name"], "."), name
+        assert set(filter(None, extras.split(","))) <= set(project["optional-dependencies"])
+    assert "pip install -e '.[postgres,nats]'" in readme
+    assert "pip install 'concordia[" not in readme

@@ -21,25 +21,26 @@ import os
 import sys
 import tempfile
 from collections.abc import Sequence
+from typing import Any
 
+from rich.cells import cell_len
 from rich.console import Console
+from rich.measure import Measurement
 from rich.progress import Progress
 from rich.table import Table
 
-from concordia.cli.report import render_text
-from concordia.clock import VirtualClock
-from concordia.definitions.catalog import Catalog
-from concordia.logging import configure_logging
-from concordia.runtime.engine import Engine
+from concordia import Catalog, ConcordiaError, Engine, configure_logging
+from thunderline.clock import SkippingClock
 from thunderline.handlers import build_registry
 from thunderline.scenarios import Outcome, Runner, scenarios
 from thunderline.world import World
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROG = "python -m thunderline.demo"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m thunderline.demo",
+    parser = argparse.ArgumentParser(prog=PROG,
                                      description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--store", help="journal URL (default: a fresh SQLite file)")
     parser.add_argument("--world", help="simulated systems' SQLite file (default: fresh)")
@@ -54,25 +55,71 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Handler logs go to a file: the table is the demo's output.
     workdir = tempfile.mkdtemp(prefix="concordia-demo-")
     log_path = os.path.join(workdir, "handlers.log")
-    log_file = open(log_path, "w")  # noqa: SIM115 - open for the whole run
-    configure_logging(json=True, file=log_file)
     store = args.store or f"sqlite:///{os.path.join(workdir, 'runs.db')}"
     world_path = args.world or os.path.join(workdir, "world.db")
 
     paths = [os.path.join(args.root, "definitions"), os.path.join(args.root, "policies")]
     catalog = Catalog.load(paths)
-    console.print(f"[bold]1. validate[/] {', '.join(paths)}: {render_text(catalog.problems)}")
+    console.print(f"[bold]1. validate[/] {', '.join(paths)}: {_summary(catalog)}",
+                  highlight=False)
     if catalog.errors:
         return 1
-    world = World(world_path)
-    clock = VirtualClock()
-    bus = None
+    with open(log_path, "w") as log_file:
+        configure_logging(json=True, file=log_file)
+        try:
+            outcomes, pending, through_bus = _run(args, console, catalog, store, world_path)
+        except ConcordiaError as exc:
+            # A missing extra (psycopg for a PostgreSQL store, nats-py for the bus) or a
+            # store that does not open: one line, as the command line says it.
+            print(f"{PROG}: error: {exc}", file=sys.stderr)
+            return 2
+    # Piped or redirected there is no screen to fit, and rich's default 80 columns would
+    # cut words short: the table is as wide as its columns need.
+    piped = not console.is_terminal
+    table = _table(outcomes, piped=piped)
+    if piped:
+        wide = console.options.update_width(1_000)
+        console.width = max(console.width, Measurement.get(console, wide, table).maximum)
+    console.print(table)
+    console.print(legend(outcomes), style="dim")
+    bad = [o for o in outcomes if not o.ok]
+    console.print(f"{len(outcomes) - len(bad)}/{len(outcomes)} scenarios held every invariant"
+                  f"; journal {store}; handler logs {log_path}")
     if args.bus:
-        from concordia.events.nats import JetStreamSettings, NatsBus
+        console.print(f"bus {args.bus}: {through_bus} Cerebros callback(s) came through "
+                      f"JetStream; {pending} persistent event(s) left unpublished")
+        if pending:
+            bad.append(Outcome("outbox", "-", f"{pending} unpublished", "0 unpublished", []))
+    for o in bad:
+        failed = [name for name, ok in o.checks if not ok]
+        console.print(f"[red]FAILED[/] {o.saga} at {o.failed_at}: state {o.status} "
+                      f"(expected {o.expected}); broken: {', '.join(failed) or '-'}; "
+                      f"run {o.run_id}")
+    return 1 if bad else 0
 
-        bus = NatsBus(JetStreamSettings(url=args.bus, stream=args.stream,
-                                        prefix=args.subject_prefix))
-    engine = Engine(catalog, build_registry(world), store, clock=clock, bus=bus)
+
+def _summary(catalog: Catalog) -> str:
+    if not catalog.problems:
+        return "no problems"
+    errors = len(catalog.errors)
+    lines = [p.format_text() for p in catalog.problems]
+    return "\n".join([*lines, f"{errors} error(s), {len(catalog.problems) - errors} warning(s)"])
+
+
+def _run(args: argparse.Namespace, console: Console, catalog: Catalog, store: str,
+         world_path: str) -> tuple[list[Outcome], int, int]:
+    """Every scenario on one engine: the outcomes, the events left in the outbox and the
+    callbacks that came through the bus."""
+    bus = _nats_bus(args) if args.bus else None
+    world = World(world_path)
+    clock = SkippingClock()
+    try:
+        engine = Engine(catalog, build_registry(world), store, clock=clock, bus=bus)
+    except BaseException:
+        world.close()
+        if bus is not None:
+            bus.close()
+        raise
     link = None
     if args.bus:
         from thunderline.transport import JetStreamCallbacks
@@ -83,7 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     through_bus=link.through_bus if link else None)
     plan = scenarios(engine)
     outcomes: list[Outcome] = []
-    console.print(f"[bold]2. run[/] {len(plan)} scenarios on {store} (world: {world_path})")
+    console.print(f"[bold]2. run[/] {len(plan)} scenarios on {store} (world: {world_path})",
+                  highlight=False)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("scenarios", total=len(plan))
         for scenario in plan:
@@ -97,40 +145,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     if bus is not None:
         bus.close()
     world.close()
-    log_file.close()
-    console.print(_table(outcomes))
-    console.print(legend(), style="dim")
-    bad = [o for o in outcomes if not o.ok]
-    console.print(f"{len(outcomes) - len(bad)}/{len(outcomes)} scenarios held every invariant"
-                  f"; journal {store}; handler logs {log_path}")
-    if args.bus:
-        console.print(f"bus {args.bus}: {len(link.through_bus) if link else 0} Cerebros "
-                      f"callback(s) came through JetStream; {pending} persistent event(s) "
-                      "left unpublished")
-        if pending:
-            bad.append(Outcome("outbox", "-", f"{pending} unpublished", "0 unpublished", []))
-    for o in bad:
-        failed = [name for name, ok in o.checks if not ok]
-        console.print(f"[red]FAILED[/] {o.saga} at {o.failed_at}: state {o.status} "
-                      f"(expected {o.expected}); broken: {', '.join(failed) or '-'}; "
-                      f"run {o.run_id}")
-    return 1 if bad else 0
+    return outcomes, pending, len(link.through_bus) if link else 0
 
 
-def _table(outcomes: Sequence[Outcome]) -> Table:
-    table = Table(title="Thunderline sagas under failure", title_justify="left")
-    for col in ("saga", "failed at", "final state", "compensations run", "invariants"):
-        table.add_column(col)
+def _nats_bus(args: argparse.Namespace) -> Any:
+    try:
+        from concordia import JetStreamSettings, NatsBus
+    except ImportError as exc:
+        raise ConcordiaError(f"the NATS bus needs nats-py (pip install "
+                             f"'concordia-sagas[nats]'): {exc}") from None
+    return NatsBus(JetStreamSettings(url=args.bus, stream=args.stream,
+                                     prefix=args.subject_prefix))
+
+
+def _table(outcomes: Sequence[Outcome], *, piped: bool = False) -> Table:
+    """The outcomes as a table. ``piped``: for output with no screen to fit, each column
+    as wide as its longest word (at least :data:`PIPED_COLUMN`, at most its longest cell),
+    so that cells wrap between words and never cut one short."""
+    rows: list[list[str]] = []
     previous = None
     for o in outcomes:
         held = sum(ok for _, ok in o.checks)
         checks = f"{held}/{len(o.checks)} " + " ".join(
             ("✓" if ok else "✗") + SHORT.get(name.split(" (")[0], name) for name, ok in o.checks)
         state = o.status if o.state_ok else f"{o.status} (expected {o.expected})"
-        table.add_row(o.saga if o.saga != previous else "", o.failed_at, state,
-                      ", ".join(o.compensations) or "-", checks)
+        rows.append([o.saga if o.saga != previous else "", o.failed_at, state,
+                     ", ".join(o.compensations) or "-", checks])
         previous = o.saga
+    table = Table(title="Thunderline sagas under failure", title_justify="left")
+    for i, col in enumerate(("saga", "failed at", "final state", "compensations run",
+                             "invariants")):
+        cells = [col] + [row[i] for row in rows]
+        width = None
+        if piped:
+            longest_word = max(cell_len(word) for cell in cells for word in cell.split())
+            width = min(max(cell_len(cell) for cell in cells),
+                        max(longest_word, PIPED_COLUMN))
+        # On a terminal too narrow for a word, the word breaks rather than being cut short.
+        table.add_column(col, overflow="fold", width=width)
+    for row in rows:
+        table.add_row(*row)
     return table
+
+
+PIPED_COLUMN = 28
 
 
 # Short names for the table; the legend below it spells them out.
@@ -148,8 +206,12 @@ SHORT = {
 }
 
 
-def legend() -> str:
-    return "invariants: " + "; ".join(f"{short} = {name}" for name, short in SHORT.items())
+def legend(outcomes: Sequence[Outcome]) -> str:
+    """The short names the table uses, spelt out (only those it uses: the bus's only when
+    a callback went through it)."""
+    used = {name.split(" (")[0] for o in outcomes for name, _ in o.checks}
+    return "invariants: " + "; ".join(f"{short} = {name}" for name, short in SHORT.items()
+                                      if name in used)
 
 
 if __name__ == "__main__":

@@ -28,12 +28,14 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from concordia.errors import HandlerError, PermanentError, RetryableError
-from concordia.registry import Registry
-from concordia.runtime.context import (
+from concordia import (
     CompensationContext,
+    HandlerError,
     ItemCompensationContext,
     ItemContext,
+    PermanentError,
+    Registry,
+    RetryableError,
     StepContext,
 )
 from thunderline.systems.errors import ExternalSystemError, Rejected, Unavailable

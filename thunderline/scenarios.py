@@ -14,11 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from concordia.clock import VirtualClock
-from concordia.definitions.models import ActionStep
-from concordia.events.envelope import new_event
-from concordia.runtime.engine import Engine
-from concordia.runtime.views import RunView
+from concordia import Engine, RunView, new_event
+from thunderline.clock import SkippingClock
 from thunderline.handlers import FAULT_POINTS
 from thunderline.systems.errors import Rejected
 from thunderline.world import World
@@ -66,7 +63,7 @@ class Scenario:
 class Runner:
     """Runs scenarios on one engine and one world."""
 
-    def __init__(self, engine: Engine, world: World, clock: VirtualClock,
+    def __init__(self, engine: Engine, world: World, clock: SkippingClock,
                  send: Callable[[dict[str, Any]], None] | None = None,
                  through_bus: set[str] | None = None) -> None:
         self.engine = engine
@@ -110,6 +107,9 @@ class Runner:
                 self.clock.advance(6 * 3600 + 1)  # nobody calls back: the timer fires
                 self.engine.run_until_idle()
         self.engine.drain(max_wait=3600)
+        # The run has ended: no timer of it is pending, so the next run starts stamped
+        # with the real time again.
+        self.clock.rejoin()
         view = self.engine.get_run(run_id)
         outcome = Outcome(scenario.saga, scenario.failed_at, view.status, scenario.expected,
                           view.compensated_steps(), run_id=run_id)
@@ -202,7 +202,7 @@ def scenarios(engine: Engine) -> list[Scenario]:
         saga = catalog.saga(saga_name)
         out.append(Scenario(saga_name, "-", "completed", prepare[saga_name]))
         for step in saga.steps:
-            if not isinstance(step, ActionStep):
+            if step.kind != "action":
                 continue
             if step.for_each is not None:
                 for where, skip, after in fan_out:

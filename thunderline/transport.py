@@ -8,8 +8,7 @@ import asyncio
 import uuid
 from typing import Any
 
-from concordia.events.nats import JetStreamSettings, NatsBus, NatsConsumer, subject_for
-from concordia.runtime.engine import Engine
+from concordia import Engine, JetStreamSettings, NatsBus, NatsConsumer
 
 BRIDGE_TIMEOUT = 30.0
 
@@ -26,7 +25,7 @@ class JetStreamCallbacks:
         # server forgets it a minute after the demo ends.
         self.consumer = NatsConsumer(
             self.settings, durable=f"thunderline-demo-{uuid.uuid4().hex[:8]}",
-            filter_subject=subject_for(self.settings.prefix, "ml.training.completed"),
+            filter_subject=self.settings.subject("ml.training.completed"),
             only_new=True, inactive_threshold=60.0)
         asyncio.run(self.consumer.subscribe())
         self.through_bus: set[str] = set()  # event ids delivered from JetStream

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
         DefinitionError,
         EventError,
         ExpressionError,
+        HandlerError,
         PermanentError,
         PolicyError,
         RetryableError,
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
     )
     from concordia.events.bus import Bus, InMemoryBus
     from concordia.events.envelope import Envelope, new_event
+    from concordia.events.nats import JetStreamSettings, NatsBus, NatsConsumer
+    from concordia.logging import configure_logging
     from concordia.registry import Registry
     from concordia.runtime import (
         AsyncEngine,
@@ -53,12 +56,17 @@ _EXPORTS = {
     "ConcordiaError": "concordia.errors",
     "DefinitionChangedError": "concordia.errors",
     "DefinitionError": "concordia.errors", "EventError": "concordia.errors",
-    "ExpressionError": "concordia.errors", "PermanentError": "concordia.errors",
+    "ExpressionError": "concordia.errors", "HandlerError": "concordia.errors",
+    "PermanentError": "concordia.errors",
     "PolicyError": "concordia.errors", "RetryableError": "concordia.errors",
     "StoreError": "concordia.errors", "UnknownRunError": "concordia.errors",
     "UnknownSagaError": "concordia.errors", "ValueLimitError": "concordia.errors",
     "Bus": "concordia.events.bus", "InMemoryBus": "concordia.events.bus",
     "Envelope": "concordia.events.envelope", "new_event": "concordia.events.envelope",
+    # The NATS names need the `nats` extra; they import nats-py only when used.
+    "JetStreamSettings": "concordia.events.nats", "NatsBus": "concordia.events.nats",
+    "NatsConsumer": "concordia.events.nats",
+    "configure_logging": "concordia.logging",
     "Registry": "concordia.registry",
     "AsyncEngine": "concordia.runtime",
     "CompensationContext": "concordia.runtime", "Delivery": "concordia.runtime",
@@ -80,6 +88,12 @@ def __getattr__(name: str) -> Any:
     return value
 
 
+def __dir__() -> list[str]:
+    # The lazy names are not in globals() until first used; list them for dir() and for
+    # completion in interactive shells.
+    return sorted(set(globals()) | set(__all__))
+
+
 __all__ = [
     "AsyncEngine",
     "BindingError",
@@ -95,10 +109,14 @@ __all__ = [
     "Envelope",
     "EventError",
     "ExpressionError",
+    "HandlerError",
     "InMemoryBus",
     "InputError",
     "ItemCompensationContext",
     "ItemContext",
+    "JetStreamSettings",
+    "NatsBus",
+    "NatsConsumer",
     "PermanentError",
     "PolicyError",
     "Registry",
@@ -112,6 +130,7 @@ __all__ = [
     "ValueLimitError",
     "VirtualClock",
     "__version__",
+    "configure_logging",
     "new_event",
     "open_store",
 ]

@@ -132,11 +132,14 @@ def test_events_send_delivers_nothing_if_one_event_is_invalid(project: Project) 
     code, out, _ = project.cli("events", "send", str(path), "--store", project.store)
     assert code == 1
     lines = [ln for ln in out.splitlines() if ln.startswith("invalid: ")]
-    # Every problem of the bad envelope, each once; nothing of the good one.
-    assert len(lines) == 2
+    # Every problem of the bad envelope, attributes and payload in one pass, each once;
+    # nothing of the good one.
+    assert len(lines) == 4
     assert all("batch.json[1]" in ln for ln in lines)
     assert "attribute 'id'" in lines[0]
     assert "attribute 'time'" in lines[1]
+    assert "payload field 'order'" in lines[2]
+    assert "payload field 'order_id'" in lines[3]
     assert "nothing delivered" in out
     assert not project.db.exists()  # not even the store was created
 

@@ -1,4 +1,4 @@
-"""Commands on an install without the optional extras (``pip install concordia``): what
+"""Commands on an install without the optional extras (``pip install concordia-sagas``): what
 does not need an extra works, and what does says which extra to install, in one line.
 
 Each case runs the CLI in a fresh interpreter where the extra's modules cannot be
@@ -67,7 +67,7 @@ def test_the_bus_commands_name_the_extra_they_need(tmp_path: Path) -> None:
         done = concordia_without("nats", *args)
         assert done.returncode == 2, (args, done.stderr)
         assert done.stderr.strip() == (
-            "concordia: error: the NATS bus needs nats-py (pip install 'concordia[nats]'): "
+            "concordia: error: the NATS bus needs nats-py (pip install 'concordia-sagas[nats]'): "
             "No module named 'nats'"), (args, done.stderr)
 
 
@@ -75,7 +75,7 @@ def test_a_postgresql_store_names_its_extra() -> None:
     done = concordia_without("psycopg,psycopg_pool", "runs", "--store",
                              "postgresql://127.0.0.1:5432/test")
     assert done.returncode == 2, done.stderr
-    assert "pip install 'concordia[postgres]'" in done.stderr
+    assert "pip install 'concordia-sagas[postgres]'" in done.stderr
     assert "Traceback" not in done.stderr
 
 
@@ -83,5 +83,5 @@ def test_serve_names_its_extra() -> None:
     done = concordia_without("fastapi", "serve", "--store", "memory://",
                              "--handlers", "thunderline.handlers")
     assert done.returncode == 2, done.stderr
-    assert "pip install 'concordia[serve]'" in done.stderr
+    assert "pip install 'concordia-sagas[serve]'" in done.stderr
     assert "Traceback" not in done.stderr

@@ -167,3 +167,26 @@ def test_integers_json_cannot_carry_are_refused(
     text = json.dumps(_envelope()).replace('"score": 0.9', '"score": 90071992547409930')
     assert run_cli(_validate(_write(tmp_path, "big.json", text))) == 1
     assert "beyond what JSON consumers read exactly" in capsys.readouterr().out
+
+
+def test_envelope_and_payload_problems_come_in_one_pass(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    raw = _envelope(run_id="nope")
+    raw.update(id="nope")
+    raw.pop("source")
+    assert run_cli(_validate(_write(tmp_path, "bad.json", raw))) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert any("attribute 'id'" in ln for ln in lines)
+    assert any("attribute 'source'" in ln for ln in lines)
+    assert any("field 'run_id': 'nope' is not a 'uuid'" in ln for ln in lines)
+
+
+def test_an_unsound_type_or_version_leaves_the_payload_unchecked(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Against which entry would the payload be checked? None: only the attribute is wrong.
+    raw = _envelope(run_id="nope")
+    raw.update(id="nope", dataschema="urn:concordia:event:ml.run.completed:vX")
+    assert run_cli(_validate(_write(tmp_path, "bad.json", raw))) == 1
+    out = capsys.readouterr().out
+    assert "attribute 'dataschema'" in out
+    assert "field 'run_id'" not in out

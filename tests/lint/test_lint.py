@@ -134,3 +134,34 @@ def test_lint_reports_as_validate_does(tmp_path: Path,
     lint_out = capsys.readouterr().out
     for line in validate_lines:
         assert line in lint_out
+
+
+def test_without_handlers_it_says_what_it_could_not_check(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # The gappy tree's stub compensations are in its handlers: an audit that cannot read
+    # them must not read as clean.
+    code = main(["lint", *GAP_PATHS])
+    out = capsys.readouterr().out
+    assert code == 1  # the definitions' own gaps
+    assert "CG-STUB-COMPENSATION" not in out
+    assert "handler(s) the sagas name were not checked" in out
+    assert "give --handlers MODULE" in out
+
+
+def test_a_clean_tree_without_handlers_is_not_no_gaps_found(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["lint", DEFINITIONS, POLICIES]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1] == "no gaps found in the definitions; their handlers were not checked"
+    # --strict fails an audit that could not look at a single handler.
+    assert main(["lint", DEFINITIONS, POLICIES, "--strict"]) == 1
+    capsys.readouterr()
+    assert main(["lint", DEFINITIONS, POLICIES, "--format", "json"]) == 0
+    unchecked = json.loads(capsys.readouterr().out)["unchecked_handlers"]
+    assert "thunderlink.create_user" in unchecked
+    assert main(["lint", DEFINITIONS, POLICIES, "--format", "markdown"]) == 0
+    assert "## Handlers not checked" in capsys.readouterr().out
+    # Given the handlers, nothing is left unchecked.
+    assert main(["lint", DEFINITIONS, POLICIES, "--handlers", "thunderline.handlers",
+                 "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["unchecked_handlers"] == []

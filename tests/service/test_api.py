@@ -235,6 +235,8 @@ def test_health_readiness_and_metrics(served: Served) -> None:
     assert lag is not None
     assert 0.0 < float(lag.group(1)) < 120.0
     assert 'concordia_api_runs_requested_total{outcome="started"} 3.0' in text
+    # the waiting run holds no lease: nothing has lapsed
+    assert 'concordia_runs_lease_expired{saga="payment"} 0.0' in text
 
 
 def test_the_openapi_document_validates_and_errors_are_problem_details(served: Served) -> None:

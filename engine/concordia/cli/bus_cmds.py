@@ -77,7 +77,7 @@ def nats_bus() -> ModuleType:
     try:
         import concordia.events.nats as module
     except ImportError as exc:
-        raise UsageError(f"the NATS bus needs nats-py (pip install 'concordia[nats]'): "
+        raise UsageError(f"the NATS bus needs nats-py (pip install 'concordia-sagas[nats]'): "
                          f"{exc}") from None
     return module
 

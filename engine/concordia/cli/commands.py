@@ -36,9 +36,13 @@ The audit runs on definitions that load. Files that do not load (unreadable, not
 against the schema) are reported first, as `concordia validate` reports them, and fail
 the audit: a tree that does not load is never "no gaps found".
 
+Without --handlers only the definitions are audited: the handlers' code (stub
+compensations, polling loops, correlation ids not passed on) is not, and the output
+says so; --strict then fails.
+
 exit status:
-  0  no gaps (with --strict: no warnings either)
-  1  gaps found, or definitions that do not load
+  0  no gaps (with --strict: no warnings either, and the handlers were checked)
+  1  gaps found, or definitions that do not load, or (--strict) handlers not checked
   2  usage error: a PATH that does not exist, a handlers module that does not import
 """
 
@@ -79,7 +83,8 @@ def register(sub: Any, env: EnvDefault) -> None:
     p.add_argument("--format", choices=("text", "json", "markdown"), default="text",
                    help="text for people, json for scripts, markdown for a gap tracker "
                         "(default text)")
-    p.add_argument("--strict", action="store_true", help="warnings fail too (exit 1)")
+    p.add_argument("--strict", action="store_true",
+                   help="warnings fail too, and so does an audit without --handlers (exit 1)")
     p.set_defaults(func=cmd_lint)
 
     p = sub.add_parser("schema", help="print the JSON Schema of a kind of document",
@@ -144,19 +149,28 @@ def cmd_lint(args: argparse.Namespace) -> int:
 
     from concordia.cli.report import problem_dict, render_text
     from concordia.definitions.catalog import Catalog
-    from concordia.lint.audit import audit, load_problems, render_markdown
+    from concordia.lint.audit import (
+        audit,
+        load_problems,
+        no_gaps_line,
+        render_markdown,
+        unchecked_handlers,
+        unchecked_summary,
+    )
 
     paths = definition_paths(args.paths)
     registry = _registry(args.handlers)
     catalog = Catalog.load(paths, registry)
     findings = audit(catalog, registry)
     unloaded = load_problems(catalog)
+    unchecked = unchecked_handlers(catalog, registry)
     blocking = [p for p in unloaded if p.severity == "error"]
     if args.format == "json":
         print(json.dumps({"findings": [asdict(f) for f in findings],
-                          "problems": [problem_dict(p) for p in unloaded]}, indent=2))
+                          "problems": [problem_dict(p) for p in unloaded],
+                          "unchecked_handlers": unchecked}, indent=2))
     elif args.format == "markdown":
-        print(render_markdown(findings, unloaded=unloaded), end="")
+        print(render_markdown(findings, unloaded=unloaded, unchecked=unchecked), end="")
     else:
         if unloaded:
             print(f"{len(blocking)} problem(s) keep definitions from loading; they are not "
@@ -165,14 +179,11 @@ def cmd_lint(args: argparse.Namespace) -> int:
             print()
         for f in findings:
             print(f.format_text())
-        if findings:
-            print(f"{len(findings)} gap(s) found")
-        elif blocking:
-            print("no gaps found in the definitions that load")
-        else:
-            print("no gaps found")
+        if unchecked:
+            print(unchecked_summary(len(unchecked)))
+        print(f"{len(findings)} gap(s) found" if findings else no_gaps_line(unloaded, unchecked))
     failing = [f for f in findings if f.severity == "error" or args.strict]
-    return EXIT_PROBLEM if failing or blocking else EXIT_OK
+    return EXIT_PROBLEM if failing or blocking or (args.strict and unchecked) else EXIT_OK
 
 
 @command

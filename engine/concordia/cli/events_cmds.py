@@ -154,22 +154,24 @@ def check_file(path: str, catalog: Catalog) -> list[Checked]:
 
 def check_envelope(raw: Any, where: str, catalog: Catalog) -> Checked:
     from concordia.errors import EventError
-    from concordia.events.envelope import read_envelope
+    from concordia.events.envelope import named_event, read_envelope
     from concordia.events.taxonomy import payload_errors, resolve_event
 
     checked = Checked(where)
     envelope, problems = read_envelope(raw)
     checked.problems = [p.text() for p in problems]
-    if envelope is None:
+    # The payload is checked even when attributes are wrong, so that one pass shows all.
+    named = (envelope.type, envelope.version) if envelope else named_event(raw, problems)
+    if named is None:
         return checked
     try:
-        event = resolve_event(catalog, envelope.type, envelope.version)
+        event = resolve_event(catalog, *named)
     except EventError as exc:
         checked.problems.append(str(exc))
         return checked
     checked.event = f"{event.name} v{event.version}"
     checked.problems += [f"payload {e.format('field')}" for e in payload_errors(event,
-                                                                              envelope.data)]
+                                                                              raw.get("data"))]
     if not checked.problems:
         checked.envelope = envelope
     return checked

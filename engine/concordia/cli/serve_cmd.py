@@ -113,7 +113,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         import uvicorn
     except ImportError as exc:
         raise UsageError(f"`concordia serve` needs its extra ({exc.name} is missing): "
-                         "pip install 'concordia[serve]'") from None
+                         "pip install 'concordia-sagas[serve]'") from None
 
     from concordia.cli.engines import check_store_parent
     from concordia.logging import ensure_configured

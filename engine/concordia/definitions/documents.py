@@ -19,7 +19,7 @@ from jsonschema.exceptions import SchemaError
 from pydantic import ValidationError as PydanticValidationError
 
 from concordia.definitions.durations import parse_duration
-from concordia.definitions.messages import cut, describe, quote, type_name
+from concordia.definitions.messages import cut, describe, quote, suggest, type_name
 from concordia.definitions.models import (
     EventDef,
     Policy,
@@ -204,17 +204,48 @@ def _step_slot(parsed: ParsedFile, raw: Any, index: int, regions: Regions) -> St
     deps = entry.get("depends_on")
     depends_on = tuple(deps) if isinstance(deps, list) and all(
         isinstance(d, str) for d in deps) else None
-    step: Step | None = None
-    if regions.ok(base) and _check_step(parsed, entry, base):
+    spoiled = set() if regions.ok(base) else regions.spoiled_keys(base)
+    if spoiled is None:
+        return StepSlot(index, name, depends_on, None)
+    sound = {k: v for k, v in entry.items() if k not in spoiled}
+    if "name" not in sound or name is None or sum(k in sound for k in STEP_KINDS) != 1:
+        return StepSlot(index, name, depends_on, None)
+    before = len(parsed.problems)
+    if _check_step(parsed, sound, base, spoiled) and not spoiled:
         try:
-            step = step_from_document(entry)
+            return StepSlot(index, name, depends_on, step_from_document(entry))
         except (PydanticValidationError, ValueError) as exc:
             _pydantic_problem(parsed, exc, base)
-    return StepSlot(index, name, depends_on, step)
+            return StepSlot(index, name, depends_on, None)
+    # Leave out the keys the step's own checks refused too.
+    for problem in parsed.problems[before:]:
+        if problem.pointer.startswith(base + "/"):
+            sound.pop(problem.pointer[len(base) + 1:].split("/")[0], None)
+    return StepSlot(index, name, depends_on, _partial_step(sound), partial=True)
 
 
-def _check_step(parsed: ParsedFile, raw: dict[str, Any], base: str) -> bool:
-    """The checks of one schema-valid step that JSON Schema cannot express."""
+def _partial_step(sound: dict[str, Any]) -> Step | None:
+    """A step built from its sound keys, for the tree's checks only (never run); None
+    when even those do not make one."""
+    kind = next(k for k in STEP_KINDS if k in sound)
+    data = {k: v for k, v in sound.items() if k in _STEP_KEYS[kind]}
+    for _ in range(3):  # each try leaves out the keys the model refused
+        try:
+            return step_from_document(data)
+        except PydanticValidationError as exc:
+            refused = {str(e["loc"][0]) for e in exc.errors() if e["loc"]}
+            if not refused or refused & {"name", kind}:
+                return None
+            data = {k: v for k, v in data.items() if k not in refused}
+        except ValueError:
+            return None
+    return None
+
+
+def _check_step(parsed: ParsedFile, raw: dict[str, Any], base: str,
+                spoiled: set[str] | frozenset[str] = frozenset()) -> bool:
+    """The checks of one step that JSON Schema cannot express; ``raw`` holds the keys the
+    schema accepted, ``spoiled`` the ones it refused (neither missing nor checked)."""
     ok = True
     kind = next(k for k in STEP_KINDS if k in raw)
     name = quote(raw["name"])
@@ -224,7 +255,7 @@ def _check_step(parsed: ParsedFile, raw: dict[str, Any], base: str) -> bool:
                            f"key {key!r} does not apply to {kind} step {name}",
                            pointer_join(base, key))
             ok = False
-    if kind == "action":
+    if kind == "action" and not _refused("compensate", spoiled):
         if "compensate" not in raw:
             parsed.problem(
                 "missing-compensation",
@@ -232,7 +263,8 @@ def _check_step(parsed: ParsedFile, raw: dict[str, Any], base: str) -> bool:
                 base, hint="add `compensate: <handler>`, or `compensate: none` with a "
                            "`reason` saying why nothing needs undoing")
             ok = False
-        elif raw["compensate"] == "none" and "reason" not in raw:
+        elif raw["compensate"] == "none" and "reason" not in raw and not _refused(
+                "reason", spoiled):
             parsed.problem("missing-reason",
                            f"step {name} says `compensate: none` without a reason",
                            pointer_join(base, "compensate"),
@@ -245,12 +277,18 @@ def _check_step(parsed: ParsedFile, raw: dict[str, Any], base: str) -> bool:
                            hint="`reason` explains `compensate: none`; remove it")
             ok = False
     ok = _check_constructs(parsed, raw, base, name) and ok
-    if kind == "await" and "timeout" not in raw:
+    if kind == "await" and "timeout" not in raw and not _refused("timeout", spoiled):
         parsed.problem("await-without-timeout",
                        f"await step {name} has no timeout; it could wait forever",
                        base, hint="add `timeout:` (e.g. 30m) and `on_timeout:`")
         ok = False
     return _check_durations(parsed, raw, base) and ok
+
+
+def _refused(key: str, spoiled: set[str] | frozenset[str]) -> bool:
+    """Whether the schema refused ``key`` or a misspelling of it (``compensation:`` for
+    ``compensate:``): then the key is not missing, it is wrong, as already reported."""
+    return key in spoiled or any(suggest(k, [key]) for k in spoiled)
 
 
 def _check_constructs(parsed: ParsedFile, raw: dict[str, Any], base: str, name: str) -> bool:

@@ -4,9 +4,12 @@ A saga whose third step is malformed still has four good steps whose expressions
 references deserve checking in the same pass. The file's schema errors are mapped to
 *regions* (a step, a rule, one event of a domain file, a top-level key); the models are
 built from what lies outside the broken regions, and the catalog checks those, while the
-broken regions' own problems are what the author sees for them. An outline is never run:
-only a definition without problems becomes a :class:`~concordia.definitions.models.Saga`
-or :class:`~concordia.definitions.models.Policy` in the catalog's tables.
+broken regions' own problems are what the author sees for them. A broken step is itself
+checked as far as it is sound: its keys that the schema did not refuse make a *partial*
+step, so a bad ``retry`` does not hide the step's missing compensation, unknown event or
+faulty expression until the next run of ``validate``. An outline is never run: only a
+definition without problems becomes a :class:`~concordia.definitions.models.Saga` or
+:class:`~concordia.definitions.models.Policy` in the catalog's tables.
 """
 
 from __future__ import annotations
@@ -34,7 +37,10 @@ class StepSlot:
     index: int
     name: str | None  # as written, if it is a string
     depends_on: tuple[str, ...] | None  # as written, if a list of strings
-    step: Step | None  # None: the step has problems of its own and is checked no further
+    # The step as far as it is sound (all of it, when ``partial`` is false); None when not
+    # even its name and kind are.
+    step: Step | None
+    partial: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,9 +77,30 @@ class Regions:
 
     def __init__(self) -> None:
         self._broken: set[str] = set()
+        # Within a broken item of a list: the keys the schema refused, and the items that
+        # are wrong as a whole (not a mapping, no kind, two kinds).
+        self._spoiled: dict[str, set[str]] = {}
+        self._whole: set[str] = set()
 
     def add(self, pointer: str) -> None:
         self._broken.add(pointer)
+
+    def spoiled_keys(self, pointer: str) -> set[str] | None:
+        """The keys of the list item at ``pointer`` that the schema refused (empty when
+        none did); None when the item is wrong as a whole."""
+        if pointer in self._whole or not self.ok(pointer.rsplit("/", 1)[0]):
+            return None
+        return self._spoiled.get(pointer, set())
+
+    def _spoil(self, item: str, err: ValidationError, path: list[str | int]) -> None:
+        if len(path) >= 3:
+            self._spoiled.setdefault(item, set()).add(str(path[2]))
+        elif err.validator == "additionalProperties" and isinstance(err.instance, dict):
+            allowed = err.schema.get("properties", {}) if isinstance(err.schema, dict) else {}
+            self._spoiled.setdefault(item, set()).update(
+                str(k) for k in err.instance if k not in allowed)
+        elif err.validator != "required":  # a missing key spoils nothing that is there
+            self._whole.add(item)
 
     def add_error(self, err: ValidationError) -> None:
         """Mark the region an error of the document's schema falls in."""
@@ -89,7 +116,9 @@ class Regions:
                 self._broken.add("")
             return
         if len(path) >= 2 and path[0] in ITEMISED:
-            self._broken.add(pointer_join("", str(path[0]), path[1]))
+            item = pointer_join("", str(path[0]), path[1])
+            self._broken.add(item)
+            self._spoil(item, err, path)
         else:
             self._broken.add(pointer_join("", str(path[0])))
 

@@ -15,7 +15,7 @@ version from other producers so that their ids still deduplicate in the inbox.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
@@ -219,6 +219,25 @@ def read_envelope(raw: Any) -> tuple[Envelope | None, list[AttributeProblem]]:
         causationid=optional["causationid"],
         extensions=MappingProxyType(extensions),
     ), []
+
+
+def named_event(raw: Any, problems: Sequence[AttributeProblem]) -> tuple[str, int | None] | None:
+    """The event type and version that an envelope with ``problems`` still names soundly,
+    so that its payload can be checked in the same pass as its attributes; None when the
+    type or the version is among what is wrong."""
+    if not isinstance(raw, Mapping):
+        return None
+    if {p.attribute for p in problems} & {"", "type", "dataschema", "dataversion"}:
+        return None
+    type_ = raw.get("type")
+    if not isinstance(type_, str):
+        return None
+    version = _schema_version(raw.get("dataschema") if isinstance(raw.get("dataschema"), str)
+                              else None)
+    dataversion = raw.get("dataversion")
+    if version is None and isinstance(dataversion, str | int):
+        version = _int_version(dataversion)
+    return type_, version
 
 
 def _extensions(raw: Mapping[str, Any], fail: Callable[[str, str], None]

@@ -72,6 +72,10 @@ class JetStreamSettings:
     def subjects(self) -> str:
         return f"{self.prefix}.>"
 
+    def subject(self, event_type: str) -> str:
+        """The subject an event of ``event_type`` is published on."""
+        return subject_for(self.prefix, event_type)
+
 
 def subject_for(prefix: str, event_type: str) -> str:
     """The subject an event of ``event_type`` is published on."""

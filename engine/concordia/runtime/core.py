@@ -65,11 +65,18 @@ class Core:
         self.store: Store = open_store(store) if isinstance(store, str) else store
         self.clock: Clock = options.get("clock") or SystemClock()
         self.bus: Bus | None = options.get("bus")
-        self.config = EngineConfig.of(options)
         self.handler_threads = options.get("handler_threads", 16)
-        self.book = SagaBook(catalog, self.store)
-        if options.get("check_bindings", True):
-            self.book.check_bindings(registry)
+        try:
+            self.config = EngineConfig.of(options)
+            self.book = SagaBook(catalog, self.store)
+            if options.get("check_bindings", True):
+                self.book.check_bindings(registry)
+        except BaseException:
+            # A store this core opened is closed when the core cannot be made (a saga
+            # version edited in place, unbound handlers): it would leak otherwise.
+            if isinstance(store, str):
+                self.store.close()
+            raise
         self.executor = Executor(self.book, catalog, registry, self.clock, self.config)
         self.deliverer = Deliverer(self.executor)
 

@@ -41,6 +41,8 @@ class StoreSnapshot:
         self.counts: list[tuple[str, str, int]] = []
         self.backlog: tuple[int, str | None] = (0, None)
         self.now = 0.0
+        # Running runs: (saga, lease owner, lease expiry), for the leases that lapsed.
+        self.leases: list[tuple[str, str | None, float | None]] = []
 
     def collect(self) -> Iterable[Metric]:
         started = CounterMetricFamily("concordia_runs_started", "Runs started, by saga",
@@ -74,6 +76,19 @@ class StoreSnapshot:
                 age = 0.0
         yield GaugeMetricFamily("concordia_outbox_lag_seconds",
                                 "Age of the oldest event waiting in the outbox", value=age)
+        # A lapsed lease is a worker that died or stalled mid-step: its runs wait until
+        # another worker carries them on (an alert watches this series).
+        lapsed = GaugeMetricFamily("concordia_runs_lease_expired",
+                                   "Running runs whose worker's lease has expired, by saga",
+                                   labels=["saga"])
+        expired: dict[str, int] = {}
+        for saga, owner, expires in self.leases:
+            if owner is not None and expires is not None and expires < self.now:
+                expired[saga] = expired.get(saga, 0) + 1
+        # Every saga with runs has the series (0 when no lease lapsed), as the others do.
+        for saga in sorted(set(by_saga) | set(expired)):
+            lapsed.add_metric([saga], expired.get(saga, 0))
+        yield lapsed
 
 
 class Metrics:
@@ -97,9 +112,12 @@ class Metrics:
                               ["reason"], registry=self.registry)
 
     def render(self, counts: list[tuple[str, str, int]], backlog: tuple[int, str | None],
-               now: float | None = None) -> bytes:
+               now: float | None = None,
+               leases: list[tuple[str, str | None, float | None]] | None = None) -> bytes:
+        """The metrics text; ``leases``: each running run's (saga, lease owner, expiry)."""
         self.snapshot.counts = counts
         self.snapshot.backlog = backlog
+        self.snapshot.leases = leases or []
         self.snapshot.now = time.time() if now is None else now
         return generate_latest(self.registry)
 

@@ -19,6 +19,7 @@ from typing_extensions import TypedDict
 from concordia.errors import ConcordiaError
 from concordia.service.guard import Access, access
 from concordia.service.metrics import CONTENT_TYPE
+from concordia.status import RunStatus
 from concordia.service.problems import Problem, problem_responses, response
 from concordia.service.state import Svc
 
@@ -76,7 +77,14 @@ async def readyz(svc: Svc) -> Readiness | Response:
 async def metrics(svc: Svc) -> Response:
     counts = await svc.engine.run_counts()
     backlog = await svc.engine.outbox_backlog()
-    return Response(svc.metrics.render(counts, backlog), media_type=CONTENT_TYPE)
+    running = await svc.engine.list_runs(status=RunStatus.RUNNING, limit=_LEASES_READ)
+    leases = [(r.saga, r.lease_owner, r.lease_expires) for r in running]
+    return Response(svc.metrics.render(counts, backlog, leases=leases),
+                    media_type=CONTENT_TYPE)
+
+
+# Running runs read for their leases per scrape: a bound on the scrape's cost.
+_LEASES_READ = 10_000
 
 
 def _kind(url: str) -> str:

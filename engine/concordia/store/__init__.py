@@ -31,7 +31,7 @@ def open_store(url: str, *, readonly: bool = False) -> Store:
             from concordia.store.postgres import PostgresStore
         except ImportError as exc:  # the optional extra is not installed
             raise StoreError(f"{url}: the PostgreSQL store needs psycopg and psycopg_pool "
-                             f"(pip install 'concordia[postgres]'): {exc}") from None
+                             f"(pip install 'concordia-sagas[postgres]'): {exc}") from None
         return PostgresStore(url, readonly=readonly)
     raise StoreError(f"unknown store URL {url!r}; use sqlite:///path.db, "
                      "postgresql://host/db or memory://")

@@ -1,0 +1,144 @@
+"""The documentation site: every page is in the navigation, the generated pages are
+current, and every code block of every page is run or checked here.
+
+- ``yaml`` blocks load as definitions without a problem (the reference's are the schemas'
+  own examples, checked key by key in test_docs.py);
+- ``json`` blocks are valid event envelopes;
+- ``python`` blocks run, each with the page's saga written to ``definitions/`` beside it,
+  and print what their last comment says (or raise what they raise on purpose);
+- ``sh`` blocks install the distribution by its own name with extras it has.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import json
+import re
+import tomllib
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import yaml
+
+from concordia.definitions.documents import parse_bytes
+from concordia.events.envelope import Envelope
+from tests.conftest import ROOT
+
+DOCS = Path(ROOT, "docs")
+PAGES = sorted(p for p in DOCS.rglob("*.md"))
+BLOCK = re.compile(r"^```(\w*)\n(.*?)^```", re.DOTALL | re.MULTILINE)
+
+
+def _gen_docs() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("gen_docs", Path(ROOT, "scripts",
+                                                                   "gen_docs.py"))
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _nav_pages(nav: object) -> list[str]:
+    if isinstance(nav, str):
+        return [nav]
+    if isinstance(nav, list):
+        return [p for item in nav for p in _nav_pages(item)]
+    if isinstance(nav, dict):
+        return [p for value in nav.values() for p in _nav_pages(value)]
+    return []
+
+
+def test_every_page_is_in_the_navigation_and_every_entry_exists() -> None:
+    config = yaml.safe_load(Path(ROOT, "mkdocs.yml").read_text())
+    nav = _nav_pages(config["nav"])
+    assert sorted(nav) == sorted(p.relative_to(DOCS).as_posix() for p in PAGES)
+
+
+def test_generated_pages_are_current() -> None:
+    for path, text in _gen_docs().pages().items():
+        assert path.read_text("utf-8") == text, (
+            f"{path.name} is stale: python scripts/gen_docs.py")
+
+
+def _blocks() -> list[tuple[str, int, str, str]]:
+    out = []
+    for page in PAGES:
+        for i, match in enumerate(BLOCK.finditer(page.read_text("utf-8"))):
+            out.append((page.relative_to(DOCS).as_posix(), i, match.group(1), match.group(2)))
+    return out
+
+
+BLOCKS = _blocks()
+
+
+def test_every_block_names_a_language_this_test_runs() -> None:
+    assert {lang for _, _, lang, _ in BLOCKS} <= {"yaml", "json", "python", "sh"}
+    assert len(BLOCKS) > 100
+
+
+def _page_saga(page: str) -> str | None:
+    sagas = [b for p, _, lang, b in BLOCKS if p == page and lang == "yaml" and "steps:" in b]
+    return sagas[0] if sagas else None
+
+
+@pytest.mark.parametrize(("page", "index", "lang", "block"),
+                         [b for b in BLOCKS if b[0] != "reference.md"],
+                         ids=[f"{b[0]}-{b[1]}" for b in BLOCKS if b[0] != "reference.md"])
+def test_the_block_runs(page: str, index: int, lang: str, block: str, tmp_path: Path,
+                        monkeypatch: pytest.MonkeyPatch) -> None:
+    if lang == "yaml":
+        parsed = parse_bytes(block.encode(), f"{page}-{index}.yaml")
+        assert parsed.problems == [], [p.format_text() for p in parsed.problems]
+        assert parsed.sagas or parsed.events or parsed.policies
+    elif lang == "json":
+        assert Envelope.from_dict(json.loads(block)).type
+    elif lang == "sh":
+        _check_install(block)
+    else:
+        _run_python(page, block, tmp_path, monkeypatch)
+
+
+def _check_install(block: str) -> None:
+    project = tomllib.loads(Path(ROOT, "pyproject.toml").read_text())["project"]
+    commands = [ln.split("#")[0].strip() for ln in block.splitlines() if ln.strip()]
+    assert commands
+    for command in commands:
+        match = re.fullmatch(r"pip install '?([\w.-]+)(?:\[([\w,]+)\])?'?", command)
+        assert match is not None, command
+        assert match.group(1) == project["name"], command
+        extras = set(filter(None, (match.group(2) or "").split(",")))
+        assert extras <= set(project["optional-dependencies"]), command
+
+
+def _run_python(page: str, block: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    saga = _page_saga(page)
+    if saga is not None:
+        (tmp_path / "definitions" / "sagas").mkdir(parents=True)
+        (tmp_path / "definitions" / "sagas" / "saga.yaml").write_text(saga)
+    monkeypatch.chdir(tmp_path)
+    out = io.StringIO()
+    code = compile(block, f"docs/{page}", "exec")
+    raises = re.search(r"^raise (\w+)\(", block, re.MULTILINE)
+    with contextlib.redirect_stdout(out):
+        try:
+            exec(code, {"__name__": "docs"})
+        except Exception as exc:  # only what the block raises on purpose
+            if raises is None or type(exc).__name__ != raises.group(1):
+                raise
+        else:
+            assert raises is None, "the block should have raised"
+    printed = re.findall(r"^print\(.*# (.+)$", block, re.MULTILINE)
+    if printed:
+        assert out.getvalue().strip().splitlines()[-1] == printed[-1].strip()
+
+
+def test_every_exported_name_is_in_the_python_api_pages() -> None:
+    import concordia
+
+    text = "\n".join(p.read_text("utf-8") for p in sorted((DOCS / "api").glob("*.md")))
+    documented = set(re.findall(r"^::: concordia\.(\w+)$", text, re.MULTILINE))
+    assert set(concordia.__all__) - {"__version__"} == documented - {"testing"}
