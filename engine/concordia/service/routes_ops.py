@@ -19,9 +19,9 @@ from typing_extensions import TypedDict
 from concordia.errors import ConcordiaError
 from concordia.service.guard import Access, access
 from concordia.service.metrics import CONTENT_TYPE
-from concordia.status import RunStatus
 from concordia.service.problems import Problem, problem_responses, response
 from concordia.service.state import Svc
+from concordia.status import RunStatus
 
 router = APIRouter(tags=["operations"])
 READY_TIMEOUT = 5.0
