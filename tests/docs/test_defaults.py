@@ -5,16 +5,19 @@ the attempt timeout's default says the same."""
 from __future__ import annotations
 
 import argparse
-import inspect
 import re
 from pathlib import Path
 from typing import Any
 
-from concordia import Engine
 from concordia.cli import build_parser
 from concordia.cli.common import DEFAULT_STORE
 from concordia.definitions import models
-from concordia.runtime.config import DEFAULT_LEASE_TTL, DEFAULT_STEP_TIMEOUT, EngineConfig
+from concordia.runtime.config import (
+    DEFAULT_HANDLER_THREADS,
+    DEFAULT_LEASE_TTL,
+    DEFAULT_STEP_TIMEOUT,
+    EngineConfig,
+)
 from tests.conftest import ROOT
 
 DOCS = Path(ROOT, "docs")
@@ -34,17 +37,13 @@ def _option(command: str, option: str) -> Any:
     return action.default
 
 
-def _engine_default(name: str) -> Any:
-    return inspect.signature(Engine.__init__).parameters[name].default
-
-
 def test_every_documented_default_is_the_codes() -> None:
     code = {
         "attempt timeout, when neither the step nor its saga's `defaults` sets one":
             DEFAULT_STEP_TIMEOUT,
         "lease of a run by a worker": DEFAULT_LEASE_TTL,
         "an event no run awaits yet is kept for": EngineConfig().early_event_ttl,
-        "threads for sync handlers": _engine_default("handler_threads"),
+        "threads for sync handlers": DEFAULT_HANDLER_THREADS,
         "attempts of an action": models.RetryPolicy().attempts,
         "attempts of a compensation": models.DEFAULT_COMPENSATION_RETRY.attempts,
         "store": DEFAULT_STORE,

@@ -6,7 +6,13 @@ current, and every code block of every page is run or checked here.
 - ``json`` blocks are valid event envelopes;
 - ``python`` blocks run, each with the page's saga written to ``definitions/`` beside it,
   and print what their last comment says (or raise what they raise on purpose);
-- ``sh`` blocks install the distribution by its own name with extras it has.
+- ``sh`` blocks install the distribution by its own name with extras it has, or are shell
+  that parses (``bash -n``) whose ``concordia`` commands use only options the command line
+  has;
+- ``bash`` blocks are shell that parses, run as written against a live server by
+  ``tests/service/test_serve_cli.py`` (the README's serving flow, the operations guide's
+  "Securing the API");
+- ``mermaid`` blocks (pictures of the code) name only modules that exist.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ import importlib.util
 import io
 import json
 import re
+import shlex
+import subprocess
 import tomllib
 from pathlib import Path
 from types import ModuleType
@@ -42,6 +50,16 @@ def _gen_docs() -> ModuleType:
     return module
 
 
+class _MkDocsLoader(yaml.SafeLoader):
+    """The safe loader, taking MkDocs' ``!!python/name:`` tags as the names they are
+    (never importing anything)."""
+
+
+_MkDocsLoader.add_multi_constructor(
+    "tag:yaml.org,2002:python/name:",
+    lambda loader, suffix, node: f"python/name:{suffix}")
+
+
 def _nav_pages(nav: object) -> list[str]:
     if isinstance(nav, str):
         return [nav]
@@ -53,7 +71,7 @@ def _nav_pages(nav: object) -> list[str]:
 
 
 def test_every_page_is_in_the_navigation_and_every_entry_exists() -> None:
-    config = yaml.safe_load(Path(ROOT, "mkdocs.yml").read_text())
+    config = yaml.load(Path(ROOT, "mkdocs.yml").read_text(), _MkDocsLoader)
     nav = _nav_pages(config["nav"])
     assert sorted(nav) == sorted(p.relative_to(DOCS).as_posix() for p in PAGES)
 
@@ -76,7 +94,8 @@ BLOCKS = _blocks()
 
 
 def test_every_block_names_a_language_this_test_runs() -> None:
-    assert {lang for _, _, lang, _ in BLOCKS} <= {"yaml", "json", "python", "sh"}
+    assert {lang for _, _, lang, _ in BLOCKS} <= {"yaml", "json", "python", "sh", "bash",
+                                                  "mermaid"}
     assert len(BLOCKS) > 100
 
 
@@ -97,9 +116,54 @@ def test_the_block_runs(page: str, index: int, lang: str, block: str, tmp_path: 
     elif lang == "json":
         assert Envelope.from_dict(json.loads(block)).type
     elif lang == "sh":
-        _check_install(block)
+        if block.lstrip().startswith("pip install"):
+            _check_install(block)
+        else:
+            _check_shell(block)
+    elif lang == "bash":
+        _check_syntax(block)
+    elif lang == "mermaid":
+        _check_picture(block)
     else:
         _run_python(page, block, tmp_path, monkeypatch)
+
+
+def _check_syntax(block: str) -> None:
+    checked = subprocess.run(["bash", "-n"], input=block, capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stderr
+
+
+def _check_shell(block: str) -> None:
+    """Shell that parses, whose ``concordia`` commands the command line takes."""
+    _check_syntax(block)
+    from concordia.cli import build_parser
+
+    parser = build_parser()
+    joined = block.replace("\\\n", " ")
+    for line in joined.splitlines():
+        words = shlex.split(line.split(" #")[0], comments=True)
+        if words[:1] != ["concordia"]:
+            continue
+        expanded = [w if not w.startswith("$") else "value" for w in words[1:]]
+        try:
+            parser.parse_args(expanded)
+        except SystemExit as exc:
+            raise AssertionError(f"the command line refuses: {line}") from exc
+
+
+def _check_picture(block: str) -> None:
+    """Every node of a picture names modules or packages of the engine: its label, up to
+    a parenthesis, is names separated by ``·`` (``planner.py · stage_plan.py``, ``cli ·
+    service``, ``kinds/``)."""
+    engine = Path(ROOT, "engine", "concordia")
+    known = {p.stem for p in engine.rglob("*.py")} | {p.name for p in engine.rglob("*")
+                                                      if p.is_dir()}
+    labels = re.findall(r'\["([^"]+)"\]', block)
+    assert labels, "the picture has no node"
+    for label in labels:
+        for name in label.split(" (")[0].split(" · "):
+            stem = name.strip().removesuffix(".py").removesuffix("/")
+            assert stem in known, f"{stem!r} in {label!r} is no module of the engine"
 
 
 def _check_install(block: str) -> None:

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from concordia.store.records import RUN_STATUSES
+from concordia.status import RUN_STATUSES
 from tests.conftest import ROOT
 
 OPS = Path(ROOT, "ops")

@@ -11,6 +11,7 @@ from concordia.runtime.liveness import worker_name
 
 DEFAULT_STEP_TIMEOUT = 60.0
 DEFAULT_LEASE_TTL = 30.0
+DEFAULT_HANDLER_THREADS = 16  # the pool sync handlers of a parallel stage run in
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ from concordia.events.bus import Bus
 from concordia.registry import Registry
 from concordia.runtime import transitions
 from concordia.runtime.book import SagaBook
-from concordia.runtime.config import EngineConfig, Options
+from concordia.runtime.config import DEFAULT_HANDLER_THREADS, EngineConfig, Options
 from concordia.runtime.delivery import Deliverer
 from concordia.runtime.effects import Flow, pass_over, read, send, sleep, write
 from concordia.runtime.executor import Executor
@@ -65,7 +65,7 @@ class Core:
         self.store: Store = open_store(store) if isinstance(store, str) else store
         self.clock: Clock = options.get("clock") or SystemClock()
         self.bus: Bus | None = options.get("bus")
-        self.handler_threads = options.get("handler_threads", 16)
+        self.handler_threads = options.get("handler_threads", DEFAULT_HANDLER_THREADS)
         try:
             self.config = EngineConfig.of(options)
             self.book = SagaBook(catalog, self.store)
