@@ -18,12 +18,18 @@ from concordia.definitions.models import Saga
 # defaults: left out of the document while at their default, so a definition that uses
 # none of them keeps the fingerprint it was pinned with (and runs in flight keep going).
 _LATER_STEP_FIELDS: dict[str, Any] = {"if_": None, "catch": [], "for_each": None,
-                                      "as_": "item", "concurrency": 1, "mode": "all"}
+                                      "as_": "item", "concurrency": 1, "mode": "all",
+                                      "checkpoints": False, "timeout_none": False}
+# The same for the saga's own fields.
+_LATER_SAGA_FIELDS: dict[str, Any] = {"max_duration": None}
 
 
 def definition_document(saga: Saga) -> dict[str, Any]:
     """The saga as JSON, without where it was read from."""
     document: dict[str, Any] = saga.model_dump(mode="json", exclude={"source"})
+    for key, default in _LATER_SAGA_FIELDS.items():
+        if key in document and document[key] == default:
+            del document[key]
     for step in document["steps"]:
         for key, default in _LATER_STEP_FIELDS.items():
             if key in step and step[key] == default:
