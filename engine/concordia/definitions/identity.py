@@ -22,6 +22,11 @@ _LATER_STEP_FIELDS: dict[str, Any] = {"if_": None, "catch": [], "for_each": None
                                       "checkpoints": False, "timeout_none": False}
 # The same for the saga's own fields.
 _LATER_SAGA_FIELDS: dict[str, Any] = {"max_duration": None}
+# Fields the engine never reads, only the tools that check a definition (``concordia
+# prove``): declaring them on a version that has runs changes nothing those runs do, so
+# they are no part of the fingerprint at all.
+_TOOL_STEP_FIELDS = ("checkpoints",)
+_TOOL_SAGA_FIELDS = ("max_duration",)
 
 
 def definition_document(saga: Saga) -> dict[str, Any]:
@@ -38,6 +43,13 @@ def definition_document(saga: Saga) -> dict[str, Any]:
 
 
 def fingerprint(saga: Saga) -> str:
-    """The SHA-256 of the saga's canonical document: equal for equal definitions."""
-    text = json.dumps(definition_document(saga), sort_keys=True, separators=(",", ":"))
+    """The SHA-256 of the saga's canonical document, without what only the tools read:
+    equal for definitions that run alike."""
+    document = definition_document(saga)
+    for key in _TOOL_SAGA_FIELDS:
+        document.pop(key, None)
+    for step in document["steps"]:
+        for key in _TOOL_STEP_FIELDS:
+            step.pop(key, None)
+    text = json.dumps(document, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
