@@ -43,8 +43,8 @@ TYPE_NAMES = {
     "compactSchema": "compact schema", "payloadSchema": "payload schema",
     "eventName": "event name", "event": "event",
 }
-VALUE_TYPES = ("duration", "timeout", "identifier", "handlerName", "eventName", "expression", "mapping",
-               "payloadSchema")
+VALUE_TYPES = ("duration", "timeout", "identifier", "handlerName", "eventName", "expression",
+               "mapping", "payloadSchema")
 
 _INTRO = """\
 # Concordia DSL reference

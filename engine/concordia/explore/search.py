@@ -37,6 +37,7 @@ from concordia.explore.judge import PathJudge, PathMatch
 from concordia.explore.model import (
     Act,
     Bounds,
+    Choice,
     Exploration,
     Option,
     PathRecord,
@@ -57,6 +58,7 @@ from concordia.explore.world import (
 from concordia.runtime.core import Core
 from concordia.runtime.invoke import Invocation, Outcome
 from concordia.runtime.planner import retry_policy
+from concordia.runtime.views import RunView, read_view
 from concordia.store.memory import MemoryStore
 from concordia.store.records import ItemRecord, StepRecord
 
@@ -282,10 +284,15 @@ class Explorer:
         self._result = result
         return result
 
-    def replay(self, choices: Sequence[Any]) -> PathRecord:
+    def replay(self, choices: Sequence[Choice]) -> PathRecord:
         """Run the path these choices name (by point), happy wherever they say nothing."""
         record, _ = self.run_path(Script.of(choices), 0)
         return record
+
+    def view_of(self, path: PathRecord) -> RunView:
+        """The run of ``path`` as ``get_run`` shows it (the path replayed)."""
+        _, world = self.run_path(Script.of(path.choices), path.number)
+        return world.drive(read_view(self.bench.core.order_of, ROOT))
 
 
 def _record_state(rec: StepRecord | ItemRecord, now: float) -> tuple[Any, ...]:

@@ -1,0 +1,85 @@
+"""The failure map: a saga's diagram (:mod:`concordia.machine.flow`) with what each failure
+point does, drawn from an exploration (:mod:`concordia.explore`).
+
+- :func:`failure_map`: the whole map, one diagram: each step's failure edge says how its
+  failures end, the compensations some failure reaches are drawn undone, a step with a
+  breach (a silent leftover) is drawn failed, and each effect a failure leaves in place
+  is a node of its own beside the step that leaves it;
+- :func:`point_diagram`: one failure point, drawn as ``concordia graph --run`` draws a
+  run (:func:`~concordia.cli.graph_cmd.run_marks`): its run replayed, the path it took
+  bold, where it ended outlined.
+"""
+
+from __future__ import annotations
+
+from concordia.cli.graph_cmd import run_marks
+from concordia.definitions.models import Saga
+from concordia.explore.model import Exploration, LeftoverKind
+from concordia.explore.report import FailurePoint, failure_points
+from concordia.explore.search import Explorer
+from concordia.machine.flow import Edge, Flow, Node, build_flow, step_id, undo_id
+from concordia.machine.flow_path import path_taken
+from concordia.machine.flow_render import flow_mermaid, flow_svg
+from concordia.status import Kind
+
+
+def failure_map(saga: Saga, exploration: Exploration, fmt: str = "mermaid") -> str:
+    """The whole map of ``saga`` as Mermaid (or SVG)."""
+    flow = build_flow(saga)
+    points = failure_points(exploration)
+    marks: dict[str, str] = {}
+    outcomes: dict[str, set[str]] = {}
+    left: dict[str, dict[str, str]] = {}
+    broken = {v.step for v, _ in exploration.counterexamples if v.step}
+    for point in points:
+        if point.step is None:
+            continue
+        outcomes.setdefault(point.step, set()).add(point.path.status)
+        for name in point.compensates:
+            marks[undo_id(name.split("[")[0])] = "undone"
+        for lo in point.path.leftovers:
+            if lo.kind == LeftoverKind.DECLARED and lo.step == point.step:
+                continue  # the step's own declared leftover: said on the step already
+            what = ("declared: " + (lo.reason or "") if lo.kind == LeftoverKind.DECLARED
+                    else str(lo.kind))
+            left.setdefault(point.step, {}).setdefault(lo.name, what)
+    for step in outcomes:
+        if step_id(step) in flow.nodes:
+            marks[step_id(step)] = "failed" if step in broken else "done"
+    edges: list[Edge] = []
+    for edge in flow.edges:
+        source = flow.nodes[edge.source].step
+        if edge.kind in ("fail", "reject", "timeout") and source is not None and (
+                source in outcomes):
+            ends = ", ".join(sorted(outcomes[source]))
+            edge = Edge(edge.source, edge.target, edge.kind, f"{edge.label} → {ends}")
+        edges.append(edge)
+    mapped = Flow(flow.saga, flow.stages, dict(flow.nodes), edges)
+    for n, (step, effects) in enumerate(sorted(left.items())):
+        row = flow.nodes[step_id(step)].row
+        # Beside the compensations of the step's row (drawn in their lane).
+        taken = sum(1 for node in mapped.nodes.values() if node.kind == "undo"
+                    and node.row == row)
+        for m, (name, what) in enumerate(sorted(effects.items())):
+            node = Node(f"left_{n}_{m}", "undo", f"left in place: {name}", (what,),
+                        row=row, col=taken + m, step=step)
+            mapped.add(node)
+            mapped.link(step_id(step), node.id, "fail", "leaves")
+            marks[node.id] = "failed" if not what.startswith("declared") else "skipped"
+    render = flow_svg if fmt == "svg" else flow_mermaid
+    return render(mapped, marks)
+
+
+def point_diagram(explorer: Explorer, point: FailurePoint, fmt: str = "svg") -> str:
+    """One failure point's run, drawn as ``concordia graph --run`` draws a run."""
+    view = explorer.view_of(point.path)
+    flow = build_flow(explorer.saga)
+    marks = run_marks(view)
+    retried = {step_id(h.step) for h in view.history
+               if h.kind == Kind.STEP_RETRY_SCHEDULED and h.step is not None}
+    timed_out = {step_id(h.step) for h in view.history
+                 if h.kind == Kind.AWAIT_TIMEOUT and h.step is not None}
+    path = path_taken(flow, marks, retried, timed_out)
+    failed = {node for node, mark in marks.items() if mark == "failed"}
+    render = flow_svg if fmt == "svg" else flow_mermaid
+    return render(flow, marks, path, failed or {str(view.status)} & set(flow.nodes))
