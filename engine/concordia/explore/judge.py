@@ -54,9 +54,7 @@ class PathJudge:
         self.choose = choose
         self.violations: list[Violation] = []
         self.delivering: tuple[str, str] | None = None  # (run id, await step) the world serves
-        counts = list(dict.fromkeys((items, 1, 0)))
-        self._item_options = [Option(Act.ITEMS, f"{n} item{'s' if n != 1 else ''}",
-                                     count=n) for n in counts]
+        self._item_options = item_options(items)
 
     # -- the Judge protocol (concordia.runtime.judge) ------------------------------------
 
@@ -65,17 +63,14 @@ class PathJudge:
         if run.id != self.root:
             return True
         self.check_reads(step, source, results)
-        option = self.choose(Point(PointKind.CONDITION, step, f"if {step}"),
-                             [Option(Act.TRUE, "true"), Option(Act.FALSE, "false")])
-        return option.act == Act.TRUE
+        return self.choose(condition_point(step), list(CONDITION_OPTIONS)).act == Act.TRUE
 
     def items(self, step: str, source: str, run: RunRecord,
               results: Mapping[str, Any]) -> Any:
         if run.id != self.root:
             return []
         self.check_reads(step, source, results)
-        option = self.choose(Point(PointKind.ITEMS, step, f"items {step}"),
-                             list(self._item_options))
+        option = self.choose(items_point(step), list(self._item_options))
         return [f"{step}-item-{i}" for i in range(option.count)]
 
     def value(self, step: str, source: str, run: RunRecord,
@@ -116,15 +111,8 @@ class PathJudge:
 
     def policy(self, step: str, policy: Policy, inputs: Mapping[str, Any],
                now: datetime) -> DecisionRecord:
-        option = self.choose(Point(PointKind.POLICY, step, f"policy {step}"),
-                             [Option(Act.APPROVE, "approves"),
-                              Option(Act.REJECT, "rejects", fault=True)])
-        approved = option.act == Act.APPROVE
-        return DecisionRecord(decision_id=new_id(), policy=policy.name,
-                              policy_version=policy.version, rule=None,
-                              decision="approve" if approved else "reject",
-                              reason=f"explored: the policy {option.label}",
-                              inputs=dict(inputs), decided_at=now.isoformat())
+        option = self.choose(policy_point(step), list(POLICY_OPTIONS))
+        return decided(policy, option, inputs, now)
 
     # -- the match of an await -----------------------------------------------------------
 
@@ -153,6 +141,41 @@ class PathJudge:
             "this path", f"guard the read with has({missing[0]}), or make sure the step "
             "has a result on every path to it", step))
         raise ExpressionError(source, f"no such key: {missing[0]}")
+
+
+# The branches and decisions the judge leaves to the path (shared with the check of a
+# path on the real engine, :func:`concordia.testing.explore`, which steers the same).
+CONDITION_OPTIONS = (Option(Act.TRUE, "true"), Option(Act.FALSE, "false"))
+POLICY_OPTIONS = (Option(Act.APPROVE, "approves"), Option(Act.REJECT, "rejects", fault=True))
+
+
+def condition_point(step: str) -> Point:
+    return Point(PointKind.CONDITION, step, f"if {step}")
+
+
+def items_point(step: str) -> Point:
+    return Point(PointKind.ITEMS, step, f"items {step}")
+
+
+def policy_point(step: str) -> Point:
+    return Point(PointKind.POLICY, step, f"policy {step}")
+
+
+def item_options(k: int) -> list[Option]:
+    """A list of k items, of one, of none (the happy path has k)."""
+    return [Option(Act.ITEMS, f"{n} item{'s' if n != 1 else ''}", count=n)
+            for n in dict.fromkeys((k, 1, 0))]
+
+
+def decided(policy: Policy, option: Option, inputs: Mapping[str, Any],
+            now: datetime) -> DecisionRecord:
+    """The decision record of a policy decided by the path (``option``)."""
+    approved = option.act == Act.APPROVE
+    return DecisionRecord(decision_id=new_id(), policy=policy.name,
+                          policy_version=policy.version, rule=None,
+                          decision="approve" if approved else "reject",
+                          reason=f"explored: the policy {option.label}",
+                          inputs=dict(inputs), decided_at=now.isoformat())
 
 
 def missing_reads(saga: Saga, source: str, results: Mapping[str, Any]) -> list[str]:

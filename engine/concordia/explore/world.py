@@ -447,13 +447,18 @@ class World:
     def _deliver(self, run: RunRecord, step: AwaitStep) -> None:
         """The awaited event arrives, through the engine's delivery (and its resume)."""
         event = self.core.catalog.event(step.event, step.version)
-        envelope = new_event(step.event, sample(event.payload_schema), source=SOURCE,
-                             version=event.version, correlation_id=run.correlation_id)
+        envelope = new_event(step.event, self.event_data(step, event.payload_schema),
+                             source=SOURCE, version=event.version,
+                             correlation_id=run.correlation_id)
         self.delivering(ROOT, step.name)
         try:
             self.drive(self.core.deliverer.deliver_many([envelope], claim=True))
         finally:
             self.delivering(None, None)
+
+    def event_data(self, step: AwaitStep, schema: dict[str, Any]) -> Any:
+        """The data of the event awaited at ``step``: the least its schema accepts."""
+        return sample(schema)
 
     def delivering(self, run_id: str | None, step: str | None) -> None:
         """Tell the judge which await the event being delivered is for."""
