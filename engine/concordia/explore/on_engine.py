@@ -38,7 +38,7 @@ from concordia.explore.model import Act, Leftover, Option, PathRecord
 from concordia.explore.oracle import Chooser, Script
 from concordia.explore.samples import sample
 from concordia.explore.search import Explorer
-from concordia.explore.world import OWNER, ROOT, CallAt, ExploreClock, World, WorkerDied
+from concordia.explore.world import OWNER, ROOT, CallAt, ExploreClock, WorkerDied, World
 from concordia.policies import DecisionRecord
 from concordia.registry import Registry
 from concordia.runtime.engine import Engine
