@@ -55,6 +55,9 @@ class PathJudge:
         self.violations: list[Violation] = []
         self.delivering: tuple[str, str] | None = None  # (run id, await step) the world serves
         self._item_options = item_options(items)
+        # Which step emits each event (None: the saga's on_complete or on_failure).
+        self._emitter: dict[int, str] = {id(e): s.name for s in saga.steps for e in
+                                         (*s.emit, *getattr(s, "emit_on_compensate", ()))}
 
     # -- the Judge protocol (concordia.runtime.judge) ------------------------------------
 
@@ -97,7 +100,7 @@ class PathJudge:
         ours = run.id == self.root
         if ours:
             for source in emit.payload.values():
-                self.check_reads(None, source, results)
+                self.check_reads(self._emitter.get(id(emit)), source, results)
         if not self.catalog.has_event(emit.event, emit.version):
             if ours:
                 self.violations.append(Violation(

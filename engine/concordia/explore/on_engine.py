@@ -17,6 +17,7 @@ place — is compared with the prediction; any difference is a :class:`Mismatch`
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -161,23 +162,17 @@ class EngineWorld(World):
             assert isinstance(step, ActionStep)
             policy = retry_policy(saga, step, compensation=at.phase == "compensation")
             if at.phase == "compensation":
-                option = self.option_for(at, forward,
-                                         lambda p=policy, a=at: compensation_options(
-                                             p, a.attempt))
+                options = functools.partial(compensation_options, policy, at.attempt)
             else:
-                kinds = self.explorer.kinds[at.step]
-                option = self.option_for(at, forward, lambda p=policy, a=at, k=kinds:
-                                         action_options(k, p, a.attempt, crash=True,
-                                                        cancel=forward))
+                options = functools.partial(action_options, self.explorer.kinds[at.step],
+                                            policy, at.attempt, crash=True, cancel=forward)
+            option = self.option_for(at, forward, options)
             if option.act == Act.CANCEL:
                 self._cancel()
             self.record(at, option, policy)
             picked.append((at, option, step))
         outcomes = self.engine.call_many(invocations)  # the user's handlers, with Faults
-        self.clock.sleep(max(i.timeout for i in invocations))
-        for key, backoff in self._failing:
-            self.ledger.failed_at[key] = (self.clock.now(), backoff)
-        self._failing.clear()
+        self.calls_took(invocations)
         if any(option.act == Act.CRASH for _, option, _ in picked):
             raise WorkerDied
         return outcomes

@@ -85,7 +85,8 @@ def leftover_violations(saga: Saga, found: Sequence[Leftover], status: str) -> l
         else:
             hint = f"give {lo.step} a compensation, or `compensate: none` with a reason"
             message = f"the effect of {lo.name} is in place at the end ({status})"
-        out.append(Violation(Property.LEFTOVERS, f"leftover {lo.name}", message, hint,
+        # One breach a step (a fan-out's items are one: the same fix for each).
+        out.append(Violation(Property.LEFTOVERS, f"leftover {lo.step}", message, hint,
                              lo.step))
     return out
 
@@ -135,7 +136,8 @@ def _before(stage_of: dict[str, int], landed: dict[tuple[str, int | None], int],
 
 
 def termination_violations(saga: Saga, ending: Ending | None, waits_at: str | None,
-                           duration: float) -> list[Violation]:
+                           duration: float, unbounded_at: str | None = None
+                           ) -> list[Violation]:
     """Property 3: the run ends, and within ``max_duration``."""
     out: list[Violation] = []
     if ending == Ending.NO_END:
@@ -145,14 +147,15 @@ def termination_violations(saga: Saga, ending: Ending | None, waits_at: str | No
     limit = saga.max_duration
     if limit is not None and duration > limit:
         if math.isinf(duration):
-            what = (f"it may wait forever at {waits_at}" if waits_at else
+            at = waits_at or unbounded_at
+            what = (f"it may wait without end at {at} (`timeout: none`)" if at else
                     "a wait on it has no bound")
         else:
             what = f"its worst case is {format_seconds(duration)}"
         out.append(Violation(Property.TERMINATION, "max_duration",
                              f"{what}, over max_duration {format_seconds(limit)}",
                              "shorten timeouts or retries, or raise max_duration",
-                             waits_at))
+                             waits_at or unbounded_at))
     return out
 
 

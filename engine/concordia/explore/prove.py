@@ -16,7 +16,14 @@ from dataclasses import dataclass, field
 from concordia.definitions.catalog import Catalog
 from concordia.definitions.models import Saga
 from concordia.definitions.problems import Problem
-from concordia.explore.model import Bounds, Exploration, LeftoverKind, PathRecord, Violation
+from concordia.explore.model import (
+    Bounds,
+    Exploration,
+    LeftoverKind,
+    PathRecord,
+    PointKind,
+    Violation,
+)
 from concordia.explore.properties import format_seconds
 from concordia.explore.report import locate_step
 from concordia.explore.search import Workbench
@@ -77,13 +84,21 @@ def findings(catalog: Catalog, saga: Saga, ex: Exploration) -> list[Problem]:
     return out
 
 
+def counterexample_words(path: PathRecord) -> str:
+    """A counterexample's faults, and the branches it takes, in words."""
+    faults = "; ".join(c.describe() for c in path.faults) or "no fault"
+    branches = [c.describe() for c in path.choices
+                if c.point.kind in (PointKind.CONDITION, PointKind.ITEMS)]
+    return faults + (f" (with {', '.join(branches)})" if branches else "")
+
+
 def _problem(catalog: Catalog, saga: Saga, violation: Violation,
              path: PathRecord | None) -> Problem:
     line, column, pointer = locate_step(catalog, saga, violation.step)
     extra: dict[str, str] = {}
     message = f"{saga.name}: {violation.message}"
     if path is not None:
-        faults = "; ".join(c.describe() for c in path.faults) or "no fault"
+        faults = counterexample_words(path)
         calls = ", ".join(c.describe() for c in path.calls) or "none"
         extra = {"faults": faults, "calls": calls, "ends": path.status,
                  "path": str(path.number)}

@@ -38,6 +38,7 @@ from concordia.explore.model import (
     Act,
     Bounds,
     Choice,
+    Ending,
     Exploration,
     Option,
     PathRecord,
@@ -204,14 +205,18 @@ class Explorer:
         effects = tuple(ledger.effects.values())
         if ledger.ending is not None and merged is None:
             status = str(ledger.ending)
-        found = properties.leftovers(self.saga, loaded, effects, status) if loaded else []
+        # A run that waits on purpose for an event that never comes has ended nothing:
+        # what it did is in flight, not left behind.
+        found = (properties.leftovers(self.saga, loaded, effects, status)
+                 if loaded and ledger.ending != Ending.WAITS_FOREVER else [])
         duration = world.elapsed()
         violations: list[Violation] = list(judge.violations)
         if merged is None:
             violations += properties.leftover_violations(self.saga, found, status)
             violations += properties.order_violations(self.saga, ledger.calls, effects)
             violations += properties.termination_violations(
-                self.saga, ledger.ending, ledger.waits_forever_at, duration)
+                self.saga, ledger.ending, ledger.waits_forever_at, duration,
+                ledger.unbounded_at)
         record = PathRecord(number, tuple(chooser.choices), tuple(ledger.calls), status,
                             effects, tuple(found), duration, tuple(violations), merged, error,
                             chooser.states)

@@ -16,9 +16,14 @@ world outside it:
   are freed, and the run is passed over again, so the attempt repeats with the same
   idempotency key.
 
-Time is the worst case: a handler call takes its attempt's whole timeout, a retry waits
-its longest backoff (jitter included), an awaited event comes at the deadline, a child
-saga takes its own worst case. So a path's duration on this clock is its worst case.
+Two clocks. The engine's moves only when a timer must fire (a retry, a deadline the path
+lets pass), so that time never decides an outcome the path did not choose (a slow
+handler does not time out an await beside it). The worst case is counted beside it: a
+handler call takes its attempt's whole timeout (the calls of one stage together, the
+slowest), a retry waits its longest backoff (jitter included) from when its attempt
+ended, an awaited event comes at its deadline counted from when the await began, a child
+saga takes its own worst case (at most the step's timeout). Waits that overlap count
+once.
 
 A child saga is the child's business: the world never runs it forward; it ends it
 completed, compensated or failed through the store (moves of the child's own machine,
@@ -128,15 +133,23 @@ class Ledger:
 
     calls: list[Call] = field(default_factory=list)
     effects: dict[tuple[str, int | None], Effect] = field(default_factory=dict)
+    # When each attempt that failed ended and how long its retry may wait (worst case).
     failed_at: dict[tuple[str, str, int | None], tuple[float, float]] = field(
         default_factory=dict)
+    # When each wait on the world (an await, a child saga) began, on the worst-case clock.
+    waits_from: dict[str, float] = field(default_factory=dict)
     sticky: dict[tuple[str, str, int | None], Option] = field(default_factory=dict)
     unbounded: bool = False  # some wait on it has no bound
+    unbounded_at: str | None = None  # the step of the first such wait
     ending: Ending | None = None  # how it ended, when not by a run status
     waits_forever_at: str | None = None
 
     def landed(self, step: str, index: int | None, how: str) -> None:
         self.effects.setdefault((step, index), Effect(step, index, how))
+
+    def without_bound(self, step: str) -> None:
+        self.unbounded = True
+        self.unbounded_at = self.unbounded_at or step
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +197,7 @@ class World:
         self.child_worst = child_worst
         self.ledger = Ledger()
         self._failing: list[tuple[tuple[str, str, int | None], float]] = []
+        self.worst = 0.0  # the worst-case clock: seconds since the run started
 
     # -- the Shell the engine's flows run in ---------------------------------------------
 
@@ -203,14 +217,31 @@ class World:
             outcome, option = self.answer(invocation, at, forward)
             died |= option.act == Act.CRASH
             outcomes.append(outcome)
-        # The calls of one Call run together: the slowest takes its whole timeout.
-        self.clock.sleep(max(i.timeout for i in invocations))
-        for key, backoff in self._failing:
-            self.ledger.failed_at[key] = (self.clock.now(), backoff)
-        self._failing.clear()
+        self.calls_took(invocations)
         if died:
             raise WorkerDied
         return outcomes
+
+    def calls_took(self, invocations: Sequence[Invocation]) -> None:
+        """Count a Call on the worst-case clock: its calls run together, the slowest
+        takes its whole timeout; the waits begun before it are stamped first."""
+        self.stamp_waits()
+        self.worst += max(i.timeout for i in invocations)
+        for key, backoff in self._failing:
+            self.ledger.failed_at[key] = (self.worst, backoff)
+        self._failing.clear()
+
+    def stamp_waits(self) -> None:
+        """Note when the waits on the world the run has begun began (the worst-case clock
+        has not moved since: it moves at calls and at the world's moves only)."""
+        loaded = self.store.load(ROOT)
+        if loaded is None:
+            return
+        for rec in loaded.steps.values():
+            if rec.status == StepStatus.AWAITING:
+                self.ledger.waits_from.setdefault(rec.name, self.worst)
+            else:
+                self.ledger.waits_from.pop(rec.name, None)
 
     def publish(self, envelope: dict[str, Any]) -> None:
         return None  # the explorer's engine has no bus
@@ -300,22 +331,24 @@ class World:
         compiled = self.core.book.of(run.saga, run.version)
         steps = with_defaults(compiled, loaded.steps)
         forward = self._forward(run)
+        self.stamp_waits()
+        # What the run waits for from the world is settled first (an event comes, or its
+        # deadline passes; a child ends), then the timers fire.
         waiting = self._waiting_on_world(compiled, steps)
-        timer = self._next_timer(loaded, compiled)
-        now = self.clock.now()
         if waiting is not None:
-            at = self._settles_at(compiled, *waiting)
-            if timer is None or at is None or at <= timer[0]:
-                return self._settle(run, compiled, waiting[0], waiting[1], forward)
+            return self._settle(run, compiled, waiting[0], waiting[1], forward)
+        timer = self._next_timer(loaded)
         if timer is not None:
-            options = [Option(Act.WAIT, f"{timer[1]} runs after its backoff")]
+            wake, worst, what, step = timer
+            options = [Option(Act.WAIT, f"{what} runs after its backoff")]
             if forward:
                 options.append(Option(Act.CANCEL, "a cancel arrives meanwhile", True))
-            point = Point(PointKind.WAIT, timer[2], f"wait {timer[1]}")
+            point = Point(PointKind.WAIT, step, f"wait {what}")
             if self.chooser.choose(point, options).act == Act.CANCEL:
                 self._cancel()
             else:
-                self.clock.advance_to(max(timer[0], now))
+                self.clock.advance_to(wake)
+                self.worst = max(self.worst, worst)
             return True
         self.ledger.ending = self.ledger.ending or Ending.NO_END
         return False
@@ -335,19 +368,6 @@ class World:
                     if child is not None and self._forward(child):
                         return name, rec
         return None
-
-    def _settles_at(self, compiled: CompiledSaga, name: str, rec: StepRecord
-                    ) -> float | None:
-        """When the world settles a wait at the latest (None: no bound)."""
-        step = compiled.steps[name]
-        if isinstance(step, AwaitStep):
-            return rec.wake_at
-        assert isinstance(step, SagaStep)
-        worst = self.clock.now() + self.child_worst(step.saga, step.version)
-        deadline = rec.wake_at
-        if deadline is not None:
-            worst = min(worst, deadline)
-        return None if math.isinf(worst) else worst
 
     def _settle(self, run: RunRecord, compiled: CompiledSaga, name: str, rec: StepRecord,
                 forward: bool) -> bool:
@@ -372,18 +392,26 @@ class World:
         if option.act == Act.CANCEL:
             self._cancel()
         elif option.act == Act.NEVER:
-            self.ledger.unbounded = True
+            self.ledger.without_bound(step.name)
             self.ledger.ending = Ending.WAITS_FOREVER
             self.ledger.waits_forever_at = step.name
             return False
-        elif rec.wake_at is None:  # an event with no deadline: it may come any time
-            self.ledger.unbounded = True
+        elif step.timeout is None:  # an event with no deadline: it may come any time
+            self.ledger.without_bound(step.name)
             self._deliver(run, step)
         else:
-            self.clock.advance_to(rec.wake_at)
+            # At worst the event comes at the deadline: on the worst-case clock, the
+            # await's whole timeout from when it began.
+            self.worst = max(self.worst, self._began(step.name) + step.timeout)
             if option.act == Act.EVENT:
                 self._deliver(run, step)
+            else:
+                assert rec.wake_at is not None
+                self.clock.advance_to(rec.wake_at)
         return True
+
+    def _began(self, step: str) -> float:
+        return self.ledger.waits_from.get(step, self.worst)
 
     def _settle_child(self, step: SagaStep, rec: StepRecord, forward: bool) -> bool:
         options = [Option(Act.COMPLETE, f"the child saga {step.saga} completes"),
@@ -402,26 +430,26 @@ class World:
             return True
         if option.act == Act.TIMEOUT:
             assert rec.wake_at is not None
+            assert step.timeout is not None
             self.clock.advance_to(rec.wake_at)
+            self.worst = max(self.worst, self._began(step.name) + step.timeout)
             return True
-        worst = self.child_worst(step.saga, step.version)
-        ends = self.clock.now() + worst
-        if rec.wake_at is not None:
-            ends = min(ends, rec.wake_at)
-        if math.isinf(ends):
-            self.ledger.unbounded = True
+        takes = self.child_worst(step.saga, step.version)
+        if step.timeout is not None:
+            takes = min(takes, step.timeout)
+        if math.isinf(takes):
+            self.ledger.without_bound(step.name)
         else:
-            self.clock.advance_to(ends)
+            self.worst = max(self.worst, self._began(step.name) + takes)
         status = {Act.COMPLETE: RunStatus.COMPLETED, Act.COMPENSATE: RunStatus.COMPENSATED,
                   Act.FAIL_CHILD: RunStatus.FAILED}[option.act]
         self._end_child(child_of(rec) or child_run_id(ROOT, step.name), status)
         return True
 
-    def _next_timer(self, loaded: Loaded, compiled: CompiledSaga
-                    ) -> tuple[float, str, str] | None:
-        """The retry the run waits on that is due first, at its worst-case time:
-        (when, what, its step)."""
-        best: tuple[float, str, str] | None = None
+    def _next_timer(self, loaded: Loaded) -> tuple[float, float, str, str] | None:
+        """The retry the run waits on that fires first: (its wake on the engine's clock,
+        when it fires at worst on the worst-case clock, what it is, its step)."""
+        best: tuple[float, float, str, str] | None = None
         records: list[tuple[str, int | None, Any]] = [
             (r.name, None, r) for r in loaded.steps.values()]
         records += [(i.step, i.index, i) for i in loaded.items.values()]
@@ -435,11 +463,11 @@ class World:
             else:
                 continue
             failed = self.ledger.failed_at.get((phase, step, index))
-            due = rec.wake_at if failed is None else max(rec.wake_at, sum(failed))
+            worst = self.worst if failed is None else sum(failed)
             name = step if index is None else f"{step}[{index}]"
             what = f"the retry of {name}" if phase == "action" else f"the retry of undo {name}"
-            if best is None or due < best[0]:
-                best = (due, what, step)
+            if best is None or rec.wake_at < best[0]:
+                best = (rec.wake_at, worst, what, step)
         return best
 
     # -- what the world does ---------------------------------------------------------------
@@ -507,7 +535,8 @@ class World:
         return run is not None and self._forward(run)
 
     def elapsed(self) -> float:
-        return math.inf if self.ledger.unbounded else self.clock.now() - START
+        """The path's worst case so far (inf: some wait on it has no bound)."""
+        return math.inf if self.ledger.unbounded else self.worst
 
 
 def _outcome(option: Option) -> str:
