@@ -66,7 +66,7 @@ def error_kinds(saga: Saga, step: ActionStep) -> list[ErrorKind]:
     for name in [*dict.fromkeys(n for n in names if n != "*"), UNNAMED]:
         make = error_class(name)
         sample = make()
-        retryable = is_retryable(policy, sample)
+        retryable = policy.attempts > 1 and is_retryable(policy, sample)
         signature = (retryable, matching_entry(step.catch, sample, problem_of(sample)))
         if signature not in seen:
             seen[signature] = ErrorKind(str(name), make, retryable)
