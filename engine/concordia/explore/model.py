@@ -93,6 +93,7 @@ class Call:
     attempt: int
     outcome: str
     undoing: bool = False  # a compensation made while the run undid its stages
+    batch: int = 0  # the calls the engine made together (a stage's, a fan-out's) share one
 
     @property
     def name(self) -> str:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from concordia.definitions.catalog import Catalog
-from concordia.definitions.models import ActionStep, Saga
+from concordia.definitions.models import ActionStep, Saga, SagaStep
 from concordia.explore import properties
 from concordia.explore.failures import (
     ErrorKind,
@@ -247,6 +247,10 @@ class Explorer:
         if self._result is not None:
             return self._result
         saga, bounds = self.saga, self.bounds
+        # The children's worst cases first: exploring one uses the workbench's journal.
+        for step in saga.steps:
+            if isinstance(step, SagaStep):
+                self.bench.child_worst(step.saga, step.version, bounds)
         result = Exploration(saga.name, saga.version, bounds)
         first: dict[int, int] = {}  # state -> the path that met it first
         remaining: dict[int, float] = {}  # state -> longest time from it to an end

@@ -198,6 +198,7 @@ class World:
         self.ledger = Ledger()
         self._failing: list[tuple[tuple[str, str, int | None], float]] = []
         self.worst = 0.0  # the worst-case clock: seconds since the run started
+        self.batches = 0  # handler Calls made so far
 
     # -- the Shell the engine's flows run in ---------------------------------------------
 
@@ -225,6 +226,7 @@ class World:
     def calls_took(self, invocations: Sequence[Invocation]) -> None:
         """Count a Call on the worst-case clock: its calls run together, the slowest
         takes its whole timeout; the waits begun before it are stamped first."""
+        self.batches += 1
         self.stamp_waits()
         self.worst += max(i.timeout for i in invocations)
         for key, backoff in self._failing:
@@ -283,7 +285,7 @@ class World:
             run = self.store.get_run(ROOT)
             undoing = run is not None and self._undoing(run)
         self.ledger.calls.append(Call(at.phase, at.step, at.index, at.attempt,
-                                      _outcome(option), undoing))
+                                      _outcome(option), undoing, self.batches))
         if at.phase == "action" and (option.act in (Act.OK, Act.CRASH, Act.CANCEL)
                                      or option.after):
             how = ("succeeded" if option.act in (Act.OK, Act.CANCEL) else
@@ -328,6 +330,8 @@ class World:
         run = loaded.run
         if run.status in ENDED:
             return False
+        if self._more_to_drive():
+            return True  # a child asked to cancel after its pass was passed over: again
         compiled = self.core.book.of(run.saga, run.version)
         steps = with_defaults(compiled, loaded.steps)
         forward = self._forward(run)
@@ -351,6 +355,15 @@ class World:
                 self.worst = max(self.worst, worst)
             return True
         self.ledger.ending = self.ledger.ending or Ending.NO_END
+        return False
+
+    def _more_to_drive(self) -> bool:
+        """Whether a run the world drives is due now (``until_idle`` leaves a run it
+        found nothing to do for until its next call)."""
+        for run_id in self.store.due_runs(self.clock.now(), 100, OWNER):
+            run = self.store.get_run(run_id)
+            if run is not None and run.parent_run_id == ROOT and not self._forward(run):
+                return True
         return False
 
     def _waiting_on_world(self, compiled: CompiledSaga, steps: dict[str, StepRecord]
