@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +96,7 @@ def _compensation(ctx: Any) -> dict[str, Any]:
 
 
 @pytest.fixture(autouse=True)
-def _quiet_handlers() -> Iterator[None]:
-    """The reference handlers log every call; these tests run thousands."""
+def _quiet_handlers() -> None:
+    """The reference handlers log every call; these tests run thousands (the root
+    conftest gives the next test its own configuration back)."""
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
-    yield

@@ -226,5 +226,6 @@ def test_a_state_met_twice_is_explored_once(tmp_path: Path) -> None:
         "fails after its effect (UnexpectedError), then is retried"]
     for path in merged:
         base = found.paths[path.merged_into - 1]  # type: ignore[operator]
-        assert base.merged_into is None and base.number < path.number
+        assert base.merged_into is None
+        assert base.number < path.number
     assert found.states < sum(p.states for p in found.paths)
