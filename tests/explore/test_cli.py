@@ -207,3 +207,16 @@ def test_the_failure_paths_of_the_reference_sagas_are_current(in_root: None) -> 
         ["definitions", "policies"]), (
         "docs/failure-paths.md is stale: python -m concordia.explore.report > "
         "docs/failure-paths.md")
+
+
+def test_ci_and_the_pre_commit_hooks_prove_the_tree() -> None:
+    import yaml
+
+    ci = (Path(ROOT) / ".ci" / "run").read_text()
+    lines = ci.splitlines()
+    prove = [i for i, line in enumerate(lines) if "concordia prove" in line]
+    assert prove and prove[0] < lines.index("./scripts/test")
+    hooks = {h["id"]: h for h in yaml.safe_load((Path(ROOT) / ".pre-commit-hooks.yaml")
+                                                 .read_text())}
+    assert hooks["concordia-prove"]["entry"] == "concordia prove"
+    assert hooks["concordia-prove"]["pass_filenames"] is False
