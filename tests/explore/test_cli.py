@@ -215,7 +215,8 @@ def test_ci_and_the_pre_commit_hooks_prove_the_tree() -> None:
     ci = (Path(ROOT) / ".ci" / "run").read_text()
     lines = ci.splitlines()
     prove = [i for i, line in enumerate(lines) if "concordia prove" in line]
-    assert prove and prove[0] < lines.index("./scripts/test")
+    assert prove
+    assert prove[0] < lines.index("./scripts/test")
     hooks = {h["id"]: h for h in yaml.safe_load((Path(ROOT) / ".pre-commit-hooks.yaml")
                                                  .read_text())}
     assert hooks["concordia-prove"]["entry"] == "concordia prove"

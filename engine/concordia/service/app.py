@@ -24,6 +24,7 @@ from concordia.service import page, problems
 from concordia.service.limits import BodyLimit
 from concordia.service.metrics import Metrics
 from concordia.service.routes_events import router as events_router
+from concordia.service.routes_failure_map import router as failure_map_router
 from concordia.service.routes_ops import router as ops_router
 from concordia.service.routes_runs import router as runs_router
 from concordia.service.routes_sagas import router as sagas_router
@@ -64,7 +65,8 @@ def create_app(engine: AsyncEngine, options: ServiceOptions | None = None, *,
                   lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.service = service
     problems.install(app)
-    for router in (runs_router, events_router, sagas_router, ops_router, page.router):
+    for router in (runs_router, events_router, sagas_router, failure_map_router, ops_router,
+                   page.router):
         app.include_router(router)
     app.mount("/ui/static", page.static_files(), name="static")
     app.add_middleware(BodyLimit, max_body=options.max_body)
