@@ -16,7 +16,7 @@ journal the path left and the world's ledger (the calls, the effects that landed
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from concordia.definitions.models import ActionStep, AwaitStep, Saga
 from concordia.explore.model import (
@@ -28,7 +28,6 @@ from concordia.explore.model import (
     Property,
     Violation,
 )
-from concordia.machine.compile import stages_of
 from concordia.status import CompStatus, RunStatus
 from concordia.store.records import ItemRecord, Loaded, StepRecord
 
@@ -91,11 +90,9 @@ def leftover_violations(saga: Saga, found: Sequence[Leftover], status: str) -> l
     return out
 
 
-def order_violations(saga: Saga, calls: Sequence[Call], effects: Sequence[Effect]
-                     ) -> list[Violation]:
-    """Property 2: compensations in reverse order of their effects, each at most once."""
-    stage_of = {name: i for i, stage in enumerate(stages_of(saga)) for name in stage}
-    landed = {(e.step, e.index): n for n, e in enumerate(effects)}
+def order_violations(stage_of: Mapping[str, int], calls: Sequence[Call]) -> list[Violation]:
+    """Property 2: compensations in reverse order of their effects (``stage_of``: each
+    step's stage), each at most once."""
     undone: list[tuple[str, int | None]] = []
     out: list[Violation] = []
     counts: dict[tuple[str, int | None], int] = {}
@@ -111,28 +108,29 @@ def order_violations(saga: Saga, calls: Sequence[Call], effects: Sequence[Effect
                                  call.step))
         if call.undoing:
             undone.append(key)
-    for later, (step, index) in enumerate(undone):
-        for step2, index2 in undone[later + 1:]:
-            # (step2, index2) was undone after (step, index): it must have landed first.
-            if not _before(stage_of, landed, (step2, index2), (step, index)):
-                first = step if index is None else f"{step}[{index}]"
-                second = step2 if index2 is None else f"{step2}[{index2}]"
-                out.append(Violation(
-                    Property.ORDER, f"order {first} {second}",
-                    f"{second} is compensated after {first}, though its effect came later",
-                    "the engine undoes in reverse: report this", step))
+    # Each compensation must undo an effect that came no later than every effect undone
+    # before it: no later stage, and within a fan-out no later item. One pass, keeping
+    # the earliest stage (and, per fan-out, the lowest item) undone so far.
+    earliest: tuple[int, str] | None = None
+    lowest: dict[str, tuple[int, str]] = {}
+    for step, index in undone:
+        name = step if index is None else f"{step}[{index}]"
+        stage = stage_of[step]
+        if earliest is not None and stage > earliest[0]:
+            out.append(_out_of_order(earliest[1], name, step))
+        elif index is not None and step in lowest and index > lowest[step][0]:
+            out.append(_out_of_order(lowest[step][1], name, step))
+        if earliest is None or stage < earliest[0]:
+            earliest = (stage, name)
+        if index is not None and (step not in lowest or index < lowest[step][0]):
+            lowest[step] = (index, name)
     return out
 
 
-def _before(stage_of: dict[str, int], landed: dict[tuple[str, int | None], int],
-            a: tuple[str, int | None], b: tuple[str, int | None]) -> bool:
-    """Whether effect ``a`` may be undone after effect ``b``: it came first (an earlier
-    stage, or an earlier item of the same fan-out); steps of one stage are independent."""
-    if stage_of[a[0]] != stage_of[b[0]]:
-        return stage_of[a[0]] < stage_of[b[0]]
-    if a[0] == b[0] and a[1] is not None and b[1] is not None:
-        return a[1] < b[1]
-    return True
+def _out_of_order(first: str, second: str, step: str) -> Violation:
+    return Violation(Property.ORDER, f"order {first} {second}",
+                     f"{second} is compensated after {first}, though its effect came later",
+                     "the engine undoes in reverse: report this", step)
 
 
 def termination_violations(saga: Saga, ending: Ending | None, waits_at: str | None,

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from concordia.definitions.catalog import Catalog
-from concordia.definitions.models import ActionStep, Saga, SagaStep
+from concordia.definitions.models import ActionStep, RetryPolicy, Saga, SagaStep
 from concordia.explore import properties
 from concordia.explore.failures import (
     ErrorKind,
@@ -136,9 +136,8 @@ class ExploringWorld(World):
             if option.act == Act.OK:
                 return Outcome(True, {}), option
             return Outcome(False, error=compensation_error()), option
-        kinds = explorer.kinds[at.step]
-        option = self.option_for(at, forward, lambda: action_options(
-            kinds, policy, at.attempt, crash=True, cancel=forward))
+        option = self.option_for(at, forward, lambda: explorer.action_options(
+            at.step, policy, at.attempt, forward))
         if option.act == Act.CANCEL:
             self._cancel()
         self.record(at, option, policy)
@@ -175,6 +174,18 @@ class Explorer:
                         for k in kinds}
         self._result: Exploration | None = None
         self.current: World | None = None  # the world of the path being run
+        self._options: dict[tuple[str, int, bool], list[Option]] = {}
+        self.stage_of = bench.core.book.of(saga.name, saga.version).stage_of
+
+    def action_options(self, step: str, policy: RetryPolicy, attempt: int,
+                       forward: bool) -> list[Option]:
+        """An attempt's options (the same for every path: built once)."""
+        key = (step, attempt, forward)
+        found = self._options.get(key)
+        if found is None:
+            found = self._options[key] = action_options(self.kinds[step], policy, attempt,
+                                                        crash=True, cancel=forward)
+        return found
 
     def error(self, step: str, name: str | None) -> Exception:
         kind = self._errors.get((step, name or ""))
@@ -213,7 +224,7 @@ class Explorer:
         violations: list[Violation] = list(judge.violations)
         if merged is None:
             violations += properties.leftover_violations(self.saga, found, status)
-            violations += properties.order_violations(self.saga, ledger.calls, effects)
+            violations += properties.order_violations(self.stage_of, ledger.calls)
             violations += properties.termination_violations(
                 self.saga, ledger.ending, ledger.waits_forever_at, duration,
                 ledger.unbounded_at)
@@ -340,7 +351,9 @@ def minimal(explorer: Explorer, path: PathRecord, key: tuple[str, str]) -> PathR
     """``path`` with every fault dropped that the breach ``key`` does not need (replayed
     without it, the breach is still there)."""
     current = path
-    changed = True
+    # A breach shown with one fault is minimal already: without it the path is the happy
+    # one, explored first, which shows no breach of it (else it would be the one chosen).
+    changed = len(path.faults) > 1
     while changed:
         changed = False
         for fault in current.faults:

@@ -198,6 +198,9 @@ class World:
         self.ledger = Ledger()
         self._failing: list[tuple[tuple[str, str, int | None], float]] = []
         self.worst = 0.0  # the worst-case clock: seconds since the run started
+        # Whether the saga waits on the world at all (awaits, child sagas): if not, there
+        # is no wait to stamp.
+        self._waits = any(isinstance(s, AwaitStep | SagaStep) for s in saga.steps)
         self.batches = 0  # handler Calls made so far
 
     # -- the Shell the engine's flows run in ---------------------------------------------
@@ -236,6 +239,8 @@ class World:
     def stamp_waits(self) -> None:
         """Note when the waits on the world the run has begun began (the worst-case clock
         has not moved since: it moves at calls and at the world's moves only)."""
+        if not self._waits:
+            return
         loaded = self.store.load(ROOT)
         if loaded is None:
             return
