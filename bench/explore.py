@@ -12,6 +12,11 @@ Configurations (the ``saga`` field):
   against ``concordia validate`` on the same tree, in the same run (subprocesses, best of
   K), so start-up is in both.
 
+``journal_copy_us``: copying the journal one path leaves (the memory store's tables), the
+least a fork would copy at a quiet moment of a path instead of replaying its prefix: a
+fork at the choice points proper is out of reach (they come mid-pass, where the engine's
+flows are suspended generators, which Python cannot copy).
+
 For each saga: ``paths`` explored (merged ones included: each is explored up to where it
 joins), ``states`` (distinct fingerprints), ``seconds`` for the whole exploration (the
 tree's workbench — the engine's core, its compiled sagas — built before, once, as an
@@ -33,6 +38,7 @@ one JSON object a line per configuration.
 from __future__ import annotations
 
 import argparse
+import copy
 import gc
 import json
 import logging
@@ -173,6 +179,20 @@ def engine_time(catalog: Catalog, explorer: Explorer, paths: list[PathRecord]
     return total, runs
 
 
+def snapshot_us(explorer: Explorer) -> float:
+    """Microseconds to copy the journal one path leaves (the memory store's tables): the
+    least a fork at a quiet moment of a path would copy, instead of replaying its prefix.
+    (A fork at a choice point proper would also have to copy the engine's flows,
+    suspended mid-pass as generators, which Python cannot copy.)"""
+    explorer.replay(explorer.explore().paths[0].choices)
+    store = explorer.bench.core.store
+    tables = {k: v for k, v in vars(store).items() if k != "_lock"}
+    began = time.perf_counter()
+    for _ in range(200):
+        copy.deepcopy(tables)
+    return (time.perf_counter() - began) / 200 * 1e6
+
+
 def cli_seconds(args: list[str], repeat: int) -> float:
     best = float("inf")
     for _ in range(repeat):
@@ -216,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
                      "seconds": round(best, 3), "us_per_path": round(us, 1),
                      "engine_us_per_saga": round(engine_us, 1),
                      "engine_runs": engine_best[1],
-                     "ratio_to_engine": round(us / engine_us, 3)})
+                     "ratio_to_engine": round(us / engine_us, 3),
+                     "journal_copy_us": round(snapshot_us(explorer), 1)})
     prove_s = cli_seconds(["prove", "definitions", "policies"], repeat)
     validate_s = cli_seconds(["validate", "definitions", "policies"], repeat)
     rows.append({"saga": "tree", "steps": None, "faults": 1, "seconds": round(prove_s, 3),
@@ -225,11 +246,13 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"Explorer against the memory engine; best of {repeat}.\n")
     print(f"{'saga':<10}{'steps':>6}{'faults':>7}{'paths':>7}{'states':>7}{'seconds':>9}"
-          f"{'µs/path':>10}{'engine µs/saga':>16}{'ratio':>7}")
+          f"{'µs/path':>10}{'engine µs/saga':>16}{'ratio':>7}{'fork µs':>9}")
     for r in rows[:-1]:
         print(f"{r['saga']:<10}{r['steps']:>6}{r['faults']:>7}{r['paths']:>7}{r['states']:>7}"
               f"{r['seconds']:>9.3f}{r['us_per_path']:>10.0f}{r['engine_us_per_saga']:>16.0f}"
-              f"{r['ratio_to_engine']:>7.2f}")
+              f"{r['ratio_to_engine']:>7.2f}{r['journal_copy_us']:>9.0f}")
+    print("(fork µs: copying the journal a path leaves, what a fork at a quiet moment would "
+          "copy instead of replaying)")
     tree = rows[-1]
     print(f"\nshipped tree: prove {tree['seconds']:.3f}s, validate "
           f"{tree['validate_seconds']:.3f}s ({tree['ratio_to_validate']:.2f}x)")

@@ -8,6 +8,10 @@ depth-first search replays prefixes of those choices (:mod:`concordia.explore.se
 ``concordia prove`` and :func:`concordia.testing.explore` are built on it.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from concordia.explore.model import (
     Bounds,
     Call,
@@ -20,15 +24,15 @@ from concordia.explore.model import (
 )
 from concordia.explore.search import Explorer, Workbench
 
+if TYPE_CHECKING:
+    from concordia.definitions.catalog import Catalog
+
 __all__ = ["Bounds", "Call", "Choice", "Exploration", "Explorer", "Leftover", "PathRecord",
            "Property", "Violation", "Workbench", "explore"]
 
 
-def explore(catalog: "Catalog", saga: str, bounds: Bounds | None = None,
+def explore(catalog: Catalog, saga: str, bounds: Bounds | None = None,
             version: int | None = None) -> Exploration:
     """Every path of ``saga`` (its latest version unless ``version``) within ``bounds``."""
     definition = catalog.saga(saga, version)
     return Workbench(catalog).explorer(definition, bounds or Bounds()).explore()
-
-
-from concordia.definitions.catalog import Catalog  # noqa: E402

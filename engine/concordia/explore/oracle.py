@@ -41,9 +41,9 @@ class Chooser:
         self.states = 0
 
     def choose(self, point: Point, options: Sequence[Option]) -> Option:
-        fitting = [o for o in options if not o.fault or self.used < self.budget]
         occurrence = self._occurrences.get((point.kind, point.key), 0)
         self._occurrences[(point.kind, point.key)] = occurrence + 1
+        fitting = options if self.used < self.budget else [o for o in options if not o.fault]
         pick = self._pick(point, occurrence, fitting) if len(fitting) > 1 else 0
         option = fitting[pick]
         if option.fault:

@@ -213,7 +213,9 @@ class World:
         return drive(flow, self.core.store, self)
 
     def call_many(self, invocations: list[Invocation]) -> list[Outcome]:
-        forward = self._moving_forward()
+        # Whether a cancel may come (the run moves forward) matters only while the path
+        # has a fault left to spend on one.
+        forward = self.chooser.used < self.chooser.budget and self._moving_forward()
         outcomes: list[Outcome] = []
         died = False
         for invocation in invocations:
@@ -287,8 +289,10 @@ class World:
         """Journal the world's side of a call: the call, its effect, when it failed."""
         undoing = False
         if at.phase == "compensation":
-            run = self.store.get_run(ROOT)
-            undoing = run is not None and self._undoing(run)
+            # A step is compensated only while its run undoes; an item also on its own,
+            # moving forward (best_effort): ask the journal then.
+            run = self.store.get_run(ROOT) if at.index is not None else None
+            undoing = at.index is None or (run is not None and self._undoing(run))
         self.ledger.calls.append(Call(at.phase, at.step, at.index, at.attempt,
                                       _outcome(option), undoing, self.batches))
         if at.phase == "action" and (option.act in (Act.OK, Act.CRASH, Act.CANCEL)
