@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import collections
 import functools
 import inspect
 import threading
@@ -279,16 +280,18 @@ def _logged(faults: Faults) -> list[tuple[str, str, int | None, int]]:
 
 
 def _faults_for(explorer: Explorer, path: PathRecord) -> Faults | None:
-    """The failures of ``path`` as :class:`Faults` (None: a path Faults cannot say, where
-    one attempt is both crashed and failed)."""
+    """The failures of ``path`` as :class:`Faults` (None: a path Faults cannot say: an
+    attempt made twice — a worker died in its call — that fails only the one time, since
+    Faults fails an attempt by its number)."""
     saga = explorer.saga
     faults = Faults()
-    crashed = {c.point.key for c in path.choices if c.option.act == Act.CRASH}
+    made = collections.Counter(c.point.key for c in path.choices
+                               if c.point.kind in (PointKind.ACTION, PointKind.COMPENSATION))
     for choice in path.choices:
         point, option = choice.point, choice.option
         if option.act != Act.FAIL:
             continue
-        if point.key in crashed:
+        if made[point.key] > 1:
             return None
         step = saga.step(point.step)
         assert isinstance(step, ActionStep)

@@ -80,4 +80,4 @@ def test_random_sagas_run_on_the_engine_as_explored(saga_steps: list[dict[str, A
         catalog = Catalog.load_strict(paths)
         checked = explore(catalog, "random", plain_registry(catalog),
                           input={**INPUT, "flag": flag}, events=job_done)
-        assert checked.paths >= 1
+        assert checked.paths >= 1, (saga_steps, flag, checked.summary())

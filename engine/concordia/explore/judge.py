@@ -27,6 +27,7 @@ from concordia.definitions.construct_checks import guarded
 from concordia.definitions.expressions import blank_strings, result_references
 from concordia.definitions.models import (
     ActionStep,
+    AwaitStep,
     Emit,
     Policy,
     Saga,
@@ -55,9 +56,11 @@ class PathJudge:
         self.violations: list[Violation] = []
         self.delivering: tuple[str, str] | None = None  # (run id, await step) the world serves
         self._item_options = item_options(items)
-        # Which step emits each event (None: the saga's on_complete or on_failure).
-        self._emitter: dict[int, str] = {id(e): s.name for s in saga.steps for e in
-                                         (*s.emit, *getattr(s, "emit_on_compensate", ()))}
+        # Which step emits each event (None: the saga's on_complete or on_failure), by
+        # value: the engine's compiled saga may hold an equal copy of the definition.
+        self._emitter: dict[tuple[Any, ...], str] = {
+            _emit_key(e): s.name for s in saga.steps
+            for e in (*s.emit, *getattr(s, "emit_on_compensate", ()))}
 
     # -- the Judge protocol (concordia.runtime.judge) ------------------------------------
 
@@ -100,7 +103,7 @@ class PathJudge:
         ours = run.id == self.root
         if ours:
             for source in emit.payload.values():
-                self.check_reads(self._emitter.get(id(emit)), source, results)
+                self.check_reads(self._emitter.get(_emit_key(emit)), source, results)
         if not self.catalog.has_event(emit.event, emit.version):
             if ours:
                 self.violations.append(Violation(
@@ -121,10 +124,13 @@ class PathJudge:
 
     def matches(self, step: str, source: str | None, scope: Mapping[str, Any]) -> bool:
         """Whether the event in ``scope`` resumes await ``step``: it is the one the world
-        delivers to this run's step."""
+        delivers to this run's step, or to another of its awaits of the same event with the
+        same match (any event that resumes one resumes both)."""
         run = scope.get("run") or {}
-        target = (run.get("id"), step)
-        if self.delivering != target:
+        if self.delivering is None or run.get("id") != self.delivering[0]:
+            return False
+        if step != self.delivering[1] and _awaits(self.saga, step) != _awaits(
+                self.saga, self.delivering[1]):
             return False
         if source is not None and run.get("id") == self.root:
             self.check_reads(step, source, scope.get("results") or {})
@@ -179,6 +185,15 @@ def decided(policy: Policy, option: Option, inputs: Mapping[str, Any],
                           decision="approve" if approved else "reject",
                           reason=f"explored: the policy {option.label}",
                           inputs=dict(inputs), decided_at=now.isoformat())
+
+
+def _awaits(saga: Saga, name: str) -> tuple[str, str | None] | None:
+    step = saga.step(name)
+    return (step.event, step.match) if isinstance(step, AwaitStep) else None
+
+
+def _emit_key(emit: Emit) -> tuple[Any, ...]:
+    return (emit.event, emit.version, tuple(sorted(emit.payload.items())))
 
 
 def missing_reads(saga: Saga, source: str, results: Mapping[str, Any]) -> list[str]:

@@ -46,6 +46,7 @@ from concordia.explore.model import (
     Option,
     PathRecord,
     Point,
+    PointKind,
     Violation,
 )
 from concordia.explore.oracle import Chooser, Oracle, PathMerged, Script, next_prefix
@@ -278,6 +279,8 @@ class Explorer:
 
             def seen(point: Point, number: int = number,
                      met: list[tuple[int, float]] = met) -> int | None:
+                if point.kind in _MID_PASS:
+                    return None  # the pass has not written what it did yet: no state
                 world = self.current
                 assert world is not None
                 state = self.fingerprint(world, point)
@@ -316,6 +319,12 @@ class Explorer:
         """The run of ``path`` as ``get_run`` shows it (the path replayed)."""
         _, world = self.run_path(Script.of(path.choices), path.number)
         return world.drive(read_view(self.bench.core.order_of, ROOT))
+
+
+# Points met inside a pass before it writes (a judgement the pass asks for): the journal
+# does not hold the pass's work yet, so no state is taken there. Handler calls come after
+# the pass's commit (its start is durable first), the world's moves between passes.
+_MID_PASS = frozenset({PointKind.CONDITION, PointKind.ITEMS, PointKind.POLICY})
 
 
 def _record_state(rec: StepRecord | ItemRecord, now: float) -> tuple[Any, ...]:

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from concordia.definitions.catalog import Catalog
-from concordia.definitions.models import AwaitStep, RetryPolicy, Saga, SagaStep
+from concordia.definitions.models import ActionStep, AwaitStep, RetryPolicy, Saga, SagaStep
 from concordia.events.envelope import new_event
 from concordia.explore.model import (
     Act,
@@ -217,14 +217,19 @@ class World:
         # has a fault left to spend on one.
         forward = self.chooser.used < self.chooser.budget and self._moving_forward()
         outcomes: list[Outcome] = []
-        died = False
+        answered: list[tuple[Invocation, CallAt, Option]] = []
         for invocation in invocations:
             at = CallAt.of(invocation.ctx)
             outcome, option = self.answer(invocation, at, forward)
-            died |= option.act == Act.CRASH
+            answered.append((invocation, at, option))
             outcomes.append(outcome)
         self.calls_took(invocations)
-        if died:
+        if any(option.act == Act.CRASH for _, _, option in answered):
+            # The other calls of the batch ran too, and their results die with the worker:
+            # a handler that checkpoints before its effect left its checkpoint, though.
+            for invocation, at, option in answered:
+                if option.act in (Act.OK, Act.CANCEL) and self._checkpoints(at):
+                    invocation.ctx.checkpoint({"explored": "checkpoint before the effect"})
             raise WorkerDied
         return outcomes
 
@@ -251,6 +256,10 @@ class World:
                 self.ledger.waits_from.setdefault(rec.name, self.worst)
             else:
                 self.ledger.waits_from.pop(rec.name, None)
+
+    def _checkpoints(self, at: CallAt) -> bool:
+        step = self.saga.step(at.step)
+        return at.phase == "action" and isinstance(step, ActionStep) and step.checkpoints
 
     def publish(self, envelope: dict[str, Any]) -> None:
         return None  # the explorer's engine has no bus
