@@ -1,6 +1,7 @@
-"""Random sagas — actions, fan-outs (both modes), awaits, policies, conditions, catch
-tables, parallel stages — whose every explored path runs on the engine exactly as the
-explorer predicted, under the same faults."""
+"""Random sagas — actions, fan-outs (both modes), awaits, policies, child sagas,
+conditions, catch tables, parallel stages, one or two faults a path — whose every
+explored path runs on the engine exactly as the explorer predicted, under the same
+faults."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from concordia.definitions.catalog import Catalog
+from concordia.explore import Bounds
 from concordia.runtime.views import RunView
 from concordia.testing import explore
 from tests.explore.conftest import plain_registry, write_tree
@@ -26,8 +28,14 @@ def steps(draw: st.DrawFn) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for i in range(count):
         name = f"s{i}"
-        kind = draw(st.sampled_from(["action", "action", "fan", "await", "policy"]))
-        if kind == "await":
+        kind = draw(st.sampled_from(["action", "action", "fan", "await", "policy", "child"]))
+        if kind == "child":
+            step = {"name": name, "saga": "kid"}
+            if draw(st.booleans()):
+                step["timeout"] = "1h"
+            if draw(st.booleans()):
+                step["catch"] = [{"errors": ["ChildSagaError"]}]
+        elif kind == "await":
             step: dict[str, Any] = {"name": name, "await": "t.job.done", "timeout": "10m",
                                     "match": "event.data.job_id == input.job"}
         elif kind == "policy":
@@ -64,11 +72,22 @@ def job_done(step: str, view: RunView) -> dict[str, Any]:
     return {"job_id": view.input["job"]}
 
 
+KID = """\
+name: kid
+version: 1
+steps:
+  - name: book
+    action: x.book
+    compensate: x.unbook
+    checkpoints: true
+"""
+
+
 @settings(max_examples=25, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(steps(), st.booleans())
+@given(steps(), st.booleans(), st.sampled_from([1, 1, 1, 2]))
 def test_random_sagas_run_on_the_engine_as_explored(saga_steps: list[dict[str, Any]],
-                                                    flag: bool) -> None:
+                                                    flag: bool, faults: int) -> None:
     saga = {"name": "random", "version": 1,
             "input_schema": {"flag": {"type": "boolean", "required": True},
                              "amount": {"type": "number", "required": True},
@@ -76,8 +95,10 @@ def test_random_sagas_run_on_the_engine_as_explored(saga_steps: list[dict[str, A
                              "job": {"type": "string", "required": True}},
             "steps": saga_steps}
     with tempfile.TemporaryDirectory() as root:
-        paths = write_tree(Path(root), {"random": yaml.safe_dump(saga, sort_keys=False)})
+        paths = write_tree(Path(root), {"random": yaml.safe_dump(saga, sort_keys=False),
+                                        "kid": KID})
         catalog = Catalog.load_strict(paths)
         checked = explore(catalog, "random", plain_registry(catalog),
-                          input={**INPUT, "flag": flag}, events=job_done)
+                          input={**INPUT, "flag": flag}, events=job_done,
+                          bounds=Bounds(faults=faults))
         assert checked.paths >= 1, (saga_steps, flag, checked.summary())
