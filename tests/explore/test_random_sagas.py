@@ -83,7 +83,7 @@ steps:
 """
 
 
-@settings(max_examples=25, deadline=None,
+@settings(max_examples=15, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(steps(), st.booleans(), st.sampled_from([1, 1, 1, 2]))
 def test_random_sagas_run_on_the_engine_as_explored(saga_steps: list[dict[str, Any]],
