@@ -14,7 +14,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from concordia.definitions.models import ActionStep, RetryPolicy, Saga
 from concordia.errors import PermanentError, RetryableError
@@ -114,8 +113,3 @@ def compensation_options(policy: RetryPolicy, attempt: int) -> list[Option]:
 
 def compensation_error() -> Exception:
     return RetryableError("explored: the compensation fails")
-
-
-def describe_error(make: Callable[[], Exception]) -> dict[str, Any]:
-    """The problem details the engine would journal for an error (for reports)."""
-    return problem_of(make())

@@ -27,7 +27,6 @@ from concordia.explore.model import (
     LeftoverKind,
     PathRecord,
     PointKind,
-    Violation,
 )
 from concordia.explore.properties import format_seconds
 from concordia.explore.search import Workbench
@@ -280,16 +279,6 @@ def _left(lo: Leftover) -> str:
 
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
-
-
-def violation_text(violation: Violation, path: PathRecord) -> list[str]:
-    """A breach and its counterexample, as lines of text."""
-    faults = "; ".join(c.describe() for c in path.faults) or "no fault"
-    return [f"{violation.property}: {violation.message}",
-            f"  counterexample (path {path.number}): {faults}",
-            "  calls: " + (", ".join(c.describe() for c in path.calls) or "none"),
-            f"  ends {path.status}" + (f" ({path.error})" if path.error else ""),
-            f"  fix: {violation.hint}"]
 
 
 def tree_markdown(paths: Sequence[str], bounds: Bounds | None = None) -> str:
