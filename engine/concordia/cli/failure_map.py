@@ -29,7 +29,7 @@ def failure_map(saga: Saga, exploration: Exploration, fmt: str = "mermaid") -> s
     points = failure_points(exploration)
     marks: dict[str, str] = {}
     outcomes: dict[str, set[str]] = {}
-    left: dict[str, dict[str, str]] = {}
+    left: dict[str, tuple[str, str, set[str]]] = {}  # effect -> (its step, what, leaving)
     broken = {v.step for v, _ in exploration.counterexamples if v.step}
     for point in points:
         if point.step is None:
@@ -42,7 +42,7 @@ def failure_map(saga: Saga, exploration: Exploration, fmt: str = "mermaid") -> s
                 continue  # the step's own declared leftover: said on the step already
             what = ("declared: " + (lo.reason or "") if lo.kind == LeftoverKind.DECLARED
                     else str(lo.kind))
-            left.setdefault(point.step, {}).setdefault(lo.name, what)
+            left.setdefault(lo.name, (lo.step, what, set()))[2].add(point.step)
     for step in outcomes:
         if step_id(step) in flow.nodes:
             marks[step_id(step)] = "failed" if step in broken else "done"
@@ -55,17 +55,21 @@ def failure_map(saga: Saga, exploration: Exploration, fmt: str = "mermaid") -> s
             edge = Edge(edge.source, edge.target, edge.kind, f"{edge.label} → {ends}")
         edges.append(edge)
     mapped = Flow(flow.saga, flow.stages, dict(flow.nodes), edges)
-    for n, (step, effects) in enumerate(sorted(left.items())):
-        row = flow.nodes[step_id(step)].row
-        # Beside the compensations of the step's row (drawn in their lane).
-        taken = sum(1 for node in mapped.nodes.values() if node.kind == "undo"
-                    and node.row == row)
-        for m, (name, what) in enumerate(sorted(effects.items())):
-            node = Node(f"left_{n}_{m}", "undo", f"left in place: {name}", (what,),
-                        row=row, col=taken + m, step=step)
-            mapped.add(node)
+    # One node an effect left in place, beside its own step's row, reached from each
+    # step whose failure leaves it.
+    placed: dict[int, int] = {}
+    for n, (name, (own, what, leaving)) in enumerate(sorted(left.items())):
+        row = flow.nodes[step_id(own)].row
+        if row not in placed:
+            placed[row] = sum(1 for node in mapped.nodes.values()
+                              if node.kind == "undo" and node.row == row)
+        node = Node(f"left_{n}", "undo", f"left in place: {name}", (what,), row=row,
+                    col=placed[row], step=own)
+        placed[row] += 1
+        mapped.add(node)
+        for step in sorted(leaving):
             mapped.link(step_id(step), node.id, "fail", "leaves")
-            marks[node.id] = "failed" if not what.startswith("declared") else "skipped"
+        marks[node.id] = "skipped" if what.startswith("declared") else "failed"
     render = flow_svg if fmt == "svg" else flow_mermaid
     return render(mapped, marks)
 
