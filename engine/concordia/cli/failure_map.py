@@ -68,7 +68,7 @@ def failure_map(saga: Saga, exploration: Exploration, fmt: str = "mermaid") -> s
         placed[row] += 1
         mapped.add(node)
         for step in sorted(leaving):
-            mapped.link(step_id(step), node.id, "fail", "leaves")
+            mapped.link(step_id(step), node.id, "fail")
         marks[node.id] = "skipped" if what.startswith("declared") else "failed"
     render = flow_svg if fmt == "svg" else flow_mermaid
     return render(mapped, marks)
