@@ -61,7 +61,7 @@ from concordia.explore import Bounds, Workbench  # noqa: E402
 from concordia.explore.model import Act, PathRecord, PointKind  # noqa: E402
 from concordia.explore.search import Explorer  # noqa: E402
 from concordia.registry import Registry  # noqa: E402
-from concordia.testing import Faults, Harness, _faults_for  # noqa: E402
+from concordia.testing import Faults, Harness, faults_for  # noqa: E402
 
 PATH_TARGET = 2.0
 TREE_TARGET = 3.0
@@ -165,7 +165,7 @@ def engine_time(catalog: Catalog, explorer: Explorer, paths: list[PathRecord]
     for path in paths:
         if path.merged_into is not None or any(c.option.act in _WORLD for c in path.choices):
             continue
-        faults = _faults_for(explorer, path)
+        faults = faults_for(explorer, path)
         if faults is None:
             continue
         count = next((c.option.count for c in path.choices

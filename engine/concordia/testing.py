@@ -246,7 +246,7 @@ def explore(catalog: Catalog | Sequence[str], saga: str,
     exploration = explorer.explore()
     checked = Checked(definition.name)
     for path in exploration.complete_paths:
-        faults = _faults_for(explorer, path)
+        faults = faults_for(explorer, path)
         if faults is None:
             checked.skipped.append(path)
             continue
@@ -279,7 +279,7 @@ def _logged(faults: Faults) -> list[tuple[str, str, int | None, int]]:
             in zip(faults.log.calls, faults.log.items, strict=True)]
 
 
-def _faults_for(explorer: Explorer, path: PathRecord) -> Faults | None:
+def faults_for(explorer: Explorer, path: PathRecord) -> Faults | None:
     """The failures of ``path`` as :class:`Faults` (None: a path Faults cannot say: an
     attempt made twice — a worker died in its call — that fails only the one time, since
     Faults fails an attempt by its number)."""
