@@ -38,7 +38,7 @@ def test_validate_names_all_three_gaps(tmp_path: Path, capsys: object) -> None:
     code = main(["validate", str(root / "definitions"), str(root / "policies")])
     out = capsys.readouterr().out  # type: ignore[attr-defined]
     assert code == 1
-    assert "cerebros_nas.yaml:42:5: error unknown-event" in out
+    assert "cerebros_nas.yaml:45:5: error unknown-event" in out
     assert "did you mean 'ml.run.completed'?" in out
     assert "user_provisioning.yaml:25:5: error missing-compensation" in out
     assert "upm_activation.yaml:4:1: error duplicate-key duplicate key 'version'" in out

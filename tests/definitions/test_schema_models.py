@@ -86,7 +86,8 @@ def test_schema_properties_match_model_fields(
 def test_step_vocabulary_matches_the_four_step_models() -> None:
     step = SAGA["$defs"]["step"]
     renamed = {"event": "await"}  # AwaitStep.event is written `await:`
-    derived = {"kind", "compensate_none"}  # set from which key is present / `none`
+    # set from which key is present, or from `none` (`compensate: none`, `timeout: none`)
+    derived = {"kind", "compensate_none", "timeout_none"}
     per_kind: dict[str, type[BaseModel]] = {
         "action": models.ActionStep,
         "await": models.AwaitStep,
@@ -120,6 +121,10 @@ def test_event_source_alias_and_compensate_none() -> None:
                                          "timeout": "5m"})
     assert isinstance(waiting, models.AwaitStep)
     assert (waiting.event, waiting.timeout) == ("ml.run.completed", 300.0)
+    forever = models.step_from_document({"name": "wait", "await": "ml.run.completed",
+                                         "timeout": "none"})
+    assert isinstance(forever, models.AwaitStep)
+    assert (forever.timeout, forever.timeout_none) == (None, True)
 
 
 def test_event_domain_file_wraps_the_event_schema() -> None:

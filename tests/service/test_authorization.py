@@ -77,7 +77,7 @@ EXPECTED: dict[str, dict[str, int | str]] = {
 }
 
 # An example request per operation: its path parameters and body.
-PARAMS = {"run_id": "RUN", "name": "order"}
+PARAMS = {"run_id": "RUN", "name": "order", "point": "0"}
 BODIES: dict[str, Any] = {"startRun": {"saga": "order", "input": {"order_id": "matrix-2"}},
                           "cancelRun": {"reason": "matrix"}, "retryRun": {}}
 ROUTE_ANSWERS = {"startRun": {200, 201}, "cancelRun": {202, 409}, "retryRun": {409},

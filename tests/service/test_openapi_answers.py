@@ -33,6 +33,7 @@ from tests.service.conftest import (
 # Example values of the path parameters of the read operations.
 RUN_PARAMS = {"run_id"}
 SAGA_PARAMS = {"name"}
+POINTS = ("0", "1")  # a failure map's whole picture, and its first point
 # Further queries of the read operations (the default query is always sent).
 QUERIES: dict[str, list[dict[str, Any]]] = {
     "/runs": [{"limit": 1}, {"saga": "order", "status": "compensated"},
@@ -159,11 +160,13 @@ def test_live_answers_validate_against_the_document(world: tuple[Served, dict[st
         if "get" not in item:
             continue
         params = set(template.replace("}", "{").split("{")[1::2])
-        if params - RUN_PARAMS - SAGA_PARAMS:
+        if params - RUN_PARAMS - SAGA_PARAMS - {"point"}:
             pytest.fail(f"no example for the parameters of GET {template}: add one here")
         paths = ([template.replace("{run_id}", r) for r in run_ids] if params & RUN_PARAMS
                  else [template.replace("{name}", s) for s in sagas] if params & SAGA_PARAMS
                  else [template])
+        if "point" in params:
+            paths = [p.replace("{point}", n) for p in paths for n in POINTS]
         for path in paths:
             for query in [{}, *QUERIES.get(template, [])]:
                 answer = http.get(path, params=query)

@@ -42,7 +42,14 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from concordia.cli import bus_cmds, events_cmds, graph_cmd, inspect_cmds, run_cmds
+    from concordia.cli import (
+        bus_cmds,
+        events_cmds,
+        explore_cmds,
+        graph_cmd,
+        inspect_cmds,
+        run_cmds,
+    )
     from concordia.version import __version__
 
     parser = _Parser(prog="concordia", description="Declarative saga engine: check "
@@ -66,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     graph_cmd.register(sub, common, definitions)
     events_cmds.register(sub, env_default, common, definitions)
     bus_cmds.register(sub, env_default, common)
+    explore_cmds.register(sub, env_default)
     return parser
 
 

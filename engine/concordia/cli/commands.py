@@ -68,6 +68,9 @@ def register(sub: Any, env: EnvDefault) -> None:
                         "version edited in place that runs are pinned to (the engine would "
                         "refuse to start), a removed version with runs still in flight "
                         "(opened read-only)")
+    p.add_argument("--prove", action="store_true",
+                   help="also check every failure path of every saga within the default "
+                        "bounds, as `concordia prove` does (when the tree loads)")
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("lint", help="audit for saga gaps: missing or stub compensations, "
@@ -126,6 +129,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
     problems = list(catalog.problems)
     if args.against_store and not catalog.errors:
         problems += _against_store(catalog, args.against_store, registry)
+    if args.prove and not catalog.errors:
+        from concordia.explore.model import Bounds
+        from concordia.explore.prove import prove
+
+        problems += prove(catalog, Bounds()).problems
+        problems.sort(key=lambda p: p.sort_key())
     out = render(problems, args.format, colour=colour_enabled())
     if out:
         print(out)

@@ -43,7 +43,7 @@ from concordia.definitions.yamlsafe import (
 _STEP_KEYS: dict[str, set[str]] = {
     "action": {"name", "description", "depends_on", "emit", "timeout", "if", "action",
                "compensate", "reason", "retry", "compensation_retry", "emit_on_compensate",
-               "catch", "for_each", "as", "concurrency", "mode"},
+               "catch", "for_each", "as", "concurrency", "mode", "checkpoints"},
     "await": {"name", "description", "depends_on", "emit", "timeout", "if", "await", "match",
               "on_timeout", "version"},
     "policy": {"name", "description", "depends_on", "emit", "timeout", "if", "policy",
@@ -57,7 +57,10 @@ _FAN_OUT_KEYS = ("as", "concurrency", "mode")
 # Names an item may not take: the variables expressions already read, and `index`.
 RESERVED_NAMES = frozenset({"input", "results", "run", "event", "error", "index"})
 _SAGA_KEYS = ("name", "version", "description", "input_schema", "trigger", "defaults",
-              "on_complete", "on_failure")
+              "on_complete", "on_failure", "max_duration")
+# Step kinds whose `timeout` may say `none`: they wait (for an event, for a child saga),
+# and waiting without a deadline must be said, never implied.
+_WAITING_KINDS = ("await", "saga")
 _POLICY_KEYS = ("name", "version", "description", "input_schema", "rules", "default")
 # JSON Schema keywords that name another schema by URI.
 _REF_KEYWORDS = ("$ref", "$dynamicRef")
@@ -175,6 +178,8 @@ def _build_saga(parsed: ParsedFile, data: dict[str, Any], regions: Regions) -> N
     if regions.ok("/defaults") and not _check_durations(parsed, data.get("defaults"),
                                                         "/defaults"):
         regions.add("/defaults")
+    if regions.ok("/max_duration") and not _check_durations(parsed, data, ""):
+        regions.add("/max_duration")
     raw_steps = data.get("steps") if regions.ok("/steps") else None
     slots = [_step_slot(parsed, raw, i, regions)
              for i, raw in enumerate(raw_steps if isinstance(raw_steps, list) else [])]
@@ -280,8 +285,24 @@ def _check_step(parsed: ParsedFile, raw: dict[str, Any], base: str,
     if kind == "await" and "timeout" not in raw and not _refused("timeout", spoiled):
         parsed.problem("await-without-timeout",
                        f"await step {name} has no timeout; it could wait forever",
-                       base, hint="add `timeout:` (e.g. 30m) and `on_timeout:`")
+                       base, hint="add `timeout:` (e.g. 30m) and `on_timeout:`, or "
+                                  "`timeout: none` if waiting forever is intended")
         ok = False
+    if raw.get("timeout") == "none":
+        if kind not in _WAITING_KINDS:
+            parsed.problem("timeout-none-not-for-step-kind",
+                           f"{kind} step {name} says `timeout: none`; only a step that "
+                           "waits (an await, a child saga) may wait without a deadline",
+                           pointer_join(base, "timeout"),
+                           hint="give a duration (e.g. 30s), or leave `timeout` out")
+            return False
+        if raw.get("on_timeout", "compensate") != "compensate":
+            parsed.problem("on-timeout-without-timeout",
+                           f"step {name} says `timeout: none` and names an `on_timeout`, "
+                           "which would never happen", pointer_join(base, "on_timeout"),
+                           hint="give a duration, or remove `on_timeout`")
+            return False
+        raw = {k: v for k, v in raw.items() if k != "timeout"}
     return _check_durations(parsed, raw, base) and ok
 
 
@@ -427,8 +448,9 @@ def _durations(holder: Any, base: str) -> Iterator[tuple[str, Any]]:
     """(pointer, value) of every duration in a step or ``defaults`` mapping."""
     if not isinstance(holder, dict):
         return
-    if "timeout" in holder:
-        yield pointer_join(base, "timeout"), holder["timeout"]
+    for key in ("timeout", "max_duration"):
+        if key in holder:
+            yield pointer_join(base, key), holder[key]
     for key in ("retry", "compensation_retry"):
         backoff = holder.get(key, {}).get("backoff") if isinstance(holder.get(key),
                                                                     dict) else None

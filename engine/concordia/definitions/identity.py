@@ -18,12 +18,23 @@ from concordia.definitions.models import Saga
 # defaults: left out of the document while at their default, so a definition that uses
 # none of them keeps the fingerprint it was pinned with (and runs in flight keep going).
 _LATER_STEP_FIELDS: dict[str, Any] = {"if_": None, "catch": [], "for_each": None,
-                                      "as_": "item", "concurrency": 1, "mode": "all"}
+                                      "as_": "item", "concurrency": 1, "mode": "all",
+                                      "checkpoints": False, "timeout_none": False}
+# The same for the saga's own fields.
+_LATER_SAGA_FIELDS: dict[str, Any] = {"max_duration": None}
+# Fields the engine never reads, only the tools that check a definition (``concordia
+# prove``): declaring them on a version that has runs changes nothing those runs do, so
+# they are no part of the fingerprint at all.
+_TOOL_STEP_FIELDS = ("checkpoints",)
+_TOOL_SAGA_FIELDS = ("max_duration",)
 
 
 def definition_document(saga: Saga) -> dict[str, Any]:
     """The saga as JSON, without where it was read from."""
     document: dict[str, Any] = saga.model_dump(mode="json", exclude={"source"})
+    for key, default in _LATER_SAGA_FIELDS.items():
+        if key in document and document[key] == default:
+            del document[key]
     for step in document["steps"]:
         for key, default in _LATER_STEP_FIELDS.items():
             if key in step and step[key] == default:
@@ -32,6 +43,13 @@ def definition_document(saga: Saga) -> dict[str, Any]:
 
 
 def fingerprint(saga: Saga) -> str:
-    """The SHA-256 of the saga's canonical document: equal for equal definitions."""
-    text = json.dumps(definition_document(saga), sort_keys=True, separators=(",", ":"))
+    """The SHA-256 of the saga's canonical document, without what only the tools read:
+    equal for definitions that run alike."""
+    document = definition_document(saga)
+    for key in _TOOL_SAGA_FIELDS:
+        document.pop(key, None)
+    for step in document["steps"]:
+        for key in _TOOL_STEP_FIELDS:
+            step.pop(key, None)
+    text = json.dumps(document, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()

@@ -118,6 +118,9 @@ class ActionStep(_StepBase):
     as_: str = Field(default="item", alias="as")
     concurrency: int = 1
     mode: FanOutMode = "all"
+    # `checkpoints: true`: its handler checkpoints (``ctx.checkpoint``) before its side
+    # effect, so an attempt that fails after the effect is still compensated.
+    checkpoints: bool = False
 
     def handlers(self) -> Iterator[tuple[str, str]]:
         """The handler names it uses: (``action``|``compensation``, name)."""
@@ -138,6 +141,8 @@ class AwaitStep(_StepBase):
     version: int | None = None
     match: str | None = None
     on_timeout: str = "compensate"
+    # `timeout: none`: the step waits for its event without a deadline, on purpose.
+    timeout_none: bool = False
 
     @property
     def compensable(self) -> bool:
@@ -166,6 +171,8 @@ class SagaStep(_StepBase):
     version: int | None = None
     input: dict[str, str] | None = None  # None: the child gets this run's input
     catch: tuple[CatchClause, ...] = ()
+    # `timeout: none`: the step waits for the child's end without a deadline, on purpose.
+    timeout_none: bool = False
 
     @property
     def compensable(self) -> bool:
@@ -187,7 +194,12 @@ class Saga(_Model):
     steps: tuple[Step, ...]
     on_complete: tuple[Emit, ...] = ()
     on_failure: tuple[Emit, ...] = ()
+    # The longest a run may take, every retry, wait and timeout counted (`concordia prove`
+    # checks it against the worst case of every path it explores).
+    max_duration: float | None = None
     source: str = ""
+
+    _dur = field_validator("max_duration", mode="before")(_seconds)
 
     @field_validator("input_schema", mode="before")
     @classmethod
@@ -274,6 +286,9 @@ def step_from_document(data: dict[str, Any]) -> Step:
             data["compensate"] = None
             data["compensate_none"] = True
         return ActionStep.model_validate(data)
+    if data.get("timeout") == "none" and ("await" in data or "saga" in data):
+        del data["timeout"]
+        data["timeout_none"] = True
     if "await" in data:
         data["event"] = data.pop("await")
         return AwaitStep.model_validate(data)

@@ -36,14 +36,15 @@ SHARED = {
 # $defs names -> how a key of that kind is named in the "type" line.
 TYPE_NAMES = {
     "identifier": "identifier", "handlerName": "handler name", "duration": "duration",
+    "timeout": "duration or `none`",
     "expression": "CEL expression", "mapping": "mapping of CEL expressions",
     "retry": "retry policy", "backoff": "backoff", "emit": "emitted event",
     "emitList": "list of emitted events", "step": "step", "fieldSpec": "field spec",
     "compactSchema": "compact schema", "payloadSchema": "payload schema",
     "eventName": "event name", "event": "event",
 }
-VALUE_TYPES = ("duration", "identifier", "handlerName", "eventName", "expression", "mapping",
-               "payloadSchema")
+VALUE_TYPES = ("duration", "timeout", "identifier", "handlerName", "eventName", "expression",
+               "mapping", "payloadSchema")
 
 _INTRO = """\
 # Concordia DSL reference

@@ -14,7 +14,9 @@ from concordia.definitions.catalog import Catalog
 from concordia.definitions.models import ActionStep, AwaitStep
 from concordia.definitions.problems import Problem
 from concordia.lint.handlers import (
+    Parsed,
     calls_missing_correlation,
+    checkpoints,
     correlation_callees,
     is_stub,
     parse_handler,
@@ -204,6 +206,8 @@ def _handler_findings(catalog: Catalog, registry: Registry) -> list[Finding]:
                     "LOW-MEDIUM: blocks a worker for the whole wait; scales poorly",
                     "Split the step: start the work, then an `await` step on the completion "
                     "event, with a timeout"))
+            if step.checkpoints:
+                out += _checkpoint_finding(saga.name, step, parsed)
             for call, name in calls_missing_correlation(parsed, callees):
                 spot = parsed.spot(call)
                 out.append(Finding(
@@ -213,6 +217,24 @@ def _handler_findings(catalog: Catalog, registry: Registry) -> list[Finding]:
                     "MEDIUM: the external call cannot be traced back to this saga run",
                     "Pass correlation_id=ctx.correlation_id"))
     return out
+
+
+def _checkpoint_finding(saga: str, step: ActionStep, parsed: Parsed) -> list[Finding]:
+    """A step that declares ``checkpoints: true`` whose handler does not checkpoint."""
+    found = checkpoints(parsed)
+    if found == "yes":
+        return []
+    spot = parsed.spot()
+    severity = "warning" if found == "maybe" else "error"
+    how = ("hands its context to another call, which may checkpoint: check that it does"
+           if found == "maybe" else "never calls ctx.checkpoint")
+    return [Finding(
+        "CP-NO-CHECKPOINT", severity, "Declared checkpoint the handler does not make",
+        f"step {step.name!r} declares `checkpoints: true`, but action {step.action!r} {how}",
+        spot.file, spot.line, saga, step.name,
+        "HIGH: a failure after the effect is not compensated, while `concordia prove` "
+        "counts on it",
+        "Call ctx.checkpoint(...) before the side effect, or remove `checkpoints: true`")]
 
 
 def render_markdown(findings: Sequence[Finding], title: str = "Compensation gaps tracker",

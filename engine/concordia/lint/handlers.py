@@ -2,7 +2,9 @@
 
 - a compensation whose body only logs and returns a constant (a stub that undoes nothing);
 - an action that sleeps inside a loop (polling) instead of awaiting an event;
-- a call to a function that accepts ``correlation_id`` made without passing it.
+- a call to a function that accepts ``correlation_id`` made without passing it;
+- an action whose step declares ``checkpoints: true`` that never calls
+  ``ctx.checkpoint`` (nor ``ctx.acheckpoint``).
 """
 
 from __future__ import annotations
@@ -156,3 +158,27 @@ def calls_missing_correlation(parsed: Parsed, callees: set[str]) -> Iterator[tup
         passed = any(k.arg == "correlation_id" or k.arg is None for k in node.keywords)
         if not passed:
             yield node, name
+
+
+_CHECKPOINTS = {"checkpoint", "acheckpoint"}
+
+
+def checkpoints(parsed: Parsed) -> str:
+    """Whether the handler checkpoints: ``"yes"`` (it calls ``<ctx>.checkpoint``, in its
+    body or a function nested in it), ``"maybe"`` (it does not, but hands its context to
+    another call, which may), or ``"no"``."""
+    args = parsed.tree.args.posonlyargs + parsed.tree.args.args
+    names = [a.arg for a in args if a.arg not in ("self", "cls")]
+    ctx = names[0] if names else "ctx"
+    handed = False
+    for node in ast.walk(parsed.tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        if (isinstance(func, ast.Attribute) and func.attr in _CHECKPOINTS
+                and isinstance(func.value, ast.Name) and func.value.id == ctx):
+            return "yes"
+        if any(isinstance(a, ast.Name) and a.id == ctx for a in node.args) or any(
+                isinstance(k.value, ast.Name) and k.value.id == ctx for k in node.keywords):
+            handed = True
+    return "maybe" if handed else "no"

@@ -164,6 +164,8 @@ def _step_node(saga: Saga, step: Step, row: int, col: int) -> Node:
     elif isinstance(step, AwaitStep):
         kind = "await"
         lines.append(f"await {step.event}")
+        if step.timeout is None:
+            lines.append("no deadline")
         if step.match:
             lines.append(f"match {step.match}")
     else:
@@ -234,7 +236,9 @@ def _failure_edges(flow: Flow, saga: Saga, stages: tuple[tuple[str, ...], ...],
     for step in saga.steps:
         target = _undo_entry(step.name, stage_of, undo_order)
         if isinstance(step, AwaitStep):
-            label = f"timeout {_seconds(step.timeout)}" if step.timeout else "timeout"
+            if step.timeout is None:  # `timeout: none`: it never times out
+                continue
+            label = f"timeout {_seconds(step.timeout)}"
             if step.on_timeout == "compensate":
                 flow.link(step_id(step.name), target, "timeout", label)
             else:

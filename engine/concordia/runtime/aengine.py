@@ -290,6 +290,11 @@ class AsyncEngine:
         its own cause (see :class:`~concordia.runtime.views.RunDetail`)."""
         return await self._drive(self.core.detail(run_id))
 
+    @property
+    def catalog(self) -> Catalog:
+        """The definitions this engine was given (sagas, events, policies)."""
+        return self.core.catalog
+
     def versions(self) -> dict[str, dict[int, Saga]]:
         """Every saga version this engine runs, by name and version."""
         return self.core.versions()

@@ -164,7 +164,8 @@ def _items(step: ActionStep, rec: StepRecord, items: dict[ItemKey, ItemRecord], 
         if status == StepStatus.FAILED:
             if not best_effort:
                 return Decision(DecisionKind.SETTLE, steps=(name,), items=(item.key,), failed=True)
-            undo = _undo_item(item, now)
+            # An item of a step that says `compensate: none` has nothing to undo.
+            undo = _undo_item(item, now) if step.compensate is not None else None
             if undo is None:
                 continue
             if undo.kind == DecisionKind.MOVE:  # its compensation failed for good: the step fails
@@ -228,6 +229,8 @@ def undo(compiled: CompiledSaga, run: RunRecord, steps: dict[str, StepRecord],
         rec = steps[name]
         step = compiled.steps[name]
         if name in compiled.fan_outs:
+            if not (isinstance(step, ActionStep) and step.compensate is not None):
+                continue  # `compensate: none`: its items have nothing to undo
             for i in reversed(range(len(rec.items or ()))):
                 item = items.get((name, i))
                 if item is not None and (decided := _undo_item(item, now)) is not None:

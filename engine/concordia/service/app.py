@@ -27,6 +27,7 @@ from concordia.service.guard import SECURITY_SCHEMES, Guard, access_table
 from concordia.service.limits import BodyLimit
 from concordia.service.metrics import Metrics
 from concordia.service.routes_events import router as events_router
+from concordia.service.routes_failure_map import router as failure_map_router
 from concordia.service.routes_ops import router as ops_router
 from concordia.service.routes_runs import router as runs_router
 from concordia.service.routes_sagas import router as sagas_router
@@ -72,7 +73,8 @@ def create_app(engine: AsyncEngine, options: ServiceOptions | None = None, *,
                   lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.service = service
     problems.install(app)
-    routers = (runs_router, events_router, sagas_router, ops_router, page.router)
+    routers = (runs_router, events_router, sagas_router, failure_map_router, ops_router,
+               page.router)
     for router in routers:
         app.include_router(router)
     app.mount(page.STATIC_PATH, page.static_files(), name="static")

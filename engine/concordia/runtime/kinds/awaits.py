@@ -53,7 +53,8 @@ class Awaits(OnJournal):
                 self.resume_with(p, step, rec, early.envelope, now, early=True)
                 return
         rec.status = StepStatus.AWAITING
-        rec.wake_at = now + (step.timeout or 0.0)
+        # `timeout: none`: no deadline, no timer; only its event (or a cancel) moves it.
+        rec.wake_at = None if step.timeout is None else now + step.timeout
         pending.touch(rec)
         pending.awaits_add.append(AwaitRecord(run.id, step.name, step.event, key, run.saga,
                                               run.version))

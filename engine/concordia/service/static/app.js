@@ -282,6 +282,7 @@ async function sagaPage(name) {
     el("p", { class: "muted" }, chosen.description || ""), versions,
     el("h2", {}, "Diagram"), diagram,
     el("h2", {}, "YAML"), el("pre", { class: "yaml", id: "yaml" }, chosen.yaml));
+  document.dispatchEvent(new CustomEvent("concordia:saga-page", { detail: { name, version: chosen.version } }));
 }
 
 // -- routing ----------------------------------------------------------------------------
