@@ -24,6 +24,7 @@ import json
 import re
 import shlex
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from types import ModuleType
@@ -95,7 +96,7 @@ BLOCKS = _blocks()
 
 def test_every_block_names_a_language_this_test_runs() -> None:
     assert {lang for _, _, lang, _ in BLOCKS} <= {"yaml", "json", "python", "sh", "bash",
-                                                  "mermaid"}
+                                                  "mermaid", "text"}
     assert len(BLOCKS) > 100
 
 
@@ -109,7 +110,9 @@ def _page_saga(page: str) -> str | None:
                          ids=[f"{b[0]}-{b[1]}" for b in BLOCKS if b[0] != "reference.md"])
 def test_the_block_runs(page: str, index: int, lang: str, block: str, tmp_path: Path,
                         monkeypatch: pytest.MonkeyPatch) -> None:
-    if lang == "yaml":
+    if lang == "yaml" and block.lstrip().startswith("- repo:"):
+        _check_hooks(block)
+    elif lang == "yaml":
         parsed = parse_bytes(block.encode(), f"{page}-{index}.yaml")
         assert parsed.problems == [], [p.format_text() for p in parsed.problems]
         assert parsed.sagas or parsed.events or parsed.policies
@@ -124,8 +127,30 @@ def test_the_block_runs(page: str, index: int, lang: str, block: str, tmp_path: 
         _check_syntax(block)
     elif lang == "mermaid":
         _check_picture(block)
+    elif lang == "text":
+        _check_printed(block)
     else:
         _run_python(page, block, tmp_path, monkeypatch)
+
+
+def _check_hooks(block: str) -> None:
+    """A pre-commit configuration names hooks this repository declares."""
+    declared = {hook["id"] for hook in yaml.safe_load(
+        Path(ROOT, ".pre-commit-hooks.yaml").read_text("utf-8"))}
+    named = {hook["id"] for repo in yaml.safe_load(block) for hook in repo["hooks"]}
+    assert named
+    assert named <= declared, f"hooks {sorted(named - declared)} are not declared"
+
+
+def _check_printed(block: str) -> None:
+    """Output a page quotes is output the command line prints, word for word: what
+    ``concordia simulate`` says of one of the reference sagas."""
+    printed = " ".join(
+        subprocess.run([sys.executable, "-m", "concordia", "simulate", saga],
+                       capture_output=True, text=True, check=True, cwd=ROOT).stdout
+        for saga in ("user_provisioning", "upm_activation", "cerebros_nas"))
+    assert " ".join(block.split()) in " ".join(printed.split()), (
+        "quoted output `concordia simulate` does not print")
 
 
 def _check_syntax(block: str) -> None:
