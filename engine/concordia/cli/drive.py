@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from concordia.cli.common import colour_enabled
 from concordia.cli.render import Times, child_run_id, saga_step, step_in_hand, waiting_on
-from concordia.status import ACTIVE, ENDED, RunStatus
+from concordia.status import ACTIVE, ENDED, CompStatus, RunStatus, StepStatus
 
 if TYPE_CHECKING:
     from concordia.definitions.models import Saga
@@ -110,8 +110,8 @@ def _drive_children(engine: Engine, view: RunView, saga: Saga | None, max_wait: 
     for rec in view.steps:
         step = saga_step(saga, rec.name)
         child = child_run_id(rec)
-        if not (isinstance(step, SagaStep) and isinstance(child, str) and "awaiting" in (
-                rec.status, rec.comp_status)):
+        if not (isinstance(step, SagaStep) and isinstance(child, str) and (
+                rec.status == StepStatus.AWAITING or rec.comp_status == CompStatus.AWAITING)):
             continue
         child_view = engine.get_run(child)
         if child_view.status in ACTIVE:

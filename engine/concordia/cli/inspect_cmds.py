@@ -247,9 +247,13 @@ def _runs_table(engine: Engine, views: list[RunView], times: Times, sagas: _Saga
     console.print(table, highlight=False)
 
 
+_COLOURS: dict[str, str] = {RunStatus.COMPLETED: "green", RunStatus.COMPENSATION_FAILED: "bold red",
+            RunStatus.FAILED: "red", RunStatus.COMPENSATED: "yellow",
+            RunStatus.CANCELLED: "yellow", RunStatus.STUCK: "bold red"}
+
+
 def _status(status: str) -> str:
-    colour = {"completed": "green", "compensation_failed": "bold red", "failed": "red",
-              "compensated": "yellow", "cancelled": "yellow", "stuck": "bold red"}.get(status)
+    colour = _COLOURS.get(status)
     return f"[{colour}]{status}[/]" if colour else status
 
 

@@ -153,9 +153,9 @@ def waiting_on(view: RunView, saga: Saga | None, times: Times, now: float) -> st
         retrying = [s for s in view.steps if s.status == StepStatus.WAITING_RETRY
                     or s.comp_status == CompStatus.WAITING_RETRY]
         what = ", ".join(
-            f"{'compensation of ' if s.comp_status == 'waiting_retry' else ''}{s.name}"
-            f" (attempt {(s.comp_attempt if s.comp_status == 'waiting_retry' else s.attempt) + 1})"
-            for s in retrying) or "the next step"
+            f"compensation of {s.name} (attempt {s.comp_attempt + 1})"
+            if s.comp_status == CompStatus.WAITING_RETRY
+            else f"{s.name} (attempt {s.attempt + 1})" for s in retrying) or "the next step"
         return f"retry of {what} at {times.until(view.wake_at, now)}"
     return None
 
@@ -185,8 +185,9 @@ def step_in_hand(view: RunView, saga: Saga | None) -> str:
         return "undoing " + ", ".join(s.name for s in undoing)
     if active:
         # A step waiting to retry is about to make its next attempt.
-        return ", ".join(f"{s.name} (attempt {max(s.attempt, 1) + (s.status == 'waiting_retry')})"
-                         for s in active)
+        return ", ".join(
+            f"{s.name} (attempt {max(s.attempt, 1) + (s.status == StepStatus.WAITING_RETRY)})"
+            for s in active)
     return state_label(view.state, saga)
 
 

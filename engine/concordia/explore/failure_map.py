@@ -18,6 +18,7 @@ from concordia.explore.report import FailurePoint, failure_points
 from concordia.explore.search import Explorer
 from concordia.machine.flow import Edge, Flow, Node, build_flow, step_id, undo_id
 from concordia.machine.flow_render import flow_mermaid, flow_svg
+from concordia.machine.marks import Mark
 from concordia.machine.run_diagram import Format, draw
 
 
@@ -25,7 +26,7 @@ def failure_map(saga: Saga, exploration: Exploration, fmt: str = "mermaid") -> s
     """The whole map of ``saga`` as Mermaid (or SVG)."""
     flow = build_flow(saga)
     points = failure_points(exploration)
-    marks: dict[str, str] = {}
+    marks: dict[str, Mark] = {}
     outcomes: dict[str, set[str]] = {}
     left: dict[str, tuple[str, str, set[str]]] = {}  # effect -> (its step, what, leaving)
     broken = {v.step for v, _ in exploration.counterexamples if v.step}
@@ -34,7 +35,7 @@ def failure_map(saga: Saga, exploration: Exploration, fmt: str = "mermaid") -> s
             continue
         outcomes.setdefault(point.step, set()).add(point.path.status)
         for name in point.compensates:
-            marks[undo_id(name.split("[")[0])] = "undone"
+            marks[undo_id(name.split("[")[0])] = Mark.UNDONE
         for lo in point.path.leftovers:
             if lo.kind == LeftoverKind.DECLARED and lo.step == point.step:
                 continue  # the step's own declared leftover: said on the step already
@@ -43,7 +44,7 @@ def failure_map(saga: Saga, exploration: Exploration, fmt: str = "mermaid") -> s
             left.setdefault(lo.name, (lo.step, what, set()))[2].add(point.step)
     for step in outcomes:
         if step_id(step) in flow.nodes:
-            marks[step_id(step)] = "failed" if step in broken else "done"
+            marks[step_id(step)] = Mark.FAILED if step in broken else Mark.DONE
     edges: list[Edge] = []
     for edge in flow.edges:
         source = flow.nodes[edge.source].step
@@ -67,7 +68,7 @@ def failure_map(saga: Saga, exploration: Exploration, fmt: str = "mermaid") -> s
         mapped.add(node)
         for step in sorted(leaving):
             mapped.link(step_id(step), node.id, "fail")
-        marks[node.id] = "skipped" if what.startswith("declared") else "failed"
+        marks[node.id] = Mark.SKIPPED if what.startswith("declared") else Mark.FAILED
     render = flow_svg if fmt == "svg" else flow_mermaid
     return render(mapped, marks)
 
