@@ -28,7 +28,6 @@ from typing import Any, TypeVar, Unpack
 
 from concordia.clock import SystemClock
 from concordia.definitions.catalog import Catalog
-from concordia.definitions.models import Saga
 from concordia.events.bus import AsyncBus
 from concordia.events.envelope import Envelope
 from concordia.registry import Registry
@@ -36,6 +35,7 @@ from concordia.runtime.config import Options
 from concordia.runtime.core import Claims, Core, Passes, load_directory, renew_leases
 from concordia.runtime.delivery import Delivery
 from concordia.runtime.effects import Flow, adrive
+from concordia.runtime.engine_face import EngineFace
 from concordia.runtime.invoke import (
     AsyncInvoker,
     HandlerPool,
@@ -52,7 +52,7 @@ from concordia.store.base import RunQueries, Store
 T = TypeVar("T")
 
 
-class AsyncEngine:
+class AsyncEngine(EngineFace):
     """Runs sagas on an event loop (see the module docstring).
 
     Takes the same arguments as :class:`~concordia.runtime.engine.Engine`. Runs it
@@ -111,14 +111,6 @@ class AsyncEngine:
         self._claims = Claims(core)
         astore = self.astore
         core.executor.journaling.bind_store(astore.write_blocking, astore.write)
-
-    @property
-    def store(self) -> Store:
-        return self.core.store
-
-    @property
-    def owner(self) -> str:
-        return self.core.config.owner
 
     # -- the shell the core's flows run in (see concordia.runtime.effects.AsyncShell) --------
 
@@ -289,23 +281,6 @@ class AsyncEngine:
         """A run with the causation chain of each event it emitted or received, and of
         its own cause (see :class:`~concordia.runtime.views.RunDetail`)."""
         return await self._drive(self.core.detail(run_id))
-
-    @property
-    def catalog(self) -> Catalog:
-        """The definitions this engine was given (sagas, events, policies)."""
-        return self.core.catalog
-
-    def versions(self) -> dict[str, dict[int, Saga]]:
-        """Every saga version this engine runs, by name and version."""
-        return self.core.versions()
-
-    def definition(self, saga: str, version: int | None = None) -> Saga:
-        """A saga's definition (the latest version unless ``version`` is given)."""
-        return self.core.book.saga(saga, version)
-
-    def state_labels(self, saga: str, version: int) -> dict[str, str]:
-        """The saga version's state names as its author would say them, by state."""
-        return self.core.state_labels(saga, version)
 
     async def resolve_run_id(self, prefix: str) -> str:
         return await self._drive(self.core.resolve_run_id(prefix))

@@ -15,9 +15,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar, Unpack
 
-from concordia.clock import Clock
 from concordia.definitions.catalog import Catalog
-from concordia.definitions.models import Saga
 from concordia.events.bus import Bus
 from concordia.events.envelope import Envelope
 from concordia.registry import Registry
@@ -26,6 +24,7 @@ from concordia.runtime.config import Options
 from concordia.runtime.core import Claims, Core, Passes, load_directory, renew_leases
 from concordia.runtime.delivery import Delivery
 from concordia.runtime.effects import Flow, drive
+from concordia.runtime.engine_face import EngineFace
 from concordia.runtime.invoke import HandlerPool, Invocation, Invoker, Outcome
 from concordia.runtime.leases import LeaseKeeper
 from concordia.runtime.views import RunDetail, RunView, read_list
@@ -34,7 +33,7 @@ from concordia.store.base import Store
 T = TypeVar("T")
 
 
-class Engine:
+class Engine(EngineFace):
     """Runs sagas from a :class:`Catalog` with handlers from a :class:`Registry`.
 
     Options (keyword arguments, typed: see :class:`~concordia.runtime.config.Options`):
@@ -64,15 +63,7 @@ class Engine:
 
         core.executor.journaling.bind_store(lambda fn: fn(core.store), write_async)
 
-    # The collaborators, for callers and tests that reach for them.
-    @property
-    def catalog(self) -> Catalog:
-        return self.core.catalog
-
-    @property
-    def registry(self) -> Registry:
-        return self.core.registry
-
+    # The collaborators, for callers and tests that reach for them (the rest: EngineFace).
     @property
     def store(self) -> Store:
         return self.core.store
@@ -82,17 +73,8 @@ class Engine:
         self.core.store = store
 
     @property
-    def clock(self) -> Clock:
-        return self.core.clock
-
-    @property
     def bus(self) -> Bus | None:
         return self.core.bus
-
-    @property
-    def owner(self) -> str:
-        """This engine's name in the leases it takes."""
-        return self.core.config.owner
 
     @classmethod
     def from_directory(cls, path: str, registry: Registry,
@@ -253,18 +235,6 @@ class Engine:
         """A run with the causation chain of each event it emitted or received, and of
         its own cause (see :class:`~concordia.runtime.views.RunDetail`)."""
         return self._drive(self.core.detail(run_id))
-
-    def versions(self) -> dict[str, dict[int, Saga]]:
-        """Every saga version this engine runs, by name and version."""
-        return self.core.versions()
-
-    def definition(self, saga: str, version: int | None = None) -> Saga:
-        """A saga's definition (the latest version unless ``version`` is given)."""
-        return self.core.book.saga(saga, version)
-
-    def state_labels(self, saga: str, version: int) -> dict[str, str]:
-        """The saga version's state names as its author would say them, by state."""
-        return self.core.state_labels(saga, version)
 
     def resolve_run_id(self, prefix: str) -> str:
         """The id of the one run whose id starts with ``prefix``."""
