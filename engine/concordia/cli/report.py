@@ -34,9 +34,12 @@ _COLOURS = {"error": "\x1b[31m", "warning": "\x1b[33m", "note": "\x1b[36m"}
 def render_text(problems: Sequence[Problem], *, colour: bool = False) -> str:
     """One line a problem and a count; ``colour``: severities in colour (for a terminal)."""
     lines = [_coloured(p) if colour else p.format_text() for p in problems]
-    errors = sum(1 for p in problems if p.severity == "error")
-    warnings = len(problems) - errors
-    lines.append(f"{errors} error(s), {warnings} warning(s)" if problems else "no problems")
+    count = {severity: sum(1 for p in problems if p.severity == severity)
+             for severity in ("error", "warning", "note")}
+    summary = f"{count['error']} error(s), {count['warning']} warning(s)"
+    if count["note"]:
+        summary += f", {count['note']} note(s)"
+    lines.append(summary if problems else "no problems")
     return "\n".join(lines)
 
 
