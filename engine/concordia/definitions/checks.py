@@ -179,7 +179,9 @@ class TreeChecks:
                 self.problem(path, "unknown-step",
                               f"on_timeout names unknown step {step.on_timeout!r}",
                               f"{base}/on_timeout",
-                              hint=suggest(step.on_timeout, [*names, "compensate"]))
+                              hint=suggest(step.on_timeout, [*names, "compensate"])
+                              or "on_timeout is `compensate` (the default) or the name of "
+                                 "a later step to continue with")
             elif step.on_timeout != "compensate" and depth.get(
                     step.on_timeout, 0) <= depth.get(step.name, 0):
                 # The engine only jumps forward: an earlier step (or one running beside

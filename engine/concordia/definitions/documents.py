@@ -285,7 +285,8 @@ def _check_step(parsed: ParsedFile, raw: dict[str, Any], base: str,
     if kind == "await" and "timeout" not in raw and not _refused("timeout", spoiled):
         parsed.problem("await-without-timeout",
                        f"await step {name} has no timeout; it could wait forever",
-                       base, hint="add `timeout:` (e.g. 30m) and `on_timeout:`, or "
+                       base, hint="add `timeout:` (e.g. 30m: then the run compensates, or "
+                                  "continues with the step `on_timeout:` names), or "
                                   "`timeout: none` if waiting forever is intended")
         ok = False
     if raw.get("timeout") == "none":
