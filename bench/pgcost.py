@@ -144,6 +144,8 @@ class RoundTrips:
                     peers[client] = (server, True, spoke)
                     peers[server] = (client, False, spoke)
                     continue
+                if sock not in peers:  # its pair was closed earlier in this round
+                    continue
                 peer, from_client, spoke = peers[sock]
                 try:
                     data = sock.recv(1 << 16)
