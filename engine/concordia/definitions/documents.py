@@ -31,7 +31,7 @@ from concordia.definitions.models import (
 from concordia.definitions.outline import PolicyOutline, Regions, SagaOutline, StepSlot
 from concordia.definitions.payload import is_full_json_schema
 from concordia.definitions.problems import Problem, Severity, pointer_join
-from concordia.definitions.schema import Kind, fast_validator, validator
+from concordia.definitions.schema import Kind, is_valid, validator
 from concordia.definitions.yamlsafe import (
     Document,
     YamlLoadError,
@@ -134,8 +134,8 @@ def parse_bytes(raw: bytes, path: str) -> ParsedFile:
         return parsed
     parsed.kind = kind
     regions = Regions()
-    # The compiled validator accepts valid documents quickly; jsonschema explains the others.
-    if not fast_validator(kind).is_valid(data):
+    # Valid documents are accepted quickly; jsonschema explains the others.
+    if not is_valid(kind, data):
         _schema_problems(parsed, data, kind, regions)
     if kind == "saga":
         _build_saga(parsed, data, regions)

@@ -59,18 +59,23 @@ def split_url(url: str) -> tuple[str, str | None]:
     return urlunsplit(parts._replace(query=rest)), schema or None
 
 
-def _array(column: str) -> str:
-    kind = ("int" if column in rows.INTEGER_COLUMNS else
+def _kind(column: str) -> str:
+    return ("int" if column in rows.INTEGER_COLUMNS else
             "float8" if column in rows.REAL_COLUMNS else "text")
-    return f"?::{kind}[]"
 
 
 def _records(table: str, source: str, columns: Sequence[str], key: Sequence[str]) -> str:
-    """A CTE upserting the records passed as one array per column, keyed by the run's key
-    that ``source`` returns."""
+    """A CTE upserting the records passed as one JSON array of arrays (each a record's
+    columns in order), keyed by the run's key that ``source`` returns.
+
+    One JSON text costs both sides far less than an array per column: measured here, for a
+    commit's two step records, psycopg's array dumping took 75 µs of the client's CPU and
+    the server's parsing of 15 arrays 40 µs, against 14 µs and 10 µs for the JSON text
+    read by position (``->>`` on ``json``: each element is a short array)."""
+    fields = ", ".join(f"(x->>{i})::{_kind(c)}" for i, c in enumerate(columns))
     return (f"{table[0]} AS (INSERT INTO {table} (run, {', '.join(columns)}) SELECT "
-            f"{source}.num, t.* FROM {source}, unnest({', '.join(map(_array, columns))}) "
-            f"AS t({', '.join(columns)}) {upsert(key, columns)})")
+            f"{source}.num, {fields} FROM {source}, json_array_elements(?::json) AS x "
+            f"{upsert(key, columns)})")
 
 
 @lru_cache(maxsize=32)
@@ -100,9 +105,9 @@ def _core_args(c: Commit) -> list[Any]:
     """The parameters of a commit's records and history, in statement order."""
     args: list[Any] = []
     if c.steps:
-        args.extend(list(col) for col in zip(*map(rows.step_values, c.steps), strict=True))
+        args.append(rows.encode(list(map(rows.step_values, c.steps))))
     if c.items:
-        args.extend(list(col) for col in zip(*map(rows.item_values, c.items), strict=True))
+        args.append(rows.encode(list(map(rows.item_values, c.items))))
     if c.history:
         args.append(rows.history_text(c.history))
     return args
