@@ -7,10 +7,7 @@ calling the handlers a service registers.
 
 from typing import TYPE_CHECKING, Any
 
-from concordia import lean
 from concordia.version import __version__
-
-lean.install()
 
 if TYPE_CHECKING:
     from concordia.clock import SystemClock, VirtualClock

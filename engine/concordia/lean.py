@@ -6,9 +6,10 @@ render tracebacks on a console, though Concordia's logging formats exceptions it
 Measured on 2026-12-07, a worker holding the reference domain's catalog and the
 PostgreSQL store: 3 MB of its resident memory. :func:`install` hides ``rich`` from
 structlog's own modules while they import (they fall back to plain tracebacks, as they do
-where rich is missing); any other importer, the command line's included, gets rich as
-usual. It is installed by ``import concordia`` and removes itself once structlog has
-asked.
+where rich is missing); any other importer, the command line's tables included, gets rich
+as usual. The ``concordia`` command installs it (a process Concordia owns, whose logging
+it configures); a service that embeds the engine is left as it is, so its own structlog
+set-up keeps rich tracebacks. It removes itself once structlog has asked.
 """
 
 from __future__ import annotations

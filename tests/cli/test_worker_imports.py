@@ -47,3 +47,13 @@ def test_a_worker_loads_only_what_its_path_uses(tmp_path: Path) -> None:
     # definitions are loaded, the CEL library's compiled module.
     assert {"sqlite3", "jsonschema", "pydantic", "cel", "structlog"} <= packages
     assert "concordia.cli.tables" not in modules
+
+
+def test_a_service_that_embeds_the_engine_keeps_its_structlog_as_it_was() -> None:
+    # Only the command line hides rich from structlog: an embedding service's own
+    # ConsoleRenderer still formats tracebacks with rich.
+    probe = ("import concordia, concordia.logging, structlog.dev; "
+             "print(structlog.dev.rich is not None)")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "True"

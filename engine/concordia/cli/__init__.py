@@ -14,6 +14,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from concordia import lean
 from concordia.cli import commands
 from concordia.cli.common import (
     DEFAULT_STORE,
@@ -78,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # The command line owns its process and configures its logging itself: structlog need
+    # not hold rich in every worker (rich stays for the command line's own tables).
+    lean.install()
     parser = build_parser()
     if "_ARGCOMPLETE" in os.environ:  # only when the shell asks for completions
         import argcomplete
