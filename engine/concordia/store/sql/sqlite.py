@@ -68,9 +68,10 @@ _STEP = (f"INSERT OR REPLACE INTO steps (run, {', '.join(rows.STEP_COLUMNS)}) VA
          f"({', '.join('?' * (1 + len(rows.STEP_COLUMNS)))})")
 _ITEM = (f"INSERT OR REPLACE INTO items (run, {', '.join(rows.ITEM_COLUMNS)}) VALUES "
          f"({', '.join('?' * (1 + len(rows.ITEM_COLUMNS)))})")
+# (Plain ``?`` placeholders only: Python 3.12 deprecates numbered ones bound to a sequence.)
 _SETTLE = ("INSERT INTO history (key, entries) SELECT COALESCE((SELECT MAX(key) FROM history "
-           "WHERE key BETWEEN ?1 AND ?2), ?1 - 1) + 1, tail FROM runs "
-           "WHERE num = ?3 AND tail != '[]'")
+           "WHERE key BETWEEN ? AND ?), ? - 1) + 1, tail FROM runs "
+           "WHERE num = ? AND tail != '[]'")
 
 
 def _history_keys(num: int) -> tuple[int, int]:
@@ -295,8 +296,8 @@ class SqliteDialect:
         return num, cancel_reason
 
     def append_history(self, tx: Tx, num: int, text: str, ended: bool) -> None:
-        row = tx.one(f"UPDATE runs SET tail = {_APPEND.format(arg='?1')} WHERE num = ?2 "
-                     "RETURNING length(tail)", (text, num))
+        row = tx.one(f"UPDATE runs SET tail = {_APPEND.format(arg='?')} WHERE num = ? "
+                     "RETURNING length(tail)", (text, text, text, num))
         if row is not None and (row[0] > TAIL_LIMIT or ended):
             self._settle(tx, num)
 
@@ -305,7 +306,8 @@ class SqliteDialect:
         """Move a run's history tail to ``history``."""
         if num > _MAX_RUN_NUM:  # would overflow the 64-bit history key
             raise StoreError(f"the store holds more than {_MAX_RUN_NUM} runs; archive it")
-        if tx.run(_SETTLE, (*_history_keys(num), num)):
+        low, high = _history_keys(num)
+        if tx.run(_SETTLE, (low, high, low, num)):
             tx.run("UPDATE runs SET tail = '[]' WHERE num = ?", (num,))
 
     def read_history(self, run_id: str) -> list[str]:
