@@ -486,7 +486,7 @@ def commits_per_saga(bench: Bench, runs: int) -> tuple[float, float]:
         count += 1
         return tx(*args)
 
-    store._tx = counting_tx  # type: ignore[method-assign]
+    store._tx = counting_tx  # type: ignore[method-assign,assignment]
     with Engine(bench.catalogs[5], registry(FIVE), store, clock=SystemClock()) as engine:
         drive_sync(engine, FIVE, WARM_UP)
         count, before = 0, wal_frames(path)

@@ -224,6 +224,7 @@ def percentile(values: list[float], q: float) -> float:
 def check(url: str, kind: str, n: int, bodies: list[Any]) -> None:
     """Every accepted request is in the store once."""
     from concordia.store import open_store
+    from concordia.store.base import RunQueries
 
     store = open_store(url, readonly=True)
     try:
@@ -235,8 +236,9 @@ def check(url: str, kind: str, n: int, bodies: list[Any]) -> None:
                 if store.get_event(b["event_id"]) is None:
                     raise SystemExit(f"resume: event {b['event_id']} is not in the store")
         else:
+            assert isinstance(store, RunQueries)
             ids = {b["id"] for b in bodies}
-            runs = store.page_runs("bench_start", None, None, None, 10 * n)
+            runs = store.page_runs("bench_start", None, None, None, 10 * n) or []
             if len(ids) != n or {r.id for r in runs} != ids:
                 raise SystemExit(f"start: {len(runs)} runs stored for {n} accepted")
     finally:
