@@ -210,12 +210,14 @@ def assert_order(view: RunView, *, actions: Sequence[str] | None = None,
 
 @dataclass
 class PathSetup:
-    """What one path runs with: a registry (over fakes of its own), the run's input, and
-    the data of each awaited event (from the await's name and the run so far)."""
+    """What one path runs with: a registry (over fakes of its own), the run's input, the
+    data of each awaited event (from the await's name and the run so far), and what to
+    call once the path has run (to close the fakes' files and connections)."""
 
     registry: Registry
     input: Mapping[str, Any] | None = None
     events: EventData | None = None
+    close: Callable[[], None] | None = None
 
 
 def explore(catalog: Catalog | Sequence[str], saga: str,
@@ -252,9 +254,13 @@ def explore(catalog: Catalog | Sequence[str], saga: str,
             continue
         setup = _setup(registry, input, events)
         run_input = dict(setup.input) if setup.input is not None else dict(explorer.run_input)
-        ran = run_on_engine(explorer, path, faults.wrap(setup.registry),
-                            functools.partial(_logged, faults), run_input=run_input,
-                            events=setup.events)
+        try:
+            ran = run_on_engine(explorer, path, faults.wrap(setup.registry),
+                                functools.partial(_logged, faults), run_input=run_input,
+                                events=setup.events)
+        finally:
+            if setup.close is not None:
+                setup.close()
         if ran is None:
             checked.skipped.append(path)
             continue
@@ -270,7 +276,7 @@ def _setup(registry: Registry | Callable[[], Registry | PathSetup],
     made = registry if isinstance(registry, Registry) else registry()
     if isinstance(made, PathSetup):
         return PathSetup(made.registry, made.input if made.input is not None else input,
-                         made.events or events)
+                         made.events or events, made.close)
     return PathSetup(made, input, events)
 
 

@@ -36,17 +36,17 @@ def thunderline(root: Path, saga: str) -> Callable[[], PathSetup]:
         registry = build_registry(world)
         if saga == "user_provisioning":
             return PathSetup(registry, {"email": "ada@thunderline.example",
-                                        "display_name": "Ada"})
+                                        "display_name": "Ada"}, close=world.close)
         if saga == "upm_activation":
             world.ensure_upm_baseline(adapters=3)  # the explorer's lists have 3 items
             return PathSetup(registry, {"snapshot_id": world.upm.create_snapshot(
-                0.12, shadow_validated=True)})
+                0.12, shadow_validated=True)}, close=world.close)
 
         def completion(step: str, view: RunView) -> Any:
             return world.cerebros.complete_run(view.results["create_run"]["run_id"])
 
         return PathSetup(registry, {"search_space": "resnet-lite", "trials": 4,
-                                    "dataset": "cifar-10"}, completion)
+                                    "dataset": "cifar-10"}, completion, world.close)
 
     return setup
 

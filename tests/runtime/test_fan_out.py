@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Callable
+from contextlib import closing
 from typing import Any
 
 import pytest
@@ -305,7 +306,7 @@ def test_sqlite_keeps_one_row_per_item(catalog_of: CatalogOf, sqlite_url: str,
         engine.run_until_idle()
     store = SqliteStore(sqlite_url)
     try:
-        with sqlite3.connect(sqlite_url.removeprefix("sqlite:///")) as db:
+        with closing(sqlite3.connect(sqlite_url.removeprefix("sqlite:///"))) as db:
             steps_rows = db.execute("SELECT s.name FROM steps s JOIN runs r ON r.num = s.run "
                                     "WHERE r.id = ? ORDER BY s.name", (run.id,)).fetchall()
             item_rows = db.execute("SELECT i.step, i.idx FROM items i JOIN runs r ON "

@@ -91,6 +91,7 @@ def pg_up() -> bool:
                           check=False).returncode == 0
 
 
+@pytest.mark.exclusive
 @pytest.mark.slow
 @pytest.mark.nats
 @pytest.mark.postgres
@@ -147,6 +148,7 @@ def nats_up() -> bool:
     return True
 
 
+@pytest.mark.exclusive
 @pytest.mark.slow
 @pytest.mark.nats
 @pytest.mark.postgres

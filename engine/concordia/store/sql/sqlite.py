@@ -172,17 +172,23 @@ class SqliteDialect:
                 raise StoreError(f"cannot create the directory of SQLite store {path!r}: "
                                  f"{exc.strerror or exc}") from None
         self.conn = self._connect(readonly, busy_timeout)
-        if readonly:
-            readable(self.schema_version(SqliteTx(self.conn, self.where)), SCHEMA_VERSION,
-                     self.where)
-        else:
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute(f"PRAGMA synchronous={synchronous}")
-            self._migrate()
         # Reads get a connection of their own; an in-memory database exists only on its one.
         self._rconn, self._rlock = self.conn, self._lock
-        if path != ":memory:" and not readonly:
-            self._rconn, self._rlock = self._connect(True, busy_timeout), threading.RLock()
+        try:
+            if readonly:
+                readable(self.schema_version(SqliteTx(self.conn, self.where)),
+                         SCHEMA_VERSION, self.where)
+            else:
+                self.conn.execute("PRAGMA journal_mode=WAL")
+                self.conn.execute(f"PRAGMA synchronous={synchronous}")
+                self._migrate()
+            if path != ":memory:" and not readonly:
+                self._rconn, self._rlock = self._connect(True, busy_timeout), threading.RLock()
+        except BaseException:
+            # A file that is not a store, or one locked past the busy timeout: the caller
+            # gets the error, and no connection is left open behind it.
+            self.conn.close()
+            raise
 
     def _connect(self, readonly: bool, busy_timeout: float) -> sqlite3.Connection:
         try:
