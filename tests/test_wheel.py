@@ -3,6 +3,7 @@ files it reads at run time — py.typed, the JSON Schemas, the page's static fil
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -18,9 +19,15 @@ ENGINE = Path(ROOT, "engine", "concordia")
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
     out = tmp_path_factory.mktemp("dist")
+    # Built from a copy: setuptools writes build/ and the egg-info into the tree it builds,
+    # and another process (a second test worker, an install) may be building here too.
+    source = tmp_path_factory.mktemp("source") / "tree"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv*", "build", "dist", "site", "*.egg-info", "__pycache__"))
     # Without build isolation: the dev tools bring setuptools, and no download is needed.
     subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation",
-                    "--outdir", str(out), ROOT], check=True, capture_output=True, timeout=300)
+                    "--outdir", str(out), str(source)], check=True, capture_output=True,
+                   timeout=300)
     [path] = out.glob("concordia_sagas-*.whl")
     return zipfile.ZipFile(path)
 
