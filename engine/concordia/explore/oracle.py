@@ -17,6 +17,7 @@ it for a failure of the run).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 
 from concordia.explore.model import Choice, Option, Point, PointKind
@@ -30,8 +31,9 @@ class PathMerged(BaseException):
         self.into = into
 
 
-class Chooser:
-    """What the world asks: an option for a point, among ``options`` (happy first)."""
+class Chooser(ABC):
+    """What the world asks: an option for a point, among ``options`` (happy first);
+    subclasses say which of the fitting options to take (:meth:`_pick`)."""
 
     def __init__(self, faults: int) -> None:
         self.budget = faults
@@ -51,8 +53,8 @@ class Chooser:
         self.choices.append(Choice(point, option))
         return option
 
-    def _pick(self, point: Point, occurrence: int, fitting: Sequence[Option]) -> int:
-        raise NotImplementedError
+    @abstractmethod
+    def _pick(self, point: Point, occurrence: int, fitting: Sequence[Option]) -> int: ...
 
 
 class Oracle(Chooser):

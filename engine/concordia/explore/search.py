@@ -56,6 +56,7 @@ from concordia.explore.world import (
     ROOT,
     CallAt,
     ExploreClock,
+    WorkerDied,
     World,
     fresh_store,
     stub_registry,
@@ -126,6 +127,31 @@ class ExploringWorld(World):
         judge = self.explorer.bench.judge
         assert judge is not None
         judge.delivering = None if run_id is None or step is None else (run_id, step)
+
+    def call_many(self, invocations: list[Invocation]) -> list[Outcome]:
+        # Whether a cancel may come (the run moves forward) matters only while the path
+        # has a fault left to spend on one.
+        forward = self.chooser.used < self.chooser.budget and self._moving_forward()
+        outcomes: list[Outcome] = []
+        answered: list[tuple[Invocation, CallAt, Option]] = []
+        for invocation in invocations:
+            at = CallAt.of(invocation.ctx)
+            outcome, option = self.answer(invocation, at, forward)
+            answered.append((invocation, at, option))
+            outcomes.append(outcome)
+        self.calls_took(invocations)
+        if any(option.act == Act.CRASH for _, _, option in answered):
+            # The other calls of the batch ran too, and their results die with the worker:
+            # a handler that checkpoints before its effect left its checkpoint, though.
+            for invocation, at, option in answered:
+                if option.act in (Act.OK, Act.CANCEL) and self._checkpoints(at):
+                    invocation.ctx.checkpoint({"explored": "checkpoint before the effect"})
+            raise WorkerDied
+        return outcomes
+
+    def _checkpoints(self, at: CallAt) -> bool:
+        step = self.saga.step(at.step)
+        return at.phase == "action" and isinstance(step, ActionStep) and step.checkpoints
 
     def answer(self, invocation: Invocation, at: CallAt, forward: bool
                ) -> tuple[Outcome, Option]:

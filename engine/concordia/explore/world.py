@@ -34,12 +34,13 @@ out a cancel or an undo the parent asks of it.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from concordia.definitions.catalog import Catalog
-from concordia.definitions.models import ActionStep, AwaitStep, RetryPolicy, Saga, SagaStep
+from concordia.definitions.models import AwaitStep, RetryPolicy, Saga, SagaStep
 from concordia.events.envelope import new_event
 from concordia.explore.model import (
     Act,
@@ -182,9 +183,9 @@ class CallAt:
                      self.attempt)
 
 
-class World:
+class World(ABC):
     """Drives one run of a saga (see the module docstring); subclasses answer the
-    handler calls (:meth:`answer`)."""
+    handler calls (:meth:`call_many`)."""
 
     def __init__(self, core: Core, clock: ExploreClock, saga: Saga, chooser: Chooser,
                  run_input: dict[str, Any],
@@ -212,26 +213,9 @@ class World:
     def drive(self, flow: Flow[T]) -> T:
         return drive(flow, self.core.store, self)
 
+    @abstractmethod
     def call_many(self, invocations: list[Invocation]) -> list[Outcome]:
-        # Whether a cancel may come (the run moves forward) matters only while the path
-        # has a fault left to spend on one.
-        forward = self.chooser.used < self.chooser.budget and self._moving_forward()
-        outcomes: list[Outcome] = []
-        answered: list[tuple[Invocation, CallAt, Option]] = []
-        for invocation in invocations:
-            at = CallAt.of(invocation.ctx)
-            outcome, option = self.answer(invocation, at, forward)
-            answered.append((invocation, at, option))
-            outcomes.append(outcome)
-        self.calls_took(invocations)
-        if any(option.act == Act.CRASH for _, _, option in answered):
-            # The other calls of the batch ran too, and their results die with the worker:
-            # a handler that checkpoints before its effect left its checkpoint, though.
-            for invocation, at, option in answered:
-                if option.act in (Act.OK, Act.CANCEL) and self._checkpoints(at):
-                    invocation.ctx.checkpoint({"explored": "checkpoint before the effect"})
-            raise WorkerDied
-        return outcomes
+        """Answer a Call's handler invocations (the oracle, or the user's handlers)."""
 
     def calls_took(self, invocations: Sequence[Invocation]) -> None:
         """Count a Call on the worst-case clock: its calls run together, the slowest
@@ -257,10 +241,6 @@ class World:
             else:
                 self.ledger.waits_from.pop(rec.name, None)
 
-    def _checkpoints(self, at: CallAt) -> bool:
-        step = self.saga.step(at.step)
-        return at.phase == "action" and isinstance(step, ActionStep) and step.checkpoints
-
     def publish(self, envelope: dict[str, Any]) -> None:
         return None  # the explorer's engine has no bus
 
@@ -277,10 +257,6 @@ class World:
         self.clock.sleep(seconds)
 
     # -- answering calls -----------------------------------------------------------------
-
-    def answer(self, invocation: Invocation, at: CallAt, forward: bool
-               ) -> tuple[Outcome, Option]:
-        raise NotImplementedError
 
     def option_for(self, at: CallAt, forward: bool,
                    options: Callable[[], Sequence[Option]]) -> Option:
@@ -519,8 +495,9 @@ class World:
         """The data of the event awaited at ``step``: the least its schema accepts."""
         return sample(schema)
 
-    def delivering(self, run_id: str | None, step: str | None) -> None:
-        """Tell the judge which await the event being delivered is for."""
+    def delivering(self, run_id: str | None, step: str | None) -> None:  # noqa: B027
+        """Tell the judge which await the event being delivered is for (a hook: only a
+        world whose judge steers events needs it, so by default it does nothing)."""
 
     def _cancel(self) -> None:
         self.drive(self.core.executor.request_cancel(ROOT, CANCEL_REASON))

@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 from fastapi import FastAPI
+from starlette.routing import Route
 
 from concordia.registry import Registry
 from concordia.runtime.aengine import AsyncEngine
@@ -81,7 +82,9 @@ def create_app(engine: AsyncEngine, options: ServiceOptions | None = None, *,
     _document_security(app)
     app.add_middleware(BodyLimit, max_body=options.max_body)
     # Before the body is read: a refusal reads nothing.
-    app.add_middleware(Guard, table=access_table(routers, page.STATIC_PATH, app.openapi_url))
+    document = next((r for r in app.routes
+                     if isinstance(r, Route) and r.path == app.openapi_url), None)
+    app.add_middleware(Guard, table=access_table(routers, page.STATIC_PATH, document))
     app.add_middleware(ServerTiming)  # outermost: the whole of the server's time
     return app
 

@@ -37,7 +37,7 @@ import structlog
 from fastapi import APIRouter
 from fastapi.routing import APIRoute
 from starlette.datastructures import Headers
-from starlette.routing import BaseRoute, Match, Mount, Route
+from starlette.routing import BaseRoute, Match, Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from concordia.service.problems import Problem, send_problem
@@ -219,11 +219,11 @@ class Guard:
         return partial if partial in (Access.HEALTH, Access.PAGE) else None
 
 
-def access_table(routers: Iterable[APIRouter], static: str, openapi_url: str | None
+def access_table(routers: Iterable[APIRouter], static: str, document: BaseRoute | None
                  ) -> list[tuple[BaseRoute, Access]]:
     """Every route of ``routers`` with the access it declares, the page's assets under
-    ``static`` and the OpenAPI document (``concordia.read``); a route that declares no
-    access is an error of the app: a new route must say who may call it."""
+    ``static`` and the app's route of the OpenAPI document (``concordia.read``); a route
+    that declares no access is an error of the app: a new route must say who may call it."""
     table: list[tuple[BaseRoute, Access]] = []
     for router in routers:
         for route in router.routes:
@@ -234,13 +234,9 @@ def access_table(routers: Iterable[APIRouter], static: str, openapi_url: str | N
                                    "access (openapi_extra=guard.access(...))")
             table.append((route, Access(declared)))
     table.append((Mount(static, routes=[]), Access.PAGE))  # the page's script and styles
-    if openapi_url:
-        table.append((Route(openapi_url, _never, methods=["GET"]), Access.READ))
+    if document is not None:
+        table.append((document, Access.READ))
     return table
-
-
-async def _never(request: Any) -> Any:  # pragma: no cover - matched against, never called
-    raise NotImplementedError
 
 
 def _cross_origin(headers: Headers, host: str) -> tuple[Problem, str] | None:
