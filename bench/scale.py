@@ -233,6 +233,7 @@ def concordia_pass(db: str, concurrency: int, runs: int, tmp: str,
     from concordia.definitions.catalog import Catalog
     from concordia.runtime.aengine import AsyncEngine
     from concordia.runtime.engine import Engine
+    from concordia.status import RunStatus
 
     meter = Meter(db)
     schema = f"bench_{uuid.uuid4().hex[:10]}"
@@ -259,7 +260,8 @@ def concordia_pass(db: str, concurrency: int, runs: int, tmp: str,
             await drive_async(engine, FIVE, runs, concurrency)
             cost = meter.end()
             statuses = [r.status for r in await engine.list_runs(limit=runs + 100)]
-            if sum(s in ("completed", "compensated") for s in statuses) != runs + 20:
+            ended = statuses.count(RunStatus.COMPLETED) + statuses.count(RunStatus.COMPENSATED)
+            if ended != runs + 20:
                 raise SystemExit(f"benchmark runs ended wrongly on {db}")
             return cost
 
