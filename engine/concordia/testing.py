@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 import inspect
 import threading
@@ -275,8 +276,8 @@ def _setup(registry: Registry | Callable[[], Registry | PathSetup],
            input: Mapping[str, Any] | None, events: EventData | None) -> PathSetup:
     made = registry if isinstance(registry, Registry) else registry()
     if isinstance(made, PathSetup):
-        return PathSetup(made.registry, made.input if made.input is not None else input,
-                         made.events or events, made.close)
+        return dataclasses.replace(made, input=made.input if made.input is not None else input,
+                                   events=made.events or events)
     return PathSetup(made, input, events)
 
 
